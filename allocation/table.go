@@ -1,0 +1,187 @@
+// Package allocation keeps the node's in-memory allocation state: the table
+// of live allocations with their quotas, and the credentials that admit them.
+package allocation
+
+import (
+	"errors"
+	"net"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Quota errors returned by Reserve.
+var (
+	ErrUserQuota  = errors.New("allocation: per-user allocation quota reached")
+	ErrTotalQuota = errors.New("allocation: node allocation quota reached")
+)
+
+// pendingTimeout bounds how long a reservation waits for its allocation to
+// be created before the slot is given back (the creation failed silently).
+const pendingTimeout = 30 * time.Second
+
+// Key identifies an allocation by its 5-tuple: the listener socket that
+// received it and the client's source address.
+type Key struct {
+	Listener int    // index of the listener socket
+	Client   string // client transport address, host:port
+}
+
+// Entry describes one live allocation.
+type Entry struct {
+	Key       Key
+	UserID    string
+	Transport string // client transport: udp, tcp, tls, dtls
+	Relay     string // relayed transport address
+	Created   time.Time
+}
+
+type pending struct {
+	user string
+	at   time.Time
+}
+
+// TableConfig configures a Table.
+type TableConfig struct {
+	// UserQuota is the most allocations one user id may hold; 0 is unlimited.
+	UserQuota int
+	// TotalQuota is the most allocations on the node; 0 is unlimited.
+	TotalQuota int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Table is the set of live allocations. Quotas hold exactly under
+// concurrent Allocates: a slot is reserved atomically before the relay
+// socket is opened and either committed or released afterwards.
+type Table struct {
+	cfg     TableConfig
+	mu      sync.Mutex
+	live    map[Key]*Entry
+	pending map[Key]pending
+	perUser map[string]int // live + pending per user id
+}
+
+// NewTable returns an empty table.
+func NewTable(cfg TableConfig) *Table {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Table{cfg: cfg, live: make(map[Key]*Entry), pending: make(map[Key]pending), perUser: make(map[string]int)}
+}
+
+func (t *Table) dropPendingLocked(k Key) {
+	p, ok := t.pending[k]
+	if !ok {
+		return
+	}
+	delete(t.pending, k)
+	t.decUserLocked(p.user)
+}
+
+func (t *Table) decUserLocked(user string) {
+	if t.perUser[user] <= 1 {
+		delete(t.perUser, user)
+	} else {
+		t.perUser[user]--
+	}
+}
+
+// Reserve takes a slot for an allocation about to be created for user on k.
+func (t *Table) Reserve(k Key, user string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.cfg.Now()
+	for pk, p := range t.pending {
+		if now.Sub(p.at) > pendingTimeout {
+			t.dropPendingLocked(pk)
+		}
+	}
+	t.dropPendingLocked(k) // a retried Allocate replaces its own reservation
+	if t.cfg.TotalQuota > 0 && len(t.live)+len(t.pending) >= t.cfg.TotalQuota {
+		return ErrTotalQuota
+	}
+	if t.cfg.UserQuota > 0 && t.perUser[user] >= t.cfg.UserQuota {
+		return ErrUserQuota
+	}
+	t.pending[k] = pending{user: user, at: now}
+	t.perUser[user]++
+	return nil
+}
+
+// Release gives back a reservation whose allocation was not created.
+func (t *Table) Release(k Key) {
+	t.mu.Lock()
+	t.dropPendingLocked(k)
+	t.mu.Unlock()
+}
+
+// Commit turns the reservation on k into a live allocation.
+func (t *Table) Commit(k Key, user, transport string, relay net.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.pending[k]; ok {
+		delete(t.pending, k)
+		if p.user != user { // cannot happen with pion, but keep counts exact
+			t.decUserLocked(p.user)
+			t.perUser[user]++
+		}
+	} else {
+		t.perUser[user]++
+	}
+	if old, ok := t.live[k]; ok { // replaced without a delete event
+		t.decUserLocked(old.UserID)
+	}
+	r := ""
+	if relay != nil {
+		r = relay.String()
+	}
+	t.live[k] = &Entry{Key: k, UserID: user, Transport: transport, Relay: r, Created: t.cfg.Now()}
+}
+
+// Delete removes the allocation on k and returns it.
+func (t *Table) Delete(k Key) (Entry, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.live[k]
+	if !ok {
+		return Entry{}, false
+	}
+	delete(t.live, k)
+	t.decUserLocked(e.UserID)
+	return *e, true
+}
+
+// Has reports whether k has a live allocation.
+func (t *Table) Has(k Key) bool {
+	t.mu.Lock()
+	_, ok := t.live[k]
+	t.mu.Unlock()
+	return ok
+}
+
+// Count returns the number of live allocations.
+func (t *Table) Count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.live)
+}
+
+// UserCount returns live plus reserved allocations held by user.
+func (t *Table) UserCount(user string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.perUser[user]
+}
+
+// List returns a snapshot of live allocations, oldest first.
+func (t *Table) List() []Entry {
+	t.mu.Lock()
+	out := make([]Entry, 0, len(t.live))
+	for _, e := range t.live {
+		out = append(out, *e)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out
+}

@@ -1,0 +1,159 @@
+// Package api is supernode's HTTP surface: Prometheus metrics, health and
+// readiness probes, and the credentials endpoint the signaling backend asks
+// for a call's ICE servers.
+package api
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/metrics"
+)
+
+// ErrMissingField reports a required Config field that is unset.
+var ErrMissingField = errors.New("api: required config field missing")
+
+// Node is what the API needs to know about the relay.
+type Node interface {
+	Draining() bool
+	AllocationCount() int
+}
+
+// Config configures the HTTP handler.
+type Config struct {
+	Metrics     *metrics.Metrics  // required
+	Credentials *allocation.Store // required
+	Node        Node              // required
+	// URLs are the turn:/turns:/stun: URLs handed to clients. Required.
+	URLs []string
+	// Token, when set, is required as "Authorization: Bearer <token>" on /v1/*.
+	Token string
+	// DefaultTTL is the credential lifetime when ?ttl is absent; zero is 24h.
+	DefaultTTL time.Duration
+	// MaxTTL caps ?ttl; zero is 7 days.
+	MaxTTL time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// IceServer is one W3C RTCIceServer dictionary.
+type IceServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// IceServersResponse is the body of /v1/ice-servers: an RTCConfiguration
+// fragment plus the credential's lifetime.
+type IceServersResponse struct {
+	IceServers []IceServer `json:"iceServers"`
+	TTL        int64       `json:"ttl"`
+	ExpiresAt  time.Time   `json:"expiresAt"`
+}
+
+// New returns the handler serving every endpoint.
+func New(cfg Config) (http.Handler, error) {
+	switch {
+	case cfg.Metrics == nil:
+		return nil, fmt.Errorf("%w: Metrics", ErrMissingField)
+	case cfg.Credentials == nil:
+		return nil, fmt.Errorf("%w: Credentials", ErrMissingField)
+	case cfg.Node == nil:
+		return nil, fmt.Errorf("%w: Node", ErrMissingField)
+	case len(cfg.URLs) == 0:
+		return nil, fmt.Errorf("%w: URLs", ErrMissingField)
+	}
+	if cfg.DefaultTTL == 0 {
+		cfg.DefaultTTL = 24 * time.Hour
+	}
+	if cfg.MaxTTL == 0 {
+		cfg.MaxTTL = 7 * 24 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if cfg.Node.Draining() {
+			http.Error(w, fmt.Sprintf("draining (%d allocations left)", cfg.Node.AllocationCount()), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	ice := &iceHandler{cfg: cfg}
+	mux.Handle("GET /v1/ice-servers", ice)
+	mux.Handle("POST /v1/ice-servers", ice)
+	return mux, nil
+}
+
+type iceHandler struct{ cfg Config }
+
+func jsonError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Token != "" {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(h.cfg.Token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="supernode"`)
+			jsonError(w, http.StatusUnauthorized, "missing or wrong bearer token (see --api-token)")
+			return
+		}
+	}
+	if err := r.ParseForm(); err != nil {
+		jsonError(w, http.StatusBadRequest, "bad query: "+err.Error())
+		return
+	}
+	user := r.Form.Get("user")
+	if user == "" {
+		jsonError(w, http.StatusBadRequest, "missing user: pass ?user=ID")
+		return
+	}
+	if len(user) > 128 || strings.ContainsAny(user, "\x00\r\n") {
+		jsonError(w, http.StatusBadRequest, "user: at most 128 bytes, no control characters")
+		return
+	}
+	ttl := h.cfg.DefaultTTL
+	if s := r.Form.Get("ttl"); s != "" {
+		secs, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || secs <= 0 {
+			jsonError(w, http.StatusBadRequest, "ttl: want a positive number of seconds")
+			return
+		}
+		if time.Duration(secs)*time.Second > h.cfg.MaxTTL {
+			jsonError(w, http.StatusBadRequest, fmt.Sprintf("ttl: at most %d seconds", int64(h.cfg.MaxTTL/time.Second)))
+			return
+		}
+		ttl = time.Duration(secs) * time.Second
+	}
+	username, password, expiry, err := h.cfg.Credentials.Mint(user, ttl)
+	if err != nil {
+		jsonError(w, http.StatusServiceUnavailable, "no auth secret configured: start the node with --auth-secret to mint credentials")
+		return
+	}
+	resp := IceServersResponse{
+		IceServers: []IceServer{{URLs: h.cfg.URLs, Username: username, Credential: password}},
+		TTL:        int64(ttl / time.Second),
+		ExpiresAt:  expiry.UTC(),
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(resp)
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// listFlag is a repeatable string flag; from the environment it takes a
+// comma-separated list.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+// options is everything the daemon is configured with.
+type options struct {
+	config       string
+	listen       listFlag
+	tlsListen    listFlag
+	dtlsListen   listFlag
+	cert, key    string
+	udpSockets   int
+	relayIP      listFlag
+	externalIP   listFlag
+	publicHost   string
+	minPort      int
+	maxPort      int
+	realm        string
+	users        listFlag
+	usersFile    string
+	secrets      listFlag
+	secretFile   string
+	allowPeer    listFlag
+	denyPeer     listFlag
+	userQuota    int
+	totalQuota   int
+	maxBPS       int64
+	lifetime     time.Duration
+	idleTimeout  time.Duration
+	firstTimeout time.Duration
+	httpListen   string
+	apiToken     string
+	drainTimeout time.Duration
+	logLevel     string
+	logFormat    string
+	version      bool
+}
+
+func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "supernode"
+	}
+	fs := flag.NewFlagSet("supernode", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.config, "config", "", "config file: one `flag = value` per line, # comments; repeat a line for a repeatable flag")
+	fs.Var(&o.listen, "listen", "UDP and TCP STUN/TURN listen address host:port, repeatable, IPv4 or IPv6 (default 0.0.0.0:3478)")
+	fs.Var(&o.tlsListen, "tls-listen", "TLS (turns:) listen address host:port, repeatable; needs --cert and --key")
+	fs.Var(&o.dtlsListen, "dtls-listen", "DTLS listen address host:port, repeatable; needs --cert and --key")
+	fs.StringVar(&o.cert, "cert", "", "PEM certificate chain file for TLS and DTLS (re-read on SIGHUP)")
+	fs.StringVar(&o.key, "key", "", "PEM private key file for TLS and DTLS (re-read on SIGHUP)")
+	fs.IntVar(&o.udpSockets, "udp-sockets", runtime.NumCPU(), "SO_REUSEPORT UDP sockets per --listen address (count)")
+	fs.Var(&o.relayIP, "relay-ip", "IP that relay sockets bind to, at most one per address family, repeatable (default: the first global IPv4 of this host, else 127.0.0.1)")
+	fs.Var(&o.externalIP, "external-ip", "IP advertised in XOR-RELAYED-ADDRESS instead of the --relay-ip of the same family (1:1 NAT), repeatable")
+	fs.StringVar(&o.publicHost, "public-host", "", "host name or IP put in the URLs of /v1/ice-servers (default: --external-ip, else the listen IP, else --relay-ip)")
+	fs.IntVar(&o.minPort, "min-port", 49152, "lowest relay port (inclusive)")
+	fs.IntVar(&o.maxPort, "max-port", 65535, "highest relay port (inclusive)")
+	fs.StringVar(&o.realm, "realm", host, "long-term credential realm")
+	fs.Var(&o.users, "user", "static long-term user name:password, repeatable")
+	fs.StringVar(&o.usersFile, "users-file", "", "file of name:password lines, # comments (re-read on SIGHUP)")
+	fs.Var(&o.secrets, "auth-secret", "TURN REST shared secret (coturn use-auth-secret), repeatable; the first mints credentials, all verify")
+	fs.StringVar(&o.secretFile, "auth-secret-file", "", "file of REST secrets, one per line, first mints (re-read on SIGHUP)")
+	fs.Var(&o.allowPeer, "allow-peer", "CIDR or IP peers may be in even if a default range refuses it, repeatable; the most specific rule wins")
+	fs.Var(&o.denyPeer, "deny-peer", "CIDR or IP peers may not be in, repeatable; the most specific rule wins")
+	fs.IntVar(&o.userQuota, "user-quota", 0, "most allocations one user id may hold at once (0 = unlimited)")
+	fs.IntVar(&o.totalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
+	fs.Int64Var(&o.maxBPS, "max-bps", 0, "bandwidth limit per allocation and direction in bits per second; excess packets are dropped (0 = unlimited)")
+	fs.DurationVar(&o.lifetime, "allocation-lifetime", 10*time.Minute, "allocation lifetime when the client asks for none")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 10*time.Minute, "close a TCP/TLS/DTLS client connection silent for this long")
+	fs.DurationVar(&o.firstTimeout, "first-message-timeout", 10*time.Second, "close a TCP/TLS/DTLS client connection that sends no complete STUN message (handshake included) in this time")
+	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz and /v1/ice-servers (empty disables)")
+	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	return fs
+}
+
+// envName is the environment variable for a flag: SUPERNODE_RELAY_IP for relay-ip.
+func envName(flagName string) string {
+	return "SUPERNODE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseOptions reads, in rising precedence, the config file, SUPERNODE_*
+// environment variables and the command line.
+func parseOptions(args []string, getenv func(string) string, out io.Writer) (*options, error) {
+	o := &options{}
+	fs := newFlagSet(o, out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "supernode: a STUN/TURN relay node.\n\nUsage: supernode [flags]\n\n"+
+			"Every flag can also be set as SUPERNODE_<FLAG> in the environment (repeatable flags comma-separated)\n"+
+			"or as a line `flag = value` in the --config file. Command line beats environment beats file.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if !set["config"] {
+		if v := getenv(envName("config")); v != "" {
+			o.config = v
+		}
+	}
+	var fileVals map[string][]string
+	if o.config != "" {
+		var err error
+		if fileVals, err = readConfigFile(o.config, fs); err != nil {
+			return nil, err
+		}
+	}
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || f.Name == "config" {
+			return
+		}
+		_, isList := f.Value.(*listFlag)
+		if v := getenv(envName(f.Name)); v != "" {
+			vals := []string{v}
+			if isList {
+				vals = splitList(v)
+			}
+			for _, x := range vals {
+				if err := f.Value.Set(x); err != nil {
+					errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+				}
+			}
+			return
+		}
+		for _, x := range fileVals[f.Name] {
+			if err := f.Value.Set(x); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %s = %q: %w", o.config, f.Name, x, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if len(o.listen) == 0 {
+		o.listen = listFlag{"0.0.0.0:3478"}
+	}
+	return o, o.check()
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// readConfigFile parses `name = value` (or `name value`) lines.
+func readConfigFile(path string, fs *flag.FlagSet) (map[string][]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	defer f.Close()
+	vals := map[string][]string{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, val, ok := strings.Cut(line, "=")
+		if !ok {
+			name, val, _ = strings.Cut(line, " ")
+		}
+		name = strings.TrimPrefix(strings.TrimSpace(name), "--")
+		val = strings.Trim(strings.TrimSpace(val), `"`)
+		fl := fs.Lookup(name)
+		if fl == nil || name == "config" {
+			return nil, fmt.Errorf("%s:%d: unknown setting %q", path, n, name)
+		}
+		if bf, ok := fl.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() && val == "" {
+			val = "true"
+		}
+		vals[name] = append(vals[name], val)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+	return vals, nil
+}
+
+func (o *options) check() error {
+	switch {
+	case o.minPort < 1 || o.minPort > 65535:
+		return fmt.Errorf("--min-port %d: want 1..65535", o.minPort)
+	case o.maxPort < o.minPort || o.maxPort > 65535:
+		return fmt.Errorf("--max-port %d: want --min-port (%d)..65535", o.maxPort, o.minPort)
+	case (len(o.tlsListen) > 0 || len(o.dtlsListen) > 0) && (o.cert == "" || o.key == ""):
+		return errors.New("--tls-listen and --dtls-listen need --cert and --key")
+	case o.udpSockets < 1:
+		return fmt.Errorf("--udp-sockets %d: want at least 1", o.udpSockets)
+	case o.userQuota < 0:
+		return fmt.Errorf("--user-quota %d: want 0 (unlimited) or more", o.userQuota)
+	case o.totalQuota < 0:
+		return fmt.Errorf("--total-quota %d: want 0 (unlimited) or more", o.totalQuota)
+	case o.maxBPS < 0:
+		return fmt.Errorf("--max-bps %d: want 0 (unlimited) or more", o.maxBPS)
+	case o.realm == "":
+		return errors.New("--realm must not be empty")
+	case o.logFormat != "text" && o.logFormat != "json":
+		return fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+	}
+	for _, u := range o.users {
+		if n, p, ok := strings.Cut(u, ":"); !ok || n == "" || p == "" {
+			return fmt.Errorf("--user %q: want name:password", u)
+		}
+	}
+	return nil
+}

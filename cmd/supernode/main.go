@@ -1,0 +1,473 @@
+// Command supernode is a STUN/TURN relay node: flags -> logger -> sockets ->
+// relay + api -> signals. Everything testable lives in the packages it wires.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/api"
+	"github.com/supernode/supernode/metrics"
+	"github.com/supernode/supernode/relay"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	err := run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, sigs, nil)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "supernode:", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	h := &slog.HandlerOptions{Level: lv}
+	if o.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, h)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, h)), nil
+}
+
+// loadCredentials reads --user, --users-file, --auth-secret and
+// --auth-secret-file.
+func loadCredentials(o *options) (allocation.Credentials, error) {
+	c := allocation.Credentials{Users: map[string]string{}, Secrets: append([]string(nil), o.secrets...)}
+	for _, u := range o.users {
+		n, p, _ := strings.Cut(u, ":")
+		c.Users[n] = p
+	}
+	if o.usersFile != "" {
+		lines, err := readLines(o.usersFile)
+		if err != nil {
+			return c, fmt.Errorf("--users-file: %w", err)
+		}
+		for i, l := range lines {
+			n, p, ok := strings.Cut(l, ":")
+			if !ok || n == "" || p == "" {
+				return c, fmt.Errorf("--users-file %s: line %d: want name:password", o.usersFile, i+1)
+			}
+			c.Users[n] = p
+		}
+	}
+	if o.secretFile != "" {
+		lines, err := readLines(o.secretFile)
+		if err != nil {
+			return c, fmt.Errorf("--auth-secret-file: %w", err)
+		}
+		if len(lines) == 0 {
+			return c, fmt.Errorf("--auth-secret-file %s: no secret in file", o.secretFile)
+		}
+		c.Secrets = append(c.Secrets, lines...)
+	}
+	return c, nil
+}
+
+// readLines returns the non-empty, non-comment lines of a file.
+func readLines(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" && l[0] != '#' {
+			out = append(out, l)
+		}
+	}
+	return out, sc.Err()
+}
+
+// defaultRelayIP is the first global unicast IPv4 address of an up,
+// non-loopback interface, else 127.0.0.1.
+func defaultRelayIP() netip.Addr {
+	ifs, _ := net.Interfaces()
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if pn, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(pn.IP); ok && ip.Unmap().Is4() && ip.IsGlobalUnicast() {
+					return ip.Unmap()
+				}
+			}
+		}
+	}
+	return netip.MustParseAddr("127.0.0.1")
+}
+
+func parseIPs(flagName string, vals []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	var has4, has6 bool
+	for _, v := range vals {
+		ip, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("--%s %q: not an IP address", flagName, v)
+		}
+		ip = ip.Unmap()
+		if ip.IsUnspecified() {
+			return nil, fmt.Errorf("--%s %q: must be a specific address", flagName, v)
+		}
+		if (ip.Is4() && has4) || (ip.Is6() && has6) {
+			return nil, fmt.Errorf("--%s: at most one address per family", flagName)
+		}
+		has4, has6 = has4 || ip.Is4(), has6 || ip.Is6()
+		out = append(out, ip)
+	}
+	return out, nil
+}
+
+// node is a running supernode.
+type node struct {
+	o       *options
+	log     *slog.Logger
+	m       *metrics.Metrics
+	store   *allocation.Store
+	cert    *relay.Certificate
+	relay   *relay.Server
+	http    *http.Server
+	httpLn  net.Listener
+	urls    []string
+	closers []io.Closer
+}
+
+// iceURLs builds one URL per listener for /v1/ice-servers.
+func iceURLs(o *options, relayIPs, externalIPs []netip.Addr, listens map[string][]string) ([]string, error) {
+	hostFor := func(listenAddr string) (string, error) {
+		h, p, err := net.SplitHostPort(listenAddr)
+		if err != nil {
+			return "", err
+		}
+		if o.publicHost != "" {
+			return net.JoinHostPort(o.publicHost, p), nil
+		}
+		v6 := false
+		if ip, err := netip.ParseAddr(h); err == nil {
+			v6 = ip.Unmap().Is6()
+			if !ip.IsUnspecified() {
+				for _, e := range externalIPs {
+					if e.Is6() == v6 {
+						return net.JoinHostPort(e.String(), p), nil
+					}
+				}
+				return net.JoinHostPort(ip.Unmap().String(), p), nil
+			}
+		}
+		for _, list := range [][]netip.Addr{externalIPs, relayIPs} {
+			for _, e := range list {
+				if e.Is6() == v6 {
+					return net.JoinHostPort(e.String(), p), nil
+				}
+			}
+		}
+		return "", fmt.Errorf("no address of the family of %s to advertise: set --public-host", listenAddr)
+	}
+	var urls []string
+	seen := map[string]bool{}
+	add := func(u string) {
+		if !seen[u] {
+			seen[u] = true
+			urls = append(urls, u)
+		}
+	}
+	for _, kind := range []string{"udp", "tls"} {
+		for _, a := range listens[kind] {
+			hp, err := hostFor(a)
+			if err != nil {
+				return nil, err
+			}
+			switch kind {
+			case "udp":
+				add("stun:" + hp)
+				add("turn:" + hp + "?transport=udp")
+				add("turn:" + hp + "?transport=tcp")
+			case "tls":
+				add("turns:" + hp + "?transport=tcp")
+			}
+		}
+	}
+	return urls, nil
+}
+
+// start opens every socket and starts the relay and the HTTP server.
+func start(o *options, log *slog.Logger) (n *node, err error) {
+	n = &node{o: o, log: log, m: metrics.New(version)}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	creds, err := loadCredentials(o)
+	if err != nil {
+		return nil, err
+	}
+	if len(creds.Users) == 0 && len(creds.Secrets) == 0 {
+		b := make([]byte, 24)
+		_, _ = rand.Read(b)
+		creds.Secrets = []string{base64.RawURLEncoding.EncodeToString(b)}
+		log.Warn("no --user or --auth-secret configured: generated a REST secret for this run only; fetch credentials from /v1/ice-servers")
+	}
+	n.store = allocation.NewStore(o.realm, creds, nil)
+
+	relayIPs, err := parseIPs("relay-ip", o.relayIP)
+	if err != nil {
+		return nil, err
+	}
+	if len(relayIPs) == 0 {
+		relayIPs = []netip.Addr{defaultRelayIP()}
+	}
+	externalIPs, err := parseIPs("external-ip", o.externalIP)
+	if err != nil {
+		return nil, err
+	}
+	policy, err := relay.NewPolicy(o.allowPeer, o.denyPeer)
+	if err != nil {
+		return nil, err
+	}
+	if o.cert != "" || o.key != "" {
+		if n.cert, err = relay.LoadCertificate(o.cert, o.key); err != nil {
+			return nil, err
+		}
+	}
+
+	var ls []relay.Listener
+	listens := map[string][]string{}
+	for _, a := range o.listen {
+		pcs, err := relay.ListenUDP(a, o.udpSockets)
+		if err != nil {
+			return nil, fmt.Errorf("--listen: %w", err)
+		}
+		for _, pc := range pcs {
+			n.closers = append(n.closers, pc)
+			ls = append(ls, relay.Listener{Transport: "udp", PacketConn: pc})
+		}
+		// TCP on the same port the UDP sockets got (matters for port 0).
+		tl, err := relay.ListenTCP(pcs[0].LocalAddr().String())
+		if err != nil {
+			return nil, fmt.Errorf("--listen: %w", err)
+		}
+		n.closers = append(n.closers, tl)
+		ls = append(ls, relay.Listener{Transport: "tcp", Listener: tl})
+		listens["udp"] = append(listens["udp"], pcs[0].LocalAddr().String())
+	}
+	for _, a := range o.tlsListen {
+		tl, err := relay.ListenTLS(a, n.cert)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-listen: %w", err)
+		}
+		n.closers = append(n.closers, tl)
+		ls = append(ls, relay.Listener{Transport: "tls", Listener: tl})
+		listens["tls"] = append(listens["tls"], tl.Addr().String())
+	}
+	for _, a := range o.dtlsListen {
+		dl, err := relay.ListenDTLS(a, n.cert)
+		if err != nil {
+			return nil, fmt.Errorf("--dtls-listen: %w", err)
+		}
+		n.closers = append(n.closers, dl)
+		ls = append(ls, relay.Listener{Transport: "dtls", Listener: dl})
+		listens["dtls"] = append(listens["dtls"], dl.Addr().String())
+	}
+
+	n.relay, err = relay.New(relay.Config{
+		Listeners:           ls,
+		Realm:               o.realm,
+		Credentials:         n.store,
+		Table:               allocation.NewTable(allocation.TableConfig{UserQuota: o.userQuota, TotalQuota: o.totalQuota}),
+		Policy:              policy,
+		Metrics:             n.m,
+		Logger:              log,
+		RelayIPs:            relayIPs,
+		ExternalIPs:         externalIPs,
+		MinPort:             o.minPort,
+		MaxPort:             o.maxPort,
+		MaxBPS:              o.maxBPS,
+		AllocationLifetime:  o.lifetime,
+		IdleTimeout:         o.idleTimeout,
+		FirstMessageTimeout: o.firstTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	if n.urls, err = iceURLs(o, relayIPs, externalIPs, listens); err != nil {
+		return nil, err
+	}
+	if o.httpListen != "" {
+		if err := n.startHTTP(); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("supernode ready", "version", version, "listen", o.listen.String(), "tls", o.tlsListen.String(),
+		"dtls", o.dtlsListen.String(), "udp_sockets", o.udpSockets, "relay_ip", fmt.Sprint(relayIPs),
+		"ports", strconv.Itoa(o.minPort)+"-"+strconv.Itoa(o.maxPort), "realm", o.realm, "http", n.httpAddr())
+	if n.store.HasSecret() && n.httpLn != nil {
+		log.Info("fetch TURN credentials with: curl '" + n.iceURLExample() + "'")
+	}
+	return n, nil
+}
+
+func (n *node) httpAddr() string {
+	if n.httpLn == nil {
+		return ""
+	}
+	return n.httpLn.Addr().String()
+}
+
+func (n *node) iceURLExample() string {
+	auth := ""
+	if n.o.apiToken != "" {
+		auth = "' -H 'Authorization: Bearer <token>"
+	}
+	return "http://" + n.httpAddr() + "/v1/ice-servers?user=alice&ttl=3600" + auth
+}
+
+func (n *node) startHTTP() error {
+	host, _, err := net.SplitHostPort(n.o.httpListen)
+	if err != nil {
+		return fmt.Errorf("--http-listen %q: %w", n.o.httpListen, err)
+	}
+	ip, perr := netip.ParseAddr(host)
+	loopback := host == "localhost" || (perr == nil && ip.IsLoopback())
+	if !loopback && n.o.apiToken == "" {
+		return fmt.Errorf("--http-listen %s is not a loopback address: set --api-token to protect /v1/*", n.o.httpListen)
+	}
+	h, err := api.New(api.Config{Metrics: n.m, Credentials: n.store, Node: n.relay, URLs: n.urls, Token: n.o.apiToken, Logger: n.log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", n.o.httpListen)
+	if err != nil {
+		return fmt.Errorf("--http-listen: %w", err)
+	}
+	n.httpLn = ln
+	n.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	go func() {
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// reload re-reads the users file, secret file and certificate (SIGHUP).
+// On any error the old values stay in force.
+func (n *node) reload() {
+	creds, err := loadCredentials(n.o)
+	if err != nil {
+		n.log.Error("reload failed, keeping old credentials", "err", err)
+	} else if len(creds.Users) == 0 && len(creds.Secrets) == 0 {
+		n.log.Warn("reload: no credentials configured, keeping old ones")
+	} else {
+		n.store.Set(creds)
+		n.log.Info("reloaded credentials", "users", len(creds.Users), "secrets", len(creds.Secrets))
+	}
+	if n.cert != nil {
+		if err := n.cert.Reload(); err != nil {
+			n.log.Error("reload failed, keeping old certificate", "err", err)
+		} else {
+			n.log.Info("reloaded certificate")
+		}
+	}
+}
+
+func (n *node) close() {
+	if n.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = n.http.Shutdown(ctx)
+		cancel()
+	}
+	if n.relay != nil {
+		_ = n.relay.Close()
+	}
+	for _, c := range n.closers {
+		_ = c.Close()
+	}
+}
+
+// run starts the node and handles signals until it should exit. ready, if
+// not nil, receives the node once it serves.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready chan<- *node) error {
+	o, err := parseOptions(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if o.version {
+		fmt.Fprintln(stdout, "supernode", version)
+		return nil
+	}
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	n, err := start(o, log)
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	if ready != nil {
+		ready <- n
+	}
+
+	var drainDeadline <-chan time.Time
+	var poll <-chan time.Time
+	for {
+		select {
+		case sig := <-sigs:
+			switch {
+			case sig == syscall.SIGHUP:
+				n.reload()
+			case sig == syscall.SIGTERM && drainDeadline == nil:
+				n.relay.Drain()
+				log.Info("SIGTERM: draining; send SIGTERM again or SIGINT to exit now",
+					"allocations", n.relay.AllocationCount(), "drain_timeout", o.drainTimeout)
+				drainDeadline = time.After(o.drainTimeout)
+				t := time.NewTicker(250 * time.Millisecond)
+				defer t.Stop()
+				poll = t.C
+			default:
+				log.Info("exiting now", "signal", sig.String(), "allocations", n.relay.AllocationCount())
+				return nil
+			}
+		case <-poll:
+			if n.relay.AllocationCount() == 0 {
+				log.Info("drained: no allocations left, exiting")
+				return nil
+			}
+		case <-drainDeadline:
+			log.Warn("drain timeout passed, exiting", "allocations", n.relay.AllocationCount())
+			return nil
+		}
+	}
+}

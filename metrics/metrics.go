@@ -1,0 +1,212 @@
+// Package metrics defines every Prometheus metric supernode exports, once, on
+// an explicit registry. Label values come only from the fixed sets below so
+// that no user name, address or call id ever becomes a label.
+package metrics
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Transports is the fixed set of client transports a listener can speak.
+var Transports = []string{"udp", "tcp", "tls", "dtls"}
+
+// Directions of relayed traffic.
+const (
+	ClientToPeer = "client_to_peer"
+	PeerToClient = "peer_to_client"
+)
+
+// Drop reasons: why a packet the node received was not relayed or handled.
+const (
+	DropMalformed  = "malformed"   // not STUN or ChannelData, or a bad header
+	DropOversized  = "oversized"   // larger than the inbound MTU
+	DropRateLimit  = "rate_limit"  // over --max-bps for its allocation
+	DropPeerDenied = "peer_denied" // to one of the node's own non-relay ports
+	DropPanic      = "panic"       // handling it panicked; the node recovered
+)
+
+// DropReasons is the fixed set of drop reasons.
+var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic}
+
+// Methods are the STUN/TURN request methods counted in RequestsTotal.
+var Methods = []string{"binding", "allocate", "refresh", "create_permission", "channel_bind", "connect", "connection_bind"}
+
+// Results of a request, from the response the node sent.
+var Results = []string{"success", "unauthorized", "forbidden", "stale_nonce", "bad_request",
+	"mismatch", "quota", "capacity", "try_alternate", "other_error"}
+
+// Auth failure reasons.
+const (
+	AuthUnknownUser = "unknown_user"
+	AuthExpired     = "expired"
+	AuthBadUsername = "bad_username"
+	AuthBadPassword = "bad_password"
+)
+
+// AuthReasons is the fixed set of authentication failure reasons.
+var AuthReasons = []string{AuthUnknownUser, AuthExpired, AuthBadUsername, AuthBadPassword}
+
+// Quota kinds.
+const (
+	QuotaUser  = "user"
+	QuotaTotal = "total"
+)
+
+// Connection close reasons for TCP, TLS and DTLS client connections.
+var CloseReasons = []string{"idle_timeout", "first_message_timeout", "malformed", "oversized", "peer_closed"}
+
+// Metrics holds every metric; construct it with New.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	AllocationsActive   *prometheus.GaugeVec
+	AllocationsCreated  *prometheus.CounterVec
+	AllocationsDeleted  *prometheus.CounterVec
+	AllocationLifetime  prometheus.Histogram
+	RelayBytes          *prometheus.CounterVec
+	RelayPackets        *prometheus.CounterVec
+	PacketsDropped      *prometheus.CounterVec
+	Requests            *prometheus.CounterVec
+	AuthFailures        *prometheus.CounterVec
+	QuotaRejections     *prometheus.CounterVec
+	PeerDenials         *prometheus.CounterVec
+	PermissionsActive   prometheus.Gauge
+	ChannelsActive      prometheus.Gauge
+	ConnectionsClosed   *prometheus.CounterVec
+	Draining            prometheus.Gauge
+	DrainRefusals       prometheus.Counter
+	HandlerPanics       prometheus.Counter
+	ClientPacketsInput  *prometheus.CounterVec
+	BuildInfo           *prometheus.GaugeVec
+}
+
+// New creates every metric on a fresh registry, with all label combinations
+// created up front so dashboards show zeros rather than gaps.
+func New(version string) *Metrics {
+	const ns = "supernode"
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		AllocationsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "allocations_active",
+			Help: "Allocations currently live on this node, by client transport.",
+		}, []string{"transport"}),
+		AllocationsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "allocations_created_total",
+			Help: "Allocations created, by client transport.",
+		}, []string{"transport"}),
+		AllocationsDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "allocations_deleted_total",
+			Help: "Allocations deleted (expired, refreshed to zero, or connection closed), by client transport.",
+		}, []string{"transport"}),
+		AllocationLifetime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Name: "allocation_lifetime_seconds",
+			Help:    "How long allocations lived, observed when they are deleted.",
+			Buckets: []float64{1, 10, 30, 60, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600},
+		}),
+		RelayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "relay_bytes_total",
+			Help: "Payload bytes relayed between clients and peers, counted as they flow.",
+		}, []string{"direction", "transport"}),
+		RelayPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "relay_packets_total",
+			Help: "Packets (or TCP reads/writes for TCP relays) relayed between clients and peers.",
+		}, []string{"direction", "transport"}),
+		PacketsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "packets_dropped_total",
+			Help: "Packets the node received and did not relay or answer, by reason.",
+		}, []string{"reason"}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "requests_total",
+			Help: "STUN/TURN requests answered, by method and result (from the response sent).",
+		}, []string{"method", "result"}),
+		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "auth_failures_total",
+			Help: "Authentication failures, by reason.",
+		}, []string{"reason"}),
+		QuotaRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "quota_rejections_total",
+			Help: "Allocate requests refused with 486 because a quota was reached, by quota.",
+		}, []string{"quota"}),
+		PeerDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "peer_denials_total",
+			Help: "Requests refused with 403 because the peer address is not allowed, by method.",
+		}, []string{"method"}),
+		PermissionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "permissions_active",
+			Help: "Permissions currently installed across all allocations.",
+		}),
+		ChannelsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "channels_active",
+			Help: "Channel bindings currently installed across all allocations.",
+		}),
+		ConnectionsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "connections_closed_total",
+			Help: "Client TCP/TLS/DTLS connections closed by the node, by transport and reason.",
+		}, []string{"transport", "reason"}),
+		Draining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "draining",
+			Help: "1 while the node is draining (refusing new allocations), else 0.",
+		}),
+		DrainRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "drain_refusals_total",
+			Help: "Allocate requests refused because the node is draining.",
+		}),
+		HandlerPanics: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "handler_panics_total",
+			Help: "Panics recovered while handling a request or a connection.",
+		}),
+		ClientPacketsInput: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "client_messages_received_total",
+			Help: "STUN messages and ChannelData frames received from clients, by transport.",
+		}, []string{"transport"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "build_info",
+			Help: "Always 1; labels carry the version and Go version.",
+		}, []string{"version", "goversion"}),
+	}
+
+	for _, t := range Transports {
+		m.AllocationsActive.WithLabelValues(t)
+		m.AllocationsCreated.WithLabelValues(t)
+		m.AllocationsDeleted.WithLabelValues(t)
+		m.ClientPacketsInput.WithLabelValues(t)
+		for _, d := range []string{ClientToPeer, PeerToClient} {
+			m.RelayBytes.WithLabelValues(d, t)
+			m.RelayPackets.WithLabelValues(d, t)
+		}
+		for _, r := range CloseReasons {
+			m.ConnectionsClosed.WithLabelValues(t, r)
+		}
+	}
+	for _, r := range DropReasons {
+		m.PacketsDropped.WithLabelValues(r)
+	}
+	for _, meth := range Methods {
+		for _, r := range Results {
+			m.Requests.WithLabelValues(meth, r)
+		}
+	}
+	for _, r := range AuthReasons {
+		m.AuthFailures.WithLabelValues(r)
+	}
+	m.QuotaRejections.WithLabelValues(QuotaUser)
+	m.QuotaRejections.WithLabelValues(QuotaTotal)
+	for _, meth := range []string{"create_permission", "channel_bind", "connect", "send"} {
+		m.PeerDenials.WithLabelValues(meth)
+	}
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+
+	m.Registry.MustRegister(
+		m.AllocationsActive, m.AllocationsCreated, m.AllocationsDeleted, m.AllocationLifetime,
+		m.RelayBytes, m.RelayPackets, m.PacketsDropped, m.Requests, m.AuthFailures,
+		m.QuotaRejections, m.PeerDenials, m.PermissionsActive, m.ChannelsActive,
+		m.ConnectionsClosed, m.Draining, m.DrainRefusals, m.HandlerPanics, m.ClientPacketsInput,
+		m.BuildInfo,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}

@@ -1,0 +1,221 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// clientPacketConn wraps a UDP listener socket: every datagram from a client
+// is checked and counted before pion sees it, and every response pion sends
+// is counted by method and result.
+type clientPacketConn struct {
+	net.PacketConn
+	l *listener
+}
+
+func (c *clientPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		if n >= len(b) || n > maxMessageSize {
+			c.l.dropOversized.Inc()
+			continue
+		}
+		if c.l.inspect(b[:n], addr, c) {
+			return n, addr, nil
+		}
+	}
+}
+
+func (c *clientPacketConn) reply(b []byte, to net.Addr) error {
+	c.l.observeResponse(b)
+	_, err := c.PacketConn.WriteTo(b, to)
+	return err
+}
+
+func (c *clientPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	c.l.observeResponse(b)
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// clientListener wraps a TCP, TLS or DTLS listener. Pion stops serving a
+// listener on the first Accept error, so temporary errors (EMFILE, a failed
+// handshake) are retried here and only a closed listener is reported.
+type clientListener struct {
+	net.Listener
+	l *listener
+}
+
+func (cl *clientListener) Accept() (net.Conn, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := cl.Listener.Accept()
+		if err == nil {
+			return newClientStreamConn(c, cl.l), nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		cl.l.srv.log.Debug("accept failed, retrying", "transport", cl.l.transport, "err", err)
+		time.Sleep(backoff)
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// clientStreamConn wraps one TCP/TLS/DTLS client connection. It cuts the
+// byte stream into STUN messages and ChannelData frames itself so that each
+// one can be checked like a UDP datagram, enforces the first-message and
+// idle timeouts, and bounds writes to a client that stops reading. After an
+// RFC 6062 ConnectionBind succeeds the connection carries raw peer data and
+// is passed through untouched.
+type clientStreamConn struct {
+	net.Conn
+	l           *listener
+	firstBy     time.Time // deadline for the first complete message
+	gotFirst    bool
+	passthrough atomic.Bool
+	in          []byte // bytes read but not yet cut into frames
+	out         []byte // frames ready to hand to pion
+	scratch     []byte
+	closeReason string
+}
+
+func newClientStreamConn(c net.Conn, l *listener) *clientStreamConn {
+	return &clientStreamConn{
+		Conn:    c,
+		l:       l,
+		firstBy: time.Now().Add(l.srv.cfg.FirstMessageTimeout),
+		scratch: make([]byte, 4096),
+	}
+}
+
+var errFrame = errors.New("relay: malformed or oversized frame on stream")
+
+// frameLen returns the length of the frame at the start of b, 0 if more
+// bytes are needed, or an error for a frame that can never be valid.
+func frameLen(b []byte) (int, error) {
+	if len(b) < chanHeaderSize {
+		return 0, nil
+	}
+	var n int
+	switch b[0] >> 6 {
+	case 0:
+		n = stunHeaderSize + int(binary.BigEndian.Uint16(b[2:4]))
+	case 1:
+		// Over TCP, ChannelData is padded to a multiple of 4 (RFC 8656 §12.5).
+		n = chanHeaderSize + (int(binary.BigEndian.Uint16(b[2:4]))+3)&^3
+	default:
+		return 0, errFrame
+	}
+	if n > maxMessageSize {
+		return 0, errFrame
+	}
+	if len(b) < n {
+		return 0, nil
+	}
+	return n, nil
+}
+
+func (c *clientStreamConn) Read(p []byte) (int, error) {
+	for {
+		if len(c.out) > 0 {
+			n := copy(p, c.out)
+			c.out = c.out[n:]
+			return n, nil
+		}
+		if c.passthrough.Load() {
+			if len(c.in) > 0 {
+				n := copy(p, c.in)
+				c.in = c.in[n:]
+				return n, nil
+			}
+			_ = c.Conn.SetReadDeadline(time.Now().Add(c.l.srv.cfg.IdleTimeout))
+			n, err := c.Conn.Read(p)
+			c.noteErr(err)
+			return n, err
+		}
+		n, err := frameLen(c.in)
+		if err != nil {
+			if len(c.in) >= 4 && c.in[0]>>6 <= 1 {
+				c.l.dropOversized.Inc()
+				c.closeReason = "oversized"
+			} else {
+				c.l.dropMalformed.Inc()
+				c.closeReason = "malformed"
+			}
+			c.countClose()
+			return 0, err
+		}
+		if n > 0 {
+			frame := c.in[:n]
+			c.gotFirst = true
+			if c.l.inspect(frame, c.Conn.RemoteAddr(), c) {
+				c.out = append(c.out[:0], frame...)
+			}
+			c.in = c.in[n:]
+			if len(c.in) == 0 {
+				c.in = c.in[:0:0]
+			}
+			continue
+		}
+		deadline := c.firstBy
+		if c.gotFirst {
+			deadline = time.Now().Add(c.l.srv.cfg.IdleTimeout)
+		}
+		_ = c.Conn.SetReadDeadline(deadline)
+		m, err := c.Conn.Read(c.scratch)
+		c.in = append(c.in, c.scratch[:m]...)
+		if err != nil {
+			c.noteErr(err)
+			return 0, err
+		}
+	}
+}
+
+func (c *clientStreamConn) noteErr(err error) {
+	if err == nil || c.closeReason != "" {
+		return
+	}
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if c.gotFirst {
+			c.closeReason = "idle_timeout"
+		} else {
+			c.closeReason = "first_message_timeout"
+		}
+	case errors.Is(err, io.EOF):
+		c.closeReason = "peer_closed"
+	default:
+		return
+	}
+	c.countClose()
+}
+
+func (c *clientStreamConn) countClose() {
+	c.l.srv.m.ConnectionsClosed.WithLabelValues(c.l.transport, c.closeReason).Inc()
+}
+
+func (c *clientStreamConn) reply(b []byte, _ net.Addr) error {
+	c.l.observeResponse(b)
+	_, err := c.write(b)
+	return err
+}
+
+func (c *clientStreamConn) Write(b []byte) (int, error) {
+	if !c.passthrough.Load() && c.l.observeResponse(b) {
+		c.passthrough.Store(true)
+	}
+	return c.write(b)
+}
+
+func (c *clientStreamConn) write(b []byte) (int, error) {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.l.srv.cfg.WriteTimeout))
+	return c.Conn.Write(b)
+}

@@ -1,0 +1,156 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+
+	"github.com/pion/turn/v5"
+	"golang.org/x/sys/unix"
+)
+
+// Errors from relay address generation.
+var (
+	ErrNoRelayIP     = errors.New("relay: no relay address configured for this address family")
+	ErrPortsExhausted = errors.New("relay: no free relay port in --min-port..--max-port")
+	ErrSelfPeer      = errors.New("relay: peer is one of this node's own non-relay ports")
+)
+
+// addrs maps an address family to the relay and advertised addresses.
+type addrs struct {
+	relay4, relay6       netip.Addr // bound by relay sockets
+	advertise4, advertise6 netip.Addr // put in XOR-RELAYED-ADDRESS
+}
+
+func (a *addrs) forNetwork(network string) (bind, adv netip.Addr, err error) {
+	if network == "udp6" || network == "tcp6" {
+		bind, adv = a.relay6, a.advertise6
+	} else {
+		bind, adv = a.relay4, a.advertise4
+	}
+	if !bind.IsValid() {
+		return bind, adv, fmt.Errorf("%w (%s)", ErrNoRelayIP, network)
+	}
+	return bind, adv, nil
+}
+
+// generator implements turn.RelayAddressGenerator for one listener: it opens
+// relay sockets on the relay IP inside the port range, advertises the
+// external IP, and wraps each socket so relayed traffic is counted and
+// rate-limited as it flows.
+type generator struct {
+	l *listener
+}
+
+func (g *generator) Validate() error { return nil }
+
+// reuseControl sets SO_REUSEADDR and SO_REUSEPORT so that RFC 6062 peer
+// connections can be dialled from the allocation's relay port.
+func reuseControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// tryPorts calls bind for the requested port, or for ports in the range
+// starting at a random one until one succeeds.
+func (g *generator) tryPorts(requested int, bind func(port int) error) error {
+	if requested != 0 {
+		return bind(requested)
+	}
+	lo, hi := g.l.srv.cfg.MinPort, g.l.srv.cfg.MaxPort
+	n := hi - lo + 1
+	start := rand.IntN(n) //nolint:gosec // port choice needs no crypto randomness
+	for i := range n {
+		if err := bind(lo + (start+i)%n); err == nil {
+			return nil
+		}
+	}
+	return ErrPortsExhausted
+}
+
+func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	bindIP, adv, err := g.l.srv.addrs.forNetwork(conf.Network)
+	if err != nil {
+		return nil, nil, err
+	}
+	var pc net.PacketConn
+	var port int
+	err = g.tryPorts(conf.RequestedPort, func(p int) error {
+		c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bindIP, uint16(p)))) //nolint:gosec
+		if err != nil {
+			return err
+		}
+		pc, port = c, p
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return g.l.wrapRelayPacketConn(pc), &net.UDPAddr{IP: adv.AsSlice(), Port: port}, nil
+}
+
+func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
+	bindIP, adv, err := g.l.srv.addrs.forNetwork(conf.Network)
+	if err != nil {
+		return nil, nil, err
+	}
+	lc := net.ListenConfig{Control: reuseControl}
+	var ln net.Listener
+	var port int
+	err = g.tryPorts(conf.RequestedPort, func(p int) error {
+		l, err := lc.Listen(context.Background(), conf.Network, net.JoinHostPort(bindIP.String(), strconv.Itoa(p)))
+		if err != nil {
+			return err
+		}
+		ln, port = l, p
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return &relayListener{Listener: ln, l: g.l}, &net.TCPAddr{IP: adv.AsSlice(), Port: port}, nil
+}
+
+func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
+	bindIP, _, err := g.l.srv.addrs.forNetwork(conf.Network)
+	if err != nil {
+		return nil, err
+	}
+	local, ok := conf.LocalAddr.(*net.TCPAddr)
+	if !ok {
+		return nil, fmt.Errorf("relay: relay address %v is not TCP", conf.LocalAddr)
+	}
+	remote, ok := conf.RemoteAddr.(*net.TCPAddr)
+	if !ok {
+		return nil, fmt.Errorf("relay: peer address %v is not TCP", conf.RemoteAddr)
+	}
+	if !g.l.srv.peerPortAllowed(remote.IP, remote.Port) {
+		g.l.srv.m.PacketsDropped.WithLabelValues("peer_denied").Inc()
+		return nil, ErrSelfPeer
+	}
+	d := net.Dialer{
+		// Bind to the relay IP even when an external IP is advertised.
+		LocalAddr: &net.TCPAddr{IP: bindIP.AsSlice(), Port: local.Port},
+		Control:   reuseControl,
+		Timeout:   g.l.srv.cfg.ConnectTimeout,
+	}
+	c, err := d.Dial(conf.Network, remote.String())
+	if err != nil {
+		return nil, err
+	}
+	return g.l.wrapRelayConn(c), nil
+}

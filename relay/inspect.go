@@ -1,0 +1,288 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+
+	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/metrics"
+)
+
+// Wire constants (RFC 8489 §5, RFC 8656 §12).
+const (
+	stunHeaderSize   = 20
+	magicCookie      = 0x2112A442
+	chanHeaderSize   = 4
+	minChannelNumber = 0x4000
+	maxChannelNumber = 0x4FFF
+	attrErrorCode    = 0x0009
+	attrXORPeerAddr  = 0x0012
+	// maxMessageSize is the largest STUN message or ChannelData frame the
+	// node accepts from a client: pion's inbound MTU.
+	maxMessageSize = 1600
+)
+
+// replier sends a response to the client a message came from. The client
+// connection wrappers implement it, so the packet path builds no closure.
+type replier interface {
+	reply(b []byte, to net.Addr) error
+}
+
+// classify checks the header of one client message (a whole datagram, or
+// one frame cut from a stream) and says whether it is well formed.
+func classify(b []byte) (isSTUN, ok bool) {
+	if len(b) < chanHeaderSize {
+		return false, false
+	}
+	switch b[0] >> 6 {
+	case 0: // STUN: RFC 8489 §5 header
+		if len(b) < stunHeaderSize || len(b)%4 != 0 ||
+			binary.BigEndian.Uint32(b[4:8]) != magicCookie ||
+			int(binary.BigEndian.Uint16(b[2:4])) != len(b)-stunHeaderSize {
+			return true, false
+		}
+		return true, true
+	case 1: // ChannelData: RFC 8656 §12.4
+		ch := binary.BigEndian.Uint16(b[0:2])
+		if ch < minChannelNumber || ch > maxChannelNumber ||
+			int(binary.BigEndian.Uint16(b[2:4])) > len(b)-chanHeaderSize {
+			return false, false
+		}
+		return false, true
+	}
+	return false, false
+}
+
+// inspect runs on every message from a client before pion sees it. It
+// returns false when the message was consumed here: dropped as malformed,
+// or answered (403 for a denied peer, 508 while draining).
+func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.srv.m.PacketsDropped.WithLabelValues(metrics.DropPanic).Inc()
+			l.recovered("inspect")
+			pass = false
+		}
+	}()
+	isSTUN, ok := classify(b)
+	if !ok {
+		l.dropMalformed.Inc()
+		return false
+	}
+	l.input.Inc()
+	if !isSTUN {
+		return true
+	}
+	var t stun.MessageType
+	t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
+	if t.Class != stun.ClassRequest {
+		return true
+	}
+	switch t.Method {
+	case stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodConnect:
+		return l.checkPeers(b, t.Method, src, r)
+	case stun.MethodAllocate:
+		if l.srv.draining.Load() {
+			return l.refuseWhileDraining(b, src, r)
+		}
+	}
+	return true
+}
+
+// checkPeers answers 403 Forbidden when any XOR-PEER-ADDRESS of an
+// authenticated request is refused by the peer policy (RFC 8656 §9.1: the
+// server MAY refuse a permission, and SHOULD then answer 403).
+func (l *listener) checkPeers(b []byte, method stun.Method, src net.Addr, r replier) bool {
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if err := m.Decode(); err != nil {
+		return true // pion answers 400
+	}
+	denied := false
+	for _, a := range m.Attributes {
+		if a.Type != attrXORPeerAddr {
+			continue
+		}
+		ip, port, ok := decodeXORAddr(a.Value, m.TransactionID)
+		if !ok {
+			return true // pion answers 400
+		}
+		if !l.srv.peerAllowed(ip) ||
+			(method == stun.MethodConnect && !l.srv.peerPortAllowed(ip.AsSlice(), port)) {
+			denied = true
+		}
+	}
+	if !denied {
+		return true
+	}
+	_, key, err := l.srv.cfg.Credentials.Verify(m)
+	if err != nil {
+		return true // unauthenticated: pion challenges with 401
+	}
+	l.srv.m.PeerDenials.WithLabelValues(methodLabel(method)).Inc()
+	_ = r.reply(buildError(m.TransactionID, method, stun.CodeForbidden, key), src)
+	return false
+}
+
+// refuseWhileDraining answers a new Allocate with 508 Insufficient Capacity
+// so the client moves to another relay. A retransmitted Allocate for an
+// allocation that already exists goes through (pion answers from its cache).
+func (l *listener) refuseWhileDraining(b []byte, src net.Addr, r replier) bool {
+	if l.srv.cfg.Table.Has(l.key(src)) {
+		return true
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if err := m.Decode(); err != nil {
+		return true
+	}
+	var key []byte
+	if m.Contains(stun.AttrMessageIntegrity) {
+		if _, k, err := l.srv.cfg.Credentials.Verify(m); err == nil {
+			key = k
+		}
+	}
+	l.srv.m.DrainRefusals.Inc()
+	_ = r.reply(buildError(m.TransactionID, stun.MethodAllocate, stun.CodeInsufficientCapacity, key), src)
+	return false
+}
+
+func buildError(tid [stun.TransactionIDSize]byte, method stun.Method, code stun.ErrorCode, key []byte) []byte {
+	setters := []stun.Setter{
+		&stun.Message{TransactionID: tid},
+		stun.NewType(method, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: code},
+	}
+	if key != nil {
+		setters = append(setters, stun.MessageIntegrity(key))
+	}
+	msg, err := stun.Build(setters...)
+	if err != nil {
+		return nil
+	}
+	return msg.Raw
+}
+
+// decodeXORAddr decodes an XOR-PEER-ADDRESS value (RFC 8489 §14.2).
+func decodeXORAddr(v []byte, tid [stun.TransactionIDSize]byte) (netip.Addr, int, bool) {
+	if len(v) < 8 {
+		return netip.Addr{}, 0, false
+	}
+	port := int(binary.BigEndian.Uint16(v[2:4]) ^ (magicCookie >> 16))
+	var key [16]byte
+	binary.BigEndian.PutUint32(key[0:4], magicCookie)
+	copy(key[4:], tid[:])
+	switch v[1] {
+	case 0x01:
+		if len(v) != 8 {
+			return netip.Addr{}, 0, false
+		}
+		var ip [4]byte
+		for i := range ip {
+			ip[i] = v[4+i] ^ key[i]
+		}
+		return netip.AddrFrom4(ip), port, true
+	case 0x02:
+		if len(v) != 20 {
+			return netip.Addr{}, 0, false
+		}
+		var ip [16]byte
+		for i := range ip {
+			ip[i] = v[4+i] ^ key[i]
+		}
+		return netip.AddrFrom16(ip), port, true
+	}
+	return netip.Addr{}, 0, false
+}
+
+func methodLabel(m stun.Method) string {
+	switch m {
+	case stun.MethodBinding:
+		return "binding"
+	case stun.MethodAllocate:
+		return "allocate"
+	case stun.MethodRefresh:
+		return "refresh"
+	case stun.MethodCreatePermission:
+		return "create_permission"
+	case stun.MethodChannelBind:
+		return "channel_bind"
+	case stun.MethodConnect:
+		return "connect"
+	case stun.MethodConnectionBind:
+		return "connection_bind"
+	case stun.MethodSend:
+		return "send"
+	}
+	return ""
+}
+
+func resultLabel(code int) string {
+	switch code {
+	case 0:
+		return "success"
+	case 300:
+		return "try_alternate"
+	case 400:
+		return "bad_request"
+	case 401:
+		return "unauthorized"
+	case 403:
+		return "forbidden"
+	case 437:
+		return "mismatch"
+	case 438:
+		return "stale_nonce"
+	case 486:
+		return "quota"
+	case 508:
+		return "capacity"
+	}
+	return "other_error"
+}
+
+// observeResponse counts a response the node sends, by method and result.
+// It reports whether b is a ConnectionBind success, after which an RFC 6062
+// data connection stops carrying STUN framing.
+func (l *listener) observeResponse(b []byte) (connectionBound bool) {
+	if len(b) < stunHeaderSize || b[0]>>6 != 0 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+		return false
+	}
+	var t stun.MessageType
+	t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
+	var code int
+	switch t.Class {
+	case stun.ClassSuccessResponse:
+	case stun.ClassErrorResponse:
+		code = errorCode(b)
+	default:
+		return false
+	}
+	method := methodLabel(t.Method)
+	if method == "" || method == "send" {
+		return false
+	}
+	l.srv.m.Requests.WithLabelValues(method, resultLabel(code)).Inc()
+	return t.Method == stun.MethodConnectionBind && code == 0
+}
+
+// errorCode finds the ERROR-CODE attribute in a raw message; -1 if absent.
+func errorCode(b []byte) int {
+	end := stunHeaderSize + int(binary.BigEndian.Uint16(b[2:4]))
+	if end > len(b) {
+		return -1
+	}
+	for off := stunHeaderSize; off+4 <= end; {
+		typ := binary.BigEndian.Uint16(b[off:])
+		n := int(binary.BigEndian.Uint16(b[off+2:]))
+		v := off + 4
+		if v+n > end {
+			return -1
+		}
+		if typ == attrErrorCode && n >= 4 {
+			return int(b[v+2]&0x07)*100 + int(b[v+3])
+		}
+		off = v + (n+3)&^3
+	}
+	return -1
+}

@@ -1,0 +1,149 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/pion/dtls/v3"
+	"golang.org/x/sys/unix"
+)
+
+// network returns "udp4"/"udp6" (or tcp) for a host:port so that an IPv6
+// wildcard listener does not also claim the IPv4 port.
+func network(base, addr string) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if host == "" {
+		return base + "4", nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", fmt.Errorf("relay: listen address %q: host must be an IP address", addr)
+	}
+	if ip.Unmap().Is4() {
+		return base + "4", nil
+	}
+	return base + "6", nil
+}
+
+func reusePortControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// ListenUDP opens n UDP sockets on addr with SO_REUSEPORT, so the kernel
+// spreads clients over n read loops (a client's 5-tuple always hashes to the
+// same socket). With port 0 the first socket picks the port for the rest.
+func ListenUDP(addr string, n int) ([]net.PacketConn, error) {
+	netw, err := network("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if n < 1 {
+		n = 1
+	}
+	lc := net.ListenConfig{Control: reusePortControl}
+	var out []net.PacketConn
+	for range n {
+		pc, err := lc.ListenPacket(context.Background(), netw, addr)
+		if err != nil {
+			for _, c := range out {
+				_ = c.Close()
+			}
+			return nil, fmt.Errorf("relay: listen udp %s: %w", addr, err)
+		}
+		addr = pc.LocalAddr().String()
+		out = append(out, pc)
+	}
+	return out, nil
+}
+
+// ListenTCP opens a TCP listener on addr.
+func ListenTCP(addr string) (net.Listener, error) {
+	netw, err := network("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen(netw, addr)
+	if err != nil {
+		return nil, fmt.Errorf("relay: listen tcp %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Certificate holds the TLS/DTLS certificate and swaps it on Reload, so
+// SIGHUP picks up a renewed certificate without closing any connection.
+type Certificate struct {
+	certFile, keyFile string
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+// LoadCertificate reads a PEM certificate chain and key.
+func LoadCertificate(certFile, keyFile string) (*Certificate, error) {
+	c := &Certificate{certFile: certFile, keyFile: keyFile}
+	if err := c.Reload(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Reload re-reads the files; on error the old certificate stays in use.
+func (c *Certificate) Reload() error {
+	kp, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	if err != nil {
+		return fmt.Errorf("relay: load --cert %s / --key %s: %w", c.certFile, c.keyFile, err)
+	}
+	c.cur.Store(&kp)
+	return nil
+}
+
+// Get returns the current certificate.
+func (c *Certificate) Get() *tls.Certificate { return c.cur.Load() }
+
+// ListenTLS opens a TLS listener on addr serving cert.
+func ListenTLS(addr string, cert *Certificate) (net.Listener, error) {
+	ln, err := ListenTCP(addr)
+	if err != nil {
+		return nil, err
+	}
+	return tls.NewListener(ln, &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cert.Get(), nil
+		},
+	}), nil
+}
+
+// ListenDTLS opens a DTLS listener on addr serving cert.
+func ListenDTLS(addr string, cert *Certificate) (net.Listener, error) {
+	netw, err := network("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	ua, err := net.ResolveUDPAddr(netw, addr)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := dtls.Listen(netw, ua, &dtls.Config{
+		GetCertificate: func(*dtls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cert.Get(), nil
+		},
+		ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: listen dtls %s: %w", addr, err)
+	}
+	return ln, nil
+}

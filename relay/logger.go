@@ -1,0 +1,39 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/pion/logging"
+)
+
+// loggerFactory adapts one *slog.Logger to pion's LoggerFactory. Pion's Info
+// lines are per-request details, so they go to slog's Debug level; pion's
+// Debug and Trace lines (per packet) are dropped unless debug is enabled.
+type loggerFactory struct{ log *slog.Logger }
+
+func (f loggerFactory) NewLogger(scope string) logging.LeveledLogger {
+	return pionLogger{log: f.log.With("component", "pion/"+scope)}
+}
+
+type pionLogger struct{ log *slog.Logger }
+
+func (l pionLogger) enabled(lv slog.Level) bool { return l.log.Enabled(context.Background(), lv) }
+
+func (l pionLogger) logf(lv slog.Level, format string, args ...any) {
+	if l.enabled(lv) {
+		l.log.Log(context.Background(), lv, fmt.Sprintf(format, args...))
+	}
+}
+
+func (l pionLogger) Trace(msg string)                  { l.logf(slog.LevelDebug-4, "%s", msg) }
+func (l pionLogger) Tracef(format string, args ...any) { l.logf(slog.LevelDebug-4, format, args...) }
+func (l pionLogger) Debug(msg string)                  { l.logf(slog.LevelDebug-4, "%s", msg) }
+func (l pionLogger) Debugf(format string, args ...any) { l.logf(slog.LevelDebug-4, format, args...) }
+func (l pionLogger) Info(msg string)                   { l.logf(slog.LevelDebug, "%s", msg) }
+func (l pionLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args...) }
+func (l pionLogger) Warn(msg string)                   { l.logf(slog.LevelWarn, "%s", msg) }
+func (l pionLogger) Warnf(format string, args ...any)  { l.logf(slog.LevelWarn, format, args...) }
+func (l pionLogger) Error(msg string)                  { l.logf(slog.LevelError, "%s", msg) }
+func (l pionLogger) Errorf(format string, args ...any) { l.logf(slog.LevelError, format, args...) }

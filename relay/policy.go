@@ -1,0 +1,171 @@
+package relay
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// defaultDenied are the IANA special-purpose and non-global ranges a peer
+// may not be in unless the operator allows it (DESIGN.md decision 5).
+var defaultDenied = []string{
+	// IPv4 (IANA IPv4 Special-Purpose Address Registry, RFC 6890 and later).
+	"0.0.0.0/8",          // "this network", includes 0.0.0.0
+	"10.0.0.0/8",         // private
+	"100.64.0.0/10",      // CGNAT shared address space
+	"127.0.0.0/8",        // loopback
+	"169.254.0.0/16",     // link-local, includes 169.254.169.254 metadata
+	"172.16.0.0/12",      // private
+	"192.0.0.0/24",       // IETF protocol assignments
+	"192.0.2.0/24",       // TEST-NET-1
+	"192.88.99.0/24",     // deprecated 6to4 relay anycast
+	"192.168.0.0/16",     // private
+	"198.18.0.0/15",      // benchmarking
+	"198.51.100.0/24",    // TEST-NET-2
+	"203.0.113.0/24",     // TEST-NET-3
+	"224.0.0.0/4",        // multicast
+	"240.0.0.0/4",        // reserved, includes 255.255.255.255
+	// IPv6: only 2000::/3 is global unicast; the rest is refused wholesale
+	// (::, ::1, IPv4-compatible, discard, ULA, link-local, multicast...).
+	"::/3",
+	"4000::/2",
+	"8000::/1",
+	"2001::/23",      // IETF protocol assignments (Teredo, ORCHID, benchmarking)
+	"2001:db8::/32",  // documentation
+	"3fff::/20",      // documentation
+}
+
+// defaultAllowed are carve-outs inside denied ranges whose embedded IPv4
+// address is checked instead (NAT64 well-known prefix, RFC 6052).
+var defaultAllowed = []string{"64:ff9b::/96"}
+
+type rule struct {
+	prefix   netip.Prefix
+	allow    bool
+	operator bool // set by --allow-peer/--deny-peer; beats a default of equal length
+}
+
+// Policy decides which peer addresses a client may reach through the relay.
+// The most specific matching rule wins; at equal length an operator rule
+// beats a default, and a deny beats an allow. An address no rule matches is
+// allowed. Addresses with an embedded IPv4 address (IPv4-mapped, NAT64,
+// 6to4) are allowed only if the embedded IPv4 address is allowed too.
+type Policy struct {
+	rules []rule
+}
+
+// NewPolicy builds a policy from the defaults and the operator's CIDRs.
+func NewPolicy(allow, deny []string) (*Policy, error) {
+	p := &Policy{}
+	add := func(cidrs []string, allowRule, operator bool, flag string) error {
+		for _, c := range cidrs {
+			pfx, err := parseCIDR(c)
+			if err != nil {
+				return fmt.Errorf("%s %q: %w", flag, c, err)
+			}
+			p.rules = append(p.rules, rule{prefix: pfx, allow: allowRule, operator: operator})
+		}
+		return nil
+	}
+	if err := add(defaultDenied, false, false, "default"); err != nil {
+		return nil, err
+	}
+	if err := add(defaultAllowed, true, false, "default"); err != nil {
+		return nil, err
+	}
+	if err := add(allow, true, true, "--allow-peer"); err != nil {
+		return nil, err
+	}
+	if err := add(deny, false, true, "--deny-peer"); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// parseCIDR accepts a CIDR or a bare address (a /32 or /128).
+func parseCIDR(s string) (netip.Prefix, error) {
+	if pfx, err := netip.ParsePrefix(s); err == nil {
+		if pfx.Addr().Is4In6() {
+			pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+		}
+		return pfx.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("relay: not a CIDR or IP address")
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// decide returns the verdict of the most specific rule matching a.
+func (p *Policy) decide(a netip.Addr) bool {
+	best := -1
+	var verdict = true
+	var bestOp bool
+	for _, r := range p.rules {
+		if !r.prefix.Contains(a) {
+			continue
+		}
+		b := r.prefix.Bits()
+		switch {
+		case b > best:
+		case b == best && r.operator && !bestOp:
+		case b == best && r.operator == bestOp && !r.allow:
+		default:
+			continue
+		}
+		best, verdict, bestOp = b, r.allow, r.operator
+	}
+	return verdict
+}
+
+// embeddedIPv4 returns the IPv4 address carried inside an IPv6 address by
+// NAT64 (64:ff9b::/96), 6to4 (2002::/16) or IPv4-compatible (::/96) forms.
+func embeddedIPv4(a netip.Addr) (netip.Addr, bool) {
+	b := a.As16()
+	switch {
+	case b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && isZero(b[4:12]):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case b[0] == 0x20 && b[1] == 0x02:
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	case isZero(b[0:12]):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	}
+	return netip.Addr{}, false
+}
+
+func isZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Allowed reports whether a client may reach ip as a peer.
+func (p *Policy) Allowed(ip net.IP) bool {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return false
+	}
+	return p.AllowedAddr(a)
+}
+
+// AllowedAddr is Allowed for a netip.Addr.
+func (p *Policy) AllowedAddr(a netip.Addr) bool {
+	a = a.WithZone("")
+	if a.Is4In6() {
+		return p.decide(a.Unmap())
+	}
+	if !p.decide(a) {
+		return false
+	}
+	if a.Is6() {
+		if v4, ok := embeddedIPv4(a); ok && !p.decide(v4) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,129 @@
+package relay
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// bucket is a token bucket in bytes, refilled at rate bytes per second, with
+// room for half a second of traffic (at least one full-size packet).
+type bucket struct {
+	mu     sync.Mutex
+	rate   float64 // bytes per second
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newBucket(bitsPerSecond int64) *bucket {
+	if bitsPerSecond <= 0 {
+		return nil
+	}
+	rate := float64(bitsPerSecond) / 8
+	burst := max(rate/2, 2*maxMessageSize)
+	return &bucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
+}
+
+// allow takes n bytes from the bucket if they are there.
+func (b *bucket) allow(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+	if b.tokens < float64(n) {
+		return false
+	}
+	b.tokens -= float64(n)
+	return true
+}
+
+// relayPacketConn wraps one UDP allocation's relay socket: it counts traffic
+// in both directions as it flows, applies --max-bps per direction, and keeps
+// clients off the node's own non-relay ports.
+type relayPacketConn struct {
+	net.PacketConn
+	l       *listener
+	in, out *bucket
+}
+
+func (l *listener) wrapRelayPacketConn(pc net.PacketConn) net.PacketConn {
+	return &relayPacketConn{PacketConn: pc, l: l, in: newBucket(l.srv.cfg.MaxBPS), out: newBucket(l.srv.cfg.MaxBPS)}
+}
+
+// ReadFrom carries peer -> client traffic.
+func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		if c.in != nil && !c.in.allow(n) {
+			c.l.dropRate.Inc()
+			continue
+		}
+		c.l.p2cPackets.Inc()
+		c.l.p2cBytes.Add(float64(n))
+		return n, addr, nil
+	}
+}
+
+// WriteTo carries client -> peer traffic. Dropped packets report success so
+// that pion does not treat a policy drop as a socket failure.
+func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok && !c.l.srv.peerPortAllowed(ua.IP, ua.Port) {
+		c.l.dropSelf.Inc()
+		return len(b), nil
+	}
+	if c.out != nil && !c.out.allow(len(b)) {
+		c.l.dropRate.Inc()
+		return len(b), nil
+	}
+	n, err := c.PacketConn.WriteTo(b, addr)
+	if err == nil {
+		c.l.c2pPackets.Inc()
+		c.l.c2pBytes.Add(float64(n))
+	}
+	return n, err
+}
+
+// relayListener wraps an RFC 6062 TCP allocation's listening socket.
+type relayListener struct {
+	net.Listener
+	l *listener
+}
+
+func (rl *relayListener) Accept() (net.Conn, error) {
+	c, err := rl.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return rl.l.wrapRelayConn(c), nil
+}
+
+// relayConn wraps one RFC 6062 peer data connection and counts its bytes.
+type relayConn struct {
+	net.Conn
+	l *listener
+}
+
+func (l *listener) wrapRelayConn(c net.Conn) net.Conn { return &relayConn{Conn: c, l: l} }
+
+func (c *relayConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.l.p2cPackets.Inc()
+		c.l.p2cBytes.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *relayConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 {
+		c.l.c2pPackets.Inc()
+		c.l.c2pBytes.Add(float64(n))
+	}
+	return n, err
+}

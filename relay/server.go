@@ -1,0 +1,408 @@
+// Package relay is supernode's data plane: it serves STUN/TURN on the
+// listeners it is handed, with pion/turn doing the protocol work and this
+// package adding what a production relay needs around it — peer-address
+// policy, quotas, drain, per-packet counting, rate limits and hardening
+// against hostile input.
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/metrics"
+)
+
+// Configuration errors.
+var (
+	ErrNoListeners   = errors.New("relay: no listeners")
+	ErrBadPortRange  = errors.New("relay: --min-port must be between 1 and --max-port")
+	ErrNoRelayAddr   = errors.New("relay: at least one --relay-ip is required")
+	ErrMissingField  = errors.New("relay: required config field missing")
+	ErrBadTransport  = errors.New("relay: listener transport must be udp, tcp, tls or dtls")
+)
+
+// Listener is one socket handed to the server.
+type Listener struct {
+	// Transport is udp, tcp, tls or dtls.
+	Transport string
+	// PacketConn serves a udp listener.
+	PacketConn net.PacketConn
+	// Listener serves tcp, tls and dtls (already wrapped in TLS/DTLS).
+	Listener net.Listener
+}
+
+// Config configures a Server. Zero values are documented per field.
+type Config struct {
+	Listeners []Listener
+
+	// Realm is the long-term credential realm. Required.
+	Realm string
+	// Credentials verifies users and REST credentials. Required.
+	Credentials *allocation.Store
+	// Table holds live allocations and enforces quotas. Required.
+	Table *allocation.Table
+	// Policy decides which peers are reachable. Required.
+	Policy *Policy
+	// Metrics receives every count. Required.
+	Metrics *metrics.Metrics
+	// Logger; nil discards.
+	Logger *slog.Logger
+
+	// RelayIPs are bound by relay sockets, at most one per address family.
+	RelayIPs []netip.Addr
+	// ExternalIPs are advertised in XOR-RELAYED-ADDRESS instead of the relay
+	// IP of the same family (1:1 NAT). Optional.
+	ExternalIPs []netip.Addr
+	// MinPort and MaxPort bound relay ports, inclusive. Zero means 49152..65535.
+	MinPort, MaxPort int
+
+	// MaxBPS limits each allocation, per direction, in bits per second;
+	// excess packets are dropped and counted. Zero is unlimited.
+	MaxBPS int64
+	// AllocationLifetime is the default allocation lifetime; zero is 10m.
+	AllocationLifetime time.Duration
+	// IdleTimeout closes a TCP/TLS/DTLS client connection that sends nothing
+	// for this long; zero is 10m.
+	IdleTimeout time.Duration
+	// FirstMessageTimeout closes a client connection that has not sent one
+	// complete STUN message (including any TLS handshake) in this time;
+	// zero is 10s.
+	FirstMessageTimeout time.Duration
+	// WriteTimeout bounds one write to a stalled client connection; zero is 10s.
+	WriteTimeout time.Duration
+	// ConnectTimeout bounds an RFC 6062 Connect to a peer; zero is 30s (the
+	// RFC's minimum).
+	ConnectTimeout time.Duration
+}
+
+func (c *Config) validate() error {
+	if len(c.Listeners) == 0 {
+		return ErrNoListeners
+	}
+	for _, l := range c.Listeners {
+		switch l.Transport {
+		case "udp":
+			if l.PacketConn == nil {
+				return fmt.Errorf("%w: udp listener without a socket", ErrMissingField)
+			}
+		case "tcp", "tls", "dtls":
+			if l.Listener == nil {
+				return fmt.Errorf("%w: %s listener without a socket", ErrMissingField, l.Transport)
+			}
+		default:
+			return fmt.Errorf("%w: %q", ErrBadTransport, l.Transport)
+		}
+	}
+	switch {
+	case c.Realm == "":
+		return fmt.Errorf("%w: Realm", ErrMissingField)
+	case c.Credentials == nil:
+		return fmt.Errorf("%w: Credentials", ErrMissingField)
+	case c.Table == nil:
+		return fmt.Errorf("%w: Table", ErrMissingField)
+	case c.Policy == nil:
+		return fmt.Errorf("%w: Policy", ErrMissingField)
+	case c.Metrics == nil:
+		return fmt.Errorf("%w: Metrics", ErrMissingField)
+	case len(c.RelayIPs) == 0:
+		return ErrNoRelayAddr
+	}
+	if c.MinPort == 0 && c.MaxPort == 0 {
+		c.MinPort, c.MaxPort = 49152, 65535
+	}
+	if c.MinPort < 1 || c.MaxPort > 65535 || c.MinPort > c.MaxPort {
+		return fmt.Errorf("%w (got %d..%d)", ErrBadPortRange, c.MinPort, c.MaxPort)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.AllocationLifetime == 0 {
+		c.AllocationLifetime = 10 * time.Minute
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 10 * time.Minute
+	}
+	if c.FirstMessageTimeout == 0 {
+		c.FirstMessageTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 30 * time.Second
+	}
+	return nil
+}
+
+// Server is a running relay: one pion/turn server per listener socket, all
+// sharing one allocation table, credential store, policy and metrics.
+type Server struct {
+	cfg       Config
+	m         *metrics.Metrics
+	log       *slog.Logger
+	addrs     addrs
+	self      []netip.Addr // relay and external IPs: peers there get relay ports only
+	draining  atomic.Bool
+	listeners []*listener
+	pion      []*turn.Server
+}
+
+// listener is the per-socket state: which transport, and its metric
+// children looked up once so the packet path does no map lookups.
+type listener struct {
+	idx       int
+	transport string
+	srv       *Server
+
+	input                prometheus.Counter
+	c2pBytes, c2pPackets prometheus.Counter
+	p2cBytes, p2cPackets prometheus.Counter
+	dropRate, dropSelf   prometheus.Counter
+	dropMalformed        prometheus.Counter
+	dropOversized        prometheus.Counter
+	allocActive          prometheus.Gauge
+	allocCreated         prometheus.Counter
+	allocDeleted         prometheus.Counter
+}
+
+// New validates cfg and starts serving every listener.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, m: cfg.Metrics, log: cfg.Logger}
+	for _, ip := range cfg.RelayIPs {
+		ip = ip.Unmap()
+		if ip.Is4() {
+			s.addrs.relay4, s.addrs.advertise4 = ip, ip
+		} else {
+			s.addrs.relay6, s.addrs.advertise6 = ip, ip
+		}
+		s.self = append(s.self, ip)
+	}
+	for _, ip := range cfg.ExternalIPs {
+		ip = ip.Unmap()
+		if ip.Is4() {
+			s.addrs.advertise4 = ip
+		} else {
+			s.addrs.advertise6 = ip
+		}
+		s.self = append(s.self, ip)
+	}
+
+	for i, l := range cfg.Listeners {
+		st := s.newListener(i, l.Transport)
+		s.listeners = append(s.listeners, st)
+		sc := turn.ServerConfig{
+			LoggerFactory:      loggerFactory{log: s.log},
+			Realm:              cfg.Realm,
+			AuthHandler:        st.auth,
+			QuotaHandler:       st.quota,
+			EventHandler:       st.events(),
+			AllocationLifetime: cfg.AllocationLifetime,
+		}
+		gen := &generator{l: st}
+		if l.Transport == "udp" {
+			sc.PacketConnConfigs = []turn.PacketConnConfig{{
+				PacketConn:            &clientPacketConn{PacketConn: l.PacketConn, l: st},
+				RelayAddressGenerator: gen,
+				PermissionHandler:     st.permission,
+			}}
+		} else {
+			sc.ListenerConfigs = []turn.ListenerConfig{{
+				Listener:              &clientListener{Listener: l.Listener, l: st},
+				RelayAddressGenerator: gen,
+				PermissionHandler:     st.permission,
+			}}
+		}
+		ps, err := turn.NewServer(sc)
+		if err != nil {
+			_ = s.Close()
+			return nil, fmt.Errorf("relay: start %s listener %d: %w", l.Transport, i, err)
+		}
+		s.pion = append(s.pion, ps)
+	}
+	return s, nil
+}
+
+func (s *Server) newListener(i int, transport string) *listener {
+	m := s.m
+	return &listener{
+		idx: i, transport: transport, srv: s,
+		input:         m.ClientPacketsInput.WithLabelValues(transport),
+		c2pBytes:      m.RelayBytes.WithLabelValues(metrics.ClientToPeer, transport),
+		c2pPackets:    m.RelayPackets.WithLabelValues(metrics.ClientToPeer, transport),
+		p2cBytes:      m.RelayBytes.WithLabelValues(metrics.PeerToClient, transport),
+		p2cPackets:    m.RelayPackets.WithLabelValues(metrics.PeerToClient, transport),
+		dropRate:      m.PacketsDropped.WithLabelValues(metrics.DropRateLimit),
+		dropSelf:      m.PacketsDropped.WithLabelValues(metrics.DropPeerDenied),
+		dropMalformed: m.PacketsDropped.WithLabelValues(metrics.DropMalformed),
+		dropOversized: m.PacketsDropped.WithLabelValues(metrics.DropOversized),
+		allocActive:   m.AllocationsActive.WithLabelValues(transport),
+		allocCreated:  m.AllocationsCreated.WithLabelValues(transport),
+		allocDeleted:  m.AllocationsDeleted.WithLabelValues(transport),
+	}
+}
+
+// Drain makes the node refuse new allocations while existing ones keep
+// relaying and refreshing.
+func (s *Server) Drain() {
+	if !s.draining.Swap(true) {
+		s.m.Draining.Set(1)
+		s.log.Info("draining: refusing new allocations", "allocations", s.cfg.Table.Count())
+	}
+}
+
+// Draining reports whether Drain has been called.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// AllocationCount returns the number of live allocations.
+func (s *Server) AllocationCount() int { return s.cfg.Table.Count() }
+
+// Close stops every listener and closes every allocation.
+func (s *Server) Close() error {
+	var errs []error
+	for _, p := range s.pion {
+		if err := p.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// peerPortAllowed stops clients using the relay to reach the node's own
+// services: a peer on one of the node's relay/external IPs is reachable only
+// on relay ports (that is how two legs on this node reach each other).
+func (s *Server) peerPortAllowed(ip net.IP, port int) bool {
+	if len(s.self) == 0 {
+		return true
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return false
+	}
+	a = a.Unmap()
+	for _, x := range s.self {
+		if x == a {
+			return port >= s.cfg.MinPort && port <= s.cfg.MaxPort
+		}
+	}
+	return true
+}
+
+func (l *listener) key(src net.Addr) allocation.Key {
+	return allocation.Key{Listener: l.idx, Client: src.String()}
+}
+
+// recovered counts a panic in one of our callbacks instead of letting it
+// take the node down.
+func (l *listener) recovered(where string) {
+	if r := recover(); r != nil {
+		l.srv.m.HandlerPanics.Inc()
+		l.srv.log.Error("recovered panic", "where", where, "panic", fmt.Sprint(r))
+	}
+}
+
+func (l *listener) auth(ra *turn.RequestAttributes) (userID string, key []byte, ok bool) {
+	defer l.recovered("auth")
+	userID, key, err := l.srv.cfg.Credentials.Key(ra.Username, ra.Realm)
+	if err != nil {
+		l.srv.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
+		return "", nil, false
+	}
+	return userID, key, true
+}
+
+func authReason(err error) string {
+	switch {
+	case errors.Is(err, allocation.ErrExpired):
+		return metrics.AuthExpired
+	case errors.Is(err, allocation.ErrBadUsername), errors.Is(err, allocation.ErrBadRealm):
+		return metrics.AuthBadUsername
+	case errors.Is(err, allocation.ErrBadPassword):
+		return metrics.AuthBadPassword
+	default:
+		return metrics.AuthUnknownUser
+	}
+}
+
+func (l *listener) quota(userID, _ string, src net.Addr) (ok bool) {
+	defer l.recovered("quota")
+	if l.srv.draining.Load() {
+		l.srv.m.DrainRefusals.Inc()
+		return false
+	}
+	switch err := l.srv.cfg.Table.Reserve(l.key(src), userID); {
+	case err == nil:
+		return true
+	case errors.Is(err, allocation.ErrUserQuota):
+		l.srv.m.QuotaRejections.WithLabelValues(metrics.QuotaUser).Inc()
+	default:
+		l.srv.m.QuotaRejections.WithLabelValues(metrics.QuotaTotal).Inc()
+	}
+	return false
+}
+
+// permission is pion's PermissionHandler. The inspector answers denied peers
+// with 403 before pion sees them; this is the second line of defence.
+func (l *listener) permission(_ net.Addr, peer net.IP) bool {
+	a, ok := netip.AddrFromSlice(peer)
+	return ok && l.srv.peerAllowed(a)
+}
+
+// peerAllowed applies the peer policy. The node's own relay and external
+// addresses are always allowed, because that is where the other leg of a call
+// relayed by this same node lives; peerPortAllowed then limits them to relay
+// ports.
+func (s *Server) peerAllowed(a netip.Addr) bool {
+	u := a.Unmap()
+	for _, x := range s.self {
+		if x == u {
+			return true
+		}
+	}
+	return s.cfg.Policy.AllowedAddr(a)
+}
+
+func (l *listener) events() turn.EventHandler {
+	s := l.srv
+	return turn.EventHandler{
+		OnAuth: func(_, _ net.Addr, _, _, _ string, _ string, verdict bool) {
+			if !verdict {
+				s.m.AuthFailures.WithLabelValues(metrics.AuthBadPassword).Inc()
+			}
+		},
+		OnAllocationCreated: func(src, _ net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
+			defer l.recovered("allocation created")
+			s.cfg.Table.Commit(l.key(src), userID, l.transport, relayAddr)
+			l.allocCreated.Inc()
+			l.allocActive.Inc()
+		},
+		OnAllocationDeleted: func(src, _ net.Addr, _, _, _ string) {
+			defer l.recovered("allocation deleted")
+			if e, ok := s.cfg.Table.Delete(l.key(src)); ok {
+				l.allocDeleted.Inc()
+				l.allocActive.Dec()
+				s.m.AllocationLifetime.Observe(time.Since(e.Created).Seconds())
+			}
+		},
+		OnAllocationError: func(src, _ net.Addr, _, _ string) {
+			// An Allocate that passed the quota check but failed later gives
+			// its slot back; for any other error this is a no-op.
+			s.cfg.Table.Release(l.key(src))
+		},
+		OnPermissionCreated: func(_, _ net.Addr, _, _, _ string, _ net.Addr, _ net.IP) { s.m.PermissionsActive.Inc() },
+		OnPermissionDeleted: func(_, _ net.Addr, _, _, _ string, _ net.Addr, _ net.IP) { s.m.PermissionsActive.Dec() },
+		OnChannelCreated:    func(_, _ net.Addr, _, _, _ string, _, _ net.Addr, _ uint16) { s.m.ChannelsActive.Inc() },
+		OnChannelDeleted:    func(_, _ net.Addr, _, _, _ string, _, _ net.Addr, _ uint16) { s.m.ChannelsActive.Dec() },
+	}
+}
