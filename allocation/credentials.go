@@ -2,7 +2,7 @@ package allocation
 
 import (
 	"crypto/hmac"
-	"crypto/md5" //nolint:gosec // RFC 8489 long-term credentials use MD5 keys.
+	"crypto/md5"  //nolint:gosec // RFC 8489 long-term credentials use MD5 keys.
 	"crypto/sha1" //nolint:gosec // the TURN REST scheme uses HMAC-SHA1.
 	"encoding/base64"
 	"errors"

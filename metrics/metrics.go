@@ -62,25 +62,25 @@ var CloseReasons = []string{"idle_timeout", "first_message_timeout", "malformed"
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	AllocationsActive   *prometheus.GaugeVec
-	AllocationsCreated  *prometheus.CounterVec
-	AllocationsDeleted  *prometheus.CounterVec
-	AllocationLifetime  prometheus.Histogram
-	RelayBytes          *prometheus.CounterVec
-	RelayPackets        *prometheus.CounterVec
-	PacketsDropped      *prometheus.CounterVec
-	Requests            *prometheus.CounterVec
-	AuthFailures        *prometheus.CounterVec
-	QuotaRejections     *prometheus.CounterVec
-	PeerDenials         *prometheus.CounterVec
-	PermissionsActive   prometheus.Gauge
-	ChannelsActive      prometheus.Gauge
-	ConnectionsClosed   *prometheus.CounterVec
-	Draining            prometheus.Gauge
-	DrainRefusals       prometheus.Counter
-	HandlerPanics       prometheus.Counter
-	ClientPacketsInput  *prometheus.CounterVec
-	BuildInfo           *prometheus.GaugeVec
+	AllocationsActive  *prometheus.GaugeVec
+	AllocationsCreated *prometheus.CounterVec
+	AllocationsDeleted *prometheus.CounterVec
+	AllocationLifetime prometheus.Histogram
+	RelayBytes         *prometheus.CounterVec
+	RelayPackets       *prometheus.CounterVec
+	PacketsDropped     *prometheus.CounterVec
+	Requests           *prometheus.CounterVec
+	AuthFailures       *prometheus.CounterVec
+	QuotaRejections    *prometheus.CounterVec
+	PeerDenials        *prometheus.CounterVec
+	PermissionsActive  prometheus.Gauge
+	ChannelsActive     prometheus.Gauge
+	ConnectionsClosed  *prometheus.CounterVec
+	Draining           prometheus.Gauge
+	DrainRefusals      prometheus.Counter
+	HandlerPanics      prometheus.Counter
+	ClientPacketsInput *prometheus.CounterVec
+	BuildInfo          *prometheus.GaugeVec
 }
 
 // New creates every metric on a fresh registry, with all label combinations

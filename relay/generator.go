@@ -16,16 +16,19 @@ import (
 
 // Errors from relay address generation.
 var (
-	ErrNoRelayIP     = errors.New("relay: no relay address configured for this address family")
+	ErrNoRelayIP      = errors.New("relay: no relay address configured for this address family")
 	ErrPortsExhausted = errors.New("relay: no free relay port in --min-port..--max-port")
-	ErrSelfPeer      = errors.New("relay: peer is one of this node's own non-relay ports")
+	ErrSelfPeer       = errors.New("relay: peer is one of this node's own non-relay ports")
 )
 
 // addrs maps an address family to the relay and advertised addresses.
 type addrs struct {
-	relay4, relay6       netip.Addr // bound by relay sockets
+	relay4, relay6         netip.Addr // bound by relay sockets
 	advertise4, advertise6 netip.Addr // put in XOR-RELAYED-ADDRESS
 }
+
+// dualStack reports whether both families have a relay IP.
+func (a *addrs) dualStack() bool { return a.relay4.IsValid() && a.relay6.IsValid() }
 
 func (a *addrs) forNetwork(network string) (bind, adv netip.Addr, err error) {
 	if network == "udp6" || network == "tcp6" {

@@ -87,8 +87,39 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
 		if l.srv.draining.Load() {
 			return l.refuseWhileDraining(b, src, r)
 		}
+		if !l.srv.addrs.dualStack() {
+			return l.checkFamily(b, src, r)
+		}
 	}
 	return true
+}
+
+// checkFamily answers 440 Address Family not Supported (RFC 6156 §4.2) to an
+// authenticated Allocate whose REQUESTED-ADDRESS-FAMILY has no relay IP here.
+func (l *listener) checkFamily(b []byte, src net.Addr, r replier) bool {
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if err := m.Decode(); err != nil {
+		return true
+	}
+	v, err := m.Get(stun.AttrRequestedAddressFamily)
+	if err != nil || len(v) < 1 {
+		return true
+	}
+	network := "udp4"
+	if v[0] == 0x02 {
+		network = "udp6"
+	} else if v[0] != 0x01 {
+		return true // pion answers unknown families with 440 itself
+	}
+	if _, _, err := l.srv.addrs.forNetwork(network); err == nil {
+		return true
+	}
+	_, key, err := l.srv.cfg.Credentials.Verify(m)
+	if err != nil {
+		return true // unauthenticated: pion challenges with 401
+	}
+	_ = r.reply(buildError(m.TransactionID, stun.MethodAllocate, stun.CodeAddrFamilyNotSupported, key), src)
+	return false
 }
 
 // checkPeers answers 403 Forbidden when any XOR-PEER-ADDRESS of an

@@ -10,29 +10,29 @@ import (
 // may not be in unless the operator allows it (DESIGN.md decision 5).
 var defaultDenied = []string{
 	// IPv4 (IANA IPv4 Special-Purpose Address Registry, RFC 6890 and later).
-	"0.0.0.0/8",          // "this network", includes 0.0.0.0
-	"10.0.0.0/8",         // private
-	"100.64.0.0/10",      // CGNAT shared address space
-	"127.0.0.0/8",        // loopback
-	"169.254.0.0/16",     // link-local, includes 169.254.169.254 metadata
-	"172.16.0.0/12",      // private
-	"192.0.0.0/24",       // IETF protocol assignments
-	"192.0.2.0/24",       // TEST-NET-1
-	"192.88.99.0/24",     // deprecated 6to4 relay anycast
-	"192.168.0.0/16",     // private
-	"198.18.0.0/15",      // benchmarking
-	"198.51.100.0/24",    // TEST-NET-2
-	"203.0.113.0/24",     // TEST-NET-3
-	"224.0.0.0/4",        // multicast
-	"240.0.0.0/4",        // reserved, includes 255.255.255.255
+	"0.0.0.0/8",       // "this network", includes 0.0.0.0
+	"10.0.0.0/8",      // private
+	"100.64.0.0/10",   // CGNAT shared address space
+	"127.0.0.0/8",     // loopback
+	"169.254.0.0/16",  // link-local, includes 169.254.169.254 metadata
+	"172.16.0.0/12",   // private
+	"192.0.0.0/24",    // IETF protocol assignments
+	"192.0.2.0/24",    // TEST-NET-1
+	"192.88.99.0/24",  // deprecated 6to4 relay anycast
+	"192.168.0.0/16",  // private
+	"198.18.0.0/15",   // benchmarking
+	"198.51.100.0/24", // TEST-NET-2
+	"203.0.113.0/24",  // TEST-NET-3
+	"224.0.0.0/4",     // multicast
+	"240.0.0.0/4",     // reserved, includes 255.255.255.255
 	// IPv6: only 2000::/3 is global unicast; the rest is refused wholesale
 	// (::, ::1, IPv4-compatible, discard, ULA, link-local, multicast...).
 	"::/3",
 	"4000::/2",
 	"8000::/1",
-	"2001::/23",      // IETF protocol assignments (Teredo, ORCHID, benchmarking)
-	"2001:db8::/32",  // documentation
-	"3fff::/20",      // documentation
+	"2001::/23",     // IETF protocol assignments (Teredo, ORCHID, benchmarking)
+	"2001:db8::/32", // documentation
+	"3fff::/20",     // documentation
 }
 
 // defaultAllowed are carve-outs inside denied ranges whose embedded IPv4
@@ -100,6 +100,18 @@ func parseCIDR(s string) (netip.Prefix, error) {
 
 // decide returns the verdict of the most specific rule matching a.
 func (p *Policy) decide(a netip.Addr) bool {
+	v, _ := p.decideBy(a)
+	return v
+}
+
+// OperatorAllowed reports whether the rule deciding a is an operator's
+// --allow-peer (as opposed to the default of allowing public addresses).
+func (p *Policy) OperatorAllowed(a netip.Addr) bool {
+	v, op := p.decideBy(a.Unmap())
+	return v && op
+}
+
+func (p *Policy) decideBy(a netip.Addr) (allow, operator bool) {
 	best := -1
 	var verdict = true
 	var bestOp bool
@@ -117,7 +129,7 @@ func (p *Policy) decide(a netip.Addr) bool {
 		}
 		best, verdict, bestOp = b, r.allow, r.operator
 	}
-	return verdict
+	return verdict, bestOp
 }
 
 // embeddedIPv4 returns the IPv4 address carried inside an IPv6 address by

@@ -23,11 +23,11 @@ import (
 
 // Configuration errors.
 var (
-	ErrNoListeners   = errors.New("relay: no listeners")
-	ErrBadPortRange  = errors.New("relay: --min-port must be between 1 and --max-port")
-	ErrNoRelayAddr   = errors.New("relay: at least one --relay-ip is required")
-	ErrMissingField  = errors.New("relay: required config field missing")
-	ErrBadTransport  = errors.New("relay: listener transport must be udp, tcp, tls or dtls")
+	ErrNoListeners  = errors.New("relay: no listeners")
+	ErrBadPortRange = errors.New("relay: --min-port must be between 1 and --max-port")
+	ErrNoRelayAddr  = errors.New("relay: at least one --relay-ip is required")
+	ErrMissingField = errors.New("relay: required config field missing")
+	ErrBadTransport = errors.New("relay: listener transport must be udp, tcp, tls or dtls")
 )
 
 // Listener is one socket handed to the server.
@@ -150,10 +150,17 @@ type Server struct {
 	m         *metrics.Metrics
 	log       *slog.Logger
 	addrs     addrs
-	self      []netip.Addr // relay and external IPs: peers there get relay ports only
+	self      []selfAddr // relay and external IPs: peers there get relay ports only
 	draining  atomic.Bool
 	listeners []*listener
 	pion      []*turn.Server
+}
+
+// selfAddr is one of the node's own addresses; open is true when an
+// operator's --allow-peer covers it, lifting the relay-ports-only guard.
+type selfAddr struct {
+	addr netip.Addr
+	open bool
 }
 
 // listener is the per-socket state: which transport, and its metric
@@ -187,7 +194,7 @@ func New(cfg Config) (*Server, error) {
 		} else {
 			s.addrs.relay6, s.addrs.advertise6 = ip, ip
 		}
-		s.self = append(s.self, ip)
+		s.self = append(s.self, selfAddr{addr: ip, open: cfg.Policy.OperatorAllowed(ip)})
 	}
 	for _, ip := range cfg.ExternalIPs {
 		ip = ip.Unmap()
@@ -196,7 +203,7 @@ func New(cfg Config) (*Server, error) {
 		} else {
 			s.addrs.advertise6 = ip
 		}
-		s.self = append(s.self, ip)
+		s.self = append(s.self, selfAddr{addr: ip, open: cfg.Policy.OperatorAllowed(ip)})
 	}
 
 	for i, l := range cfg.Listeners {
@@ -281,7 +288,8 @@ func (s *Server) Close() error {
 
 // peerPortAllowed stops clients using the relay to reach the node's own
 // services: a peer on one of the node's relay/external IPs is reachable only
-// on relay ports (that is how two legs on this node reach each other).
+// on relay ports (that is how two legs on this node reach each other),
+// unless an operator's --allow-peer rule covers that address explicitly.
 func (s *Server) peerPortAllowed(ip net.IP, port int) bool {
 	if len(s.self) == 0 {
 		return true
@@ -292,8 +300,8 @@ func (s *Server) peerPortAllowed(ip net.IP, port int) bool {
 	}
 	a = a.Unmap()
 	for _, x := range s.self {
-		if x == a {
-			return port >= s.cfg.MinPort && port <= s.cfg.MaxPort
+		if x.addr == a {
+			return x.open || (port >= s.cfg.MinPort && port <= s.cfg.MaxPort)
 		}
 	}
 	return true
@@ -366,7 +374,7 @@ func (l *listener) permission(_ net.Addr, peer net.IP) bool {
 func (s *Server) peerAllowed(a netip.Addr) bool {
 	u := a.Unmap()
 	for _, x := range s.self {
-		if x == u {
+		if x.addr == u {
 			return true
 		}
 	}

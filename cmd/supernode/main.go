@@ -159,6 +159,7 @@ type node struct {
 	http    *http.Server
 	httpLn  net.Listener
 	urls    []string
+	listens map[string][]string // transport -> actual listen addresses
 	closers []io.Closer
 }
 
@@ -321,6 +322,7 @@ func start(o *options, log *slog.Logger) (n *node, err error) {
 		return nil, err
 	}
 
+	n.listens = listens
 	if n.urls, err = iceURLs(o, relayIPs, externalIPs, listens); err != nil {
 		return nil, err
 	}

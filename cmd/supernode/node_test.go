@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+)
+
+// testNode is a supernode started in-process with real sockets on loopback.
+type testNode struct {
+	t    *testing.T
+	n    *node
+	sigs chan os.Signal
+	done chan error
+	udp  string // UDP and TCP listen address
+	tls  string
+	dtls string
+	http string
+}
+
+// syncWriter lets the node's logger write to the test log safely.
+type syncWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// baseArgs are flags every test node gets: loopback only, ephemeral ports.
+var baseArgs = []string{
+	"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--relay-ip", "127.0.0.1",
+	"--udp-sockets", "2", "--realm", "supernode.test", "--log-level", "warn",
+}
+
+// startNode runs a node with baseArgs plus args and stops it (with SIGINT)
+// when the test ends, then checks that no goroutine leaked.
+func startNode(t *testing.T, args ...string) *testNode {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	tn := &testNode{t: t, sigs: make(chan os.Signal, 4), done: make(chan error, 1)}
+	ready := make(chan *node, 1)
+	logs := &syncWriter{}
+	all := append(append([]string{}, baseArgs...), args...)
+	go func() { tn.done <- run(all, func(string) string { return "" }, io.Discard, logs, tn.sigs, ready) }()
+	select {
+	case tn.n = <-ready:
+	case err := <-tn.done:
+		t.Fatalf("node did not start: %v\n%s", err, logs)
+	case <-time.After(10 * time.Second):
+		t.Fatal("node did not start in 10s")
+	}
+	tn.udp = tn.n.listens["udp"][0]
+	if l := tn.n.listens["tls"]; len(l) > 0 {
+		tn.tls = l[0]
+	}
+	if l := tn.n.listens["dtls"]; len(l) > 0 {
+		tn.dtls = l[0]
+	}
+	tn.http = tn.n.httpAddr()
+	t.Cleanup(func() {
+		tn.stop()
+		if t.Failed() {
+			t.Logf("node log:\n%s", logs)
+		}
+		goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("github.com/pion/transport/v5/deadline.(*Deadline).SetDeadline.func1"))
+	})
+	return tn
+}
+
+// stop ends the node at once (SIGINT) and waits for run to return.
+func (tn *testNode) stop() {
+	select {
+	case tn.sigs <- syscall.SIGINT:
+	default:
+	}
+	select {
+	case <-tn.done:
+	case <-time.After(10 * time.Second):
+		tn.t.Error("node did not stop within 10s of SIGINT")
+	}
+	tn.done <- nil // make stop idempotent
+}
+
+// metric returns the current value of one metric child.
+func (tn *testNode) counter(name string, labels ...string) float64 {
+	tn.t.Helper()
+	m := tn.n.m
+	switch name {
+	case "relay_bytes":
+		return testutil.ToFloat64(m.RelayBytes.WithLabelValues(labels...))
+	case "relay_packets":
+		return testutil.ToFloat64(m.RelayPackets.WithLabelValues(labels...))
+	case "allocations_active":
+		return testutil.ToFloat64(m.AllocationsActive.WithLabelValues(labels...))
+	case "allocations_created":
+		return testutil.ToFloat64(m.AllocationsCreated.WithLabelValues(labels...))
+	case "allocations_deleted":
+		return testutil.ToFloat64(m.AllocationsDeleted.WithLabelValues(labels...))
+	case "dropped":
+		return testutil.ToFloat64(m.PacketsDropped.WithLabelValues(labels...))
+	case "requests":
+		return testutil.ToFloat64(m.Requests.WithLabelValues(labels...))
+	case "auth_failures":
+		return testutil.ToFloat64(m.AuthFailures.WithLabelValues(labels...))
+	case "quota":
+		return testutil.ToFloat64(m.QuotaRejections.WithLabelValues(labels...))
+	case "peer_denials":
+		return testutil.ToFloat64(m.PeerDenials.WithLabelValues(labels...))
+	}
+	tn.t.Fatalf("unknown metric %q", name)
+	return 0
+}
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pionLogs silences pion clients in tests.
+var pionLogs = func() logging.LoggerFactory {
+	f := logging.NewDefaultLoggerFactory()
+	f.DefaultLogLevel = logging.LogLevelWarn
+	f.Writer = io.Discard
+	return f
+}()
+
+// mustListenUDP opens a plain UDP socket on loopback (a peer or a client).
+func mustListenUDP(t *testing.T, network, addr string) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP(network, mustUDPAddr(t, addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func mustUDPAddr(t *testing.T, addr string) *net.UDPAddr {
+	t.Helper()
+	a, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// hostPort replaces the host of addr.
+func hostPort(host, addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return net.JoinHostPort(strings.Trim(host, "[]"), p)
+}
