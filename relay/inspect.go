@@ -299,6 +299,9 @@ func (l *listener) observeResponse(b []byte) (connectionBound bool) {
 
 // errorCode finds the ERROR-CODE attribute in a raw message; -1 if absent.
 func errorCode(b []byte) int {
+	if len(b) < stunHeaderSize {
+		return -1
+	}
 	end := stunHeaderSize + int(binary.BigEndian.Uint16(b[2:4]))
 	if end > len(b) {
 		return -1

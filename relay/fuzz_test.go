@@ -1,0 +1,161 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/metrics"
+)
+
+// discardReplier swallows responses the inspector sends.
+type discardReplier struct{ n int }
+
+func (d *discardReplier) reply([]byte, net.Addr) error { d.n++; return nil }
+
+// newInspectListener builds the per-socket state the inspector runs with,
+// without any socket.
+func newInspectListener(t testing.TB, draining bool) *listener {
+	p, err := NewPolicy(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{
+		cfg: Config{
+			Credentials: allocation.NewStore("fuzz", allocation.Credentials{
+				Users: map[string]string{"alice": "pw"}, Secrets: []string{"s1", "s2"},
+			}, nil),
+			Table:   allocation.NewTable(allocation.TableConfig{}),
+			Policy:  p,
+			MinPort: 49152, MaxPort: 65535,
+		},
+		m: metrics.New("test"),
+	}
+	s.addrs.relay4 = netip.MustParseAddr("127.0.0.1")
+	s.draining.Store(draining)
+	return s.newListener(0, "udp")
+}
+
+func seedMessages(t testing.TB) [][]byte {
+	key := longTermKeyForTest("alice", "fuzz", "pw")
+	var out [][]byte
+	build := func(setters ...stun.Setter) {
+		m, err := stun.Build(setters...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m.Raw)
+	}
+	peer := &stun.XORMappedAddress{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	peerAttr := stun.RawAttribute{Type: stun.AttrXORPeerAddress}
+	tmp, _ := stun.Build(stun.TransactionID, stun.BindingRequest, peer)
+	if v, err := tmp.Get(stun.AttrXORMappedAddress); err == nil {
+		peerAttr.Value = v
+	}
+	for _, method := range []stun.Method{stun.MethodAllocate, stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodConnect} {
+		build(stun.TransactionID, stun.NewType(method, stun.ClassRequest), &peerAttr,
+			stun.NewUsername("alice"), stun.NewRealm("fuzz"), stun.NewNonce("n"), stun.MessageIntegrity(key))
+	}
+	build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	cd := make([]byte, 8)
+	binary.BigEndian.PutUint16(cd[0:], 0x4001)
+	binary.BigEndian.PutUint16(cd[2:], 4)
+	out = append(out, cd, []byte{0xff, 0xff, 0xff, 0xff}, make([]byte, 20))
+	return out
+}
+
+func longTermKeyForTest(u, r, p string) []byte {
+	return stun.NewLongTermIntegrity(u, r, p)
+}
+
+// FuzzInspect feeds arbitrary client bytes through the header checks, the
+// peer-policy and drain paths, and the stream framer: none may panic.
+func FuzzInspect(f *testing.F) {
+	for _, s := range seedMessages(f) {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	normal, draining := newInspectListener(f, false), newInspectListener(f, true)
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
+	f.Fuzz(func(t *testing.T, b []byte, drain bool) {
+		l := normal
+		if drain {
+			l = draining
+		}
+		r := &discardReplier{}
+		_ = l.inspect(b, src, r)
+		if n, err := frameLen(b); err == nil && n > len(b) {
+			t.Fatalf("frameLen %d > input %d", n, len(b))
+		}
+		_ = errorCode(append(make([]byte, 0, len(b)), b...))
+		if len(b) > 0 {
+			_, _, _ = decodeXORAddr(b, [stun.TransactionIDSize]byte{})
+		}
+		if got := testingToFloat(l); got != 0 {
+			t.Fatalf("inspect panicked %v times on %x", got, b)
+		}
+	})
+}
+
+func TestInspectDeniedPeerGets403(t *testing.T) {
+	l := newInspectListener(t, false)
+	msgs := seedMessages(t)
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
+	for i, method := range []string{"create_permission", "channel_bind", "connect"} {
+		r := &discardReplier{}
+		if pass := l.inspect(msgs[i+1], src, r); pass || r.n != 1 {
+			t.Errorf("%s to 127.0.0.1: pass=%v replies=%d, want consumed with one 403", method, pass, r.n)
+		}
+	}
+	// Allocate is not a peer request: it goes to pion.
+	if !l.inspect(msgs[0], src, &discardReplier{}) {
+		t.Error("Allocate was consumed by the inspector")
+	}
+	// While draining, a new authenticated Allocate is refused here.
+	d := newInspectListener(t, true)
+	r := &discardReplier{}
+	if d.inspect(msgs[0], src, r) || r.n != 1 {
+		t.Error("draining node let a new Allocate through")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		b            []byte
+		isSTUN, ok   bool
+	}{
+		{"short", []byte{0, 1}, false, false},
+		{"binding", mustBuild(t, stun.TransactionID, stun.BindingRequest), true, true},
+		{"bad cookie", func() []byte { b := mustBuild(t, stun.TransactionID, stun.BindingRequest); b[4] = 0; return b }(), true, false},
+		{"length lies", func() []byte { b := mustBuild(t, stun.TransactionID, stun.BindingRequest); b[3] = 8; return b }(), true, false},
+		{"channel data", []byte{0x40, 0x00, 0x00, 0x02, 1, 2}, false, true},
+		{"channel data too long", []byte{0x40, 0x00, 0x00, 0x09, 1, 2}, false, false},
+		{"reserved channel", []byte{0x50, 0x00, 0x00, 0x00}, false, false},
+		{"garbage", []byte{0xde, 0xad, 0xbe, 0xef, 0, 0}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			isSTUN, ok := classify(tc.b)
+			if isSTUN != tc.isSTUN || ok != tc.ok {
+				t.Fatalf("classify = (%v, %v), want (%v, %v)", isSTUN, ok, tc.isSTUN, tc.ok)
+			}
+		})
+	}
+}
+
+func mustBuild(t *testing.T, setters ...stun.Setter) []byte {
+	t.Helper()
+	m, err := stun.Build(setters...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
+
+func testingToFloat(l *listener) float64 {
+	return promToFloat(l.srv.m.HandlerPanics)
+}
