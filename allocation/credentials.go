@@ -80,6 +80,10 @@ func (s *Store) Set(c Credentials) {
 // Current returns the credentials in force.
 func (s *Store) Current() Credentials { return *s.cur.Load() }
 
+// Rotating reports whether several REST secrets are active, so a request's
+// secret must be found with Verify before the auth callback runs.
+func (s *Store) Rotating() bool { return len(s.cur.Load().Secrets) > 1 }
+
 // HasSecret reports whether at least one REST secret is configured.
 func (s *Store) HasSecret() bool { return len(s.cur.Load().Secrets) > 0 }
 

@@ -160,6 +160,17 @@ func (t *Table) Has(k Key) bool {
 	return ok
 }
 
+// Owner returns the user id that created the allocation on k.
+func (t *Table) Owner(k Key) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.live[k]
+	if !ok {
+		return "", false
+	}
+	return e.UserID, true
+}
+
 // Count returns the number of live allocations.
 func (t *Table) Count() int {
 	t.mu.Lock()

@@ -44,10 +44,11 @@ const (
 	AuthExpired     = "expired"
 	AuthBadUsername = "bad_username"
 	AuthBadPassword = "bad_password"
+	AuthWrongOwner  = "wrong_owner" // a request on another user's allocation
 )
 
 // AuthReasons is the fixed set of authentication failure reasons.
-var AuthReasons = []string{AuthUnknownUser, AuthExpired, AuthBadUsername, AuthBadPassword}
+var AuthReasons = []string{AuthUnknownUser, AuthExpired, AuthBadUsername, AuthBadPassword, AuthWrongOwner}
 
 // Quota kinds.
 const (

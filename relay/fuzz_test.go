@@ -12,10 +12,17 @@ import (
 	"github.com/supernode/supernode/metrics"
 )
 
-// discardReplier swallows responses the inspector sends.
-type discardReplier struct{ n int }
+// discardReplier records the error codes of responses the inspector sends.
+type discardReplier struct {
+	n     int
+	codes []int
+}
 
-func (d *discardReplier) reply([]byte, net.Addr) error { d.n++; return nil }
+func (d *discardReplier) reply(b []byte, _ net.Addr) error {
+	d.n++
+	d.codes = append(d.codes, errorCode(b))
+	return nil
+}
 
 // newInspectListener builds the per-socket state the inspector runs with,
 // without any socket.
@@ -107,8 +114,15 @@ func TestInspectDeniedPeerGets403(t *testing.T) {
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	for i, method := range []string{"create_permission", "channel_bind", "connect"} {
 		r := &discardReplier{}
-		if pass := l.inspect(msgs[i+1], src, r); pass || r.n != 1 {
-			t.Errorf("%s to 127.0.0.1: pass=%v replies=%d, want consumed with one 403", method, pass, r.n)
+		if pass := l.inspect(msgs[i+1], src, r); pass || r.n != 1 || r.codes[0] != 437 {
+			t.Errorf("%s without an allocation: pass=%v codes=%v, want consumed with one 437", method, pass, r.codes)
+		}
+	}
+	l.srv.cfg.Table.Commit(l.key(src), "alice", "udp", nil)
+	for i, method := range []string{"create_permission", "channel_bind", "connect"} {
+		r := &discardReplier{}
+		if pass := l.inspect(msgs[i+1], src, r); pass || r.n != 1 || r.codes[0] != 403 {
+			t.Errorf("%s to 127.0.0.1: pass=%v codes=%v, want consumed with one 403", method, pass, r.codes)
 		}
 	}
 	// Allocate is not a peer request: it goes to pion.
@@ -118,16 +132,16 @@ func TestInspectDeniedPeerGets403(t *testing.T) {
 	// While draining, a new authenticated Allocate is refused here.
 	d := newInspectListener(t, true)
 	r := &discardReplier{}
-	if d.inspect(msgs[0], src, r) || r.n != 1 {
-		t.Error("draining node let a new Allocate through")
+	if d.inspect(msgs[0], src, r) || r.n != 1 || r.codes[0] != 508 {
+		t.Errorf("draining node: codes %v, want one 508 for a new Allocate", r.codes)
 	}
 }
 
 func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
-		name         string
-		b            []byte
-		isSTUN, ok   bool
+		name       string
+		b          []byte
+		isSTUN, ok bool
 	}{
 		{"short", []byte{0, 1}, false, false},
 		{"binding", mustBuild(t, stun.TransactionID, stun.BindingRequest), true, true},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pion/stun/v4"
 
+	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -77,31 +78,68 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
 	}
 	var t stun.MessageType
 	t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
-	if t.Class != stun.ClassRequest {
+	if t.Class != stun.ClassRequest || t.Method == stun.MethodBinding {
 		return true
+	}
+	q := &request{l: l, method: t.Method, src: src, r: r, m: &stun.Message{Raw: append([]byte(nil), b...)}}
+	if err := q.m.Decode(); err != nil {
+		return true // pion answers 400
+	}
+	if l.srv.cfg.Credentials.Rotating() && q.m.Contains(stun.AttrMessageIntegrity) {
+		q.verify() // tells the auth callback which secret this username uses
 	}
 	switch t.Method {
 	case stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodConnect:
-		return l.checkPeers(b, t.Method, src, r)
+		return q.checkAllocation() && q.checkPeers()
+	case stun.MethodRefresh:
+		return q.checkAllocation()
 	case stun.MethodAllocate:
 		if l.srv.draining.Load() {
-			return l.refuseWhileDraining(b, src, r)
+			return q.refuseWhileDraining()
 		}
 		if !l.srv.addrs.dualStack() {
-			return l.checkFamily(b, src, r)
+			return q.checkFamily()
 		}
 	}
 	return true
 }
 
+// request is one decoded client request being inspected; its credentials
+// are verified at most once, and only when a check needs them.
+type request struct {
+	l        *listener
+	method   stun.Method
+	src      net.Addr
+	r        replier
+	m        *stun.Message
+	verified bool
+	user     string
+	key      []byte
+	err      error
+}
+
+func (q *request) verify() (user string, key []byte, err error) {
+	if !q.verified {
+		q.verified = true
+		if !q.m.Contains(stun.AttrMessageIntegrity) {
+			q.err = allocation.ErrBadPassword
+		} else {
+			q.user, q.key, q.err = q.l.srv.cfg.Credentials.Verify(q.m)
+		}
+	}
+	return q.user, q.key, q.err
+}
+
+// refuse answers with an error code, signed when the request verified.
+func (q *request) refuse(code stun.ErrorCode) {
+	_, key, _ := q.verify()
+	_ = q.r.reply(buildError(q.m.TransactionID, q.method, code, key), q.src)
+}
+
 // checkFamily answers 440 Address Family not Supported (RFC 6156 §4.2) to an
 // authenticated Allocate whose REQUESTED-ADDRESS-FAMILY has no relay IP here.
-func (l *listener) checkFamily(b []byte, src net.Addr, r replier) bool {
-	m := &stun.Message{Raw: append([]byte(nil), b...)}
-	if err := m.Decode(); err != nil {
-		return true
-	}
-	v, err := m.Get(stun.AttrRequestedAddressFamily)
+func (q *request) checkFamily() bool {
+	v, err := q.m.Get(stun.AttrRequestedAddressFamily)
 	if err != nil || len(v) < 1 {
 		return true
 	}
@@ -111,70 +149,75 @@ func (l *listener) checkFamily(b []byte, src net.Addr, r replier) bool {
 	} else if v[0] != 0x01 {
 		return true // pion answers unknown families with 440 itself
 	}
-	if _, _, err := l.srv.addrs.forNetwork(network); err == nil {
+	if _, _, err := q.l.srv.addrs.forNetwork(network); err == nil {
 		return true
 	}
-	_, key, err := l.srv.cfg.Credentials.Verify(m)
-	if err != nil {
+	if _, _, err := q.verify(); err != nil {
 		return true // unauthenticated: pion challenges with 401
 	}
-	_ = r.reply(buildError(m.TransactionID, stun.MethodAllocate, stun.CodeAddrFamilyNotSupported, key), src)
+	q.refuse(stun.CodeAddrFamilyNotSupported)
+	return false
+}
+
+// checkAllocation answers 437 Allocation Mismatch (RFC 8656 §7.3, §9.2,
+// §11.2) to an authenticated request on a 5-tuple that has no allocation, or
+// whose allocation belongs to another user: an allocation can only be used
+// by the user that created it. Pion silently drops such requests, which
+// leaves the client retransmitting until it times out.
+func (q *request) checkAllocation() bool {
+	owner, ok := q.l.srv.cfg.Table.Owner(q.l.key(q.src))
+	user, _, err := q.verify()
+	if err != nil {
+		return true // pion challenges with 401
+	}
+	if ok && owner == user {
+		return true
+	}
+	if ok {
+		q.l.srv.m.AuthFailures.WithLabelValues(metrics.AuthWrongOwner).Inc()
+	}
+	q.refuse(stun.CodeAllocMismatch)
 	return false
 }
 
 // checkPeers answers 403 Forbidden when any XOR-PEER-ADDRESS of an
 // authenticated request is refused by the peer policy (RFC 8656 §9.1: the
 // server MAY refuse a permission, and SHOULD then answer 403).
-func (l *listener) checkPeers(b []byte, method stun.Method, src net.Addr, r replier) bool {
-	m := &stun.Message{Raw: append([]byte(nil), b...)}
-	if err := m.Decode(); err != nil {
-		return true // pion answers 400
-	}
+func (q *request) checkPeers() bool {
 	denied := false
-	for _, a := range m.Attributes {
+	for _, a := range q.m.Attributes {
 		if a.Type != attrXORPeerAddr {
 			continue
 		}
-		ip, port, ok := decodeXORAddr(a.Value, m.TransactionID)
+		ip, port, ok := decodeXORAddr(a.Value, q.m.TransactionID)
 		if !ok {
 			return true // pion answers 400
 		}
-		if !l.srv.peerAllowed(ip) ||
-			(method == stun.MethodConnect && !l.srv.peerPortAllowed(ip.AsSlice(), port)) {
+		if !q.l.srv.peerAllowed(ip) ||
+			(q.method == stun.MethodConnect && !q.l.srv.peerPortAllowed(ip.AsSlice(), port)) {
 			denied = true
 		}
 	}
 	if !denied {
 		return true
 	}
-	_, key, err := l.srv.cfg.Credentials.Verify(m)
-	if err != nil {
+	if _, _, err := q.verify(); err != nil {
 		return true // unauthenticated: pion challenges with 401
 	}
-	l.srv.m.PeerDenials.WithLabelValues(methodLabel(method)).Inc()
-	_ = r.reply(buildError(m.TransactionID, method, stun.CodeForbidden, key), src)
+	q.l.srv.m.PeerDenials.WithLabelValues(methodLabel(q.method)).Inc()
+	q.refuse(stun.CodeForbidden)
 	return false
 }
 
 // refuseWhileDraining answers a new Allocate with 508 Insufficient Capacity
 // so the client moves to another relay. A retransmitted Allocate for an
 // allocation that already exists goes through (pion answers from its cache).
-func (l *listener) refuseWhileDraining(b []byte, src net.Addr, r replier) bool {
-	if l.srv.cfg.Table.Has(l.key(src)) {
+func (q *request) refuseWhileDraining() bool {
+	if q.l.srv.cfg.Table.Has(q.l.key(q.src)) {
 		return true
 	}
-	m := &stun.Message{Raw: append([]byte(nil), b...)}
-	if err := m.Decode(); err != nil {
-		return true
-	}
-	var key []byte
-	if m.Contains(stun.AttrMessageIntegrity) {
-		if _, k, err := l.srv.cfg.Credentials.Verify(m); err == nil {
-			key = k
-		}
-	}
-	l.srv.m.DrainRefusals.Inc()
-	_ = r.reply(buildError(m.TransactionID, stun.MethodAllocate, stun.CodeInsufficientCapacity, key), src)
+	q.l.srv.m.DrainRefusals.Inc()
+	q.refuse(stun.CodeInsufficientCapacity)
 	return false
 }
 

@@ -48,9 +48,9 @@ func TestPolicyMostSpecificWins(t *testing.T) {
 		addr string
 		want bool
 	}{
-		{"10.2.3.4", false},       // allow and deny both /8: deny wins the tie
-		{"10.1.2.3", false},       // deny /16 beats allow /8
-		{"127.0.0.1", true},       // operator /32 beats default /8
+		{"10.2.3.4", false},        // allow and deny both /8: deny wins the tie
+		{"10.1.2.3", false},        // deny /16 beats allow /8
+		{"127.0.0.1", true},        // operator /32 beats default /8
 		{"::ffff:127.0.0.1", true}, // mapped form follows the IPv4 rule
 		{"127.0.0.2", false},
 		{"8.8.8.8", false}, // operator deny of a public range
