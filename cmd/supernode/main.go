@@ -222,8 +222,8 @@ func iceURLs(o *options, relayIPs, externalIPs []netip.Addr, listens map[string]
 }
 
 // start opens every socket and starts the relay and the HTTP server.
-func start(o *options, log *slog.Logger) (n *node, err error) {
-	n = &node{o: o, log: log, m: metrics.New(version)}
+func start(o *options, log *slog.Logger) (_ *node, err error) {
+	n := &node{o: o, log: log, m: metrics.New(version)}
 	defer func() {
 		if err != nil {
 			n.close()

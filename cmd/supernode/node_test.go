@@ -60,7 +60,21 @@ func startNode(t *testing.T, args ...string) *testNode {
 	tn := &testNode{t: t, sigs: make(chan os.Signal, 4), done: make(chan error, 1)}
 	ready := make(chan *node, 1)
 	logs := &syncWriter{}
-	all := append(append([]string{}, baseArgs...), args...)
+	// A flag given by the test replaces the base value (so --relay-ip or
+	// --listen can be changed rather than added to).
+	given := map[string]bool{}
+	for _, a := range args {
+		if strings.HasPrefix(a, "--") {
+			given[a] = true
+		}
+	}
+	var all []string
+	for i := 0; i < len(baseArgs); i += 2 {
+		if !given[baseArgs[i]] {
+			all = append(all, baseArgs[i], baseArgs[i+1])
+		}
+	}
+	all = append(all, args...)
 	go func() { tn.done <- run(all, func(string) string { return "" }, io.Discard, logs, tn.sigs, ready) }()
 	select {
 	case tn.n = <-ready:

@@ -222,7 +222,8 @@ func TestRelayIPv6(t *testing.T) {
 		t.Skipf("no IPv6 loopback on this machine: %v", err)
 	}
 	_ = probe.Close()
-	tn := startNode(t, "--listen", "[::1]:0", "--relay-ip", "::1", "--user", "alice:secret1", "--allow-peer", "::1")
+	tn := startNode(t, "--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--relay-ip", "127.0.0.1", "--relay-ip", "::1",
+		"--user", "alice:secret1", "--allow-peer", "::1")
 	addr6 := tn.n.listens["udp"][1]
 	peer := mustListenUDP(t, "udp6", "[::1]:0")
 	echoPeer(peer)

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"net"
+	"testing"
+
+	"github.com/pion/stun/v4"
+)
+
+// TestPeerPolicy runs against a node whose relay IP is 127.0.0.3, so the
+// usual loopback address 127.0.0.1 is not one of the node's own addresses
+// and gets no special treatment. No packet is sent to any peer: only
+// permissions are requested.
+func TestPeerPolicy(t *testing.T) {
+	tn := startNode(t, "--relay-ip", "127.0.0.3", "--user", "alice:pw", "--allow-peer", "198.51.100.0/25",
+		"--deny-peer", "8.8.8.0/24")
+	c := newRawClient(t, tn.udp)
+	c.allocate("alice", "pw")
+
+	denied := []string{
+		"127.0.0.1", "::ffff:127.0.0.1", "0.0.0.0", "169.254.169.254", "10.0.0.1", "172.16.5.4",
+		"192.168.0.1", "100.64.0.1", "224.0.0.251", "255.255.255.255", "192.0.2.1", "203.0.113.5",
+		"198.51.100.200", // documentation range; only the lower /25 is allowed
+		"8.8.8.8",        // public, but denied by --deny-peer
+	}
+	for _, s := range denied {
+		ip := net.ParseIP(s)
+		t.Run("deny "+s, func(t *testing.T) {
+			before := tn.counter("peer_denials", "create_permission")
+			if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{ip, 9})); code != 403 {
+				t.Fatalf("CreatePermission %s: code %d, want 403", s, code)
+			}
+			if code := errCode(c.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4000), peerAddr{ip, 9})); code != 403 {
+				t.Fatalf("ChannelBind %s: code %d, want 403", s, code)
+			}
+			if got := tn.counter("peer_denials", "create_permission"); got != before+1 {
+				t.Fatalf("peer_denials{create_permission} %v -> %v, want +1", before, got)
+			}
+		})
+	}
+	if got := tn.counter("peer_denials", "channel_bind"); got != float64(len(denied)) {
+		t.Errorf("peer_denials{channel_bind} = %v, want %d", got, len(denied))
+	}
+	// The IPv6 forms are refused on an IPv4 allocation too (family mismatch
+	// or policy); either way no permission is installed.
+	for _, s := range []string{"::1", "::"} {
+		if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{net.ParseIP(s), 9})); code == 0 {
+			t.Errorf("CreatePermission %s succeeded", s)
+		}
+	}
+
+	allowed := []string{"198.51.100.7", "1.1.1.1", "8.8.4.4"}
+	for i, s := range allowed {
+		if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{net.ParseIP(s), 9})); code != 0 {
+			t.Errorf("CreatePermission %s: code %d, want success", s, code)
+		}
+		if code := errCode(c.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4001+i), peerAddr{net.ParseIP(s), 9})); code != 0 {
+			t.Errorf("ChannelBind %s: code %d, want success", s, code)
+		}
+	}
+	// One request naming an allowed and a denied peer is refused whole.
+	if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw",
+		peerAddr{net.ParseIP("1.1.1.1"), 9}, peerAddr{net.ParseIP("127.0.0.1"), 9})); code != 403 {
+		t.Errorf("mixed CreatePermission: code %d, want 403", code)
+	}
+}
+
+// TestPeerSelfPorts checks that the node's own relay IP is reachable as a
+// peer only on relay ports: a client cannot use the relay to reach, say, the
+// node's HTTP API on the same address.
+func TestPeerSelfPorts(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--min-port", "40000", "--max-port", "40100")
+	// A "service" on the node's own address, outside the relay port range.
+	svc := mustListenUDP(t, "udp4", "127.0.0.1:0")
+	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
+	relayConn, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relayConn.Close()
+	for range 5 {
+		if _, err := relayConn.WriteTo([]byte("poke"), svc.LocalAddr()); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+	waitFor(t, "self-port drops counted", func() bool { return tn.counter("dropped", "peer_denied") >= 5 })
+	if got := tn.counter("relay_packets", "client_to_peer", "udp"); got != 0 {
+		t.Fatalf("%v packets relayed to a non-relay port on the node's own address", got)
+	}
+}
