@@ -133,6 +133,7 @@ func TestInspectDeniedPeerGets403(t *testing.T) {
 	d := newInspectListener(t, true)
 	r := &discardReplier{}
 	if d.inspect(msgs[0], src, r) || r.n != 1 || r.codes[0] != 508 {
+		// msgs[0] carries valid credentials, so it is refused here, signed.
 		t.Errorf("draining node: codes %v, want one 508 for a new Allocate", r.codes)
 	}
 }

@@ -209,11 +209,16 @@ func (q *request) checkPeers() bool {
 	return false
 }
 
-// refuseWhileDraining answers a new Allocate with 508 Insufficient Capacity
-// so the client moves to another relay. A retransmitted Allocate for an
+// refuseWhileDraining answers a new authenticated Allocate with a signed 508
+// Insufficient Capacity so the client moves to another relay. A retransmitted Allocate for an
 // allocation that already exists goes through (pion answers from its cache).
 func (q *request) refuseWhileDraining() bool {
 	if q.l.srv.cfg.Table.Has(q.l.key(q.src)) {
+		return true
+	}
+	if _, _, err := q.verify(); err != nil {
+		// Let pion challenge first: clients (pion's among them) expect the
+		// first, unauthenticated Allocate to be answered with a nonce.
 		return true
 	}
 	q.l.srv.m.DrainRefusals.Inc()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -93,6 +94,7 @@ func startNode(t *testing.T, args ...string) *testNode {
 	tn.http = tn.n.httpAddr()
 	t.Cleanup(func() {
 		tn.stop()
+		http.DefaultClient.CloseIdleConnections()
 		if t.Failed() {
 			t.Logf("node log:\n%s", logs)
 		}
