@@ -192,3 +192,9 @@ func hostPort(host, addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return net.JoinHostPort(strings.Trim(host, "[]"), p)
 }
+
+func testutilPanics(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.HandlerPanics) }
+
+func testutilClosed(tn *testNode, transport, reason string) float64 {
+	return testutil.ToFloat64(tn.n.m.ConnectionsClosed.WithLabelValues(transport, reason))
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+// TestHostileUDP throws garbage, truncated and oversized datagrams at the
+// node, then checks it still relays and counted what it dropped.
+func TestHostileUDP(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.0/8")
+	attacker := mustListenUDP(t, "udp4", "127.0.0.1:0")
+	server := mustUDPAddr(t, tn.udp)
+	rng := rand.New(rand.NewPCG(1, 2))
+	valid, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(b []byte) {
+		_, _ = attacker.WriteTo(b, server)
+	}
+	for i := range 3000 {
+		switch i % 6 {
+		case 0: // random bytes
+			b := make([]byte, rng.IntN(1500))
+			for j := range b {
+				b[j] = byte(rng.Uint32())
+			}
+			send(b)
+		case 1: // truncated STUN
+			send(valid.Raw[:rng.IntN(len(valid.Raw))])
+		case 2: // STUN header whose length lies
+			b := append([]byte(nil), valid.Raw...)
+			binary.BigEndian.PutUint16(b[2:], uint16(rng.IntN(5000)))
+			send(b)
+		case 3: // ChannelData claiming more than it carries
+			send([]byte{0x40, 0x01, 0xff, 0xff, 1, 2, 3, 4})
+		case 4: // oversized
+			send(make([]byte, 1700+rng.IntN(7000)))
+		case 5: // a valid header with random attributes
+			b := make([]byte, 20+4*rng.IntN(50))
+			copy(b, valid.Raw[:20])
+			binary.BigEndian.PutUint16(b[2:], uint16(len(b)-20))
+			for j := 20; j < len(b); j++ {
+				b[j] = byte(rng.Uint32())
+			}
+			send(b)
+		}
+		if i%200 == 0 {
+			time.Sleep(5 * time.Millisecond) // keep the socket buffers from overflowing
+		}
+	}
+	waitFor(t, "drops counted", func() bool {
+		return tn.counter("dropped", "malformed") >= 1000 && tn.counter("dropped", "oversized") >= 400
+	})
+	if p := testutilPanics(tn); p != 0 {
+		t.Fatalf("%v panics recovered", p)
+	}
+	// Still serving.
+	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
+	echoPeer(peer)
+	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
+	relayConn, err := c.Allocate()
+	if err != nil {
+		t.Fatalf("allocate after the storm: %v", err)
+	}
+	defer relayConn.Close()
+	if n := exchange(t, relayConn, peer.LocalAddr(), 10); n != 10 {
+		t.Fatalf("%d of 10 echoed after the storm", n)
+	}
+}
+
+// closedWithin reports whether the server closes c within d.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 512)
+	for {
+		_, err := c.Read(buf)
+		if err == nil {
+			continue
+		}
+		return !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+}
+
+// TestHostileStreams checks that garbage, oversized, stalled and slow
+// TCP/TLS clients are disconnected and counted, and that the node serves
+// normally afterwards.
+func TestHostileStreams(t *testing.T) {
+	cert, key := writeTestCert(t)
+	tn := startNode(t, "--user", "alice:pw", "--first-message-timeout", "300ms", "--idle-timeout", "600ms",
+		"--tls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
+	dial := func(t *testing.T, addr string) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	for _, tc := range []struct {
+		name, transport, reason string
+		act                     func(c net.Conn)
+	}{
+		{"garbage", "tcp", "malformed", func(c net.Conn) { _, _ = c.Write([]byte{0xff, 0xfe, 0xfd, 0xfc, 0, 0, 0, 0}) }},
+		{"oversized frame", "tcp", "oversized", func(c net.Conn) {
+			_, _ = c.Write([]byte{0x00, 0x01, 0xff, 0xf0, 0x21, 0x12, 0xa4, 0x42})
+		}},
+		{"stalled", "tcp", "first_message_timeout", func(net.Conn) {}},
+		{"slow header", "tcp", "first_message_timeout", func(c net.Conn) {
+			for _, b := range []byte{0x00, 0x01, 0x00} {
+				_, _ = c.Write([]byte{b})
+				time.Sleep(50 * time.Millisecond)
+			}
+		}},
+		{"no TLS handshake", "tls", "first_message_timeout", func(net.Conn) {}},
+		{"idle after binding", "tcp", "idle_timeout", func(c net.Conn) {
+			m, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
+			_, _ = c.Write(m.Raw)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := tn.udp
+			if tc.transport == "tls" {
+				addr = tn.tls
+			}
+			before := testutilClosed(tn, tc.transport, tc.reason)
+			c := dial(t, addr)
+			tc.act(c)
+			if !closedWithin(c, 5*time.Second) {
+				t.Fatal("server kept the connection open")
+			}
+			waitFor(t, "close counted", func() bool { return testutilClosed(tn, tc.transport, tc.reason) > before })
+		})
+	}
+	// A real TLS client still works.
+	tc := streamClient(t, "tls", tn.tls, "alice", "pw")
+	if _, err := tc.SendBindingRequest(); err != nil {
+		t.Fatalf("binding over TLS after the abuse: %v", err)
+	}
+}
