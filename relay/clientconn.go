@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -77,7 +78,11 @@ func (cl *clientListener) Accept() (net.Conn, error) {
 // is passed through untouched.
 type clientStreamConn struct {
 	net.Conn
-	l           *listener
+	l *listener
+	// readMu serialises Read: after an RFC 6062 data connection ends, pion's
+	// read loop reads again while its copy goroutine may still be returning
+	// from a Read of its own.
+	readMu      sync.Mutex
 	firstBy     time.Time // deadline for the first complete message
 	gotFirst    bool
 	passthrough atomic.Bool
@@ -124,6 +129,8 @@ func frameLen(b []byte) (int, error) {
 }
 
 func (c *clientStreamConn) Read(p []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
 	for {
 		if len(c.out) > 0 {
 			n := copy(p, c.out)

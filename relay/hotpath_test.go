@@ -13,7 +13,7 @@ import (
 // allocation check measure only what this package adds per packet.
 type nopPacketConn struct{ from net.Addr }
 
-func (c nopPacketConn) ReadFrom(b []byte) (int, net.Addr, error) { return 172, c.from, nil }
+func (c nopPacketConn) ReadFrom(b []byte) (int, net.Addr, error)  { return 172, c.from, nil }
 func (c nopPacketConn) WriteTo(b []byte, _ net.Addr) (int, error) { return len(b), nil }
 func (nopPacketConn) Close() error                                { return nil }
 func (nopPacketConn) LocalAddr() net.Addr                         { return &net.UDPAddr{} }

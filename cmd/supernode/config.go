@@ -191,6 +191,9 @@ func readConfigFile(path string, fs *flag.FlagSet) (map[string][]string, error) 
 		if line == "" || line[0] == '#' {
 			continue
 		}
+		if i := strings.Index(line, " #"); i >= 0 { // trailing comment
+			line = strings.TrimSpace(line[:i])
+		}
 		name, val, ok := strings.Cut(line, "=")
 		if !ok {
 			name, val, _ = strings.Cut(line, " ")

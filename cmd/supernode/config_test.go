@@ -16,7 +16,7 @@ func TestConfigPrecedence(t *testing.T) {
 	conf := filepath.Join(dir, "supernode.conf")
 	if err := os.WriteFile(conf, []byte(`# a comment
 realm = file.example
-min-port = 50000
+min-port = 50000 # trailing comment
 max-port 50100
 user = a:1
 user = b:2

@@ -53,13 +53,16 @@ func TestHostileUDP(t *testing.T) {
 			}
 			send(b)
 		}
-		if i%200 == 0 {
-			time.Sleep(5 * time.Millisecond) // keep the socket buffers from overflowing
+		if i%20 == 0 {
+			time.Sleep(2 * time.Millisecond) // keep the kernel's socket buffer from overflowing
 		}
 	}
+	// About 2,000 malformed and 500 oversized datagrams were sent; a busy
+	// machine may lose some in the kernel before the node reads them.
 	waitFor(t, "drops counted", func() bool {
-		return tn.counter("dropped", "malformed") >= 1000 && tn.counter("dropped", "oversized") >= 400
+		return tn.counter("dropped", "malformed") >= 1500 && tn.counter("dropped", "oversized") >= 250
 	})
+	t.Logf("dropped: malformed %v, oversized %v", tn.counter("dropped", "malformed"), tn.counter("dropped", "oversized"))
 	if p := testutilPanics(tn); p != 0 {
 		t.Fatalf("%v panics recovered", p)
 	}

@@ -107,24 +107,55 @@ func readLines(path string) ([]string, error) {
 	return out, sc.Err()
 }
 
-// defaultRelayIP is the first global unicast IPv4 address of an up,
-// non-loopback interface, else 127.0.0.1.
+// defaultRelayIP is the first global unicast IPv4 address of the interface
+// that carries the default route (from /proc/net/route), else of any up,
+// non-loopback interface, else 127.0.0.1. Set --relay-ip in production.
 func defaultRelayIP() netip.Addr {
 	ifs, _ := net.Interfaces()
-	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			if pn, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(pn.IP); ok && ip.Unmap().Is4() && ip.IsGlobalUnicast() {
-					return ip.Unmap()
+	if name := defaultRouteInterface(); name != "" {
+		for _, ifc := range ifs {
+			if ifc.Name == name {
+				if ip, ok := firstIPv4(ifc); ok {
+					return ip
 				}
 			}
 		}
 	}
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp != 0 && ifc.Flags&net.FlagLoopback == 0 {
+			if ip, ok := firstIPv4(ifc); ok {
+				return ip
+			}
+		}
+	}
 	return netip.MustParseAddr("127.0.0.1")
+}
+
+func firstIPv4(ifc net.Interface) (netip.Addr, bool) {
+	addrs, _ := ifc.Addrs()
+	for _, a := range addrs {
+		if pn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(pn.IP); ok && ip.Unmap().Is4() && ip.IsGlobalUnicast() {
+				return ip.Unmap(), true
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// defaultRouteInterface names the interface of the IPv4 default route.
+func defaultRouteInterface() string {
+	lines, err := readLines("/proc/net/route")
+	if err != nil {
+		return ""
+	}
+	for _, l := range lines[min(1, len(lines)):] {
+		f := strings.Fields(l)
+		if len(f) > 2 && f[1] == "00000000" {
+			return f[0]
+		}
+	}
+	return ""
 }
 
 func parseIPs(flagName string, vals []string) ([]netip.Addr, error) {
@@ -453,7 +484,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 			case sig == syscall.SIGTERM && drainDeadline == nil:
 				n.relay.Drain()
 				log.Info("SIGTERM: draining; send SIGTERM again or SIGINT to exit now",
-					"allocations", n.relay.AllocationCount(), "drain_timeout", o.drainTimeout)
+					"allocations", n.relay.AllocationCount(), "drain_timeout", o.drainTimeout.String())
 				drainDeadline = time.After(o.drainTimeout)
 				t := time.NewTicker(250 * time.Millisecond)
 				defer t.Stop()

@@ -58,7 +58,7 @@ func fetchICEServers(ctx context.Context, t *testing.T, apiAddr, user string) []
 
 // relayOnlyAPI builds a pion/webrtc API that can reach a TURN server on
 // loopback and never touches any other interface.
-func relayOnlyAPI(t *testing.T) *webrtc.API {
+func relayOnlyAPI(t *testing.T, networks []webrtc.NetworkType) *webrtc.API {
 	t.Helper()
 	var se webrtc.SettingEngine
 	se.LoggerFactory = pionLogs
@@ -68,9 +68,10 @@ func relayOnlyAPI(t *testing.T) *webrtc.API {
 	// ... and only loopback: with an IP filter set, pion binds each TURN
 	// client socket to the kept addresses (127.0.0.1:0) instead of 0.0.0.0:0.
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	// UDP4 only: the relay runs on 127.0.0.1 and this also skips the
-	// ?transport=tcp TURN URL, so each leg makes exactly one UDP allocation.
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	// IPv4 only (the node listens on 127.0.0.1). pion uses a TURN URL only
+	// if its transport is among these types, and publishes relay candidates
+	// only if UDP is.
+	se.SetNetworkTypes(networks)
 	// No mDNS: it would multicast off loopback.
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 
@@ -169,13 +170,56 @@ func selectedPair(t *testing.T, pc *webrtc.PeerConnection) *webrtc.ICECandidateP
 // IP is a peer it allows, on relay ports only). A data channel message
 // crosses each way and an Opus track delivers packets with known payloads.
 func TestWebRTCRelayOnly(t *testing.T) {
-	tn := startNode(t, "--auth-secret", "somesecret")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	for _, tc := range []struct {
+		transport string // how the clients reach the node; the relay side is UDP either way
+		networks  []webrtc.NetworkType
+	}{
+		// UDP4 alone also skips the ?transport=tcp URL: one UDP allocation a leg.
+		{"udp", []webrtc.NetworkType{webrtc.NetworkTypeUDP4}},
+		// A client whose UDP is blocked: TURN over TCP. UDP4 stays in the
+		// list because pion publishes relay candidates only for UDP types.
+		{"tcp", []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4}},
+	} {
+		t.Run(tc.transport, func(t *testing.T) {
+			tn := startNode(t, "--auth-secret", "somesecret")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			servers := fetchICEServers(ctx, t, tn.http, "call-"+tc.transport)
+			if tc.transport == "tcp" {
+				servers = onlyTURNOver(t, servers, "tcp")
+			}
+			testWebRTCRelayOnly(ctx, t, tn, tc.transport, servers, relayOnlyAPI(t, tc.networks))
+		})
+	}
+}
 
-	servers := fetchICEServers(ctx, t, tn.http, "call-1")
+// onlyTURNOver keeps only the turn: URLs whose transport is transport, as
+// an app does when it knows UDP is blocked.
+func onlyTURNOver(t *testing.T, servers []webrtc.ICEServer, transport string) []webrtc.ICEServer {
+	t.Helper()
+	var out []webrtc.ICEServer
+	for _, s := range servers {
+		var urls []string
+		for _, u := range s.URLs {
+			if strings.HasPrefix(u, "turn:") && strings.HasSuffix(u, "?transport="+transport) {
+				urls = append(urls, u)
+			}
+		}
+		if len(urls) > 0 {
+			s.URLs = urls
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no turn: URL with transport=%s in %+v", transport, servers)
+	}
+	return out
+}
+
+// testWebRTCRelayOnly runs one call between two relay-only peers configured
+// with servers, whose TURN client traffic reaches tn over transport.
+func testWebRTCRelayOnly(ctx context.Context, t *testing.T, tn *testNode, transport string, servers []webrtc.ICEServer, api *webrtc.API) {
 	cfg := webrtc.Configuration{ICEServers: servers, ICETransportPolicy: webrtc.ICETransportPolicyRelay}
-	api := relayOnlyAPI(t)
 	offerer, err := api.NewPeerConnection(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -353,20 +397,20 @@ func TestWebRTCRelayOnly(t *testing.T) {
 		t.Errorf("pairs do not mirror each other: offerer %s, answerer %s", op, ap)
 	}
 
-	t.Logf("allocations_created{udp}=%v relay_packets{client_to_peer,udp}=%v relay_packets{peer_to_client,udp}=%v",
-		tn.counter("allocations_created", "udp"), tn.counter("relay_packets", metrics.ClientToPeer, "udp"),
-		tn.counter("relay_packets", metrics.PeerToClient, "udp"))
-	if got := tn.counter("allocations_created", "udp"); got < 2 {
-		t.Errorf("allocations_created{udp} = %v, want >= 2", got)
+	t.Logf("allocations_created{%[1]s}=%[2]v relay_packets{client_to_peer,%[1]s}=%[3]v relay_packets{peer_to_client,%[1]s}=%[4]v",
+		transport, tn.counter("allocations_created", transport), tn.counter("relay_packets", metrics.ClientToPeer, transport),
+		tn.counter("relay_packets", metrics.PeerToClient, transport))
+	if got := tn.counter("allocations_created", transport); got < 2 {
+		t.Errorf("allocations_created{%s} = %v, want >= 2", transport, got)
 	}
-	if got := tn.counter("allocations_active", "udp"); got < 2 {
-		t.Errorf("allocations_active{udp} = %v, want >= 2", got)
+	if got := tn.counter("allocations_active", transport); got < 2 {
+		t.Errorf("allocations_active{%s} = %v, want >= 2", transport, got)
 	}
-	if got := tn.counter("relay_packets", metrics.ClientToPeer, "udp"); got < rtpWant {
-		t.Errorf("relay_packets{client_to_peer,udp} = %v, want >= %d", got, rtpWant)
+	if got := tn.counter("relay_packets", metrics.ClientToPeer, transport); got < rtpWant {
+		t.Errorf("relay_packets{client_to_peer,%s} = %v, want >= %d", transport, got, rtpWant)
 	}
-	if got := tn.counter("relay_packets", metrics.PeerToClient, "udp"); got < rtpWant {
-		t.Errorf("relay_packets{peer_to_client,udp} = %v, want >= %d", got, rtpWant)
+	if got := tn.counter("relay_packets", metrics.PeerToClient, transport); got < rtpWant {
+		t.Errorf("relay_packets{peer_to_client,%s} = %v, want >= %d", transport, got, rtpWant)
 	}
 	if got := tn.counter("dropped", metrics.DropPeerDenied); got != 0 {
 		t.Errorf("dropped{peer_denied} = %v, want 0", got)
