@@ -26,10 +26,11 @@ const (
 	DropRateLimit  = "rate_limit"  // over --max-bps for its allocation
 	DropPeerDenied = "peer_denied" // to one of the node's own non-relay ports
 	DropPanic      = "panic"       // handling it panicked; the node recovered
+	DropOverflow   = "overflow"    // a hand-over queue between sockets was full
 )
 
 // DropReasons is the fixed set of drop reasons.
-var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic}
+var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic, DropOverflow}
 
 // Methods are the STUN/TURN request methods counted in RequestsTotal.
 var Methods = []string{"binding", "allocate", "refresh", "create_permission", "channel_bind", "connect", "connection_bind"}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/supernode/supernode/metrics"
 )
 
 // clientPacketConn wraps a UDP listener socket: every datagram from a client
@@ -17,22 +19,82 @@ import (
 type clientPacketConn struct {
 	net.PacketConn
 	l *listener
+	g *udpGroup // the SO_REUSEPORT sockets sharing this socket's address
+
+	// Datagrams another socket of the group received for a client whose
+	// allocation lives here (see udpGroup).
+	injMu       sync.Mutex
+	inj         []injected
+	nInj        atomic.Int32
+	interrupted atomic.Bool
+}
+
+type injected struct {
+	b    []byte
+	addr net.Addr
 }
 
 func (c *clientPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
+		if c.nInj.Load() > 0 {
+			if n, addr, ok := c.popInjected(b); ok {
+				if c.l.inspect(b[:n], addr, c) {
+					return n, addr, nil
+				}
+				continue
+			}
+		}
 		n, addr, err := c.PacketConn.ReadFrom(b)
 		if err != nil {
+			if c.interrupted.Swap(false) && errors.Is(err, os.ErrDeadlineExceeded) {
+				_ = c.PacketConn.SetReadDeadline(time.Time{})
+				continue
+			}
 			return n, addr, err
 		}
 		if n >= len(b) || n > maxMessageSize {
 			c.l.dropOversized.Inc()
 			continue
 		}
+		if c.g != nil && c.g.steer(c, b[:n], addr) {
+			continue
+		}
 		if c.l.inspect(b[:n], addr, c) {
 			return n, addr, nil
 		}
 	}
+}
+
+func (c *clientPacketConn) popInjected(b []byte) (int, net.Addr, bool) {
+	c.injMu.Lock()
+	defer c.injMu.Unlock()
+	if len(c.inj) == 0 {
+		return 0, nil, false
+	}
+	p := c.inj[0]
+	c.inj[0] = injected{}
+	c.inj = c.inj[1:]
+	c.nInj.Add(-1)
+	return copy(b, p.b), p.addr, true
+}
+
+// maxInjected bounds the queue of datagrams handed over from other sockets.
+const maxInjected = 1024
+
+// inject hands this socket a datagram another socket received, and wakes
+// its read loop by expiring the read deadline.
+func (c *clientPacketConn) inject(b []byte, addr net.Addr) {
+	c.injMu.Lock()
+	if len(c.inj) >= maxInjected {
+		c.injMu.Unlock()
+		c.l.srv.m.PacketsDropped.WithLabelValues(metrics.DropOverflow).Inc()
+		return
+	}
+	c.inj = append(c.inj, injected{b: append([]byte(nil), b...), addr: addr})
+	c.nInj.Add(1)
+	c.injMu.Unlock()
+	c.interrupted.Store(true)
+	_ = c.PacketConn.SetReadDeadline(time.Unix(1, 0))
 }
 
 func (c *clientPacketConn) reply(b []byte, to net.Addr) error {
@@ -43,6 +105,9 @@ func (c *clientPacketConn) reply(b []byte, to net.Addr) error {
 
 func (c *clientPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	c.l.observeResponse(b)
+	if c.g != nil {
+		c.g.noteReservation(c, b)
+	}
 	return c.PacketConn.WriteTo(b, addr)
 }
 

@@ -150,7 +150,7 @@ func TestClassify(t *testing.T) {
 		{"length lies", func() []byte { b := mustBuild(t, stun.TransactionID, stun.BindingRequest); b[3] = 8; return b }(), true, false},
 		{"channel data", []byte{0x40, 0x00, 0x00, 0x02, 1, 2}, false, true},
 		{"channel data too long", []byte{0x40, 0x00, 0x00, 0x09, 1, 2}, false, false},
-		{"reserved channel", []byte{0x50, 0x00, 0x00, 0x00}, false, false},
+		{"RFC 5766 channel", []byte{0x5f, 0x11, 0x00, 0x00}, false, true},
 		{"garbage", []byte{0xde, 0xad, 0xbe, 0xef, 0, 0}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,7 +17,10 @@ const (
 	magicCookie      = 0x2112A442
 	chanHeaderSize   = 4
 	minChannelNumber = 0x4000
-	maxChannelNumber = 0x4FFF
+	// maxChannelNumber is RFC 5766's upper bound. RFC 8656 narrowed the range
+	// to 0x4FFF, but clients still use the old one (turnutils_uclient picks
+	// channels up to 0x7FFF) and pion accepts them, so the node does too.
+	maxChannelNumber = 0x7FFF
 	attrErrorCode    = 0x0009
 	attrXORPeerAddr  = 0x0012
 	// maxMessageSize is the largest STUN message or ChannelData frame the
@@ -350,21 +353,9 @@ func errorCode(b []byte) int {
 	if len(b) < stunHeaderSize {
 		return -1
 	}
-	end := stunHeaderSize + int(binary.BigEndian.Uint16(b[2:4]))
-	if end > len(b) {
+	v, ok := findAttr(b, attrErrorCode)
+	if !ok || len(v) < 4 {
 		return -1
 	}
-	for off := stunHeaderSize; off+4 <= end; {
-		typ := binary.BigEndian.Uint16(b[off:])
-		n := int(binary.BigEndian.Uint16(b[off+2:]))
-		v := off + 4
-		if v+n > end {
-			return -1
-		}
-		if typ == attrErrorCode && n >= 4 {
-			return int(b[v+2]&0x07)*100 + int(b[v+3])
-		}
-		off = v + (n+3)&^3
-	}
-	return -1
+	return int(v[2]&0x07)*100 + int(v[3])
 }

@@ -169,6 +169,7 @@ type listener struct {
 	idx       int
 	transport string
 	srv       *Server
+	group     *udpGroup // nil unless udp
 
 	input                prometheus.Counter
 	c2pBytes, c2pPackets prometheus.Counter
@@ -206,6 +207,7 @@ func New(cfg Config) (*Server, error) {
 		s.self = append(s.self, selfAddr{addr: ip, open: cfg.Policy.OperatorAllowed(ip)})
 	}
 
+	groups := map[string]*udpGroup{} // UDP sockets sharing an address
 	for i, l := range cfg.Listeners {
 		st := s.newListener(i, l.Transport)
 		s.listeners = append(s.listeners, st)
@@ -219,8 +221,13 @@ func New(cfg Config) (*Server, error) {
 		}
 		gen := &generator{l: st}
 		if l.Transport == "udp" {
+			a := l.PacketConn.LocalAddr().String()
+			if groups[a] == nil {
+				groups[a] = newUDPGroup()
+			}
+			st.group = groups[a]
 			sc.PacketConnConfigs = []turn.PacketConnConfig{{
-				PacketConn:            &clientPacketConn{PacketConn: l.PacketConn, l: st},
+				PacketConn:            &clientPacketConn{PacketConn: l.PacketConn, l: st, g: st.group},
 				RelayAddressGenerator: gen,
 				PermissionHandler:     st.permission,
 			}}
@@ -397,6 +404,9 @@ func (l *listener) events() turn.EventHandler {
 		},
 		OnAllocationDeleted: func(src, _ net.Addr, _, _, _ string) {
 			defer l.recovered("allocation deleted")
+			if l.group != nil {
+				l.group.forget(src)
+			}
 			if e, ok := s.cfg.Table.Delete(l.key(src)); ok {
 				l.allocDeleted.Inc()
 				l.allocActive.Dec()
