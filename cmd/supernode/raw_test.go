@@ -143,3 +143,29 @@ func (c *rawClient) allocate(user, pass string) *stun.Message {
 	}
 	return resp
 }
+
+// evenPort is EVEN-PORT with the R bit: reserve the next port too.
+type evenPort struct{}
+
+func (evenPort) AddTo(m *stun.Message) error {
+	m.Add(stun.AttrEvenPort, []byte{0x80})
+	return nil
+}
+
+// reservationToken is RESERVATION-TOKEN.
+type reservationToken []byte
+
+func (r reservationToken) AddTo(m *stun.Message) error {
+	m.Add(stun.AttrReservationToken, r)
+	return nil
+}
+
+// relayedPort returns the port of XOR-RELAYED-ADDRESS.
+func relayedPort(t *testing.T, m *stun.Message) int {
+	t.Helper()
+	var a stun.XORMappedAddress
+	if err := a.GetFromAs(m, stun.AttrXORRelayedAddress); err != nil {
+		t.Fatalf("no XOR-RELAYED-ADDRESS: %v", err)
+	}
+	return a.Port
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
+	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
 	"github.com/supernode/supernode/metrics"
@@ -307,5 +308,38 @@ func TestRelayTCPAllocation(t *testing.T) {
 	}
 	if got := tn.counter("relay_bytes", metrics.PeerToClient, "tcp"); got < 10 {
 		t.Errorf("relay_bytes{peer_to_client,tcp} = %v, want the echoed bytes", got)
+	}
+}
+
+// TestReservationAcrossSockets reserves port pairs with EVEN-PORT and claims
+// the second port with RESERVATION-TOKEN from another client socket, as
+// turnutils_uclient does for RTCP. With several SO_REUSEPORT sockets the
+// kernel sends most second requests to a socket other than the one that
+// issued the token; every claim must still get exactly the reserved port.
+func TestReservationAcrossSockets(t *testing.T) {
+	tn := startNode(t, "--udp-sockets", "4", "--user", "alice:pw")
+	for i := range 8 {
+		rtp := newRawClient(t, tn.udp)
+		resp := rtp.do(stun.MethodAllocate, "alice", "pw", requestedTransport(17), evenPort{})
+		if code := errCode(resp); code != 0 {
+			t.Fatalf("pair %d: EVEN-PORT allocate: code %d", i, code)
+		}
+		port := relayedPort(t, resp)
+		tok, err := resp.Get(stun.AttrReservationToken)
+		if err != nil || port%2 != 0 {
+			t.Fatalf("pair %d: port %d, token %v", i, port, err)
+		}
+		rtcp := newRawClient(t, tn.udp)
+		resp = rtcp.do(stun.MethodAllocate, "alice", "pw", requestedTransport(17), reservationToken(tok))
+		if code := errCode(resp); code != 0 {
+			t.Fatalf("pair %d: RESERVATION-TOKEN allocate: code %d", i, code)
+		}
+		if got := relayedPort(t, resp); got != port+1 {
+			t.Fatalf("pair %d: reserved port %d, got %d", i, port+1, got)
+		}
+		// The steered client keeps working: refresh and delete its allocation.
+		if code := errCode(rtcp.do(stun.MethodRefresh, "alice", "pw", lifetime(0))); code != 0 {
+			t.Fatalf("pair %d: refresh of the reserved allocation: code %d", i, code)
+		}
 	}
 }
