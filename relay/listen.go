@@ -136,12 +136,12 @@ func ListenDTLS(addr string, cert *Certificate) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := dtls.Listen(netw, ua, &dtls.Config{
-		GetCertificate: func(*dtls.ClientHelloInfo) (*tls.Certificate, error) {
+	ln, err := dtls.ListenWithOptions(netw, ua,
+		dtls.WithGetCertificate(func(*dtls.ClientHelloInfo) (*tls.Certificate, error) {
 			return cert.Get(), nil
-		},
-		ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
-	})
+		}),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+	)
 	if err != nil {
 		return nil, fmt.Errorf("relay: listen dtls %s: %w", addr, err)
 	}

@@ -57,7 +57,7 @@ func TestIceServersEndpoint(t *testing.T) {
 			}
 		}
 		exp, id, ok := allocation.ParseRESTUsername(s.Username)
-		if !ok || id != "alice" || exp.Sub(time.Now()) > 601*time.Second || exp.Sub(time.Now()) < 590*time.Second {
+		if !ok || id != "alice" || time.Until(exp) > 601*time.Second || time.Until(exp) < 590*time.Second {
 			t.Errorf("username %q", s.Username)
 		}
 		if s.Credential != allocation.RESTPassword("topsecret", s.Username) {

@@ -187,11 +187,6 @@ func mustUDPAddr(t *testing.T, addr string) *net.UDPAddr {
 	return a
 }
 
-// hostPort replaces the host of addr.
-func hostPort(host, addr string) string {
-	_, p, _ := net.SplitHostPort(addr)
-	return net.JoinHostPort(strings.Trim(host, "[]"), p)
-}
 
 func testutilPanics(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.HandlerPanics) }
 

@@ -183,7 +183,7 @@ func streamClient(t *testing.T, transport, addr, user, pass string) *turn.Client
 	case "tls":
 		conn, err = tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // test certificate
 	case "dtls":
-		conn, err = dtls.Dial("udp", mustUDPAddr(t, addr), &dtls.Config{InsecureSkipVerify: true}) //nolint:gosec
+		conn, err = dtls.DialWithOptions("udp", mustUDPAddr(t, addr), dtls.WithInsecureSkipVerify(true))
 	}
 	if err != nil {
 		t.Fatalf("dial %s %s: %v", transport, addr, err)
