@@ -187,7 +187,6 @@ func mustUDPAddr(t *testing.T, addr string) *net.UDPAddr {
 	return a
 }
 
-
 func testutilPanics(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.HandlerPanics) }
 
 func testutilClosed(tn *testNode, transport, reason string) float64 {
