@@ -7,6 +7,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,6 +61,9 @@ type Table struct {
 	live    map[Key]*Entry
 	pending map[Key]pending
 	perUser map[string]int // live + pending per user id
+	// nPending mirrors len(pending) so Release can skip the lock when no
+	// Allocate is in flight (it runs for every failed client packet).
+	nPending atomic.Int64
 }
 
 // NewTable returns an empty table.
@@ -76,6 +80,7 @@ func (t *Table) dropPendingLocked(k Key) {
 		return
 	}
 	delete(t.pending, k)
+	t.nPending.Store(int64(len(t.pending)))
 	t.decUserLocked(p.user)
 }
 
@@ -105,9 +110,13 @@ func (t *Table) Reserve(k Key, user string) error {
 		return ErrUserQuota
 	}
 	t.pending[k] = pending{user: user, at: now}
+	t.nPending.Store(int64(len(t.pending)))
 	t.perUser[user]++
 	return nil
 }
+
+// HasPending reports whether any reservation is waiting for its allocation.
+func (t *Table) HasPending() bool { return t.nPending.Load() > 0 }
 
 // Release gives back a reservation whose allocation was not created.
 func (t *Table) Release(k Key) {
@@ -122,6 +131,7 @@ func (t *Table) Commit(k Key, user, transport string, relay net.Addr) {
 	defer t.mu.Unlock()
 	if p, ok := t.pending[k]; ok {
 		delete(t.pending, k)
+		t.nPending.Store(int64(len(t.pending)))
 		if p.user != user { // cannot happen with pion, but keep counts exact
 			t.decUserLocked(p.user)
 			t.perUser[user]++

@@ -137,7 +137,7 @@ func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			jsonError(w, http.StatusBadRequest, "ttl: want a positive number of seconds")
 			return
 		}
-		if time.Duration(secs)*time.Second > h.cfg.MaxTTL {
+		if secs > int64(h.cfg.MaxTTL/time.Second) {
 			jsonError(w, http.StatusBadRequest, fmt.Sprintf("ttl: at most %d seconds", int64(h.cfg.MaxTTL/time.Second)))
 			return
 		}

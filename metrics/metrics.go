@@ -196,7 +196,7 @@ func New(version string) *Metrics {
 	}
 	m.QuotaRejections.WithLabelValues(QuotaUser)
 	m.QuotaRejections.WithLabelValues(QuotaTotal)
-	for _, meth := range []string{"create_permission", "channel_bind", "connect", "send"} {
+	for _, meth := range []string{"create_permission", "channel_bind", "connect"} {
 		m.PeerDenials.WithLabelValues(meth)
 	}
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)

@@ -46,7 +46,11 @@ func (c *clientPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		n, addr, err := c.PacketConn.ReadFrom(b)
 		if err != nil {
-			if c.interrupted.Swap(false) && errors.Is(err, os.ErrDeadlineExceeded) {
+			// Pion sets no deadline on listener sockets: an expired deadline is
+			// always a wake-up from inject, even when a later inject has
+			// already been drained.
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.interrupted.Store(false)
 				_ = c.PacketConn.SetReadDeadline(time.Time{})
 				continue
 			}

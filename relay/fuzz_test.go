@@ -109,29 +109,43 @@ func FuzzInspect(f *testing.F) {
 }
 
 func TestInspectDeniedPeerGets403(t *testing.T) {
-	l := newInspectListener(t, false)
+	udp := newInspectListener(t, false)
+	tcp := udp.srv.newListener(1, "tcp") // RFC 6062 Connect needs a stream
 	msgs := seedMessages(t)
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
-	for i, method := range []string{"create_permission", "channel_bind", "connect"} {
+	cases := []struct {
+		method string
+		l      *listener
+		msg    []byte
+	}{{"create_permission", udp, msgs[1]}, {"channel_bind", udp, msgs[2]}, {"connect", tcp, msgs[3]}}
+	for _, tc := range cases {
 		r := &discardReplier{}
-		if pass := l.inspect(msgs[i+1], src, r); pass || r.n != 1 || r.codes[0] != 437 {
-			t.Errorf("%s without an allocation: pass=%v codes=%v, want consumed with one 437", method, pass, r.codes)
+		if pass := tc.l.inspect(tc.msg, src, r); pass || r.n != 1 || r.codes[0] != 437 {
+			t.Errorf("%s without an allocation: pass=%v codes=%v, want consumed with one 437", tc.method, pass, r.codes)
 		}
 	}
-	l.srv.cfg.Table.Commit(l.key(src), "alice", "udp", nil)
-	for i, method := range []string{"create_permission", "channel_bind", "connect"} {
+	for _, l := range []*listener{udp, tcp} {
+		l.srv.cfg.Table.Commit(l.key(src), "alice", l.transport, nil)
+	}
+	for _, tc := range cases {
 		r := &discardReplier{}
-		if pass := l.inspect(msgs[i+1], src, r); pass || r.n != 1 || r.codes[0] != 403 {
-			t.Errorf("%s to 127.0.0.1: pass=%v codes=%v, want consumed with one 403", method, pass, r.codes)
+		if pass := tc.l.inspect(tc.msg, src, r); pass || r.n != 1 || r.codes[0] != 403 {
+			t.Errorf("%s to 127.0.0.1: pass=%v codes=%v, want consumed with one 403", tc.method, pass, r.codes)
 		}
 	}
+	// Over UDP, RFC 6062 Connect is refused outright.
+	r := &discardReplier{}
+	if pass := udp.inspect(msgs[3], src, r); pass || r.n != 1 || r.codes[0] != 400 {
+		t.Errorf("connect over udp: pass=%v codes=%v, want one 400", pass, r.codes)
+	}
+	l := udp
 	// Allocate is not a peer request: it goes to pion.
 	if !l.inspect(msgs[0], src, &discardReplier{}) {
 		t.Error("Allocate was consumed by the inspector")
 	}
 	// While draining, a new authenticated Allocate is refused here.
 	d := newInspectListener(t, true)
-	r := &discardReplier{}
+	r = &discardReplier{}
 	if d.inspect(msgs[0], src, r) || r.n != 1 || r.codes[0] != 508 {
 		// msgs[0] carries valid credentials, so it is refused here, signed.
 		t.Errorf("draining node: codes %v, want one 508 for a new Allocate", r.codes)

@@ -71,10 +71,13 @@ func reuseControl(_, _ string, c syscall.RawConn) error {
 // tryPorts calls bind for the requested port, or for ports in the range
 // starting at a random one until one succeeds.
 func (g *generator) tryPorts(requested int, bind func(port int) error) error {
+	lo, hi := g.l.srv.cfg.MinPort, g.l.srv.cfg.MaxPort
 	if requested != 0 {
+		if requested < lo || requested > hi {
+			return ErrPortsExhausted // a RESERVATION-TOKEN's port+1 past --max-port
+		}
 		return bind(requested)
 	}
-	lo, hi := g.l.srv.cfg.MinPort, g.l.srv.cfg.MaxPort
 	n := hi - lo + 1
 	start := rand.IntN(n) //nolint:gosec // port choice needs no crypto randomness
 	for i := range n {
@@ -142,7 +145,7 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 		return nil, fmt.Errorf("relay: peer address %v is not TCP", conf.RemoteAddr)
 	}
 	if !g.l.srv.peerPortAllowed(remote.IP, remote.Port) {
-		g.l.srv.m.PacketsDropped.WithLabelValues("peer_denied").Inc()
+		g.l.srv.m.PeerDenials.WithLabelValues("connect").Inc()
 		return nil, ErrSelfPeer
 	}
 	d := net.Dialer{

@@ -23,6 +23,7 @@ const (
 	maxChannelNumber = 0x7FFF
 	attrErrorCode    = 0x0009
 	attrXORPeerAddr  = 0x0012
+	protoTCP         = 6 // REQUESTED-TRANSPORT value for TCP (RFC 6062)
 	// maxMessageSize is the largest STUN message or ChannelData frame the
 	// node accepts from a client: pion's inbound MTU.
 	maxMessageSize = 1600
@@ -66,7 +67,7 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			l.srv.m.PacketsDropped.WithLabelValues(metrics.DropPanic).Inc()
-			l.recovered("inspect")
+			l.notePanic("inspect", r)
 			pass = false
 		}
 	}()
@@ -91,14 +92,29 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
 	if l.srv.cfg.Credentials.Rotating() && q.m.Contains(stun.AttrMessageIntegrity) {
 		q.verify() // tells the auth callback which secret this username uses
 	}
+	datagram := l.transport == "udp" || l.transport == "dtls"
 	switch t.Method {
-	case stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodConnect:
+	case stun.MethodConnect, stun.MethodConnectionBind:
+		// RFC 6062 §5: TCP relaying needs a TCP or TLS control connection.
+		// Pion would dial the peer inside this socket's read loop, stalling
+		// every client on it for up to the connect timeout.
+		if datagram {
+			return q.refuseAuthenticated(stun.CodeBadRequest)
+		}
+		if t.Method == stun.MethodConnect {
+			return q.checkAllocation() && q.checkPeers()
+		}
+	case stun.MethodCreatePermission, stun.MethodChannelBind:
 		return q.checkAllocation() && q.checkPeers()
 	case stun.MethodRefresh:
 		return q.checkAllocation()
 	case stun.MethodAllocate:
 		if l.srv.draining.Load() {
 			return q.refuseWhileDraining()
+		}
+		// RFC 6062 §5.1: a TCP allocation requested over UDP or DTLS gets 400.
+		if v, err := q.m.Get(stun.AttrRequestedTransport); datagram && err == nil && len(v) > 0 && v[0] == protoTCP {
+			return q.refuseAuthenticated(stun.CodeBadRequest)
 		}
 		if !l.srv.addrs.dualStack() {
 			return q.checkFamily()
@@ -131,6 +147,16 @@ func (q *request) verify() (user string, key []byte, err error) {
 		}
 	}
 	return q.user, q.key, q.err
+}
+
+// refuseAuthenticated answers an authenticated request with code; an
+// unauthenticated one goes to pion, which challenges it with 401 first.
+func (q *request) refuseAuthenticated(code stun.ErrorCode) bool {
+	if _, _, err := q.verify(); err != nil {
+		return true
+	}
+	q.refuse(code)
+	return false
 }
 
 // refuse answers with an error code, signed when the request verified.

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -94,12 +95,21 @@ type relayListener struct {
 	l *listener
 }
 
+// Accept retries temporary errors (EMFILE and the like): pion deletes the
+// whole allocation on any Accept error.
 func (rl *relayListener) Accept() (net.Conn, error) {
-	c, err := rl.Listener.Accept()
-	if err != nil {
-		return nil, err
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := rl.Listener.Accept()
+		if err == nil {
+			return rl.l.wrapRelayConn(c), nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		time.Sleep(backoff)
+		backoff = min(backoff*2, time.Second)
 	}
-	return rl.l.wrapRelayConn(c), nil
 }
 
 // relayConn wraps one RFC 6062 peer data connection and counts its bytes.

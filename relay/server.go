@@ -218,6 +218,9 @@ func New(cfg Config) (*Server, error) {
 			QuotaHandler:       st.quota,
 			EventHandler:       st.events(),
 			AllocationLifetime: cfg.AllocationLifetime,
+			// RFC 6156 §4.2: without REQUESTED-ADDRESS-FAMILY the relayed
+			// address is IPv4, whatever family the client reached us over.
+			StrictAddressFamily: true,
 		}
 		gen := &generator{l: st}
 		if l.Transport == "udp" {
@@ -322,9 +325,14 @@ func (l *listener) key(src net.Addr) allocation.Key {
 // take the node down.
 func (l *listener) recovered(where string) {
 	if r := recover(); r != nil {
-		l.srv.m.HandlerPanics.Inc()
-		l.srv.log.Error("recovered panic", "where", where, "panic", fmt.Sprint(r))
+		l.notePanic(where, r)
 	}
+}
+
+// notePanic counts and logs a recovered panic.
+func (l *listener) notePanic(where string, r any) {
+	l.srv.m.HandlerPanics.Inc()
+	l.srv.log.Error("recovered panic", "where", where, "panic", fmt.Sprint(r))
 }
 
 func (l *listener) auth(ra *turn.RequestAttributes) (userID string, key []byte, ok bool) {
@@ -416,7 +424,9 @@ func (l *listener) events() turn.EventHandler {
 		OnAllocationError: func(src, _ net.Addr, _, _ string) {
 			// An Allocate that passed the quota check but failed later gives
 			// its slot back; for any other error this is a no-op.
-			s.cfg.Table.Release(l.key(src))
+			if s.cfg.Table.HasPending() {
+				s.cfg.Table.Release(l.key(src))
+			}
 		},
 		OnPermissionCreated: func(_, _ net.Addr, _, _, _ string, _ net.Addr, _ net.IP) { s.m.PermissionsActive.Inc() },
 		OnPermissionDeleted: func(_, _ net.Addr, _, _, _ string, _ net.Addr, _ net.IP) { s.m.PermissionsActive.Dec() },

@@ -136,8 +136,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	}
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "config" {
-			return
+		if set[f.Name] || f.Name == "config" || f.Name == "version" {
+			return // SUPERNODE_VERSION is often set by images for other reasons
 		}
 		_, isList := f.Value.(*listFlag)
 		if v := getenv(envName(f.Name)); v != "" {
@@ -191,15 +191,18 @@ func readConfigFile(path string, fs *flag.FlagSet) (map[string][]string, error) 
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		if i := strings.Index(line, " #"); i >= 0 { // trailing comment
-			line = strings.TrimSpace(line[:i])
-		}
 		name, val, ok := strings.Cut(line, "=")
 		if !ok {
 			name, val, _ = strings.Cut(line, " ")
 		}
 		name = strings.TrimPrefix(strings.TrimSpace(name), "--")
-		val = strings.Trim(strings.TrimSpace(val), `"`)
+		val = strings.TrimSpace(val)
+		if len(val) >= 2 && val[0] == '"' && strings.LastIndexByte(val, '"') > 0 {
+			// "quoted": taken as is, so a secret may contain " #".
+			val = val[1:strings.LastIndexByte(val, '"')]
+		} else if i := strings.Index(val, " #"); i >= 0 {
+			val = strings.TrimSpace(val[:i]) // trailing comment
+		}
 		fl := fs.Lookup(name)
 		if fl == nil || name == "config" {
 			return nil, fmt.Errorf("%s:%d: unknown setting %q", path, n, name)

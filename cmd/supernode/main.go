@@ -195,7 +195,9 @@ type node struct {
 }
 
 // iceURLs builds one URL per listener for /v1/ice-servers.
-func iceURLs(o *options, relayIPs, externalIPs []netip.Addr, listens map[string][]string) ([]string, error) {
+// A listener of a family with no address to advertise is left out, with a
+// warning, rather than failing start-up.
+func iceURLs(o *options, log *slog.Logger, relayIPs, externalIPs []netip.Addr, listens map[string][]string) ([]string, error) {
 	hostFor := func(listenAddr string) (string, error) {
 		h, p, err := net.SplitHostPort(listenAddr)
 		if err != nil {
@@ -237,7 +239,8 @@ func iceURLs(o *options, relayIPs, externalIPs []netip.Addr, listens map[string]
 		for _, a := range listens[kind] {
 			hp, err := hostFor(a)
 			if err != nil {
-				return nil, err
+				log.Warn("listener left out of /v1/ice-servers", "listen", a, "reason", err.Error())
+				continue
 			}
 			switch kind {
 			case "udp":
@@ -354,8 +357,11 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	}
 
 	n.listens = listens
-	if n.urls, err = iceURLs(o, relayIPs, externalIPs, listens); err != nil {
+	if n.urls, err = iceURLs(o, log, relayIPs, externalIPs, listens); err != nil {
 		return nil, err
+	}
+	if len(n.urls) == 0 {
+		return nil, errors.New("no listener has an address clients can reach: set --public-host, --external-ip or --relay-ip")
 	}
 	if o.httpListen != "" {
 		if err := n.startHTTP(); err != nil {

@@ -343,3 +343,16 @@ func TestReservationAcrossSockets(t *testing.T) {
 		}
 	}
 }
+
+// TestTCPAllocationOverUDPRefused: RFC 6062 §5.1 — a TCP allocation asked
+// for over UDP gets 400, and no TCP relay is opened.
+func TestTCPAllocationOverUDPRefused(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw")
+	c := newRawClient(t, tn.udp)
+	if code := errCode(c.do(stun.MethodAllocate, "alice", "pw", requestedTransport(6))); code != 400 {
+		t.Fatalf("TCP allocate over UDP: code %d, want 400", code)
+	}
+	if got := tn.counter("allocations_created", "udp"); got != 0 {
+		t.Fatalf("allocations_created = %v", got)
+	}
+}
