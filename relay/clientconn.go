@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pion/dtls/v3"
 
 	"github.com/supernode/supernode/metrics"
 )
@@ -159,6 +162,31 @@ type clientStreamConn struct {
 	out         []byte // frames ready to hand to pion
 	scratch     []byte
 	closeReason string
+	handshaken  bool
+}
+
+// handshake completes a DTLS handshake within the first-message timeout.
+// A DTLS conn ignores read deadlines while it handshakes, so without this a
+// client that sends one ClientHello and goes quiet would hold a connection
+// and its goroutines forever. (TLS honours the read deadline set by Read.)
+func (c *clientStreamConn) handshake() error {
+	dc, ok := c.Conn.(*dtls.Conn)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), c.firstBy)
+	defer cancel()
+	if err := dc.HandshakeContext(ctx); err != nil {
+		if ctx.Err() != nil {
+			c.closeReason = "first_message_timeout"
+		} else {
+			c.closeReason = "malformed"
+		}
+		c.countClose()
+		_ = c.Conn.Close()
+		return err
+	}
+	return nil
 }
 
 func newClientStreamConn(c net.Conn, l *listener) *clientStreamConn {
@@ -200,6 +228,12 @@ func frameLen(b []byte) (int, error) {
 func (c *clientStreamConn) Read(p []byte) (int, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
+	if !c.handshaken {
+		c.handshaken = true
+		if err := c.handshake(); err != nil {
+			return 0, err
+		}
+	}
 	for {
 		if len(c.out) > 0 {
 			n := copy(p, c.out)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/dtls/v3"
 	"github.com/pion/stun/v4"
 )
 
@@ -148,4 +150,39 @@ func TestHostileStreams(t *testing.T) {
 	if _, err := tc.SendBindingRequest(); err != nil {
 		t.Fatalf("binding over TLS after the abuse: %v", err)
 	}
+}
+
+// deafPacketConn sends but never receives: a DTLS client behind it sends its
+// ClientHello and then cannot continue the handshake.
+type deafPacketConn struct{ net.PacketConn }
+
+func (d deafPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, a, err := d.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, a, err
+		}
+	}
+}
+
+// TestStalledDTLSHandshake: a DTLS client that starts a handshake and goes
+// quiet is disconnected after --first-message-timeout and counted.
+func TestStalledDTLSHandshake(t *testing.T) {
+	cert, key := writeTestCert(t)
+	tn := startNode(t, "--user", "alice:pw", "--first-message-timeout", "300ms",
+		"--dtls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
+	for range 3 {
+		pc := mustListenUDP(t, "udp4", "127.0.0.1:0")
+		c, err := dtls.ClientWithOptions(deafPacketConn{pc}, mustUDPAddr(t, tn.dtls), dtls.WithInsecureSkipVerify(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		_ = c.HandshakeContext(ctx) // fails: the client hears nothing
+		cancel()
+		_ = c.Close()
+	}
+	waitFor(t, "stalled handshakes closed", func() bool {
+		return testutilClosed(tn, "dtls", "first_message_timeout") >= 3
+	})
 }
