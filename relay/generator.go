@@ -106,7 +106,8 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	if err != nil {
 		return nil, nil, err
 	}
-	return g.l.wrapRelayPacketConn(pc), &net.UDPAddr{IP: adv.AsSlice(), Port: port}, nil
+	g.l.srv.ports.udp.add(port)
+	return g.l.wrapRelayPacketConn(pc, port), &net.UDPAddr{IP: adv.AsSlice(), Port: port}, nil
 }
 
 func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
@@ -118,8 +119,15 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 	var ln net.Listener
 	var port int
 	err = g.tryPorts(conf.RequestedPort, func(p int) error {
+		// SO_REUSEPORT (needed to dial peers from the relay port) would let
+		// the kernel bind a port another allocation listens on and split
+		// its incoming peer connections; the set keeps ports exclusive.
+		if !g.l.srv.ports.tcp.add(p) {
+			return ErrPortsExhausted
+		}
 		l, err := lc.Listen(context.Background(), conf.Network, net.JoinHostPort(bindIP.String(), strconv.Itoa(p)))
 		if err != nil {
+			g.l.srv.ports.tcp.remove(p)
 			return err
 		}
 		ln, port = l, p
@@ -128,7 +136,7 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 	if err != nil {
 		return nil, nil, err
 	}
-	return &relayListener{Listener: ln, l: g.l}, &net.TCPAddr{IP: adv.AsSlice(), Port: port}, nil
+	return &relayListener{Listener: ln, l: g.l, port: port}, &net.TCPAddr{IP: adv.AsSlice(), Port: port}, nil
 }
 
 func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
@@ -144,7 +152,7 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 	if !ok {
 		return nil, fmt.Errorf("relay: peer address %v is not TCP", conf.RemoteAddr)
 	}
-	if !g.l.srv.peerPortAllowed(remote.IP, remote.Port) {
+	if !g.l.srv.peerPortAllowed(remote.IP, remote.Port, true) {
 		g.l.srv.m.PeerDenials.WithLabelValues("connect").Inc()
 		return nil, ErrSelfPeer
 	}

@@ -45,7 +45,7 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	peer := &net.UDPAddr{IP: net.IPv4(203, 0, 113, 1), Port: 6000}
 	for _, maxBPS := range []int64{0, 1 << 40} {
 		l.srv.cfg.MaxBPS = maxBPS
-		rc := l.wrapRelayPacketConn(nopPacketConn{from: peer})
+		rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000)
 		buf := make([]byte, 1600)
 		for name, f := range map[string]func(){
 			"inspect ChannelData": func() { l.inspect(chanData, src, r) },
@@ -75,7 +75,7 @@ func BenchmarkInspectChannelData(b *testing.B) {
 func BenchmarkRelayWriteTo(b *testing.B) {
 	l := newInspectListener(b, false)
 	peer := &net.UDPAddr{IP: net.IPv4(203, 0, 113, 1), Port: 6000}
-	rc := l.wrapRelayPacketConn(nopPacketConn{from: peer})
+	rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000)
 	buf := make([]byte, 172)
 	b.ReportAllocs()
 	for b.Loop() {

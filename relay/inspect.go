@@ -223,7 +223,7 @@ func (q *request) checkPeers() bool {
 			return true // pion answers 400
 		}
 		if !q.l.srv.peerAllowed(ip) ||
-			(q.method == stun.MethodConnect && !q.l.srv.peerPortAllowed(ip.AsSlice(), port)) {
+			(q.method == stun.MethodConnect && !q.l.srv.peerPortAllowed(ip.AsSlice(), port, true)) {
 			denied = true
 		}
 	}

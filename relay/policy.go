@@ -104,11 +104,16 @@ func (p *Policy) decide(a netip.Addr) bool {
 	return v
 }
 
-// OperatorAllowed reports whether the rule deciding a is an operator's
-// --allow-peer (as opposed to the default of allowing public addresses).
-func (p *Policy) OperatorAllowed(a netip.Addr) bool {
-	v, op := p.decideBy(a.Unmap())
-	return v && op
+// OperatorAllowsExactly reports whether an operator's --allow-peer names a
+// itself (a /32 or /128), not merely a range containing it.
+func (p *Policy) OperatorAllowsExactly(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, r := range p.rules {
+		if r.operator && r.allow && r.prefix.Bits() == a.BitLen() && r.prefix.Addr() == a {
+			return p.decide(a)
+		}
+	}
+	return false
 }
 
 func (p *Policy) decideBy(a netip.Addr) (allow, operator bool) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,11 +47,21 @@ func (b *bucket) allow(n int) bool {
 type relayPacketConn struct {
 	net.PacketConn
 	l       *listener
+	port    int
 	in, out *bucket
+	closed  atomic.Bool
 }
 
-func (l *listener) wrapRelayPacketConn(pc net.PacketConn) net.PacketConn {
-	return &relayPacketConn{PacketConn: pc, l: l, in: newBucket(l.srv.cfg.MaxBPS), out: newBucket(l.srv.cfg.MaxBPS)}
+func (l *listener) wrapRelayPacketConn(pc net.PacketConn, port int) net.PacketConn {
+	return &relayPacketConn{PacketConn: pc, l: l, port: port, in: newBucket(l.srv.cfg.MaxBPS), out: newBucket(l.srv.cfg.MaxBPS)}
+}
+
+// Close frees the port in the node's relay-port set.
+func (c *relayPacketConn) Close() error {
+	if !c.closed.Swap(true) {
+		c.l.srv.ports.udp.remove(c.port)
+	}
+	return c.PacketConn.Close()
 }
 
 // ReadFrom carries peer -> client traffic.
@@ -73,7 +84,7 @@ func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // WriteTo carries client -> peer traffic. Dropped packets report success so
 // that pion does not treat a policy drop as a socket failure.
 func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok && !c.l.srv.peerPortAllowed(ua.IP, ua.Port) {
+	if ua, ok := addr.(*net.UDPAddr); ok && !c.l.srv.peerPortAllowed(ua.IP, ua.Port, false) {
 		c.l.dropSelf.Inc()
 		return len(b), nil
 	}
@@ -92,7 +103,17 @@ func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // relayListener wraps an RFC 6062 TCP allocation's listening socket.
 type relayListener struct {
 	net.Listener
-	l *listener
+	l      *listener
+	port   int
+	closed atomic.Bool
+}
+
+// Close frees the port in the node's relay-port set.
+func (rl *relayListener) Close() error {
+	if !rl.closed.Swap(true) {
+		rl.l.srv.ports.tcp.remove(rl.port)
+	}
+	return rl.Listener.Close()
 }
 
 // Accept retries temporary errors (EMFILE and the like): pion deletes the

@@ -62,6 +62,9 @@ type Config struct {
 	// ExternalIPs are advertised in XOR-RELAYED-ADDRESS instead of the relay
 	// IP of the same family (1:1 NAT). Optional.
 	ExternalIPs []netip.Addr
+	// LocalIPs are the host's other addresses. A peer there is refused
+	// unless an --allow-peer rule names that exact address. Optional.
+	LocalIPs []netip.Addr
 	// MinPort and MaxPort bound relay ports, inclusive. Zero means 49152..65535.
 	MinPort, MaxPort int
 
@@ -150,17 +153,11 @@ type Server struct {
 	m         *metrics.Metrics
 	log       *slog.Logger
 	addrs     addrs
-	self      []selfAddr // relay and external IPs: peers there get relay ports only
+	self      []selfAddr // the node's own addresses; see self.go
+	ports     relayPorts
 	draining  atomic.Bool
 	listeners []*listener
 	pion      []*turn.Server
-}
-
-// selfAddr is one of the node's own addresses; open is true when an
-// operator's --allow-peer covers it, lifting the relay-ports-only guard.
-type selfAddr struct {
-	addr netip.Addr
-	open bool
 }
 
 // listener is the per-socket state: which transport, and its metric
@@ -195,7 +192,7 @@ func New(cfg Config) (*Server, error) {
 		} else {
 			s.addrs.relay6, s.addrs.advertise6 = ip, ip
 		}
-		s.self = append(s.self, selfAddr{addr: ip, open: cfg.Policy.OperatorAllowed(ip)})
+		s.addSelf(ip, true)
 	}
 	for _, ip := range cfg.ExternalIPs {
 		ip = ip.Unmap()
@@ -204,7 +201,10 @@ func New(cfg Config) (*Server, error) {
 		} else {
 			s.addrs.advertise6 = ip
 		}
-		s.self = append(s.self, selfAddr{addr: ip, open: cfg.Policy.OperatorAllowed(ip)})
+		s.addSelf(ip, true)
+	}
+	for _, ip := range cfg.LocalIPs {
+		s.addSelf(ip, false)
 	}
 
 	groups := map[string]*udpGroup{} // UDP sockets sharing an address
@@ -296,27 +296,6 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
-// peerPortAllowed stops clients using the relay to reach the node's own
-// services: a peer on one of the node's relay/external IPs is reachable only
-// on relay ports (that is how two legs on this node reach each other),
-// unless an operator's --allow-peer rule covers that address explicitly.
-func (s *Server) peerPortAllowed(ip net.IP, port int) bool {
-	if len(s.self) == 0 {
-		return true
-	}
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return false
-	}
-	a = a.Unmap()
-	for _, x := range s.self {
-		if x.addr == a {
-			return x.open || (port >= s.cfg.MinPort && port <= s.cfg.MaxPort)
-		}
-	}
-	return true
-}
-
 func (l *listener) key(src net.Addr) allocation.Key {
 	return allocation.Key{Listener: l.idx, Client: src.String()}
 }
@@ -380,20 +359,6 @@ func (l *listener) quota(userID, _ string, src net.Addr) (ok bool) {
 func (l *listener) permission(_ net.Addr, peer net.IP) bool {
 	a, ok := netip.AddrFromSlice(peer)
 	return ok && l.srv.peerAllowed(a)
-}
-
-// peerAllowed applies the peer policy. The node's own relay and external
-// addresses are always allowed, because that is where the other leg of a call
-// relayed by this same node lives; peerPortAllowed then limits them to relay
-// ports.
-func (s *Server) peerAllowed(a netip.Addr) bool {
-	u := a.Unmap()
-	for _, x := range s.self {
-		if x.addr == u {
-			return true
-		}
-	}
-	return s.cfg.Policy.AllowedAddr(a)
 }
 
 func (l *listener) events() turn.EventHandler {

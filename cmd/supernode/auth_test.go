@@ -66,7 +66,7 @@ func TestAuthRESTCredentials(t *testing.T) {
 }
 
 func TestAuthAllocationBelongsToItsUser(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pa", "--user", "mallory:pm", "--allow-peer", "127.0.0.0/8")
+	tn := startNode(t, "--user", "alice:pa", "--user", "mallory:pm", "--allow-peer", "127.0.0.1")
 	c := newRawClient(t, tn.udp)
 	c.allocate("alice", "pa")
 	peer := peerAddr{net.IPv4(127, 0, 0, 1), 9}

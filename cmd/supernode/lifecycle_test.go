@@ -95,7 +95,7 @@ func (s *streamer) finish() {
 }
 
 func TestMetricsMoveDuringTransfer(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.0/8")
+	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
 	echoPeer(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
@@ -126,7 +126,7 @@ func TestMetricsMoveDuringTransfer(t *testing.T) {
 }
 
 func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.0/8", "--drain-timeout", "1m")
+	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1", "--drain-timeout", "1m")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
 	echoPeer(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
@@ -237,7 +237,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, key := writeTestCert(t)
-	tn := startNode(t, "--users-file", users, "--allow-peer", "127.0.0.0/8", "--tls-listen", "127.0.0.1:0",
+	tn := startNode(t, "--users-file", users, "--allow-peer", "127.0.0.1", "--tls-listen", "127.0.0.1:0",
 		"--cert", cert, "--key", key)
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
 	echoPeer(peer)

@@ -16,7 +16,7 @@ import (
 // within the token bucket's budget.
 func TestMaxBPS(t *testing.T) {
 	const maxBPS = 80_000 // 10,000 bytes/s; the bucket holds half a second
-	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.0/8", "--max-bps", "80000")
+	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1", "--max-bps", "80000")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
 	relayConn, err := c.Allocate()

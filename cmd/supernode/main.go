@@ -158,6 +158,21 @@ func defaultRouteInterface() string {
 	return ""
 }
 
+// localIPs lists every address of this host, so the relay can keep clients
+// off the node's own services.
+func localIPs() []netip.Addr {
+	addrs, _ := net.InterfaceAddrs()
+	var out []netip.Addr
+	for _, a := range addrs {
+		if pn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(pn.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
+}
+
 func parseIPs(flagName string, vals []string) ([]netip.Addr, error) {
 	var out []netip.Addr
 	var has4, has6 bool
@@ -345,6 +360,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		Logger:              log,
 		RelayIPs:            relayIPs,
 		ExternalIPs:         externalIPs,
+		LocalIPs:            localIPs(),
 		MinPort:             o.minPort,
 		MaxPort:             o.maxPort,
 		MaxBPS:              o.maxBPS,

@@ -2,9 +2,11 @@ package main
 
 import (
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
 )
 
 // TestPeerPolicy runs against a node whose relay IP is 127.0.0.3, so the
@@ -69,22 +71,63 @@ func TestPeerPolicy(t *testing.T) {
 // peer only on relay ports: a client cannot use the relay to reach, say, the
 // node's HTTP API on the same address.
 func TestPeerSelfPorts(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw", "--min-port", "40000", "--max-port", "40100")
-	// A "service" on the node's own address, outside the relay port range.
-	svc := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
-	relayConn, err := c.Allocate()
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name  string
+		allow []string
+		open  bool
+	}{
+		{"no rule", nil, false},
+		{"a range is not enough", []string{"--allow-peer", "127.0.0.0/8"}, false},
+		{"the exact address opens it", []string{"--allow-peer", "127.0.0.1"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tn := startNode(t, append([]string{"--user", "alice:pw"}, tc.allow...)...)
+			// A "service" on the node's own address that is not a relay socket.
+			svc := mustListenUDP(t, "udp4", "127.0.0.1:0")
+			c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
+			relayConn, err := c.Allocate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer relayConn.Close()
+			for range 5 {
+				if _, err := relayConn.WriteTo([]byte("poke"), svc.LocalAddr()); err != nil {
+					t.Fatalf("write: %v", err)
+				}
+			}
+			if tc.open {
+				waitFor(t, "packets relayed", func() bool { return tn.counter("relay_packets", "client_to_peer", "udp") >= 5 })
+				return
+			}
+			waitFor(t, "self-port drops counted", func() bool { return tn.counter("dropped", "peer_denied") >= 5 })
+			if got := tn.counter("relay_packets", "client_to_peer", "udp"); got != 0 {
+				t.Fatalf("%v packets relayed to a non-relay port on the node's own address", got)
+			}
+		})
 	}
-	defer relayConn.Close()
-	for range 5 {
-		if _, err := relayConn.WriteTo([]byte("poke"), svc.LocalAddr()); err != nil {
-			t.Fatalf("write: %v", err)
+}
+
+// TestTCPRelayPortsExclusive: with one relay port, a second TCP allocation
+// must fail rather than share the port (SO_REUSEPORT would let it).
+func TestTCPRelayPortsExclusive(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--user", "mallory:pw", "--min-port", "50555", "--max-port", "50555")
+	alloc := func(user string) error {
+		control, err := net.Dial("tcp", tn.udp)
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = control.Close() })
+		c := newClient(t, turn.NewSTUNConn(control), tn.udp, user, "pw")
+		a, err := c.AllocateTCP()
+		if err == nil {
+			t.Cleanup(func() { _ = a.Close() })
+		}
+		return err
 	}
-	waitFor(t, "self-port drops counted", func() bool { return tn.counter("dropped", "peer_denied") >= 5 })
-	if got := tn.counter("relay_packets", "client_to_peer", "udp"); got != 0 {
-		t.Fatalf("%v packets relayed to a non-relay port on the node's own address", got)
+	if err := alloc("alice"); err != nil {
+		t.Fatalf("first TCP allocation: %v", err)
+	}
+	if err := alloc("mallory"); err == nil || !strings.Contains(err.Error(), "508") {
+		t.Fatalf("second TCP allocation on the only port: %v, want 508", err)
 	}
 }

@@ -112,7 +112,7 @@ func exchange(t *testing.T, relayConn net.PacketConn, peer net.Addr, count int) 
 }
 
 func TestRelayUDPChannelDataAndIndications(t *testing.T) {
-	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.0/8")
+	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.1")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
 	echoPeer(peer)
 
@@ -194,7 +194,7 @@ func streamClient(t *testing.T, transport, addr, user, pass string) *turn.Client
 
 func TestRelayStreamTransports(t *testing.T) {
 	cert, key := writeTestCert(t)
-	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.0/8",
+	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.1",
 		"--tls-listen", "127.0.0.1:0", "--dtls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
 	echoPeer(peer)
@@ -247,7 +247,7 @@ func TestRelayIPv6(t *testing.T) {
 }
 
 func TestRelayTCPAllocation(t *testing.T) {
-	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.0/8")
+	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.1")
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

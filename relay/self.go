@@ -1,0 +1,130 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"sync/atomic"
+)
+
+// The node's own addresses as peers.
+//
+// Two legs of a call relayed by this node reach each other at the node's
+// relay (or external) address, so that address must be a permitted peer even
+// where the policy refuses its range (a private or loopback relay IP). But
+// the same address also carries the node's other services — its HTTP API,
+// SSH, the kubelet — which a client must not reach through the relay. So a
+// peer on a relay or external address is reachable only on ports that are
+// live relay sockets of this node, and a peer on any other local address not
+// at all, unless an --allow-peer rule names that exact address (/32, /128).
+
+// selfAddr is one of the node's own addresses.
+type selfAddr struct {
+	addr  netip.Addr
+	relay bool // a relay or external address: live relay ports are reachable
+	open  bool // an exact --allow-peer names it: every port is reachable
+}
+
+func (s *Server) addSelf(ip netip.Addr, relay bool) {
+	ip = ip.Unmap()
+	for i, x := range s.self {
+		if x.addr == ip {
+			s.self[i].relay = x.relay || relay
+			return
+		}
+	}
+	s.self = append(s.self, selfAddr{addr: ip, relay: relay, open: s.cfg.Policy.OperatorAllowsExactly(ip)})
+}
+
+func (s *Server) selfLookup(a netip.Addr) (selfAddr, bool) {
+	a = a.Unmap()
+	for _, x := range s.self {
+		if x.addr == a {
+			return x, true
+		}
+	}
+	return selfAddr{}, false
+}
+
+// peerAllowed decides a permission (CreatePermission, ChannelBind, Connect):
+// the node's relay addresses are allowed (ports are checked per packet),
+// its other addresses only when named exactly, anything else by policy.
+func (s *Server) peerAllowed(a netip.Addr) bool {
+	if x, ok := s.selfLookup(a); ok {
+		return x.relay || x.open
+	}
+	return s.cfg.Policy.AllowedAddr(a)
+}
+
+// peerPortAllowed decides one packet or connection to ip:port: on the
+// node's own addresses only live relay ports of the same protocol.
+func (s *Server) peerPortAllowed(ip net.IP, port int, tcp bool) bool {
+	if len(s.self) == 0 {
+		return true
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return false
+	}
+	x, ok := s.selfLookup(a)
+	switch {
+	case !ok, x.open:
+		return true
+	case !x.relay:
+		return false
+	}
+	return s.ports.live(tcp, port)
+}
+
+// relayPorts records which ports this node's relay sockets hold, per
+// protocol, as bitmaps read without locks on the packet path. There is one
+// relay IP per family, so a port number identifies a socket per protocol
+// (IPv4 and IPv6 share the bitmap; a collision only ever allows a port that
+// is a live relay port of the other family).
+type relayPorts struct {
+	udp, tcp portSet
+}
+
+func (r *relayPorts) live(tcp bool, port int) bool {
+	if tcp {
+		return r.tcp.has(port)
+	}
+	return r.udp.has(port)
+}
+
+// portSet is a set of ports as 65,536 bits.
+type portSet struct {
+	bits [1024]atomic.Uint64
+}
+
+func (p *portSet) has(port int) bool {
+	if port <= 0 || port > 65535 {
+		return false
+	}
+	return p.bits[port>>6].Load()&(1<<(port&63)) != 0
+}
+
+// add sets port and reports whether it was unset before.
+func (p *portSet) add(port int) bool {
+	w := &p.bits[port>>6]
+	bit := uint64(1) << (port & 63)
+	for {
+		old := w.Load()
+		if old&bit != 0 {
+			return false
+		}
+		if w.CompareAndSwap(old, old|bit) {
+			return true
+		}
+	}
+}
+
+func (p *portSet) remove(port int) {
+	w := &p.bits[port>>6]
+	bit := uint64(1) << (port & 63)
+	for {
+		old := w.Load()
+		if w.CompareAndSwap(old, old&^bit) {
+			return
+		}
+	}
+}
