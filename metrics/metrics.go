@@ -27,10 +27,12 @@ const (
 	DropPeerDenied = "peer_denied" // to one of the node's own non-relay ports
 	DropPanic      = "panic"       // handling it panicked; the node recovered
 	DropOverflow   = "overflow"    // a hand-over queue between sockets was full
+	// DropNoPermission: from a peer the allocation has no permission for.
+	DropNoPermission = "no_permission"
 )
 
 // DropReasons is the fixed set of drop reasons.
-var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic, DropOverflow}
+var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic, DropOverflow, DropNoPermission}
 
 // Methods are the STUN/TURN request methods counted in RequestsTotal.
 var Methods = []string{"binding", "allocate", "refresh", "create_permission", "channel_bind", "connect", "connection_bind"}

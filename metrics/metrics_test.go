@@ -16,6 +16,7 @@ func TestGolden(t *testing.T) {
 # HELP supernode_packets_dropped_total Packets the node received and did not relay or answer, by reason.
 # TYPE supernode_packets_dropped_total counter
 supernode_packets_dropped_total{reason="malformed"} 0
+supernode_packets_dropped_total{reason="no_permission"} 0
 supernode_packets_dropped_total{reason="overflow"} 0
 supernode_packets_dropped_total{reason="oversized"} 0
 supernode_packets_dropped_total{reason="panic"} 0

@@ -107,7 +107,10 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 		return nil, nil, err
 	}
 	g.l.srv.ports.udp.add(port)
-	return g.l.wrapRelayPacketConn(pc, port), &net.UDPAddr{IP: adv.AsSlice(), Port: port}, nil
+	relay := &net.UDPAddr{IP: adv.AsSlice(), Port: port}
+	rc := g.l.wrapRelayPacketConn(pc, port)
+	rc.relay, rc.permits = relay, g.l.srv.registerPermits(relay)
+	return rc, relay, nil
 }
 
 func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
@@ -136,7 +139,8 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 	if err != nil {
 		return nil, nil, err
 	}
-	return &relayListener{Listener: ln, l: g.l, port: port}, &net.TCPAddr{IP: adv.AsSlice(), Port: port}, nil
+	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}
+	return &relayListener{Listener: ln, l: g.l, port: port, relay: relay, permits: g.l.srv.registerPermits(relay)}, relay, nil
 }
 
 func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {

@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -46,6 +47,8 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	for _, maxBPS := range []int64{0, 1 << 40} {
 		l.srv.cfg.MaxBPS = maxBPS
 		rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000)
+		rc.permits = &permits{}
+		rc.permits.add(netip.MustParseAddr("203.0.113.1"))
 		buf := make([]byte, 1600)
 		for name, f := range map[string]func(){
 			"inspect ChannelData": func() { l.inspect(chanData, src, r) },

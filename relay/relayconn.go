@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,11 +49,13 @@ type relayPacketConn struct {
 	net.PacketConn
 	l       *listener
 	port    int
+	relay   net.Addr // the relayed address, as advertised
+	permits *permits // nil: every peer (tests of the packet path only)
 	in, out *bucket
 	closed  atomic.Bool
 }
 
-func (l *listener) wrapRelayPacketConn(pc net.PacketConn, port int) net.PacketConn {
+func (l *listener) wrapRelayPacketConn(pc net.PacketConn, port int) *relayPacketConn {
 	return &relayPacketConn{PacketConn: pc, l: l, port: port, in: newBucket(l.srv.cfg.MaxBPS), out: newBucket(l.srv.cfg.MaxBPS)}
 }
 
@@ -60,6 +63,9 @@ func (l *listener) wrapRelayPacketConn(pc net.PacketConn, port int) net.PacketCo
 func (c *relayPacketConn) Close() error {
 	if !c.closed.Swap(true) {
 		c.l.srv.ports.udp.remove(c.port)
+		if c.permits != nil {
+			c.l.srv.unregisterPermits(c.relay, c.permits)
+		}
 	}
 	return c.PacketConn.Close()
 }
@@ -71,6 +77,10 @@ func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, addr, err
 		}
+		if c.permits != nil && !c.permitted(addr) {
+			c.l.dropNoPerm.Inc() // pion would drop it too, after the count
+			continue
+		}
 		if c.in != nil && !c.in.allow(n) {
 			c.l.dropRate.Inc()
 			continue
@@ -79,6 +89,15 @@ func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		c.l.p2cBytes.Add(float64(n))
 		return n, addr, nil
 	}
+}
+
+func (c *relayPacketConn) permitted(addr net.Addr) bool {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(ua.IP)
+	return ok && c.permits.has(a.Unmap())
 }
 
 // WriteTo carries client -> peer traffic. Dropped packets report success so
@@ -103,15 +122,18 @@ func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // relayListener wraps an RFC 6062 TCP allocation's listening socket.
 type relayListener struct {
 	net.Listener
-	l      *listener
-	port   int
-	closed atomic.Bool
+	l       *listener
+	port    int
+	relay   net.Addr
+	permits *permits // for the permissions gauge only
+	closed  atomic.Bool
 }
 
 // Close frees the port in the node's relay-port set.
 func (rl *relayListener) Close() error {
 	if !rl.closed.Swap(true) {
 		rl.l.srv.ports.tcp.remove(rl.port)
+		rl.l.srv.unregisterPermits(rl.relay, rl.permits)
 	}
 	return rl.Listener.Close()
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -155,6 +156,8 @@ type Server struct {
 	addrs     addrs
 	self      []selfAddr // the node's own addresses; see self.go
 	ports     relayPorts
+	permMu    sync.Mutex
+	perms     map[string]*permits // by relayed address
 	draining  atomic.Bool
 	listeners []*listener
 	pion      []*turn.Server
@@ -172,6 +175,7 @@ type listener struct {
 	c2pBytes, c2pPackets prometheus.Counter
 	p2cBytes, p2cPackets prometheus.Counter
 	dropRate, dropSelf   prometheus.Counter
+	dropNoPerm           prometheus.Counter
 	dropMalformed        prometheus.Counter
 	dropOversized        prometheus.Counter
 	allocActive          prometheus.Gauge
@@ -184,7 +188,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, m: cfg.Metrics, log: cfg.Logger}
+	s := &Server{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, perms: map[string]*permits{}}
 	for _, ip := range cfg.RelayIPs {
 		ip = ip.Unmap()
 		if ip.Is4() {
@@ -262,6 +266,7 @@ func (s *Server) newListener(i int, transport string) *listener {
 		p2cPackets:    m.RelayPackets.WithLabelValues(metrics.PeerToClient, transport),
 		dropRate:      m.PacketsDropped.WithLabelValues(metrics.DropRateLimit),
 		dropSelf:      m.PacketsDropped.WithLabelValues(metrics.DropPeerDenied),
+		dropNoPerm:    m.PacketsDropped.WithLabelValues(metrics.DropNoPermission),
 		dropMalformed: m.PacketsDropped.WithLabelValues(metrics.DropMalformed),
 		dropOversized: m.PacketsDropped.WithLabelValues(metrics.DropOversized),
 		allocActive:   m.AllocationsActive.WithLabelValues(transport),
@@ -393,9 +398,13 @@ func (l *listener) events() turn.EventHandler {
 				s.cfg.Table.Release(l.key(src))
 			}
 		},
-		OnPermissionCreated: func(_, _ net.Addr, _, _, _ string, _ net.Addr, _ net.IP) { s.m.PermissionsActive.Inc() },
-		OnPermissionDeleted: func(_, _ net.Addr, _, _, _ string, _ net.Addr, _ net.IP) { s.m.PermissionsActive.Dec() },
-		OnChannelCreated:    func(_, _ net.Addr, _, _, _ string, _, _ net.Addr, _ uint16) { s.m.ChannelsActive.Inc() },
-		OnChannelDeleted:    func(_, _ net.Addr, _, _, _ string, _, _ net.Addr, _ uint16) { s.m.ChannelsActive.Dec() },
+		OnPermissionCreated: func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+			s.permissionChanged(relay, peer, true)
+		},
+		OnPermissionDeleted: func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+			s.permissionChanged(relay, peer, false)
+		},
+		OnChannelCreated: func(_, _ net.Addr, _, _, _ string, _, _ net.Addr, _ uint16) { s.m.ChannelsActive.Inc() },
+		OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, _, _ net.Addr, _ uint16) { s.m.ChannelsActive.Dec() },
 	}
 }

@@ -112,3 +112,36 @@ func TestConnectToDeniedPeer(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestUnpermittedPeerTraffic: datagrams from a peer the allocation has no
+// permission for are dropped and counted as such, not as relayed traffic,
+// and do not use up the allocation's --max-bps budget.
+func TestUnpermittedPeerTraffic(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1", "--max-bps", "80000")
+	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
+	relayConn, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relayConn.Close()
+	stranger := mustListenUDP(t, "udp4", "127.0.0.1:0")
+	for i := range 100 {
+		_, _ = stranger.WriteTo(make([]byte, 1000), relayConn.LocalAddr())
+		if i%10 == 9 {
+			time.Sleep(2 * time.Millisecond) // stay within the socket's receive buffer
+		}
+	}
+	waitFor(t, "stranger's packets dropped", func() bool { return tn.counter("dropped", "no_permission") >= 100 })
+	if got := tn.counter("relay_packets", metrics.PeerToClient, "udp"); got != 0 {
+		t.Fatalf("relay_packets{peer_to_client} = %v for a peer without permission", got)
+	}
+	if got := tn.counter("dropped", "rate_limit"); got != 0 {
+		t.Fatalf("the stranger used up the budget: dropped{rate_limit} = %v", got)
+	}
+	// A permitted peer still gets its full burst through.
+	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
+	echoPeer(peer)
+	if n := exchange(t, relayConn, peer.LocalAddr(), 5); n != 5 {
+		t.Fatalf("%d of 5 echoed for the permitted peer", n)
+	}
+}
