@@ -25,6 +25,7 @@ const (
 	attrReservationToken = 0x0022
 	reservationLifetime  = 30 * time.Second // pion keeps a reservation this long
 	steerIdle            = 2 * time.Minute  // a steer whose allocation never appeared
+	maxSteerEntries      = 1 << 16          // bound on tokens and on steered clients
 )
 
 type udpGroup struct {
@@ -79,7 +80,9 @@ func (g *udpGroup) noteReservation(c *clientPacketConn, b []byte) {
 	now := time.Now()
 	g.mu.Lock()
 	g.pruneLocked(now)
-	g.tokens[string(tok)] = tokenOwner{c: c, at: now}
+	if len(g.tokens) < maxSteerEntries {
+		g.tokens[string(tok)] = tokenOwner{c: c, at: now}
+	}
 	g.updateActiveLocked()
 	g.mu.Unlock()
 }
@@ -97,22 +100,48 @@ func (g *udpGroup) steer(c *clientPacketConn, b []byte, addr net.Addr) bool {
 	ap := ua.AddrPort()
 	g.mu.Lock()
 	e, ok := g.steered[ap]
-	if !ok && len(b) >= stunHeaderSize && binary.BigEndian.Uint16(b) == 0x0003 { // Allocate request
-		if tok, found := findAttr(b, attrReservationToken); found {
-			if o, known := g.tokens[string(tok)]; known && o.c != c {
-				e = steerEntry{c: o.c, at: time.Now()}
-				g.steered[ap] = e
-				g.updateActiveLocked()
-				ok = true
-			}
-		}
-	}
 	g.mu.Unlock()
+	if !ok && len(b) >= stunHeaderSize && binary.BigEndian.Uint16(b) == 0x0003 { // Allocate request
+		e, ok = g.claim(c, b, addr, ap)
+	}
 	if !ok || e.c == c {
 		return false
 	}
 	e.c.inject(b, addr)
 	return true
+}
+
+// claim starts steering the client at ap to the socket that issued the
+// RESERVATION-TOKEN in the Allocate request b. A token is claimed once, and
+// never for a client that already has an allocation on the receiving socket
+// (so a spoofed request cannot pull a victim's traffic away from it).
+func (g *udpGroup) claim(c *clientPacketConn, b []byte, addr net.Addr, ap netip.AddrPort) (steerEntry, bool) {
+	tok, found := findAttr(b, attrReservationToken)
+	if !found {
+		return steerEntry{}, false
+	}
+	g.mu.Lock()
+	o, known := g.tokens[string(tok)]
+	g.mu.Unlock()
+	if !known || o.c == c || c.l.srv.cfg.Table.Has(c.l.key(addr)) {
+		return steerEntry{}, false
+	}
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, still := g.tokens[string(tok)]; !still {
+		return steerEntry{}, false // claimed meanwhile
+	}
+	delete(g.tokens, string(tok))
+	g.pruneLocked(now)
+	if len(g.steered) >= maxSteerEntries {
+		g.updateActiveLocked()
+		return steerEntry{}, false
+	}
+	e := steerEntry{c: o.c, at: now}
+	g.steered[ap] = e
+	g.updateActiveLocked()
+	return e, true
 }
 
 // forget ends the steering of a client whose allocation was deleted.
