@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -131,7 +132,15 @@ func (cl *clientListener) Accept() (net.Conn, error) {
 	for {
 		c, err := cl.Listener.Accept()
 		if err == nil {
-			return newClientStreamConn(c, cl.l), nil
+			ip, ok := cl.l.srv.conns.acquire(c.RemoteAddr())
+			if !ok {
+				cl.l.srv.m.ConnectionsClosed.WithLabelValues(cl.l.transport, "limit").Inc()
+				_ = c.Close()
+				continue
+			}
+			sc := newClientStreamConn(c, cl.l)
+			sc.ip = ip
+			return sc, nil
 		}
 		if errors.Is(err, net.ErrClosed) {
 			return nil, err
@@ -163,6 +172,15 @@ type clientStreamConn struct {
 	scratch     []byte
 	closeReason string
 	handshaken  bool
+	allocated   atomic.Bool // an Allocate succeeded on this connection
+	ip          netip.Addr  // counted in Server.conns until Close
+	closeOnce   sync.Once
+}
+
+// Close closes the connection and frees its slot in the per-IP limit.
+func (c *clientStreamConn) Close() error {
+	c.closeOnce.Do(func() { c.l.srv.conns.release(c.ip) })
+	return c.Conn.Close()
 }
 
 // handshake completes a DTLS handshake within the first-message timeout.
@@ -197,6 +215,10 @@ func newClientStreamConn(c net.Conn, l *listener) *clientStreamConn {
 		scratch: make([]byte, 4096),
 	}
 }
+
+// preAllocationIdle is the idle timeout of a client connection that has no
+// allocation yet.
+const preAllocationIdle = 30 * time.Second
 
 var errFrame = errors.New("relay: malformed or oversized frame on stream")
 
@@ -276,8 +298,13 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 			continue
 		}
 		deadline := c.firstBy
-		if c.gotFirst {
+		switch {
+		case c.allocated.Load():
 			deadline = time.Now().Add(c.l.srv.cfg.IdleTimeout)
+		case c.gotFirst:
+			// Until it has an allocation a connection gets little idle time,
+			// so unauthenticated clients cannot hold sockets for long.
+			deadline = time.Now().Add(min(c.l.srv.cfg.IdleTimeout, preAllocationIdle))
 		}
 		_ = c.Conn.SetReadDeadline(deadline)
 		m, err := c.Conn.Read(c.scratch)
@@ -319,8 +346,13 @@ func (c *clientStreamConn) reply(b []byte, _ net.Addr) error {
 }
 
 func (c *clientStreamConn) Write(b []byte) (int, error) {
-	if !c.passthrough.Load() && c.l.observeResponse(b) {
-		c.passthrough.Store(true)
+	if !c.passthrough.Load() {
+		switch c.l.observeResponse(b) {
+		case respConnectionBound:
+			c.passthrough.Store(true)
+		case respAllocated:
+			c.allocated.Store(true)
+		}
 	}
 	return c.write(b)
 }

@@ -349,12 +349,20 @@ func resultLabel(code int) string {
 	return "other_error"
 }
 
-// observeResponse counts a response the node sends, by method and result.
-// It reports whether b is a ConnectionBind success, after which an RFC 6062
-// data connection stops carrying STUN framing.
-func (l *listener) observeResponse(b []byte) (connectionBound bool) {
+// responseKind is what observeResponse saw.
+type responseKind int
+
+const (
+	respOther           responseKind = iota
+	respAllocated                    // an Allocate success
+	respConnectionBound              // a ConnectionBind success: raw data follows
+)
+
+// observeResponse counts a response the node sends, by method and result,
+// and reports the successes a client connection's state depends on.
+func (l *listener) observeResponse(b []byte) responseKind {
 	if len(b) < stunHeaderSize || b[0]>>6 != 0 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
-		return false
+		return respOther
 	}
 	var t stun.MessageType
 	t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
@@ -364,14 +372,22 @@ func (l *listener) observeResponse(b []byte) (connectionBound bool) {
 	case stun.ClassErrorResponse:
 		code = errorCode(b)
 	default:
-		return false
+		return respOther
 	}
 	method := methodLabel(t.Method)
 	if method == "" || method == "send" {
-		return false
+		return respOther
 	}
 	l.srv.m.Requests.WithLabelValues(method, resultLabel(code)).Inc()
-	return t.Method == stun.MethodConnectionBind && code == 0
+	switch {
+	case code != 0:
+		return respOther
+	case t.Method == stun.MethodConnectionBind:
+		return respConnectionBound
+	case t.Method == stun.MethodAllocate:
+		return respAllocated
+	}
+	return respOther
 }
 
 // errorCode finds the ERROR-CODE attribute in a raw message; -1 if absent.

@@ -83,6 +83,9 @@ type Config struct {
 	FirstMessageTimeout time.Duration
 	// WriteTimeout bounds one write to a stalled client connection; zero is 10s.
 	WriteTimeout time.Duration
+	// MaxConnsPerIP bounds concurrent TCP/TLS/DTLS client connections from
+	// one IP address; more are closed on accept and counted. Zero is unlimited.
+	MaxConnsPerIP int
 	// ConnectTimeout bounds an RFC 6062 Connect to a peer; zero is 30s (the
 	// RFC's minimum).
 	ConnectTimeout time.Duration
@@ -156,6 +159,7 @@ type Server struct {
 	addrs     addrs
 	self      []selfAddr // the node's own addresses; see self.go
 	ports     relayPorts
+	conns     connLimit
 	permMu    sync.Mutex
 	perms     map[string]*permits // by relayed address
 	draining  atomic.Bool
@@ -188,7 +192,8 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, perms: map[string]*permits{}}
+	s := &Server{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, perms: map[string]*permits{},
+		conns: connLimit{max: cfg.MaxConnsPerIP, byIP: map[netip.Addr]int{}}}
 	for _, ip := range cfg.RelayIPs {
 		ip = ip.Unmap()
 		if ip.Is4() {

@@ -48,6 +48,7 @@ type options struct {
 	lifetime     time.Duration
 	idleTimeout  time.Duration
 	firstTimeout time.Duration
+	maxConnsIP   int
 	httpListen   string
 	apiToken     string
 	drainTimeout time.Duration
@@ -88,6 +89,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.lifetime, "allocation-lifetime", 10*time.Minute, "allocation lifetime when the client asks for none")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 10*time.Minute, "close a TCP/TLS/DTLS client connection silent for this long")
 	fs.DurationVar(&o.firstTimeout, "first-message-timeout", 10*time.Second, "close a TCP/TLS/DTLS client connection that sends no complete STUN message (handshake included) in this time")
+	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 1024, "most TCP/TLS/DTLS client connections one IP address may hold at once (0 = unlimited)")
 	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz and /v1/ice-servers (empty disables)")
 	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
@@ -228,6 +230,8 @@ func (o *options) check() error {
 		return errors.New("--tls-listen and --dtls-listen need --cert and --key")
 	case o.udpSockets < 1:
 		return fmt.Errorf("--udp-sockets %d: want at least 1", o.udpSockets)
+	case o.maxConnsIP < 0:
+		return fmt.Errorf("--max-conns-per-ip %d: want 0 (unlimited) or more", o.maxConnsIP)
 	case o.userQuota < 0:
 		return fmt.Errorf("--user-quota %d: want 0 (unlimited) or more", o.userQuota)
 	case o.totalQuota < 0:

@@ -186,3 +186,34 @@ func TestStalledDTLSHandshake(t *testing.T) {
 		return testutilClosed(tn, "dtls", "first_message_timeout") >= 3
 	})
 }
+
+// TestConnectionLimitPerIP: connections over --max-conns-per-ip are closed
+// on accept and counted; closing one frees its slot.
+func TestConnectionLimitPerIP(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--max-conns-per-ip", "3")
+	var conns []net.Conn
+	for range 5 {
+		c, err := net.Dial("tcp", tn.udp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		conns = append(conns, c)
+	}
+	waitFor(t, "two connections refused", func() bool { return testutilClosed(tn, "tcp", "limit") == 2 })
+	closed := 0
+	for _, c := range conns {
+		if closedWithin(c, 300*time.Millisecond) {
+			closed++
+		}
+	}
+	if closed != 2 {
+		t.Fatalf("%d connections closed by the node, want 2", closed)
+	}
+	_ = conns[0].Close()
+	waitFor(t, "the close noticed", func() bool { return testutilClosed(tn, "tcp", "peer_closed") >= 1 })
+	tc := streamClient(t, "tcp", tn.udp, "alice", "pw")
+	if _, err := tc.SendBindingRequest(); err != nil {
+		t.Fatalf("a slot freed by a close is usable again: %v", err)
+	}
+}

@@ -367,6 +367,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		AllocationLifetime:  o.lifetime,
 		IdleTimeout:         o.idleTimeout,
 		FirstMessageTimeout: o.firstTimeout,
+		MaxConnsPerIP:       o.maxConnsIP,
 	})
 	if err != nil {
 		return nil, err
