@@ -81,7 +81,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.usersFile, "users-file", "", "file of name:password lines, # comments (re-read on SIGHUP)")
 	fs.Var(&o.secrets, "auth-secret", "TURN REST shared `secret` (coturn use-auth-secret), repeatable; the first mints credentials, all verify")
 	fs.StringVar(&o.secretFile, "auth-secret-file", "", "file of REST secrets, one per line, first mints (re-read on SIGHUP)")
-	fs.Var(&o.allowPeer, "allow-peer", "`CIDR` or IP peers may be in even if a default range refuses it, repeatable; the most specific rule wins")
+	fs.Var(&o.allowPeer, "allow-peer", "`CIDR` or IP peers may be in even if a default range refuses it, repeatable; the most specific rule wins; only an exact IP opens the node's own addresses beyond its relay ports")
 	fs.Var(&o.denyPeer, "deny-peer", "`CIDR` or IP peers may not be in, repeatable; the most specific rule wins")
 	fs.IntVar(&o.userQuota, "user-quota", 0, "most allocations one user id may hold at once (0 = unlimited)")
 	fs.IntVar(&o.totalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
