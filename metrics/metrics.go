@@ -24,15 +24,18 @@ const (
 	DropMalformed  = "malformed"   // not STUN or ChannelData, or a bad header
 	DropOversized  = "oversized"   // larger than the inbound MTU
 	DropRateLimit  = "rate_limit"  // over --max-bps for its allocation
-	DropPeerDenied = "peer_denied" // to one of the node's own non-relay ports
+	DropPeerDenied = "peer_denied" // to one of the node's own services, not a relay port
 	DropPanic      = "panic"       // handling it panicked; the node recovered
 	DropOverflow   = "overflow"    // a hand-over queue between sockets was full
 	// DropNoPermission: from a peer the allocation has no permission for.
 	DropNoPermission = "no_permission"
+	// DropPeerGone: to a relay port of this node whose allocation has ended
+	// (normal at hang-up: the other leg's last packets).
+	DropPeerGone = "peer_gone"
 )
 
 // DropReasons is the fixed set of drop reasons.
-var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic, DropOverflow, DropNoPermission}
+var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic, DropOverflow, DropNoPermission, DropPeerGone}
 
 // Methods are the STUN/TURN request methods counted in RequestsTotal.
 var Methods = []string{"binding", "allocate", "refresh", "create_permission", "channel_bind", "connect", "connection_bind"}

@@ -21,6 +21,7 @@ supernode_packets_dropped_total{reason="overflow"} 0
 supernode_packets_dropped_total{reason="oversized"} 0
 supernode_packets_dropped_total{reason="panic"} 0
 supernode_packets_dropped_total{reason="peer_denied"} 0
+supernode_packets_dropped_total{reason="peer_gone"} 0
 supernode_packets_dropped_total{reason="rate_limit"} 3
 # HELP supernode_quota_rejections_total Allocate requests refused with 486 because a quota was reached, by quota.
 # TYPE supernode_quota_rejections_total counter

@@ -103,9 +103,15 @@ func (c *relayPacketConn) permitted(addr net.Addr) bool {
 // WriteTo carries client -> peer traffic. Dropped packets report success so
 // that pion does not treat a policy drop as a socket failure.
 func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok && !c.l.srv.peerPortAllowed(ua.IP, ua.Port, false) {
-		c.l.dropSelf.Inc()
-		return len(b), nil
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		switch c.l.srv.selfPortVerdict(ua.IP, ua.Port, false) {
+		case portDenied:
+			c.l.dropSelf.Inc()
+			return len(b), nil
+		case portGone:
+			c.l.dropGone.Inc()
+			return len(b), nil
+		}
 	}
 	if c.out != nil && !c.out.allow(len(b)) {
 		c.l.dropRate.Inc()

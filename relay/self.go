@@ -58,21 +58,39 @@ func (s *Server) peerAllowed(a netip.Addr) bool {
 // peerPortAllowed decides one packet or connection to ip:port: on the
 // node's own addresses only live relay ports of the same protocol.
 func (s *Server) peerPortAllowed(ip net.IP, port int, tcp bool) bool {
+	v := s.selfPortVerdict(ip, port, tcp)
+	return v == portAllowed
+}
+
+type portVerdict int
+
+const (
+	portAllowed portVerdict = iota
+	portDenied              // one of the node's own services
+	portGone                // a relay port whose allocation has ended
+)
+
+func (s *Server) selfPortVerdict(ip net.IP, port int, tcp bool) portVerdict {
 	if len(s.self) == 0 {
-		return true
+		return portAllowed
 	}
 	a, ok := netip.AddrFromSlice(ip)
 	if !ok {
-		return false
+		return portDenied
 	}
 	x, ok := s.selfLookup(a)
 	switch {
 	case !ok, x.open:
-		return true
+		return portAllowed
 	case !x.relay:
-		return false
+		return portDenied
+	case s.ports.live(tcp, port):
+		return portAllowed
+	case port >= s.cfg.MinPort && port <= s.cfg.MaxPort:
+		// The other leg hung up a moment ago: its last packets still come.
+		return portGone
 	}
-	return s.ports.live(tcp, port)
+	return portDenied
 }
 
 // relayPorts records which ports this node's relay sockets hold, per

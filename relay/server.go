@@ -179,7 +179,7 @@ type listener struct {
 	c2pBytes, c2pPackets prometheus.Counter
 	p2cBytes, p2cPackets prometheus.Counter
 	dropRate, dropSelf   prometheus.Counter
-	dropNoPerm           prometheus.Counter
+	dropNoPerm, dropGone prometheus.Counter
 	dropMalformed        prometheus.Counter
 	dropOversized        prometheus.Counter
 	allocActive          prometheus.Gauge
@@ -272,6 +272,7 @@ func (s *Server) newListener(i int, transport string) *listener {
 		dropRate:      m.PacketsDropped.WithLabelValues(metrics.DropRateLimit),
 		dropSelf:      m.PacketsDropped.WithLabelValues(metrics.DropPeerDenied),
 		dropNoPerm:    m.PacketsDropped.WithLabelValues(metrics.DropNoPermission),
+		dropGone:      m.PacketsDropped.WithLabelValues(metrics.DropPeerGone),
 		dropMalformed: m.PacketsDropped.WithLabelValues(metrics.DropMalformed),
 		dropOversized: m.PacketsDropped.WithLabelValues(metrics.DropOversized),
 		allocActive:   m.AllocationsActive.WithLabelValues(transport),

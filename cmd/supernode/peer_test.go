@@ -81,7 +81,9 @@ func TestPeerSelfPorts(t *testing.T) {
 		{"the exact address opens it", []string{"--allow-peer", "127.0.0.1"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tn := startNode(t, append([]string{"--user", "alice:pw"}, tc.allow...)...)
+			// Relay ports below the kernel's ephemeral range (32768+), so the
+			// "service" socket below is never inside the relay range.
+			tn := startNode(t, append([]string{"--user", "alice:pw", "--min-port", "20000", "--max-port", "20999"}, tc.allow...)...)
 			// A "service" on the node's own address that is not a relay socket.
 			svc := mustListenUDP(t, "udp4", "127.0.0.1:0")
 			c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
