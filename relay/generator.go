@@ -106,9 +106,10 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	if err != nil {
 		return nil, nil, err
 	}
-	g.l.srv.ports.udp.add(port)
+	g.l.srv.ports.set(conf.Network).add(port)
 	relay := &net.UDPAddr{IP: adv.AsSlice(), Port: port}
 	rc := g.l.wrapRelayPacketConn(pc, port)
+	rc.ports = g.l.srv.ports.set(conf.Network)
 	rc.relay, rc.permits = relay, g.l.srv.registerPermits(relay)
 	return rc, relay, nil
 }
@@ -125,12 +126,12 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 		// SO_REUSEPORT (needed to dial peers from the relay port) would let
 		// the kernel bind a port another allocation listens on and split
 		// its incoming peer connections; the set keeps ports exclusive.
-		if !g.l.srv.ports.tcp.add(p) {
+		if !g.l.srv.ports.set(conf.Network).add(p) {
 			return ErrPortsExhausted
 		}
 		l, err := lc.Listen(context.Background(), conf.Network, net.JoinHostPort(bindIP.String(), strconv.Itoa(p)))
 		if err != nil {
-			g.l.srv.ports.tcp.remove(p)
+			g.l.srv.ports.set(conf.Network).remove(p)
 			return err
 		}
 		ln, port = l, p
@@ -140,7 +141,8 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 		return nil, nil, err
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}
-	return &relayListener{Listener: ln, l: g.l, port: port, relay: relay, permits: g.l.srv.registerPermits(relay)}, relay, nil
+	return &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network),
+		relay: relay, permits: g.l.srv.registerPermits(relay)}, relay, nil
 }
 
 func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {

@@ -65,12 +65,18 @@ func (p *permits) remove(a netip.Addr) bool {
 	return true
 }
 
+// permitsKey names a relayed address with its protocol: a UDP and a TCP
+// allocation may hold the same port number.
+func permitsKey(relay net.Addr) string {
+	return relay.Network() + "/" + relay.String()
+}
+
 // registerPermits makes the permission set of the allocation whose relayed
 // address is relay.
 func (s *Server) registerPermits(relay net.Addr) *permits {
 	p := &permits{}
 	s.permMu.Lock()
-	s.perms[relay.String()] = p
+	s.perms[permitsKey(relay)] = p
 	s.permMu.Unlock()
 	return p
 }
@@ -78,8 +84,8 @@ func (s *Server) registerPermits(relay net.Addr) *permits {
 // unregisterPermits drops an allocation's set when its relay socket closes.
 func (s *Server) unregisterPermits(relay net.Addr, p *permits) {
 	s.permMu.Lock()
-	if s.perms[relay.String()] == p {
-		delete(s.perms, relay.String())
+	if s.perms[permitsKey(relay)] == p {
+		delete(s.perms, permitsKey(relay))
 		s.m.PermissionsActive.Sub(float64(p.len()))
 	}
 	s.permMu.Unlock()
@@ -95,7 +101,7 @@ func (s *Server) permissionChanged(relay net.Addr, peer net.IP, created bool) {
 	a = a.Unmap()
 	s.permMu.Lock()
 	defer s.permMu.Unlock()
-	p := s.perms[relay.String()]
+	p := s.perms[permitsKey(relay)]
 	if p == nil {
 		return
 	}

@@ -49,6 +49,7 @@ type relayPacketConn struct {
 	net.PacketConn
 	l       *listener
 	port    int
+	ports   *portSet // the node's live relay ports of this socket's family
 	relay   net.Addr // the relayed address, as advertised
 	permits *permits // nil: every peer (tests of the packet path only)
 	in, out *bucket
@@ -61,13 +62,16 @@ func (l *listener) wrapRelayPacketConn(pc net.PacketConn, port int) *relayPacket
 
 // Close frees the port in the node's relay-port set.
 func (c *relayPacketConn) Close() error {
+	err := c.PacketConn.Close()
 	if !c.closed.Swap(true) {
-		c.l.srv.ports.udp.remove(c.port)
+		if c.ports != nil {
+			c.ports.remove(c.port)
+		}
 		if c.permits != nil {
 			c.l.srv.unregisterPermits(c.relay, c.permits)
 		}
 	}
-	return c.PacketConn.Close()
+	return err
 }
 
 // ReadFrom carries peer -> client traffic.
@@ -130,6 +134,7 @@ type relayListener struct {
 	net.Listener
 	l       *listener
 	port    int
+	ports   *portSet
 	relay   net.Addr
 	permits *permits // for the permissions gauge only
 	closed  atomic.Bool
@@ -137,11 +142,14 @@ type relayListener struct {
 
 // Close frees the port in the node's relay-port set.
 func (rl *relayListener) Close() error {
+	// Close first: with SO_REUSEPORT a new allocation could otherwise bind
+	// the port while this listener still accepts on it.
+	err := rl.Listener.Close()
 	if !rl.closed.Swap(true) {
-		rl.l.srv.ports.tcp.remove(rl.port)
+		rl.ports.remove(rl.port)
 		rl.l.srv.unregisterPermits(rl.relay, rl.permits)
 	}
-	return rl.Listener.Close()
+	return err
 }
 
 // Accept retries temporary errors (EMFILE and the like): pion deletes the

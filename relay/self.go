@@ -84,7 +84,7 @@ func (s *Server) selfPortVerdict(ip net.IP, port int, tcp bool) portVerdict {
 		return portAllowed
 	case !x.relay:
 		return portDenied
-	case s.ports.live(tcp, port):
+	case s.ports.live(tcp, x.addr.Is6(), port):
 		return portAllowed
 	case port >= s.cfg.MinPort && port <= s.cfg.MaxPort:
 		// The other leg hung up a moment ago: its last packets still come.
@@ -94,19 +94,35 @@ func (s *Server) selfPortVerdict(ip net.IP, port int, tcp bool) portVerdict {
 }
 
 // relayPorts records which ports this node's relay sockets hold, per
-// protocol, as bitmaps read without locks on the packet path. There is one
-// relay IP per family, so a port number identifies a socket per protocol
-// (IPv4 and IPv6 share the bitmap; a collision only ever allows a port that
-// is a live relay port of the other family).
+// protocol and family, as bitmaps read without locks on the packet path.
+// There is one relay IP per family, so a port number identifies a socket.
 type relayPorts struct {
-	udp, tcp portSet
+	udp4, udp6, tcp4, tcp6 portSet
 }
 
-func (r *relayPorts) live(tcp bool, port int) bool {
-	if tcp {
-		return r.tcp.has(port)
+// set returns the bitmap for a network name: udp4, udp6, tcp4 or tcp6.
+func (r *relayPorts) set(network string) *portSet {
+	switch network {
+	case "udp6":
+		return &r.udp6
+	case "tcp4":
+		return &r.tcp4
+	case "tcp6":
+		return &r.tcp6
 	}
-	return r.udp.has(port)
+	return &r.udp4
+}
+
+func (r *relayPorts) live(tcp, v6 bool, port int) bool {
+	switch {
+	case tcp && v6:
+		return r.tcp6.has(port)
+	case tcp:
+		return r.tcp4.has(port)
+	case v6:
+		return r.udp6.has(port)
+	}
+	return r.udp4.has(port)
 }
 
 // portSet is a set of ports as 65,536 bits.

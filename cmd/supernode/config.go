@@ -199,9 +199,10 @@ func readConfigFile(path string, fs *flag.FlagSet) (map[string][]string, error) 
 		}
 		name = strings.TrimPrefix(strings.TrimSpace(name), "--")
 		val = strings.TrimSpace(val)
-		if len(val) >= 2 && val[0] == '"' && strings.LastIndexByte(val, '"') > 0 {
-			// "quoted": taken as is, so a secret may contain " #".
-			val = val[1:strings.LastIndexByte(val, '"')]
+		if len(val) >= 2 && val[0] == '"' && strings.IndexByte(val[1:], '"') >= 0 {
+			// "quoted": taken as is up to the closing quote, so a secret
+			// may contain " #"; anything after it is a comment.
+			val = val[1 : 1+strings.IndexByte(val[1:], '"')]
 		} else if i := strings.Index(val, " #"); i >= 0 {
 			val = strings.TrimSpace(val[:i]) // trailing comment
 		}

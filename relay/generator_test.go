@@ -1,0 +1,71 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/pion/turn/v5"
+)
+
+// TestSamePortUDPAndTCPAllocations: a UDP and a TCP allocation on the same
+// port number keep separate permission sets and port bitmaps.
+func TestSamePortUDPAndTCPAllocations(t *testing.T) {
+	l := newInspectListener(t, false)
+	l.srv.perms = map[string]*permits{}
+	l.srv.addrs.advertise4 = l.srv.addrs.relay4
+	g := &generator{l: l}
+	pc, udpRelay, err := g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", RequestedPort: 50123})
+	if err != nil {
+		t.Skipf("port 50123 busy: %v", err)
+	}
+	defer pc.Close()
+	ln, tcpRelay, err := g.AllocateListener(turn.AllocateListenerConfig{Network: "tcp4", RequestedPort: 50123})
+	if err != nil {
+		t.Skipf("port 50123 busy: %v", err)
+	}
+	peer := net.IPv4(203, 0, 113, 7)
+	l.srv.permissionChanged(udpRelay, peer, true)
+	rc := pc.(*relayPacketConn)
+	if !rc.permits.has(netip.MustParseAddr("203.0.113.7")) {
+		t.Fatal("the UDP allocation's permission landed elsewhere")
+	}
+	_ = ln.Close()
+	l.srv.permissionChanged(udpRelay, net.IPv4(203, 0, 113, 8), true)
+	if !rc.permits.has(netip.MustParseAddr("203.0.113.8")) {
+		t.Fatal("closing the TCP allocation broke the UDP allocation's permissions")
+	}
+	if !l.srv.ports.udp4.has(50123) || l.srv.ports.tcp4.has(50123) {
+		t.Fatal("port bitmaps wrong after closing the TCP allocation")
+	}
+	_ = tcpRelay
+}
+
+// TestPortBitmapsPerFamily: closing an IPv4 relay socket does not hide an
+// IPv6 one on the same port number.
+func TestPortBitmapsPerFamily(t *testing.T) {
+	l := newInspectListener(t, false)
+	l.srv.perms = map[string]*permits{}
+	l.srv.addrs.relay6 = netip.MustParseAddr("::1")
+	l.srv.addrs.advertise4, l.srv.addrs.advertise6 = l.srv.addrs.relay4, l.srv.addrs.relay6
+	l.srv.addSelf(l.srv.addrs.relay4, true)
+	l.srv.addSelf(l.srv.addrs.relay6, true)
+	g := &generator{l: l}
+	v4, _, err := g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", RequestedPort: 50125})
+	if err != nil {
+		t.Skipf("port busy: %v", err)
+	}
+	v6, _, err := g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp6", RequestedPort: 50125})
+	if err != nil {
+		_ = v4.Close()
+		t.Skipf("no IPv6 or port busy: %v", err)
+	}
+	defer v6.Close()
+	_ = v4.Close()
+	if got := l.srv.selfPortVerdict(net.IPv6loopback, 50125, false); got != portAllowed {
+		t.Fatalf("live IPv6 relay port judged %v after the IPv4 one closed", got)
+	}
+	if got := l.srv.selfPortVerdict(net.IPv4(127, 0, 0, 1), 50125, false); got != portGone {
+		t.Fatalf("closed IPv4 relay port judged %v, want gone", got)
+	}
+}
