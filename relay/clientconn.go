@@ -27,10 +27,9 @@ type clientPacketConn struct {
 
 	// Datagrams another socket of the group received for a client whose
 	// allocation lives here (see udpGroup).
-	injMu       sync.Mutex
-	inj         []injected
-	nInj        atomic.Int32
-	interrupted atomic.Bool
+	injMu sync.Mutex
+	inj   []injected
+	nInj  atomic.Int32
 }
 
 type injected struct {
@@ -54,7 +53,6 @@ func (c *clientPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			// always a wake-up from inject, even when a later inject has
 			// already been drained.
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				c.interrupted.Store(false)
 				_ = c.PacketConn.SetReadDeadline(time.Time{})
 				continue
 			}
@@ -101,7 +99,6 @@ func (c *clientPacketConn) inject(b []byte, addr net.Addr) {
 	c.inj = append(c.inj, injected{b: append([]byte(nil), b...), addr: addr})
 	c.nInj.Add(1)
 	c.injMu.Unlock()
-	c.interrupted.Store(true)
 	_ = c.PacketConn.SetReadDeadline(time.Unix(1, 0))
 }
 

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 )
 
@@ -98,12 +97,6 @@ func parseCIDR(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// decide returns the verdict of the most specific rule matching a.
-func (p *Policy) decide(a netip.Addr) bool {
-	v, _ := p.decideBy(a)
-	return v
-}
-
 // OperatorAllowsExactly reports whether an operator's --allow-peer names a
 // itself (a /32 or /128), not merely a range containing it.
 func (p *Policy) OperatorAllowsExactly(a netip.Addr) bool {
@@ -116,7 +109,8 @@ func (p *Policy) OperatorAllowsExactly(a netip.Addr) bool {
 	return false
 }
 
-func (p *Policy) decideBy(a netip.Addr) (allow, operator bool) {
+// decide returns the verdict of the most specific rule matching a.
+func (p *Policy) decide(a netip.Addr) bool {
 	best := -1
 	var verdict = true
 	var bestOp bool
@@ -134,7 +128,7 @@ func (p *Policy) decideBy(a netip.Addr) (allow, operator bool) {
 		}
 		best, verdict, bestOp = b, r.allow, r.operator
 	}
-	return verdict, bestOp
+	return verdict
 }
 
 // embeddedIPv4 returns the IPv4 address carried inside an IPv6 address by
@@ -159,15 +153,6 @@ func isZero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// Allowed reports whether a client may reach ip as a peer.
-func (p *Policy) Allowed(ip net.IP) bool {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return false
-	}
-	return p.AllowedAddr(a)
 }
 
 // AllowedAddr is Allowed for a netip.Addr.

@@ -87,7 +87,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.totalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
 	fs.Int64Var(&o.maxBPS, "max-bps", 0, "bandwidth limit per allocation and direction in `bits/s`; excess packets are dropped (0 = unlimited)")
 	fs.DurationVar(&o.lifetime, "allocation-lifetime", 10*time.Minute, "allocation lifetime when the client asks for none")
-	fs.DurationVar(&o.idleTimeout, "idle-timeout", 10*time.Minute, "close a TCP/TLS/DTLS client connection silent for this long")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 10*time.Minute, "close a TCP/TLS/DTLS client connection with an allocation that is silent for this long (without one: at most 30s)")
 	fs.DurationVar(&o.firstTimeout, "first-message-timeout", 10*time.Second, "close a TCP/TLS/DTLS client connection that sends no complete STUN message (handshake included) in this time")
 	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 1024, "most TCP/TLS/DTLS client connections one IP address may hold at once (0 = unlimited)")
 	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz and /v1/ice-servers (empty disables)")
