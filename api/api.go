@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,9 @@ type Config struct {
 	DefaultTTL time.Duration
 	// MaxTTL caps ?ttl; zero is 7 days.
 	MaxTTL time.Duration
+	// Profiling mounts Go's runtime profiles under /debug/pprof/ (behind
+	// Token when one is set). Off by default: a profile reveals internals.
+	Profiling bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -97,7 +101,38 @@ func New(cfg Config) (http.Handler, error) {
 	ice := &iceHandler{cfg: cfg}
 	mux.Handle("GET /v1/ice-servers", ice)
 	mux.Handle("POST /v1/ice-servers", ice)
+	if cfg.Profiling {
+		mux.Handle("/debug/pprof/", cfg.authorized(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/cmdline", cfg.authorized(http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("/debug/pprof/profile", cfg.authorized(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", cfg.authorized(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", cfg.authorized(http.HandlerFunc(pprof.Trace)))
+	}
 	return mux, nil
+}
+
+// authorized wraps h with the bearer-token check of Config.Token.
+func (cfg Config) authorized(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cfg.tokenOK(w, r) {
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// tokenOK reports whether r carries Config.Token, answering 401 if not.
+func (cfg Config) tokenOK(w http.ResponseWriter, r *http.Request) bool {
+	if cfg.Token == "" {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(cfg.Token)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="supernode"`)
+		jsonError(w, http.StatusUnauthorized, "missing or wrong bearer token (see --api-token)")
+		return false
+	}
+	return true
 }
 
 type iceHandler struct{ cfg Config }
@@ -109,13 +144,8 @@ func jsonError(w http.ResponseWriter, code int, msg string) {
 }
 
 func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.cfg.Token != "" {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(h.cfg.Token)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="supernode"`)
-			jsonError(w, http.StatusUnauthorized, "missing or wrong bearer token (see --api-token)")
-			return
-		}
+	if !h.cfg.tokenOK(w, r) {
+		return
 	}
 	if err := r.ParseForm(); err != nil {
 		jsonError(w, http.StatusBadRequest, "bad query: "+err.Error())

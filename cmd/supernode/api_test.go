@@ -89,3 +89,18 @@ func TestIceServersWithoutSecret(t *testing.T) {
 		t.Fatalf("got %d %v, want 503 naming --auth-secret", code, body)
 	}
 }
+
+func TestPprofEndpoint(t *testing.T) {
+	off := startNode(t)
+	if code := getJSON(t, "GET", "http://"+off.http+"/debug/pprof/", "", nil); code != http.StatusNotFound {
+		t.Fatalf("without --pprof: %d, want 404", code)
+	}
+	on := startNode(t, "--pprof", "--api-token", "tok")
+	url := "http://" + on.http + "/debug/pprof/"
+	if code := getJSON(t, "GET", url, "", nil); code != http.StatusUnauthorized {
+		t.Fatalf("--pprof without token: %d, want 401", code)
+	}
+	if code := getJSON(t, "GET", url+"goroutine?debug=1", "tok", nil); code != http.StatusOK {
+		t.Fatalf("--pprof with token: %d, want 200", code)
+	}
+}

@@ -51,6 +51,7 @@ type options struct {
 	maxConnsIP   int
 	httpListen   string
 	apiToken     string
+	pprof        bool
 	drainTimeout time.Duration
 	logLevel     string
 	logFormat    string
@@ -91,6 +92,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.firstTimeout, "first-message-timeout", 10*time.Second, "close a TCP/TLS/DTLS client connection that sends no complete STUN message (handshake included) in this time")
 	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 1024, "most TCP/TLS/DTLS client connections one IP address may hold at once (0 = unlimited)")
 	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz and /v1/ice-servers (empty disables)")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
 	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")

@@ -419,7 +419,7 @@ func (n *node) startHTTP() error {
 	if !loopback && n.o.apiToken == "" {
 		return fmt.Errorf("--http-listen %s is not a loopback address: set --api-token to protect /v1/*", n.o.httpListen)
 	}
-	h, err := api.New(api.Config{Metrics: n.m, Credentials: n.store, Node: n.relay, URLs: n.urls, Token: n.o.apiToken, Logger: n.log})
+	h, err := api.New(api.Config{Metrics: n.m, Credentials: n.store, Node: n.relay, URLs: n.urls, Token: n.o.apiToken, Profiling: n.o.pprof, Logger: n.log})
 	if err != nil {
 		return err
 	}
