@@ -119,7 +119,7 @@ func Probe(ctx context.Context, cfg Config) (*ProbeResult, error) {
 			return res, nil
 		case <-retry.C:
 		case <-ctx.Done():
-			return nil, &ProbeError{"relay", fmt.Errorf("no echo through the relay from %s: %w", peerAddr, ctx.Err())}
+			return nil, &ProbeError{"relay", fmt.Errorf("no echo through the relay from peer %s (a server whose policy refuses that address drops the packets without an error): %w", peerAddr, ctx.Err())}
 		}
 	}
 }

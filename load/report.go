@@ -61,7 +61,9 @@ type Report struct {
 		ReceivedBPS   float64 `json:"received_bps"`
 	} `json:"rate"`
 	Errors map[string]uint64 `json:"errors"`
-	Loader struct {
+	// ErrorSamples holds the first error message of each kind.
+	ErrorSamples map[string]string `json:"error_samples,omitempty"`
+	Loader       struct {
 		CPUSeconds    float64 `json:"cpu_seconds"`
 		CPUCores      float64 `json:"cpu_cores"`
 		Saturated     bool    `json:"saturated"`
@@ -142,6 +144,9 @@ func (r *Report) WriteTable(w io.Writer) {
 			parts = append(parts, fmt.Sprintf("%s %d", k, r.Errors[k]))
 		}
 		row("errors", "%s", strings.Join(parts, ", "))
+		for _, k := range slices.Sorted(maps.Keys(r.ErrorSamples)) {
+			row("", "first %s: %s", k, r.ErrorSamples[k])
+		}
 	}
 	row("loader cpu", "%.2fs (%.2f of %d cores), send lag p99 %.2f ms",
 		r.Loader.CPUSeconds, r.Loader.CPUCores, r.Loader.AvailableCPUs, r.Loader.SendLagP99MS)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,8 +33,9 @@ type runner struct {
 	firstAlloc, lastAlloc        atomic.Int64 // ns since base; -1 until set
 	stopAt                       atomic.Int64 // ns since base
 
-	errMu sync.Mutex
-	errs  map[string]uint64
+	errMu      sync.Mutex
+	errs       map[string]uint64
+	errSamples map[string]string // the first message of each kind
 
 	workers []*worker
 	// probeEcho, set by Probe before any leg exists, sees every payload
@@ -59,9 +61,18 @@ const tick = time.Millisecond
 
 func (r *runner) now() time.Duration { return time.Since(r.base) }
 
-func (r *runner) countErr(kind string) {
+func (r *runner) countErr(kind string) { r.countErrMsg(kind, nil) }
+
+// countErrMsg counts an error of kind and keeps the first message of each kind.
+func (r *runner) countErrMsg(kind string, err error) {
 	r.errMu.Lock()
 	r.errs[kind]++
+	if err != nil && r.errSamples[kind] == "" {
+		if r.errSamples == nil {
+			r.errSamples = map[string]string{}
+		}
+		r.errSamples[kind] = err.Error()
+	}
 	r.errMu.Unlock()
 }
 
@@ -73,7 +84,10 @@ func errKind(stage string, err error) string {
 		return stage + "_" + strconv.Itoa(int(te.ErrorCodeAttr.Code))
 	}
 	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+	// pion reports a transaction that was never answered as "all
+	// retransmissions failed" (an unexported error).
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) ||
+		strings.Contains(err.Error(), "retransmissions failed") {
 		return stage + "_timeout"
 	}
 	return stage + "_error"
@@ -201,7 +215,7 @@ func (r *runner) setupCall(parent context.Context, id uint32) {
 	c := &call{id: id}
 	fail := func(kind string, err error) {
 		r.failed.Add(1)
-		r.countErr(kind)
+		r.countErrMsg(kind, err)
 		r.cfg.Logger.Debug("call setup failed", "call", id, "kind", kind, "err", err)
 		for _, l := range c.legs {
 			if l != nil {
@@ -417,6 +431,9 @@ func (r *runner) report(cpuTotal, window time.Duration, recvWin, sentWin uint64,
 		rep.Rate.ReceivedBPS = rep.Rate.ReceivedPPS * float64(r.cfg.Size) * 8
 	}
 	rep.Errors = r.errorsCopy()
+	r.errMu.Lock()
+	rep.ErrorSamples = r.errSamples
+	r.errMu.Unlock()
 	cpus := runtime.GOMAXPROCS(0)
 	rep.Loader.CPUSeconds = cpuTotal.Seconds()
 	rep.Loader.AvailableCPUs = cpus
