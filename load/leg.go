@@ -253,7 +253,9 @@ func (l *leg) sendRaw() {
 // responses go to pion.
 func (l *leg) readLoop() {
 	defer close(l.done)
-	buf := make([]byte, 64<<10)
+	// Media and TURN responses fit one MTU; a stream frame larger than
+	// the buffer is reported by STUNConn and ends the leg.
+	buf := make([]byte, 4096)
 	for {
 		var n int
 		var err error
