@@ -80,8 +80,10 @@ type ServerReport struct {
 	PID        int     `json:"pid"`
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// CPUMicrosPerPacket is server CPU in the steady window divided by the
-	// packets delivered in it (each one in and out of the relay twice:
-	// client->relay->peer relay->client).
+	// packets it relayed in it. Both legs of a call are on this server, so
+	// every media packet delivered was relayed twice, as the server counts
+	// it: client to peer (the sender's allocation to the other relayed
+	// address), then peer to client (that allocation to the receiver).
 	CPUMicrosPerPacket    float64 `json:"cpu_us_per_packet"`
 	CPUCores              float64 `json:"cpu_cores"`
 	RSSBeforeBytes        int64   `json:"rss_before_bytes"`

@@ -454,7 +454,7 @@ func serverReport(pid int, before, w0, w1 procSample, window time.Duration, recv
 		s.CPUCores = cpu.Seconds() / window.Seconds()
 	}
 	if recvWin > 0 {
-		s.CPUMicrosPerPacket = float64(cpu.Microseconds()) / float64(recvWin)
+		s.CPUMicrosPerPacket = float64(cpu.Microseconds()) / float64(2*recvWin)
 	}
 	if allocations > 0 {
 		s.RSSPerAllocationBytes = float64(w1.rss-before.rss) / float64(allocations)
