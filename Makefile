@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build test race fuzz bench lint interop clean
+.PHONY: help build test race fuzz bench gobench lint interop clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -20,7 +20,10 @@ race: ## run the tests under the race detector
 fuzz: ## fuzz the client-message inspector for 60s (FUZZTIME=...)
 	$(GO) test -run XXX -fuzz FuzzInspect -fuzztime $(or $(FUZZTIME),60s) ./relay
 
-bench: ## run the Go benchmarks (per-packet cost of the hot path)
+bench: ## supernode vs coturn under turnload -> BENCHMARKS.md (~11 min; BENCHFLAGS=-quick: ~2)
+	GO=$(GO) ./bench/run $(BENCHFLAGS)
+
+gobench: ## run the Go benchmarks (per-packet cost of the hot path)
 	$(GO) test -run XXX -bench . -benchmem ./...
 
 lint: ## gofmt, go vet and staticcheck

@@ -1,0 +1,341 @@
+// Command bench runs supernode and coturn side by side on loopback under
+// identical turnload loads, alternating A B A B for several rounds after a
+// discarded warm-up, and writes the spread of each metric to BENCHMARKS.md.
+// `make bench` (bench/run) builds the binaries and runs it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	err := run(os.Args[1:], os.Stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errFlags):
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// errFlags marks a bad command line.
+var errFlags = errors.New("bench: bad command line")
+
+// options is the command line: Config plus where things are.
+type options struct {
+	cfg        Config
+	quick      bool
+	phases     string
+	idle       string
+	out        string
+	results    string
+	supernode  string
+	turnserver string
+	turnload   string
+}
+
+// parseFlags reads args; -quick changes the defaults of every flag not set
+// explicitly.
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	c := &o.cfg
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "bench: supernode and coturn side by side under turnload; writes BENCHMARKS.md.\n\nUsage: go run ./bench [flags]   (make bench BENCHFLAGS='...')\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.BoolVar(&o.quick, "quick", false, "a short try-out (about 2 minutes): 1 measured round, no warm-up, 3s windows, short sweeps, 1,000 and 4,000 idle allocations, a 3s profile; writes BENCHMARKS.md into the results directory unless -out is given")
+	fs.IntVar(&c.Rounds, "rounds", 3, "measured rounds (each runs supernode then coturn)")
+	fs.BoolVar(&c.Warmup, "warmup", true, "run one discarded warm-up round first")
+	fs.StringVar(&o.phases, "phases", strings.Join(allPhases, ","), "phases to run, comma-separated: "+strings.Join(allPhases, ", "))
+	fs.IntVar(&c.Calls, "calls", 200, "calls at the fixed offered load (CPU per packet, profile); offered packets/s = calls*2*pps")
+	fs.IntVar(&c.PPS, "pps", 50, "packets per second per call leg")
+	fs.IntVar(&c.Size, "size", 172, "payload bytes per packet")
+	fs.IntVar(&c.Ramp, "ramp", 200, "calls started per second in loaded runs (0 = as fast as setup allows)")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "steady window of the CPU and latency runs")
+	fs.DurationVar(&c.SweepDuration, "sweep-duration", 5*time.Second, "steady window of each rate-sweep step")
+	fs.IntVar(&c.SweepStart, "sweep-start", 200, "calls tried first by each server's first rate sweep")
+	fs.IntVar(&c.SweepSteps, "sweep-steps", 7, "most steps of each server's first rate sweep")
+	fs.IntVar(&c.SweepRoundSteps, "sweep-round-steps", 5, "most steps of each later rate sweep")
+	fs.IntVar(&c.MaxCalls, "max-calls", 4000, "most calls a rate sweep tries (each call holds 2 sockets in the loader and 2-4 in the server)")
+	fs.Float64Var(&c.MaxLoss, "max-loss", 0.1, "loss limit of the rate sweep, percent")
+	fs.StringVar(&o.idle, "idle", "500,5000", "idle call counts for memory per allocation, comma-separated (2 allocations per call)")
+	fs.DurationVar(&c.IdleHold, "idle-hold", 3*time.Second, "how long idle calls are held")
+	fs.DurationVar(&c.Profile, "profile", 10*time.Second, "length of supernode's CPU profile under the fixed load (0 = none)")
+	fs.StringVar(&o.out, "out", "BENCHMARKS.md", "report to write (its analysis section is kept)")
+	fs.StringVar(&o.results, "results", "bench/results", "directory for per-run results; each invocation makes a timestamped directory in it")
+	fs.StringVar(&o.supernode, "supernode", "bin/supernode", "supernode binary")
+	fs.StringVar(&o.turnserver, "turnserver", "turnserver", "coturn's turnserver binary")
+	fs.StringVar(&o.turnload, "turnload", "bin/turnload", "turnload binary")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w (see -h)", errFlags)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected argument %q", errFlags, fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick {
+		quick := map[string]func(){
+			"rounds":            func() { c.Rounds = 1 },
+			"warmup":            func() { c.Warmup = false },
+			"duration":          func() { c.Duration = 3 * time.Second },
+			"sweep-duration":    func() { c.SweepDuration = 3 * time.Second },
+			"sweep-steps":       func() { c.SweepSteps = 4 },
+			"sweep-round-steps": func() { c.SweepRoundSteps = 3 },
+			"idle":              func() { o.idle = "500,2000" },
+			"idle-hold":         func() { c.IdleHold = time.Second },
+			"profile":           func() { c.Profile = 3 * time.Second },
+			"out":               func() { o.out = "" }, // into the results directory
+		}
+		for name, apply := range quick {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	if err := o.check(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errFlags, err)
+	}
+	return o, nil
+}
+
+// check validates the options and fills Config's lists.
+func (o *options) check() error {
+	c := &o.cfg
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Rounds < 1 {
+		bad("-rounds must be at least 1")
+	}
+	if c.Calls < 1 || c.PPS < 1 || c.Size < 1 {
+		bad("-calls, -pps and -size must be positive")
+	}
+	if c.Ramp < 0 {
+		bad("-ramp must not be negative")
+	}
+	if c.Duration < time.Second || c.SweepDuration < time.Second {
+		bad("-duration and -sweep-duration must be at least 1s")
+	}
+	if c.SweepStart < 1 || c.SweepSteps < 1 || c.SweepRoundSteps < 1 || c.MaxCalls < c.SweepStart {
+		bad("-sweep-start, -sweep-steps and -sweep-round-steps must be positive and -max-calls at least -sweep-start")
+	}
+	if c.MaxLoss <= 0 || c.MaxLoss >= 100 {
+		bad("-max-loss must be a percentage between 0 and 100")
+	}
+	if c.IdleHold < 0 || c.Profile < 0 {
+		bad("-idle-hold and -profile must not be negative")
+	}
+	c.Phases = nil
+	for _, p := range strings.Split(o.phases, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if !slices.Contains(allPhases, p) {
+			bad("-phases: unknown phase %q (have %s)", p, strings.Join(allPhases, ", "))
+		} else if !c.has(p) {
+			c.Phases = append(c.Phases, p)
+		}
+	}
+	if len(c.Phases) == 0 {
+		bad("-phases: nothing to run")
+	}
+	// Run phases in their fixed order whatever the order given.
+	slices.SortFunc(c.Phases, func(a, b string) int { return slices.Index(allPhases, a) - slices.Index(allPhases, b) })
+	c.Idle = nil
+	if c.has("idle") {
+		for _, f := range strings.Split(o.idle, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				bad("-idle: %q is not a positive call count", f)
+				continue
+			}
+			c.Idle = append(c.Idle, n)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// run is main without the exit.
+func run(args []string, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	bins := map[Kind]string{}
+	for k, path := range map[Kind]string{Supernode: o.supernode, Coturn: o.turnserver} {
+		p, err := exec.LookPath(path)
+		if err != nil {
+			return fmt.Errorf("bench: %s binary %q: %w (bench/run builds bin/supernode and installs coturn)", k, path, err)
+		}
+		if bins[k], err = filepath.Abs(p); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	turnload, err := exec.LookPath(o.turnload)
+	if err != nil {
+		return fmt.Errorf("bench: turnload binary %q: %w (build it with: go build -o bin/turnload ./cmd/turnload)", o.turnload, err)
+	}
+	if turnload, err = filepath.Abs(turnload); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+
+	start := time.Now()
+	dir := filepath.Join(o.results, start.Format("20060102-150405"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("bench: results directory: %w", err)
+	}
+	out := o.out
+	if out == "" {
+		out = filepath.Join(dir, "BENCHMARKS.md")
+	}
+	fmt.Fprintf(stderr, "bench: results in %s; report to %s\n", dir, out)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	h := &Harness{cfg: o.cfg, bins: bins, turnload: turnload, dir: dir, log: stderr}
+	var prof *Profile
+	phaseErr := func() error {
+		for _, p := range o.cfg.Phases {
+			fmt.Fprintf(stderr, "bench: phase %s\n", p)
+			var err error
+			switch p {
+			case "cpu":
+				err = h.phaseCPU(ctx)
+			case "profile":
+				prof, err = h.phaseProfile(ctx)
+			case "rate":
+				err = h.phaseRate(ctx)
+			case "latency":
+				err = h.phaseLatency(ctx)
+			case "idle":
+				err = h.phaseIdle(ctx)
+			}
+			if err != nil {
+				return fmt.Errorf("bench: phase %s: %w", p, err)
+			}
+		}
+		return nil
+	}()
+	if phaseErr != nil && ctx.Err() == nil && !errors.Is(phaseErr, errUsage) {
+		return phaseErr
+	}
+	if phaseErr != nil {
+		// Interrupted or unusable turnload: keep what was measured, but do
+		// not overwrite the report with a partial one.
+		out = filepath.Join(dir, "BENCHMARKS.partial.md")
+		fmt.Fprintf(stderr, "bench: %v; writing what was measured to %s\n", phaseErr, out)
+	}
+
+	latCalls, latWhy := h.latencyCalls()
+	rep := &Report{
+		Date: start, Elapsed: time.Since(start), Machine: describeMachine(bins[Coturn]), Config: o.cfg,
+		ResultsDir: dir, LatCalls: latCalls, LatencyWhy: latWhy,
+		Defs: metricDefs(o.cfg, latCalls), Values: h.values, Profile: prof, Notes: h.notes,
+		Commands: commandLines(h.runs, bins), Loader: loaderLines(h.runs),
+	}
+	prev, err := os.ReadFile(out)
+	switch {
+	case err == nil:
+		if werr := os.WriteFile(filepath.Join(dir, "BENCHMARKS.previous.md"), prev, 0o644); werr != nil {
+			return fmt.Errorf("bench: keep previous report: %w", werr)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("bench: read %s: %w", out, err)
+	}
+	rep.Analysis = extractAnalysis(string(prev))
+	if err := os.WriteFile(out, []byte(rep.Markdown()), 0o644); err != nil {
+		return fmt.Errorf("bench: write report: %w", err)
+	}
+	if b, err := json.MarshalIndent(map[string]any{"config": o.cfg, "machine": rep.Machine, "values": h.values, "notes": h.notes}, "", "  "); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "summary.json"), b, 0o644)
+	}
+	fmt.Fprintf(stderr, "bench: wrote %s in %s\n", out, time.Since(start).Round(time.Second))
+	return phaseErr
+}
+
+// commandLines are the exact command lines of the first measured run of
+// each server, with the loader's, for the report.
+func commandLines(runs []Run, bins map[Kind]string) []string {
+	var lines []string
+	for _, k := range kinds {
+		for _, r := range runs {
+			if r.Server == k && r.Round >= 1 && len(r.ServerArgs) > 0 && r.Phase != "profile" {
+				name := map[Kind]string{Supernode: "bin/supernode", Coturn: "turnserver"}[k]
+				lines = append(lines, "# "+string(k)+" ("+bins[k]+")", shellJoin(append([]string{name}, r.ServerArgs...)),
+					"# turnload ("+r.Phase+" phase)", shellJoin(append([]string{"bin/turnload"}, r.LoadArgs...)))
+				break
+			}
+		}
+	}
+	return lines
+}
+
+// loaderLines summarise the loader's CPU and saturation per phase and server.
+func loaderLines(runs []Run) []string {
+	var lines []string
+	for _, p := range allPhases {
+		for _, k := range kinds {
+			var cores []float64
+			sat, n := []string{}, 0
+			for _, r := range runs {
+				if r.Phase != p || r.Server != k || r.Result == nil {
+					continue
+				}
+				n++
+				cores = append(cores, r.Result.Loader.CPUCores)
+				if r.Result.Loader.Saturated {
+					sat = append(sat, r.Name)
+				}
+			}
+			if n == 0 {
+				continue
+			}
+			line := fmt.Sprintf("%s phase, %s: %d runs, loader %.2f cores (median)", p, k, n, spreadOf(cores).Median)
+			if len(sat) > 0 {
+				line += fmt.Sprintf("; **saturated in %d**: %s", len(sat), strings.Join(sat, ", "))
+			} else {
+				line += "; never saturated"
+			}
+			lines = append(lines, line)
+		}
+	}
+	return lines
+}
+
+// shellJoin quotes args that need it.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\"'$\\*?;&|<>()") {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		} else {
+			q[i] = a
+		}
+	}
+	return strings.Join(q, " ")
+}

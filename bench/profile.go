@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Profile is supernode's CPU profile under the fixed load.
+type Profile struct {
+	Load    Load
+	Seconds int
+	File    string // the raw profile, for go tool pprof
+	Top     string // the head of go tool pprof -top
+	Err     string // why there is no profile
+}
+
+// topLines is how much of go tool pprof -top goes into the report.
+const topLines = 30
+
+// phaseProfile runs supernode with --pprof at the fixed load, outside the
+// measured rounds (profiling costs CPU), and fetches a CPU profile once
+// every call is set up.
+func (h *Harness) phaseProfile(ctx context.Context) (*Profile, error) {
+	secs := int(h.cfg.Profile / time.Second)
+	p := &Profile{Seconds: secs}
+	if secs < 1 {
+		p.Err = "profiling disabled (-profile 0)"
+		return p, nil
+	}
+	l := h.cfg.fixedLoad()
+	l.Duration = time.Duration(secs+3) * time.Second
+	p.Load = l
+	p.File = filepath.Join(h.dir, "supernode.cpu.pprof")
+	during := func(ctx context.Context, s *Server) error {
+		if err := waitAllocations(ctx, s.HTTP, 2*l.Calls, l.timeout()); err != nil {
+			return err
+		}
+		return fetchProfile(ctx, s.HTTP, secs, p.File)
+	}
+	run, err := h.runOne(ctx, "profile", 0, 0, Supernode, l, true, during)
+	if err != nil {
+		return p, err
+	}
+	if _, serr := os.Stat(p.File); serr != nil {
+		p.Err = "no profile was fetched"
+		if run.Err != "" {
+			p.Err += ": " + run.Err
+		}
+		return p, nil
+	}
+	top, err := pprofTop(ctx, h.bins[Supernode], p.File)
+	if err != nil {
+		p.Err = err.Error()
+	}
+	p.Top = top
+	return p, nil
+}
+
+// waitAllocations polls supernode's /metrics until at least n allocations
+// are active, so the profile covers the steady window, not the setup.
+func waitAllocations(ctx context.Context, addr string, n int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := 0.0
+	for {
+		if v, err := activeAllocations(ctx, addr); err == nil {
+			last = v
+			if v >= float64(n) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench: profile: %.0f of %d allocations active after %s", last, n, timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// activeAllocations sums supernode_allocations_active over its labels.
+func activeAllocations(ctx context.Context, addr string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %s", res.Status)
+	}
+	return sumMetric(res.Body, "supernode_allocations_active")
+}
+
+// sumMetric adds up every sample of name in Prometheus text format.
+func sumMetric(r io.Reader, name string) (float64, error) {
+	sum, seen := 0.0, false
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		f := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		sum, seen = sum+v, true
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if !seen {
+		return 0, fmt.Errorf("no %s in /metrics", name)
+	}
+	return sum, nil
+}
+
+// fetchProfile saves /debug/pprof/profile?seconds=secs to path.
+func fetchProfile(ctx context.Context, addr string, secs int, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+15)*time.Second)
+	defer cancel()
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("bench: profile: %w", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 512))
+		return fmt.Errorf("bench: profile: GET %s: %s %s", url, res.Status, strings.TrimSpace(string(b)))
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return fmt.Errorf("bench: profile: %w", err)
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// pprofTop runs go tool pprof -top on the profile and keeps its head.
+func pprofTop(ctx context.Context, bin, profile string) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount="+strconv.Itoa(topLines), bin, profile).CombinedOutput()
+	if err != nil {
+		return strings.TrimSpace(string(out)), fmt.Errorf("bench: go tool pprof -top: %w", err)
+	}
+	return strings.TrimRight(string(out), "\n"), nil
+}

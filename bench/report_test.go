@@ -1,0 +1,116 @@
+package main
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExtractAnalysis(t *testing.T) {
+	for _, tc := range []struct{ name, doc, want string }{
+		{"no file", "", analysisStub},
+		{"no markers", "# Benchmarks\n\nold table\n", analysisStub},
+		{"kept", "x\n<!-- analysis -->\nHand written.\n\nTwo paragraphs.\n<!-- /analysis -->\ny\n", "Hand written.\n\nTwo paragraphs."},
+		{"empty between markers", "<!-- analysis -->\n\n<!-- /analysis -->", analysisStub},
+		{"no end marker keeps the rest", "<!-- analysis -->\nkeep me\nand me\n", "keep me\nand me"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := extractAnalysis(tc.doc); got != tc.want {
+				t.Errorf("extractAnalysis = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFmtNum(t *testing.T) {
+	for _, tc := range []struct {
+		v      float64
+		digits int
+		want   string
+	}{
+		{0, 0, "0"}, {999, 0, "999"}, {1000, 0, "1,000"}, {65432.4, 0, "65,432"},
+		{1234567.891, 2, "1,234,567.89"}, {-12345, 0, "-12,345"}, {0.0425, 3, "0.043"},
+		{math.NaN(), 2, "–"}, {math.Inf(1), 0, "–"},
+	} {
+		if got := fmtNum(tc.v, tc.digits); got != tc.want {
+			t.Errorf("fmtNum(%v, %d) = %q, want %q", tc.v, tc.digits, got, tc.want)
+		}
+	}
+}
+
+// fixedReport is a report built from fixed inputs, as the harness would.
+func fixedReport() *Report {
+	cfg := Config{Rounds: 3, Warmup: true, Phases: allPhases, Calls: 200, PPS: 50, Size: 172, Ramp: 200,
+		Duration: 10 * time.Second, SweepDuration: 5 * time.Second, SweepStart: 200, SweepSteps: 7, SweepRoundSteps: 5,
+		MaxCalls: 4000, MaxLoss: 0.1, Idle: []int{500, 5000}, IdleHold: 3 * time.Second, Profile: 10 * time.Second}
+	h := &Harness{cfg: cfg}
+	for i, v := range []float64{12, 11, 13} {
+		h.set(mCPU, Supernode, i+1, Value{V: v})
+		h.set(mCPU, Coturn, i+1, Value{V: v / 2})
+	}
+	for i, v := range []float64{40000, 42000, 41000} {
+		h.set(mRate, Supernode, i+1, Value{V: v, Detail: "410 calls"})
+		h.set(mRate, Coturn, i+1, Value{V: v * 2, Saturated: i == 1})
+	}
+	h.set(mLatP50, Supernode, 2, Value{V: 0.25}) // rounds 1 and 3 failed
+	h.set(mCPU, Supernode, 0, Value{V: 1000})    // warm-up: discarded
+	return &Report{
+		Date: time.Date(2026, 11, 25, 1, 2, 0, 0, time.UTC), Elapsed: 13 * time.Minute,
+		Machine: Machine{Cores: 2, Kernel: "6.1.0", CPU: "Test CPU", Commit: "abc123", Go: "go1.26", Coturn: "4.6.1"},
+		Config:  cfg, ResultsDir: "bench/results/x", LatCalls: 410, LatencyWhy: "half of coturn's median highest rate (82000 pps)",
+		Defs: metricDefs(cfg, 410), Values: h.values,
+		Commands: []string{"bin/supernode --listen 127.0.0.1:1"},
+		Loader:   []string{"cpu phase, supernode: 4 runs"},
+		Profile:  &Profile{Seconds: 10, Load: cfg.fixedLoad(), File: "p.pprof", Top: "flat flat%\n1s 50% foo"},
+		Notes:    []string{"a note"},
+		Analysis: "My analysis.",
+	}
+}
+
+func TestMarkdown(t *testing.T) {
+	md := fixedReport().Markdown()
+	for _, want := range []string{
+		"| server CPU per relayed packet at 20,000 pps offered | µs | lower | 11.00 / 12.00 / 13.00 | 5.50 / 6.00 / 6.50 | 2.00 |",
+		"| highest rate relayed with loss < 0.1% † | packets/s | higher | 40,000 / 41,000 / 42,000 | 80,000 / 82,000 / 84,000 | 0.50 |",
+		"| one-way latency p50 at 41,000 pps | ms | lower | 0.250 / 0.250 / 0.250 (1 of 3 rounds) | no data | – |",
+		"| resident memory per idle allocation, 10,000 allocations | KiB | lower | no data | no data | – |",
+		"allocations per second (10,000 allocations, --ramp 0)",
+		"| 40,000 (410 calls) | 42,000 (410 calls) | 41,000 (410 calls) |",
+		"| 84,000 † |",
+		"2 cores, Test CPU, kernel 6.1.0",
+		"`abc123`",
+		"3 measured, after one discarded warm-up round",
+		"The loader reported itself saturated",
+		"bin/supernode --listen 127.0.0.1:1",
+		"- a note",
+		"1s 50% foo",
+		"<!-- analysis -->\nMy analysis.\n<!-- /analysis -->\n",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "1,000.00") {
+		t.Error("the warm-up round's value reached the report")
+	}
+	// Regenerating keeps the analysis byte for byte.
+	r := fixedReport()
+	r.Analysis = extractAnalysis(md)
+	if again := r.Markdown(); again != md {
+		t.Errorf("regenerated report differs")
+	}
+}
+
+func TestMarkdownWithoutProfileOrSaturation(t *testing.T) {
+	r := fixedReport()
+	r.Profile = &Profile{Err: "profiling disabled (-profile 0)"}
+	delete(r.Values, mRate)
+	md := r.Markdown()
+	if strings.Contains(md, "†") {
+		t.Error("† without a saturated run")
+	}
+	if !strings.Contains(md, "No profile: profiling disabled (-profile 0).") {
+		t.Error("missing the reason there is no profile")
+	}
+}
