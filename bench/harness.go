@@ -210,6 +210,9 @@ func summary(r *Run) string {
 		s += fmt.Sprintf(", %.0f alloc/s, %.1f KiB/alloc", x.Setup.AllocationsPerSecond, x.Server.RSSPerAllocationBytes/1024)
 	}
 	s += fmt.Sprintf(", loader %.2f cores", x.Loader.CPUCores)
+	if x.Loader.Unsent > 0 || x.Loader.Dropped > 0 {
+		s += fmt.Sprintf(" (unsent %d, dropped %d)", x.Loader.Unsent, x.Loader.Dropped)
+	}
 	if x.Loader.Saturated {
 		s += " SATURATED"
 	}

@@ -46,6 +46,8 @@ type Result struct {
 		CPUCores     float64 `json:"cpu_cores"`
 		Saturated    bool    `json:"saturated"`
 		SendLagP99MS float64 `json:"send_lag_p99_ms"`
+		Unsent       int64   `json:"unsent"`  // packets the schedule wanted but the loader never sent
+		Dropped      int64   `json:"dropped"` // packets the loader dropped itself
 	} `json:"loader"`
 	Server struct {
 		PID                   int     `json:"pid"`
