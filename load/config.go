@@ -64,7 +64,7 @@ type Config struct {
 	// and channel bindings). Zero is 10s.
 	SetupTimeout time.Duration
 	// Drain is how long to wait for packets in flight after sending stops.
-	// Zero is 1s.
+	// Zero is 1s; negative does not wait.
 	Drain time.Duration
 
 	// ServerPID, when non-zero, is a local server process whose CPU time

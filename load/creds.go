@@ -99,9 +99,12 @@ func turnURLFor(raw, transport string) (string, bool) {
 		return "", false
 	}
 	hostport, query, _ := strings.Cut(rest, "?")
-	tr := "udp"
-	if v, ok := strings.CutPrefix(query, "transport="); ok {
-		tr = strings.ToLower(v)
+	tr := "udp" // RFC 7065: turn: defaults to UDP, turns: to TCP
+	if scheme == "turns" {
+		tr = "tcp"
+	}
+	if q, err := url.ParseQuery(query); err == nil && q.Get("transport") != "" {
+		tr = strings.ToLower(q.Get("transport"))
 	}
 	switch {
 	case scheme == "turn" && (transport == "udp" || transport == "tcp") && tr == transport:

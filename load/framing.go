@@ -50,7 +50,7 @@ func sendIndicationLen(n int, peer netip.AddrPort) int {
 }
 
 func xorAddrLen(peer netip.AddrPort) int {
-	if peer.Addr().Is4() {
+	if peer.Addr().Unmap().Is4() {
 		return 8
 	}
 	return 20

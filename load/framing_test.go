@@ -14,6 +14,7 @@ import (
 func TestSendIndicationDecodesWithPion(t *testing.T) {
 	for _, peer := range []netip.AddrPort{
 		netip.MustParseAddrPort("192.0.2.7:40000"),
+		netip.MustParseAddrPort("[::ffff:192.0.2.8]:40001"), // as net.UDPAddr.AddrPort gives IPv4
 		netip.MustParseAddrPort("[2001:db8::9]:50001"),
 	} {
 		for _, size := range []int{32, 33, 172, 1400} {
@@ -36,7 +37,7 @@ func TestSendIndicationDecodesWithPion(t *testing.T) {
 			if err := xa.GetFromAs(m, stun.AttrXORPeerAddress); err != nil {
 				t.Fatal(err)
 			}
-			if got, _ := netip.AddrFromSlice(xa.IP); got.Unmap() != peer.Addr() || xa.Port != int(peer.Port()) {
+			if got, _ := netip.AddrFromSlice(xa.IP); got.Unmap() != peer.Addr().Unmap() || xa.Port != int(peer.Port()) {
 				t.Errorf("%v/%d: peer decoded as %v:%d", peer, size, xa.IP, xa.Port)
 			}
 			data, err := m.Get(stun.AttrData)
@@ -148,4 +149,27 @@ func FuzzInboundData(f *testing.F) {
 			parseMedia(p)
 		}
 	})
+}
+
+func TestTurnURLFor(t *testing.T) {
+	for _, tc := range []struct {
+		url, transport, want string
+	}{
+		{"turn:192.0.2.1:3478?transport=udp", "udp", "192.0.2.1:3478"},
+		{"turn:192.0.2.1:3478", "udp", "192.0.2.1:3478"},
+		{"turn:192.0.2.1:3478?transport=tcp", "tcp", "192.0.2.1:3478"},
+		{"turn:192.0.2.1:3478?transport=tcp", "udp", ""},
+		{"turns:relay.example:5349?transport=tcp", "tls", "relay.example:5349"},
+		{"turns:relay.example:5349", "tls", "relay.example:5349"}, // RFC 7065: turns: is TCP
+		{"turns:relay.example", "tls", "relay.example:5349"},
+		{"turn:[2001:db8::1]", "udp", "[2001:db8::1]:3478"},
+		{"turn:192.0.2.1:3478?foo=bar&transport=tcp", "tcp", "192.0.2.1:3478"},
+		{"stun:192.0.2.1:3478", "udp", ""},
+		{"turns:relay.example:5349", "udp", ""},
+	} {
+		got, ok := turnURLFor(tc.url, tc.transport)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("turnURLFor(%q, %s) = %q %v, want %q", tc.url, tc.transport, got, ok, tc.want)
+		}
+	}
 }

@@ -104,7 +104,7 @@ func (r *runner) dial(ctx context.Context, server string, call uint32, idx uint8
 		}
 		sc := turn.NewSTUNConn(c)
 		l.pc, l.serverAddr = sc, sc.RemoteAddr()
-		l.writer = newStreamWriter(c)
+		l.writer = newStreamWriter(c, func() { r.countErr("send") })
 	}
 	client, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: server,
@@ -117,6 +117,9 @@ func (r *runner) dial(ctx context.Context, server string, call uint32, idx uint8
 		LoggerFactory:  quietLogger,
 	})
 	if err != nil {
+		if l.writer != nil {
+			l.writer.close()
+		}
 		_ = l.pc.Close()
 		return nil, err
 	}
@@ -162,7 +165,7 @@ func (l *leg) connect(ctx context.Context, peer netip.AddrPort) (stage string, e
 		if err := l.client.CreatePermission(peerAddr); err != nil {
 			return "permission", err
 		}
-		go l.refreshPermission(peerAddr)
+		l.refreshPermission(peerAddr)
 		return "", nil
 	}
 	if _, err := l.relay.WriteTo(hello, peerAddr); err != nil {
@@ -187,21 +190,27 @@ func (l *leg) connect(ctx context.Context, peer netip.AddrPort) (stage string, e
 	}
 }
 
-// refreshPermission keeps a Send-indication leg's permission alive: pion
-// refreshes only the permissions its own WriteTo created.
+// refreshPermission keeps a Send-indication leg's permission alive (pion
+// refreshes only the permissions its own WriteTo created): every two
+// minutes, well inside the five-minute permission lifetime, from a timer
+// rather than a goroutine per leg.
 func (l *leg) refreshPermission(peer net.Addr) {
-	t := time.NewTicker(2 * time.Minute)
-	defer t.Stop()
-	for {
+	time.AfterFunc(2*time.Minute, func() {
 		select {
 		case <-l.closed:
 			return
-		case <-t.C:
-			if err := l.client.CreatePermission(peer); err != nil {
-				l.r.countErr("permission_refresh")
-			}
+		default:
 		}
-	}
+		if err := l.client.CreatePermission(peer); err != nil {
+			select {
+			case <-l.closed: // closed meanwhile: not an error
+				return
+			default:
+			}
+			l.r.countErr("permission_refresh")
+		}
+		l.refreshPermission(peer)
+	})
 }
 
 // prepare lays out the leg's send buffer once; send then only fills in the
@@ -223,15 +232,20 @@ func (l *leg) prepare(size int) {
 	putSendIndication(l.buf, l.txid[:], l.peerAP, size)
 }
 
-// send sends the next media packet, stamped now.
+// send sends the next media packet, stamped now. A packet the loader
+// fails to hand to the kernel is counted as its own drop, not as sent.
 func (l *leg) send(now time.Duration) {
 	putMedia(l.payload, media{call: l.call, leg: l.idx, seq: l.nsent, sent: now})
-	l.r.sent.Add(1)
-	l.sendRaw()
+	if l.sendRaw() {
+		l.r.sent.Add(1)
+	} else {
+		l.r.loaderDrops.Add(1)
+	}
 }
 
-// sendRaw frames and writes the payload already in place.
-func (l *leg) sendRaw() {
+// sendRaw frames and writes the payload already in place; false if the
+// packet did not leave.
+func (l *leg) sendRaw() bool {
 	if l.channel == 0 {
 		binary.BigEndian.PutUint64(l.txid[4:12], l.nsent)
 		putSendIndication(l.buf, l.txid[:], l.peerAP, len(l.payload))
@@ -241,12 +255,15 @@ func (l *leg) sendRaw() {
 	if l.udp != nil {
 		if _, err := l.udp.WriteToUDPAddrPort(frame, l.serverAP); err != nil {
 			l.r.countErr("send")
+			return false
 		}
-		return
+		return true
 	}
 	if !l.writer.enqueue(frame) {
 		l.r.countErr("send_queue_full")
+		return false
 	}
+	return true
 }
 
 // readLoop reads everything the server sends: media is counted here,
@@ -354,11 +371,15 @@ func (l *leg) close() {
 	default:
 		close(l.closed)
 	}
+	if l.writer != nil {
+		// A stream first: pion's deallocating Refresh writes to the
+		// connection synchronously and would block for ever on a server
+		// that stopped reading. Closing a TCP or TLS control connection
+		// ends its allocation anyway (RFC 8656 section 3.1).
+		l.writer.close()
+	}
 	if l.relay != nil {
 		_ = l.relay.Close()
-	}
-	if l.writer != nil {
-		l.writer.close()
 	}
 	l.client.Close()
 	_ = l.pc.Close()
@@ -369,20 +390,22 @@ func (l *leg) close() {
 // server that stops reading a TCP connection blocks that leg only, never
 // the worker that schedules many legs. A full queue drops the packet.
 type streamWriter struct {
-	conn net.Conn
-	free chan []byte
-	out  chan []byte
-	quit chan struct{}
-	done chan struct{}
+	conn  net.Conn
+	onErr func() // a write failed
+	free  chan []byte
+	out   chan []byte
+	quit  chan struct{}
+	done  chan struct{}
 }
 
-const streamQueue = 16
+// streamQueue is 160 ms of media at 50 pps.
+const streamQueue = 8
 
-func newStreamWriter(c net.Conn) *streamWriter {
-	w := &streamWriter{conn: c, free: make(chan []byte, streamQueue), out: make(chan []byte, streamQueue),
+func newStreamWriter(c net.Conn, onErr func()) *streamWriter {
+	w := &streamWriter{conn: c, onErr: onErr, free: make(chan []byte, streamQueue), out: make(chan []byte, streamQueue),
 		quit: make(chan struct{}), done: make(chan struct{})}
 	for range streamQueue {
-		w.free <- make([]byte, 0, 2048)
+		w.free <- nil // sized by the first frame that uses it
 	}
 	go w.loop()
 	return w
@@ -405,7 +428,13 @@ func (w *streamWriter) loop() {
 		case <-w.quit:
 			return
 		case b := <-w.out:
-			_, _ = w.conn.Write(b)
+			if _, err := w.conn.Write(b); err != nil {
+				select {
+				case <-w.quit:
+				default:
+					w.onErr()
+				}
+			}
 			w.free <- b
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -102,7 +103,7 @@ func Probe(ctx context.Context, cfg Config) (*ProbeResult, error) {
 		}
 	}()
 	peerAP := peerAddr.AddrPort()
-	l.peerAP = peerAP
+	l.peerAP = netip.AddrPortFrom(peerAP.Addr().Unmap(), peerAP.Port())
 	l.prepare(len(token))
 	t1 := time.Now()
 	// Send until the echo comes back: the first packet can race the
@@ -111,7 +112,7 @@ func Probe(ctx context.Context, cfg Config) (*ProbeResult, error) {
 	defer retry.Stop()
 	for {
 		copy(l.payload, token)
-		l.sendRaw()
+		_ = l.sendRaw()
 		select {
 		case <-got:
 			res.RoundTrip = time.Since(t1)
@@ -147,6 +148,9 @@ func reflexive(ctx context.Context, sock *net.UDPConn, server string) *net.UDPAd
 		}
 	} else {
 		fallback.IP = ua.IP
+	}
+	if ip4 := fallback.IP.To4(); ip4 != nil {
+		fallback.IP = ip4
 	}
 	msg, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
 	if err != nil {

@@ -69,6 +69,11 @@ type Report struct {
 		Saturated     bool    `json:"saturated"`
 		SendLagP99MS  float64 `json:"send_lag_p99_ms"`
 		AvailableCPUs int     `json:"available_cpus"`
+		// Unsent is packets the send schedule wanted that the loader never
+		// sent (it fell behind); Dropped is packets it dropped itself (a full
+		// stream queue, a failed write). Neither is in Packets.Sent.
+		Unsent  uint64 `json:"unsent"`
+		Dropped uint64 `json:"dropped"`
 	} `json:"loader"`
 	Server *ServerReport `json:"server,omitempty"`
 	// Interrupted is set when the run was cut short (Ctrl-C).
@@ -150,8 +155,8 @@ func (r *Report) WriteTable(w io.Writer) {
 			row("", "first %s: %s", k, r.ErrorSamples[k])
 		}
 	}
-	row("loader cpu", "%.2fs (%.2f of %d cores), send lag p99 %.2f ms",
-		r.Loader.CPUSeconds, r.Loader.CPUCores, r.Loader.AvailableCPUs, r.Loader.SendLagP99MS)
+	row("loader", "cpu %.2fs (%.2f of %d cores in the window), send lag p99 %.2f ms, unsent %d, dropped %d",
+		r.Loader.CPUSeconds, r.Loader.CPUCores, r.Loader.AvailableCPUs, r.Loader.SendLagP99MS, r.Loader.Unsent, r.Loader.Dropped)
 	if s := r.Server; s != nil {
 		row("server cpu", "%.2fs in the window (%.2f cores), %.2f µs per relayed packet",
 			s.CPUSeconds, s.CPUCores, s.CPUMicrosPerPacket)

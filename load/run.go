@@ -25,8 +25,12 @@ type runner struct {
 	hc    *http.Client
 
 	sent, received, dups atomic.Uint64
-	allocLat, readyLat   Histogram
-	latency, lag         Histogram
+	// unsent counts packets the schedule wanted that the loader never got
+	// to send; loaderDrops those it dropped itself (stream queue full,
+	// failed writes). Neither is counted as sent.
+	unsent, loaderDrops atomic.Uint64
+	allocLat, readyLat  Histogram
+	latency, lag        Histogram
 
 	started, established, failed atomic.Int64
 	allocOK                      atomic.Int64
@@ -186,20 +190,22 @@ launch:
 		srv1, srvErr = readProc(cfg.ServerPID)
 	}
 	sendWG.Wait()
-	if cfg.PPS > 0 && !interrupted {
+	if cfg.PPS > 0 && !interrupted && cfg.Drain > 0 {
 		time.Sleep(cfg.Drain)
 	}
 	r.closeAll()
+	r.hc.CloseIdleConnections()
 	cpuEnd := selfCPU()
 
-	rep := r.report(cpuEnd-cpuStart, winEnd-winStart, recv1-recv0, sent1-sent0, cpu1-cpu0)
+	rep := r.report(cpuEnd-cpuStart, r.now(), winEnd-winStart, recv1-recv0, sent1-sent0, cpu1-cpu0)
 	rep.Interrupted = interrupted
 	if cfg.ServerPID != 0 {
 		if srvErr != nil {
 			r.countErr("server_pid")
 			rep.Errors = r.errorsCopy()
 		} else {
-			rep.Server = serverReport(cfg.ServerPID, srvBefore, srv0, srv1, winEnd-winStart, recv1-recv0, rep.Setup.Allocations)
+			// Allocations of calls that failed are gone again: count the held ones.
+			rep.Server = serverReport(cfg.ServerPID, srvBefore, srv0, srv1, winEnd-winStart, recv1-recv0, 2*rep.Calls.Established)
 		}
 	}
 	return rep, nil
@@ -319,41 +325,51 @@ func (r *runner) credentials(ctx context.Context, id uint32) (credentials, error
 }
 
 // sendLoop runs one worker's schedule: every tick, each leg sends the
-// packets its rate says are due by now. The lag between the tick's planned
-// and actual time is recorded: a loader that cannot keep its schedule is
-// saturated.
+// packets its rate says are due by now, each stamped just before it is
+// written. The lag between every planned tick and the moment it ran is
+// recorded: a loader that cannot keep its schedule is saturated. Packets a
+// leg is still owed when sending stops are counted as unsent.
 func (r *runner) sendLoop(w *worker) {
 	pps := int64(r.cfg.PPS)
+	perTick := uint64(pps/1000 + 4) // catch-up allowance per leg and tick
 	next := r.now()/tick*tick + tick
 	for {
 		if d := next - r.now(); d > 0 {
 			time.Sleep(d)
 		}
 		now := r.now()
-		if int64(now) >= r.stopAt.Load() {
-			return
-		}
-		r.lag.Record(now - next)
+		stop := r.stopAt.Load()
 		w.mu.Lock()
 		w.legs = append(w.legs, w.pending...)
 		w.pending = w.pending[:0]
 		w.mu.Unlock()
+		if int64(now) >= stop {
+			// Judge the schedule two ticks before the stop, so that a
+			// packet due in the very last tick is not counted against it.
+			t := (stop - int64(2*tick)) / int64(tick)
+			for _, l := range w.legs {
+				if due := uint64(((t-l.start)*pps+l.phase)/1000) + 1; t >= l.start && due > l.nsent {
+					r.unsent.Add(due - l.nsent)
+				}
+			}
+			return
+		}
+		// Every tick that was due by now counts, so a long stall weighs
+		// as much as the ticks it swallowed.
+		for missed := next; missed <= now; missed += tick {
+			r.lag.Record(now - missed)
+		}
 		t := int64(now / tick)
 		for _, l := range w.legs {
 			due := ((t-l.start)*pps + l.phase) / 1000
 			if due < 0 {
 				continue
 			}
-			// Catch up at most a few packets per tick; a leg further
-			// behind shows up as send lag, not as a burst.
-			for k := 0; uint64(due) >= l.nsent && k < 4; k++ {
-				l.send(now)
+			for k := uint64(0); uint64(due) >= l.nsent && k < perTick; k++ {
+				l.send(r.now())
 			}
 		}
-		next += tick
-		if lagging := now - next; lagging > 10*tick {
-			next = now / tick * tick // skip ticks rather than replay them
-		}
+		next = now/tick*tick + tick
 	}
 }
 
@@ -387,7 +403,7 @@ func (r *runner) errorsCopy() map[string]uint64 {
 }
 
 // report assembles the Report once every leg is closed.
-func (r *runner) report(cpuTotal, window time.Duration, recvWin, sentWin uint64, cpuWin time.Duration) *Report {
+func (r *runner) report(cpuTotal, wall, window time.Duration, recvWin, sentWin uint64, cpuWin time.Duration) *Report {
 	rep := &Report{}
 	rep.Calls.Requested = r.cfg.Calls
 	rep.Calls.Established = int(r.established.Load())
@@ -441,8 +457,18 @@ func (r *runner) report(cpuTotal, window time.Duration, recvWin, sentWin uint64,
 		rep.Loader.CPUCores = cpuWin.Seconds() / window.Seconds()
 	}
 	rep.Loader.SendLagP99MS = ms(r.lag.Quantile(0.99))
-	rep.Loader.Saturated = rep.Loader.CPUCores > 0.9*float64(cpus) ||
-		(r.cfg.PPS > 0 && r.lag.Quantile(0.99) > 5*time.Millisecond)
+	rep.Loader.Unsent = r.unsent.Load()
+	rep.Loader.Dropped = r.loaderDrops.Load()
+	// Saturated: busy cores in the window or over the whole run (a setup-
+	// only run does all its work before the window), a schedule running
+	// late, or packets the schedule wanted that never left.
+	runCores := 0.0
+	if wall > 0 {
+		runCores = cpuTotal.Seconds() / wall.Seconds()
+	}
+	rep.Loader.Saturated = rep.Loader.CPUCores > 0.9*float64(cpus) || runCores > 0.9*float64(cpus) ||
+		(r.cfg.PPS > 0 && r.lag.Quantile(0.99) > 5*time.Millisecond) ||
+		rep.Loader.Unsent+rep.Loader.Dropped > sent/1000
 	return rep
 }
 

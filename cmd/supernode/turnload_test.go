@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -102,6 +103,47 @@ func TestTurnloadCleanRun(t *testing.T) {
 	}
 }
 
+// TestTurnloadIPv6 runs calls over IPv6 end to end: XOR-PEER-ADDRESS with
+// the transaction id in the XOR, and relayed addresses of family IPv6.
+func TestTurnloadIPv6(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		if os.Getenv("SUPERNODE_REQUIRE_INTEROP") != "" {
+			t.Fatalf("no IPv6 loopback: %v", err)
+		}
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	tn := startNode(t, "--user", "alice:pw", "--listen", "[::1]:0", "--relay-ip", "::1")
+	for _, send := range []bool{false, true} {
+		cfg := smallLoad(tn.udp)
+		cfg.SendIndications = send
+		checkClean(t, runLoad(t, cfg), cfg.Calls)
+	}
+}
+
+// TestTurnloadScheduleAccounting: at a rate per leg above one packet per
+// millisecond tick, every packet the schedule asks for is either sent or
+// counted as unsent by the loader, never silently skipped.
+func TestTurnloadScheduleAccounting(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw")
+	cfg := smallLoad(tn.udp)
+	cfg.Calls, cfg.PPS, cfg.Duration = 1, 5000, 500*time.Millisecond
+	rep := runLoad(t, cfg)
+	if rep.Calls.Established != 1 {
+		t.Fatalf("calls %+v errors %v", rep.Calls, rep.Errors)
+	}
+	// 2 legs x 5000 pps x 0.5 s, less a few ticks at each end.
+	want := uint64(2 * 5000 * 0.5 * 0.95)
+	if got := rep.Packets.Sent + rep.Loader.Unsent + rep.Loader.Dropped; got < want {
+		t.Fatalf("sent %d + unsent %d + dropped %d = %d, want at least %d scheduled",
+			rep.Packets.Sent, rep.Loader.Unsent, rep.Loader.Dropped, got, want)
+	}
+	if rep.Packets.Received > rep.Packets.Sent {
+		t.Fatalf("received %d > sent %d", rep.Packets.Received, rep.Packets.Sent)
+	}
+}
+
 // TestTurnloadReportsRelayLoss makes the node drop a share of the media with
 // --max-bps and checks turnload's loss against the node's own drop count.
 func TestTurnloadReportsRelayLoss(t *testing.T) {
@@ -167,13 +209,20 @@ func TestTurnloadIdleCallsAndServerPID(t *testing.T) {
 func TestTurnloadProbe(t *testing.T) {
 	ctx := context.Background()
 	t.Run("allowed", func(t *testing.T) {
-		tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
-		res, err := load.Probe(ctx, load.Config{Server: tn.udp, Username: "alice", Password: "pw", SetupTimeout: 5 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Relayed == "" || res.RoundTrip <= 0 || res.Allocate <= 0 {
-			t.Fatalf("probe %+v", res)
+		cert, key := writeTestCert(t)
+		tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1", "--tls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
+		for _, tr := range []struct{ transport, server string }{{"udp", tn.udp}, {"tcp", tn.udp}, {"tls", tn.tls}} {
+			cfg := load.Config{Server: tr.server, Transport: tr.transport, Username: "alice", Password: "pw", SetupTimeout: 5 * time.Second}
+			if tr.transport == "tls" {
+				cfg.TLS = &tls.Config{InsecureSkipVerify: true}
+			}
+			res, err := load.Probe(ctx, cfg)
+			if err != nil {
+				t.Fatalf("%s: %v", tr.transport, err)
+			}
+			if res.Relayed == "" || res.RoundTrip <= 0 || res.Allocate <= 0 {
+				t.Fatalf("%s: probe %+v", tr.transport, res)
+			}
 		}
 	})
 	t.Run("peer refused by default policy", func(t *testing.T) {

@@ -151,8 +151,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		fmt.Fprintf(stderr, "%s: --max-loss %g: want 0..100 percent\n", name, o.maxLoss)
 		return exitUsage
 	}
+	if o.cfg.SetupTimeout <= 0 {
+		fmt.Fprintf(stderr, "%s: --setup-timeout %s: want a positive duration\n", name, o.cfg.SetupTimeout)
+		return exitUsage
+	}
 	if probe {
 		return runProbe(ctx, o, stdout, stderr)
+	}
+	// Zero means zero here, not the library's default.
+	switch {
+	case o.cfg.Calls < 1:
+		fmt.Fprintf(stderr, "%s: --calls %d: want 1 or more\n", name, o.cfg.Calls)
+		return exitUsage
+	case o.cfg.Duration <= 0:
+		fmt.Fprintf(stderr, "%s: --duration %s: want a positive duration\n", name, o.cfg.Duration)
+		return exitUsage
+	case o.cfg.SetupConcurrency < 1:
+		fmt.Fprintf(stderr, "%s: --setup-concurrency %d: want 1 or more\n", name, o.cfg.SetupConcurrency)
+		return exitUsage
+	case o.cfg.Drain < 0:
+		fmt.Fprintf(stderr, "%s: --drain %s: want 0 or more\n", name, o.cfg.Drain)
+		return exitUsage
+	case o.cfg.Drain == 0:
+		o.cfg.Drain = -1 // no wait
 	}
 	return runLoad(ctx, o, stdout, stderr, tty)
 }
