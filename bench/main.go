@@ -271,7 +271,9 @@ func run(args []string, stderr io.Writer) error {
 	if err := os.WriteFile(out, []byte(rep.Markdown()), 0o644); err != nil {
 		return fmt.Errorf("bench: write report: %w", err)
 	}
-	if b, err := json.MarshalIndent(map[string]any{"config": o.cfg, "machine": rep.Machine, "values": h.values, "notes": h.notes}, "", "  "); err == nil {
+	summary := map[string]any{"date": start.UTC(), "elapsed_seconds": rep.Elapsed.Seconds(), "config": o.cfg, "machine": rep.Machine,
+		"latency_calls": latCalls, "values": h.values, "notes": h.notes, "report": out}
+	if b, err := json.MarshalIndent(summary, "", "  "); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, "summary.json"), b, 0o644)
 	}
 	fmt.Fprintf(stderr, "bench: wrote %s in %s\n", out, time.Since(start).Round(time.Second))
@@ -279,20 +281,41 @@ func run(args []string, stderr io.Writer) error {
 }
 
 // commandLines are the exact command lines of the first measured run of
-// each server, with the loader's, for the report.
+// each server, with the loader's, for the report. Paths inside the working
+// directory (the repository, when run by bench/run) are shown relative to it.
 func commandLines(runs []Run, bins map[Kind]string) []string {
+	wd, _ := os.Getwd()
+	rel := func(args []string) []string {
+		out := make([]string, len(args))
+		for i, a := range args {
+			out[i] = relPath(wd, a)
+		}
+		return out
+	}
 	var lines []string
 	for _, k := range kinds {
 		for _, r := range runs {
 			if r.Server == k && r.Round >= 1 && len(r.ServerArgs) > 0 && r.Phase != "profile" {
 				name := map[Kind]string{Supernode: "bin/supernode", Coturn: "turnserver"}[k]
-				lines = append(lines, "# "+string(k)+" ("+bins[k]+")", shellJoin(append([]string{name}, r.ServerArgs...)),
+				lines = append(lines, "# "+string(k)+" ("+relPath(wd, bins[k])+")", shellJoin(append([]string{name}, rel(r.ServerArgs)...)),
 					"# turnload ("+r.Phase+" phase)", shellJoin(append([]string{"bin/turnload"}, r.LoadArgs...)))
 				break
 			}
 		}
 	}
 	return lines
+}
+
+// relPath is path relative to wd when it is an absolute path inside wd.
+func relPath(wd, path string) string {
+	if wd == "" || !filepath.IsAbs(path) {
+		return path
+	}
+	r, err := filepath.Rel(wd, path)
+	if err != nil || r == ".." || strings.HasPrefix(r, "../") {
+		return path
+	}
+	return r
 }
 
 // loaderLines summarise the loader's CPU and saturation per phase and server.
@@ -315,7 +338,11 @@ func loaderLines(runs []Run) []string {
 			if n == 0 {
 				continue
 			}
-			line := fmt.Sprintf("%s phase, %s: %d runs, loader %.2f cores (median)", p, k, n, spreadOf(cores).Median)
+			runsWord := "runs"
+			if n == 1 {
+				runsWord = "run"
+			}
+			line := fmt.Sprintf("%s phase, %s: %d %s, loader %.2f cores (median)", p, k, n, runsWord, spreadOf(cores).Median)
 			if len(sat) > 0 {
 				line += fmt.Sprintf("; **saturated in %d**: %s", len(sat), strings.Join(sat, ", "))
 			} else {

@@ -50,3 +50,17 @@ func TestShellJoin(t *testing.T) {
 		t.Errorf("shellJoin = %s, want %s", got, want)
 	}
 }
+
+func TestRelPath(t *testing.T) {
+	for _, tc := range []struct{ wd, in, want string }{
+		{"/work/main", "/work/main/bench/results/x/coturn.log", "bench/results/x/coturn.log"},
+		{"/work/main", "/usr/bin/turnserver", "/usr/bin/turnserver"},
+		{"/work/main", "/work/mainly/x", "/work/mainly/x"},
+		{"/work/main", "relative/x", "relative/x"},
+		{"", "/a/b", "/a/b"},
+	} {
+		if got := relPath(tc.wd, tc.in); got != tc.want {
+			t.Errorf("relPath(%q, %q) = %q, want %q", tc.wd, tc.in, got, tc.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -90,7 +91,7 @@ func (r *Report) Markdown() string {
 		warm = "after one discarded warm-up round"
 	}
 	w("| rounds | %d measured, %s; each round runs supernode then coturn (A B A B), a fresh server process for every run |\n", r.Config.Rounds, warm)
-	w("| results | `%s` |\n\n", r.ResultsDir)
+	w("| results | `%s` |\n\n", r.path(r.ResultsDir))
 
 	w("## Results\n\n")
 	w("Spread is min / median / max over the measured rounds. Run-to-run noise\n")
@@ -191,7 +192,8 @@ func (r *Report) writeMethod(b *strings.Builder) {
 		w("  counts loss over the whole run, setup included.\n")
 	}
 	if c.has("latency") {
-		w("- **Latency**: %d calls (%s pps offered), %s; one-way, sender to\n  receiver, same clock.\n", r.LatCalls, thousands(float64(r.LatCalls*2*c.PPS)), r.LatencyWhy)
+		w("- **Latency**: %d calls (%s pps offered): %s.\n", r.LatCalls, thousands(float64(r.LatCalls*2*c.PPS)), r.LatencyWhy)
+		w("  One-way, sender to receiver on the same clock, over the whole run.\n")
 	}
 	if c.has("idle") {
 		w("- **Idle memory and allocations/s**: calls without media (`--pps 0`), set\n")
@@ -238,11 +240,17 @@ func (r *Report) writeProfile(b *strings.Builder) {
 	}
 	w("`go tool pprof -top` of a %ds CPU profile (`--pprof`,\n", p.Seconds)
 	w("`/debug/pprof/profile?seconds=%d`) taken while %d calls (%s pps offered)\n", p.Seconds, p.Load.Calls, thousands(float64(p.Load.Calls*2*p.Load.PPS)))
-	w("relayed, in a separate run outside the measured rounds; the raw profile is\n`%s`.\n\n", p.File)
+	w("relayed, in a separate run outside the measured rounds; the raw profile is\n`%s`.\n\n", r.path(p.File))
 	if p.Err != "" {
 		w("(%s)\n\n", p.Err)
 	}
 	w("```\n%s\n```\n\n", p.Top)
+}
+
+// path shows p relative to the working directory when it is inside it.
+func (r *Report) path(p string) string {
+	wd, _ := os.Getwd()
+	return relPath(wd, p)
 }
 
 // saturated reports whether any measured value came from a saturated loader.
