@@ -146,8 +146,11 @@ func (o *options) check() error {
 	if c.MaxLoss <= 0 || c.MaxLoss >= 100 {
 		bad("-max-loss must be a percentage between 0 and 100")
 	}
-	if c.IdleHold < 0 || c.Profile < 0 {
-		bad("-idle-hold and -profile must not be negative")
+	if c.IdleHold <= 0 {
+		bad("-idle-hold must be positive (turnload's --duration)")
+	}
+	if c.Profile < 0 {
+		bad("-profile must not be negative")
 	}
 	c.Phases = nil
 	for _, p := range strings.Split(o.phases, ",") {

@@ -34,7 +34,7 @@ func TestParseFlags(t *testing.T) {
 
 	for _, bad := range [][]string{
 		{"-rounds", "0"}, {"-phases", "cpu,warp"}, {"-phases", ","}, {"-idle", "500,x"}, {"-idle", "-3"},
-		{"-max-loss", "0"}, {"-duration", "10ms"}, {"-ramp", "-1"}, {"-sweep-start", "5000"},
+		{"-max-loss", "0"}, {"-idle-hold", "0s"}, {"-profile", "-1s"}, {"-duration", "10ms"}, {"-ramp", "-1"}, {"-sweep-start", "5000"},
 		{"extra"}, {"-nosuchflag"},
 	} {
 		if _, err := parseFlags(bad, io.Discard); !errors.Is(err, errFlags) {
