@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/logging"
+	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 )
 
@@ -21,6 +23,10 @@ type leg struct {
 	call uint32
 	idx  uint8
 
+	server     string        // host:port the leg allocated on
+	redirected bool          // server is an ALTERNATE-SERVER
+	allocTime  time.Duration // Allocate latency, 401 round trip included
+
 	udp        *net.UDPConn   // the udp transport, else nil
 	pc         net.PacketConn // what pion reads and writes (udp or a STUNConn)
 	writer     *streamWriter  // stream transports: media goes through a queue
@@ -29,10 +35,11 @@ type leg struct {
 	client     *turn.Client
 	relay      net.PacketConn // pion's relayed conn
 	relayAP    netip.AddrPort
-	peerAP     netip.AddrPort // the other leg's relayed address
-	channel    uint16         // bound channel, or 0 for Send indications
-	done       chan struct{}  // closed when the read loop ends
-	closed     chan struct{}  // closed by close()
+	peerAP     netip.AddrPort                 // the other leg's relayed address
+	channel    uint16                         // bound channel, or 0 for Send indications
+	alternate  atomic.Pointer[netip.AddrPort] // ALTERNATE-SERVER of a 300 answer to Allocate
+	done       chan struct{}                  // closed when the read loop ends
+	closed     chan struct{}                  // closed by close()
 
 	// Sender state, owned by one worker.
 	buf      []byte
@@ -62,7 +69,9 @@ var quietLogger = func() logging.LoggerFactory {
 }()
 
 // dial opens the leg's connection to server and starts its read loop.
-func (r *runner) dial(ctx context.Context, server string, call uint32, idx uint8, creds credentials) (*leg, error) {
+// tlsName is the name to verify a TLS server's certificate against; empty
+// takes the host of server.
+func (r *runner) dial(ctx context.Context, server, tlsName string, call uint32, idx uint8, creds credentials) (*leg, error) {
 	l := &leg{r: r, call: call, idx: idx, done: make(chan struct{}), closed: make(chan struct{})}
 	switch r.cfg.Transport {
 	case "udp":
@@ -93,7 +102,10 @@ func (r *runner) dial(ctx context.Context, server string, call uint32, idx uint8
 			}
 			if tc.ServerName == "" && !tc.InsecureSkipVerify {
 				tc = tc.Clone()
-				tc.ServerName, _, _ = net.SplitHostPort(server)
+				tc.ServerName = tlsName
+				if tc.ServerName == "" {
+					tc.ServerName, _, _ = net.SplitHostPort(server)
+				}
 			}
 			c, err = (&tls.Dialer{NetDialer: &d, Config: tc}).DialContext(ctx, "tcp", server)
 		} else {
@@ -303,9 +315,37 @@ func (l *leg) readLoop() {
 		case frameBroken:
 			l.r.countErr("malformed_frame")
 		default:
+			l.noteAlternate(b)
 			_, _ = l.client.HandleInbound(b, l.serverAddr)
 		}
 	}
+}
+
+// typeAllocateError is an Allocate error response (RFC 8656 section 7.2).
+const typeAllocateError = 0x0113
+
+// noteAlternate remembers the ALTERNATE-SERVER of a 300 Try Alternate
+// answer to Allocate (RFC 8489 section 10), which pion's client does not
+// follow, so that the leg's setup can allocate there instead.
+func (l *leg) noteAlternate(b []byte) {
+	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != typeAllocateError {
+		return
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil {
+		return
+	}
+	var code stun.ErrorCodeAttribute
+	var alt stun.AlternateServer
+	if code.GetFrom(m) != nil || code.Code != stun.CodeTryAlternate || alt.GetFrom(m) != nil {
+		return
+	}
+	ip, ok := netip.AddrFromSlice(alt.IP)
+	if !ok || alt.Port <= 0 || alt.Port > 65535 {
+		return
+	}
+	ap := netip.AddrPortFrom(ip.Unmap(), uint16(alt.Port))
+	l.alternate.Store(&ap)
 }
 
 // onMedia accounts for one received payload.

@@ -21,6 +21,9 @@ type ProbeResult struct {
 	RoundTrip  time.Duration `json:"-"`
 	AllocateMS float64       `json:"allocate_ms"`
 	RoundMS    float64       `json:"round_trip_ms"`
+	// Redirected is set when the first server answered 300 Try Alternate
+	// and Server is the alternate.
+	Redirected bool `json:"redirected,omitempty"`
 }
 
 // ProbeError says which step of a probe failed.
@@ -61,17 +64,19 @@ func Probe(ctx context.Context, cfg Config) (*ProbeResult, error) {
 	if err != nil {
 		return nil, &ProbeError{"credentials", err}
 	}
-	l, err := r.dial(ctx, creds.server, 0, 0, creds)
+	defer r.hc.CloseIdleConnections()
+	l, err := r.openLeg(ctx, creds.server, 0, 0, creds)
+	if l != nil {
+		defer l.close()
+	}
 	if err != nil {
-		return nil, &ProbeError{"dial", err}
+		step := "allocate"
+		if l == nil {
+			step = "dial"
+		}
+		return nil, &ProbeError{step, err}
 	}
-	defer l.close()
-	res := &ProbeResult{Server: creds.server}
-	t0 := time.Now()
-	if err := l.allocate(ctx); err != nil {
-		return nil, &ProbeError{"allocate", err}
-	}
-	res.Allocate = time.Since(t0)
+	res := &ProbeResult{Server: l.server, Allocate: l.allocTime, Redirected: l.redirected}
 	res.Relayed = l.relayAP.String()
 
 	network := "udp4"

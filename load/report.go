@@ -38,6 +38,9 @@ type Report struct {
 		Allocations int       `json:"allocations"`
 		AllocateMS  Quantiles `json:"allocate_ms"`
 		CallReadyMS Quantiles `json:"call_ready_ms"`
+		// Redirects counts 300 Try Alternate answers followed to the
+		// ALTERNATE-SERVER.
+		Redirects int `json:"redirects"`
 		// AllocationsPerSecond is successful allocations divided by the time
 		// from the first Allocate sent to the last one answered.
 		AllocationsPerSecond float64 `json:"allocations_per_second"`
@@ -134,7 +137,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	b.WriteString("turnload summary\n")
 	row("calls", "%d requested, %d established, %d failed", r.Calls.Requested, r.Calls.Established, r.Calls.Failed)
-	row("allocations", "%d  (%.0f/s)", r.Setup.Allocations, r.Setup.AllocationsPerSecond)
+	row("allocations", "%d  (%.0f/s), %d redirected", r.Setup.Allocations, r.Setup.AllocationsPerSecond, r.Setup.Redirects)
 	row("allocate latency", "%s", q(r.Setup.AllocateMS))
 	row("call ready latency", "%s", q(r.Setup.CallReadyMS))
 	row("packets", "sent %d  received %d  lost %d (%.3f%%)  duplicates %d",

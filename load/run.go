@@ -33,7 +33,7 @@ type runner struct {
 	latency, lag        Histogram
 
 	started, established, failed atomic.Int64
-	allocOK                      atomic.Int64
+	allocOK, redirects           atomic.Int64
 	firstAlloc, lastAlloc        atomic.Int64 // ns since base; -1 until set
 	stopAt                       atomic.Int64 // ns since base
 
@@ -237,29 +237,7 @@ func (r *runner) setupCall(parent context.Context, id uint32) {
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for i := range 2 {
-		wg.Go(func() {
-			l, err := r.dial(ctx, creds.server, id, uint8(i), creds)
-			if err != nil {
-				errs[i] = fmt.Errorf("dial: %w", err)
-				return
-			}
-			c.legs[i] = l
-			start := r.now()
-			r.firstAlloc.CompareAndSwap(-1, int64(start))
-			if err := l.allocate(ctx); err != nil {
-				errs[i] = err
-				return
-			}
-			done := r.now()
-			r.allocLat.Record(done - start)
-			r.allocOK.Add(1)
-			for {
-				last := r.lastAlloc.Load()
-				if int64(done) <= last || r.lastAlloc.CompareAndSwap(last, int64(done)) {
-					break
-				}
-			}
-		})
+		wg.Go(func() { c.legs[i], errs[i] = r.openLeg(ctx, creds.server, id, uint8(i), creds) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -300,6 +278,46 @@ func (r *runner) setupCall(parent context.Context, id uint32) {
 		w.mu.Lock()
 		w.pending = append(w.pending, l)
 		w.mu.Unlock()
+	}
+}
+
+// openLeg dials server and allocates, following one 300 Try Alternate to
+// the ALTERNATE-SERVER it names. On error the leg is returned when it was
+// dialled (for the caller to close), nil when dialling failed.
+func (r *runner) openLeg(ctx context.Context, server string, id uint32, idx uint8, creds credentials) (*leg, error) {
+	tlsName, _, _ := net.SplitHostPort(server)
+	for redirected := false; ; redirected = true {
+		l, err := r.dial(ctx, server, tlsName, id, idx, creds)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: %w", server, err)
+		}
+		l.server, l.redirected = server, redirected
+		start := r.now()
+		r.firstAlloc.CompareAndSwap(-1, int64(start))
+		err = l.allocate(ctx)
+		var te *stun.TurnError
+		if alt := l.alternate.Load(); err != nil && alt != nil && !redirected &&
+			errors.As(err, &te) && te.ErrorCodeAttr.Code == stun.CodeTryAlternate {
+			// RFC 8489 section 10: try the alternate, once.
+			r.redirects.Add(1)
+			l.close()
+			server = alt.String()
+			continue
+		}
+		if err != nil {
+			return l, err
+		}
+		done := r.now()
+		l.allocTime = done - start
+		r.allocLat.Record(done - start)
+		r.allocOK.Add(1)
+		for {
+			last := r.lastAlloc.Load()
+			if int64(done) <= last || r.lastAlloc.CompareAndSwap(last, int64(done)) {
+				break
+			}
+		}
+		return l, nil
 	}
 }
 
@@ -409,6 +427,7 @@ func (r *runner) report(cpuTotal, wall, window time.Duration, recvWin, sentWin u
 	rep.Calls.Established = int(r.established.Load())
 	rep.Calls.Failed = int(r.failed.Load())
 	rep.Setup.Allocations = int(r.allocOK.Load())
+	rep.Setup.Redirects = int(r.redirects.Load())
 	rep.Setup.AllocateMS = quantiles(&r.allocLat, false)
 	rep.Setup.CallReadyMS = quantiles(&r.readyLat, false)
 	if first, last := r.firstAlloc.Load(), r.lastAlloc.Load(); first >= 0 && last > first {

@@ -259,3 +259,62 @@ func TestTurnloadProbe(t *testing.T) {
 		}
 	})
 }
+
+// startRedirector answers every Allocate on a UDP socket the way a fleet
+// node that does not own the call does: 401 with realm and nonce to the
+// first attempt, then an authenticated 300 Try Alternate naming target.
+func startRedirector(t *testing.T, target, user, pass string) string {
+	t.Helper()
+	c := mustListenUDP(t, "udp4", "127.0.0.1:0")
+	to := mustUDPAddr(t, target)
+	realm, nonce := stun.NewRealm("redirect.test"), stun.NewNonce("n0nce")
+	key := stun.NewLongTermIntegrity(user, realm.String(), pass)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			req := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+			if req.Decode() != nil || req.Type != stun.NewType(stun.MethodAllocate, stun.ClassRequest) {
+				continue
+			}
+			errType := stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse)
+			var resp *stun.Message
+			if !req.Contains(stun.AttrMessageIntegrity) {
+				resp = stun.MustBuild(req, errType, stun.CodeUnauthorized, realm, nonce, stun.Fingerprint)
+			} else if key.Check(req) == nil {
+				resp = stun.MustBuild(req, errType, stun.CodeTryAlternate,
+					&stun.AlternateServer{IP: to.IP, Port: to.Port}, key, stun.Fingerprint)
+			} else {
+				continue
+			}
+			_, _ = c.WriteTo(resp.Raw, from)
+		}
+	}()
+	return c.LocalAddr().String()
+}
+
+// TestTurnloadFollowsTryAlternate: turnload (and its probe) follow an
+// authenticated 300 to the ALTERNATE-SERVER, as browsers do, and count it.
+func TestTurnloadFollowsTryAlternate(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
+	redirector := startRedirector(t, tn.udp, "alice", "pw")
+	cfg := smallLoad(redirector)
+	rep := runLoad(t, cfg)
+	checkClean(t, rep, cfg.Calls)
+	if rep.Setup.Redirects != 2*cfg.Calls {
+		t.Fatalf("redirects %d, want one per leg (%d)", rep.Setup.Redirects, 2*cfg.Calls)
+	}
+	if got := tn.counter("allocations_created", "udp"); got != float64(2*cfg.Calls) {
+		t.Fatalf("node created %v allocations, want %d", got, 2*cfg.Calls)
+	}
+	res, err := load.Probe(context.Background(), load.Config{Server: redirector, Username: "alice", Password: "pw", SetupTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Redirected || res.Server != tn.udp {
+		t.Fatalf("probe %+v, want redirected to %s", res, tn.udp)
+	}
+}
