@@ -1,0 +1,340 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// ErrConfig is wrapped by every Config validation error.
+var ErrConfig = errors.New("cluster: bad config")
+
+// Meta is what a node gossips about itself. It must fit memberlist's 512
+// bytes of node metadata, so the JSON keys are short.
+type Meta struct {
+	// Zone is the node's failure domain.
+	Zone string `json:"z,omitempty"`
+	// Host is the name or address clients reach the node's listeners on
+	// (--public-host, else the first relay or external IP).
+	Host string `json:"h"`
+	// Listen holds the node's client-facing UDP/TCP listener per address
+	// family as ip:port ("4" and "6"), for ALTERNATE-SERVER.
+	Listen map[string]string `json:"l,omitempty"`
+	// Ports are the listener ports by transport: udp (also tcp), tls, dtls.
+	Ports map[string]int `json:"p,omitempty"`
+	// Relay are the node's relay addresses (external where set): peers in
+	// the fleet may send to them even when they are private.
+	Relay []string `json:"r,omitempty"`
+	// Capacity is the node's weight for placement; zero counts as 1.
+	Capacity float64 `json:"c,omitempty"`
+	// Allocations is the node's current allocation count (its load).
+	Allocations int `json:"a"`
+	// BitsPerSecond is the node's recent relayed bit rate.
+	BitsPerSecond int64 `json:"b,omitempty"`
+	// Draining is set from SIGTERM on: no new calls.
+	Draining bool `json:"d,omitempty"`
+	// Version is the node's build.
+	Version string `json:"v,omitempty"`
+}
+
+// Node is one fleet member with its latest metadata.
+type Node struct {
+	ID    string
+	Alive bool // alive or suspect; false once declared dead or left
+	Meta  Meta
+	Self  bool
+}
+
+// Member is the placement view of a Node.
+func (n Node) Member() Member {
+	return Member{ID: n.ID, Zone: n.Meta.Zone, Alive: n.Alive, Draining: n.Meta.Draining,
+		Capacity: n.Meta.Capacity, Load: float64(n.Meta.Allocations)}
+}
+
+// Config configures membership.
+type Config struct {
+	// NodeID names this node in the fleet; required, unique.
+	NodeID string
+	// Listen is the gossip address (UDP and TCP), host:port; port 0 picks one.
+	Listen string
+	// Advertise is the address other nodes reach this one on; empty
+	// advertises Listen (which then must not be a wildcard address).
+	Advertise string
+	// Join lists host:port of existing members; a DNS name stands for all
+	// of its addresses. Empty starts a new fleet.
+	Join []string
+	// Key encrypts gossip (16, 24 or 32 bytes, AES). Required unless
+	// Listen is a loopback address.
+	Key []byte
+	// Meta returns this node's current metadata; it is called whenever the
+	// node gossips it.
+	Meta func() Meta
+	// Refresh is how often the metadata (load, draining) is re-gossiped.
+	// Zero is 1s.
+	Refresh time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Cluster is this node's membership in a fleet.
+type Cluster struct {
+	cfg  Config
+	ml   *memberlist.Memberlist
+	quit chan struct{}
+	done chan struct{}
+
+	mu   sync.Mutex
+	meta []byte // last gossiped, for NodeMeta
+}
+
+// New starts gossiping on cfg.Listen and joins cfg.Join.
+func New(cfg Config) (*Cluster, error) {
+	if cfg.NodeID == "" {
+		return nil, fmt.Errorf("%w: --node-id is empty", ErrConfig)
+	}
+	if cfg.Meta == nil {
+		return nil, fmt.Errorf("%w: Meta is nil", ErrConfig)
+	}
+	if cfg.Refresh == 0 {
+		cfg.Refresh = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --cluster-listen %q: %v", ErrConfig, cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("%w: --cluster-listen %q: bad port", ErrConfig, cfg.Listen)
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return nil, fmt.Errorf("%w: --cluster-listen %q: want an IP address", ErrConfig, cfg.Listen)
+	}
+	switch len(cfg.Key) {
+	case 0:
+		if !ip.IsLoopback() {
+			return nil, fmt.Errorf("%w: --cluster-key is required when --cluster-listen (%s) is not a loopback address", ErrConfig, cfg.Listen)
+		}
+	case 16, 24, 32:
+	default:
+		return nil, fmt.Errorf("%w: --cluster-key: want 16, 24 or 32 bytes (AES-128/192/256), got %d", ErrConfig, len(cfg.Key))
+	}
+	c := &Cluster{cfg: cfg, quit: make(chan struct{}), done: make(chan struct{})}
+	if err := c.encodeMeta(); err != nil {
+		return nil, err
+	}
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeID
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertisePort = port
+	if ip.IsUnspecified() && cfg.Advertise == "" {
+		return nil, fmt.Errorf("%w: --cluster-listen %s is a wildcard: set the address other nodes reach this one on", ErrConfig, cfg.Listen)
+	}
+	if cfg.Advertise != "" {
+		ah, ap, err := net.SplitHostPort(cfg.Advertise)
+		if err != nil {
+			return nil, fmt.Errorf("%w: advertise %q: %v", ErrConfig, cfg.Advertise, err)
+		}
+		mc.AdvertiseAddr = ah
+		if mc.AdvertisePort, err = strconv.Atoi(ap); err != nil {
+			return nil, fmt.Errorf("%w: advertise %q: bad port", ErrConfig, cfg.Advertise)
+		}
+	} else {
+		mc.AdvertiseAddr = host
+	}
+	mc.SecretKey = cfg.Key
+	mc.Delegate = (*delegate)(c)
+	mc.Events = (*events)(c)
+	mc.Logger = log.New(slogWriter{cfg.Logger}, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip on %s: %w", cfg.Listen, err)
+	}
+	c.ml = ml
+	if port == 0 {
+		// Advertise the port the kernel picked.
+		c.cfg.Listen = net.JoinHostPort(host, strconv.Itoa(int(ml.LocalNode().Port)))
+	}
+	if len(cfg.Join) > 0 {
+		n, err := ml.Join(cfg.Join)
+		if n == 0 {
+			_ = ml.Shutdown()
+			return nil, fmt.Errorf("cluster: --join %s: no member answered: %w", strings.Join(cfg.Join, ","), err)
+		}
+		if err != nil {
+			cfg.Logger.Warn("some --join addresses did not answer", "joined", n, "err", err)
+		}
+	}
+	go c.refresh()
+	return c, nil
+}
+
+// Addr is the gossip address this node listens on.
+func (c *Cluster) Addr() string { return c.cfg.Listen }
+
+// ID is this node's id.
+func (c *Cluster) ID() string { return c.cfg.NodeID }
+
+func (c *Cluster) encodeMeta() error {
+	b, err := json.Marshal(c.cfg.Meta())
+	if err != nil {
+		return fmt.Errorf("cluster: meta: %w", err)
+	}
+	if len(b) > memberlist.MetaMaxSize {
+		return fmt.Errorf("cluster: node metadata is %d bytes, more than gossip carries (%d): fewer relay addresses?", len(b), memberlist.MetaMaxSize)
+	}
+	c.mu.Lock()
+	changed := string(b) != string(c.meta)
+	c.meta = b
+	c.mu.Unlock()
+	if !changed {
+		return errUnchanged
+	}
+	return nil
+}
+
+var errUnchanged = errors.New("unchanged")
+
+// refresh re-gossips the metadata when it changed.
+func (c *Cluster) refresh() {
+	defer close(c.done)
+	t := time.NewTicker(c.cfg.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-t.C:
+		}
+		c.Update()
+	}
+}
+
+// Update gossips this node's metadata now if it changed (say, draining).
+func (c *Cluster) Update() {
+	switch err := c.encodeMeta(); {
+	case errors.Is(err, errUnchanged):
+		return
+	case err != nil:
+		c.cfg.Logger.Error("cluster metadata not gossiped", "err", err)
+		return
+	}
+	if err := c.ml.UpdateNode(5 * time.Second); err != nil {
+		c.cfg.Logger.Warn("cluster metadata update", "err", err)
+	}
+}
+
+// Nodes is the fleet as this node sees it, this node included, sorted by id.
+// Nodes declared dead or gone are not listed.
+func (c *Cluster) Nodes() []Node {
+	var out []Node
+	for _, n := range c.ml.Members() {
+		node := Node{ID: n.Name, Alive: n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect,
+			Self: n.Name == c.cfg.NodeID}
+		if err := json.Unmarshal(n.Meta, &node.Meta); err != nil {
+			c.cfg.Logger.Debug("member metadata unreadable", "node", n.Name, "err", err)
+			continue
+		}
+		out = append(out, node)
+	}
+	sortNodes(out)
+	return out
+}
+
+// Owner places callID on the fleet as this node sees it.
+func (c *Cluster) Owner(callID, zone string) (Node, Outcome) {
+	nodes := c.Nodes()
+	ms := make([]Member, len(nodes))
+	byID := make(map[string]Node, len(nodes))
+	for i, n := range nodes {
+		ms[i] = n.Member()
+		byID[n.ID] = n
+	}
+	m, out := Place(callID, zone, ms)
+	return byID[m.ID], out
+}
+
+// Leave tells the fleet this node is going, waiting up to timeout for the
+// message to spread, then stops gossiping.
+func (c *Cluster) Leave(timeout time.Duration) {
+	select {
+	case <-c.quit:
+		return
+	default:
+		close(c.quit)
+	}
+	<-c.done
+	if err := c.ml.Leave(timeout); err != nil {
+		c.cfg.Logger.Warn("cluster leave", "err", err)
+	}
+	_ = c.ml.Shutdown()
+}
+
+func sortNodes(ns []Node) {
+	slices.SortFunc(ns, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
+}
+
+// delegate answers memberlist's questions about this node.
+type delegate Cluster
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.meta) > limit {
+		return nil
+	}
+	return append([]byte(nil), d.meta...)
+}
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// events logs membership changes.
+type events Cluster
+
+func (e *events) NotifyJoin(n *memberlist.Node) {
+	e.cfg.Logger.Info("fleet member joined", "node", n.Name, "addr", n.Address())
+}
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	e.cfg.Logger.Info("fleet member left or died", "node", n.Name, "addr", n.Address())
+}
+func (e *events) NotifyUpdate(n *memberlist.Node) {
+	e.cfg.Logger.Debug("fleet member updated", "node", n.Name)
+}
+
+// slogWriter carries memberlist's log lines ("[WARN] memberlist: ...") into slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelDebug
+	switch {
+	case strings.HasPrefix(line, "[ERR]"):
+		level = slog.LevelError
+	case strings.HasPrefix(line, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.HasPrefix(line, "[INFO]"):
+		level = slog.LevelInfo
+	}
+	w.l.Log(context.Background(), level, "memberlist", "msg", line)
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}
