@@ -118,8 +118,10 @@ func runLoad(ctx context.Context, bin string, args []string, timeout time.Durati
 	if runErr != nil {
 		var exit *exec.ExitError
 		switch {
-		case ctx.Err() != nil:
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return nil, -1, fmt.Errorf("bench: turnload did not finish within %s (log %s): %w", timeout, logPath, ctx.Err())
+		case ctx.Err() != nil:
+			return nil, -1, fmt.Errorf("bench: turnload interrupted: %w", ctx.Err())
 		case errors.As(runErr, &exit):
 			code = exit.ExitCode()
 		default:

@@ -251,7 +251,7 @@ func run(args []string, stderr io.Writer) error {
 		// Interrupted or unusable turnload: keep what was measured, but do
 		// not overwrite the report with a partial one.
 		out = filepath.Join(dir, "BENCHMARKS.partial.md")
-		fmt.Fprintf(stderr, "bench: %v; writing what was measured to %s\n", phaseErr, out)
+		fmt.Fprintf(stderr, "%v; writing what was measured to %s\n", phaseErr, out)
 	}
 
 	latCalls, latWhy := h.latencyCalls()
