@@ -8,8 +8,9 @@ LDFLAGS := -X main.version=$(VERSION)
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-build: ## build bin/supernode
+build: ## build bin/supernode and bin/turnload
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/supernode ./cmd/supernode
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/turnload ./cmd/turnload
 
 test: ## run the README's test command
 	$(GO) test ./...
