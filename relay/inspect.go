@@ -112,6 +112,9 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
 		if l.srv.draining.Load() {
 			return q.refuseWhileDraining()
 		}
+		if l.srv.cfg.Redirect != nil && !q.checkRedirect() {
+			return false
+		}
 		// RFC 6062 §5.1: a TCP allocation requested over UDP or DTLS gets 400.
 		if v, err := q.m.Get(stun.AttrRequestedTransport); datagram && err == nil && len(v) > 0 && v[0] == protoTCP {
 			return q.refuseAuthenticated(stun.CodeBadRequest)
@@ -255,12 +258,33 @@ func (q *request) refuseWhileDraining() bool {
 	return false
 }
 
-func buildError(tid [stun.TransactionIDSize]byte, method stun.Method, code stun.ErrorCode, key []byte) []byte {
+// checkRedirect answers a new authenticated Allocate that Config.Redirect
+// places elsewhere with a signed 300 Try Alternate and ALTERNATE-SERVER.
+// A retransmitted Allocate for an allocation that exists here goes through.
+func (q *request) checkRedirect() bool {
+	if q.l.srv.cfg.Table.Has(q.l.key(q.src)) {
+		return true
+	}
+	user, key, err := q.verify()
+	if err != nil {
+		return true // pion challenges with 401 first
+	}
+	alt, ok := q.l.srv.cfg.Redirect(user, q.src, q.l.transport)
+	if !ok {
+		return true
+	}
+	as := &stun.AlternateServer{IP: alt.Addr().AsSlice(), Port: int(alt.Port())}
+	_ = q.r.reply(buildError(q.m.TransactionID, q.method, stun.CodeTryAlternate, key, as), q.src)
+	return false
+}
+
+func buildError(tid [stun.TransactionIDSize]byte, method stun.Method, code stun.ErrorCode, key []byte, extra ...stun.Setter) []byte {
 	setters := []stun.Setter{
 		&stun.Message{TransactionID: tid},
 		stun.NewType(method, stun.ClassErrorResponse),
 		&stun.ErrorCodeAttribute{Code: code},
 	}
+	setters = append(setters, extra...)
 	if key != nil {
 		setters = append(setters, stun.MessageIntegrity(key))
 	}

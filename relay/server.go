@@ -89,6 +89,14 @@ type Config struct {
 	// ConnectTimeout bounds an RFC 6062 Connect to a peer; zero is 30s (the
 	// RFC's minimum).
 	ConnectTimeout time.Duration
+
+	// Redirect, when set, is asked about every authenticated Allocate that
+	// would create a new allocation: user is the verified username, src the
+	// client and transport its listener's. A true answer sends the client a
+	// signed 300 Try Alternate naming alt (RFC 8656 §7.2, RFC 8489 §10)
+	// instead of allocating here. It runs on the socket's read loop: it must
+	// not block. Nil serves every Allocate here.
+	Redirect func(user string, src net.Addr, transport string) (alt netip.AddrPort, ok bool)
 }
 
 func (c *Config) validate() error {

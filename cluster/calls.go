@@ -1,0 +1,118 @@
+package cluster
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// A credential placed by call carries the call in the id part of its TURN
+// REST username ("<expiry>:<id>"), so any node can tell which call an
+// Allocate belongs to from its verified username alone:
+//
+//	id = "c=" call ["@" zone] "~" user
+//
+// call and zone are limited to letters, digits and ".-_" (so "~" and "@"
+// cannot appear in them); user is anything.
+
+// ErrBadCallID reports a call id or zone outside the allowed characters.
+var ErrBadCallID = errors.New("cluster: call id and zone: 1-64 of A-Z a-z 0-9 . - _")
+
+// ValidToken reports whether s may be a call id or zone.
+func ValidToken(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// CallUser is the REST id naming call (and zone, may be empty) for user.
+func CallUser(call, zone, user string) (string, error) {
+	if !ValidToken(call) || (zone != "" && !ValidToken(zone)) {
+		return "", ErrBadCallID
+	}
+	id := "c=" + call
+	if zone != "" {
+		id += "@" + zone
+	}
+	return id + "~" + user, nil
+}
+
+// ParseCallUser splits a TURN username ("<expiry>:<id>", or a bare id) made
+// by CallUser. ok is false for any other username.
+func ParseCallUser(username string) (call, zone, user string, ok bool) {
+	id := username
+	if expiry, rest, found := strings.Cut(username, ":"); found && expiry != "" && strings.Trim(expiry, "0123456789") == "" {
+		id = rest
+	}
+	rest, found := strings.CutPrefix(id, "c=")
+	if !found {
+		return "", "", "", false
+	}
+	head, user, found := strings.Cut(rest, "~")
+	if !found {
+		return "", "", "", false
+	}
+	call, zone, hasZone := strings.Cut(head, "@")
+	if !ValidToken(call) || (hasZone && !ValidToken(zone)) {
+		return "", "", "", false
+	}
+	return call, zone, user, true
+}
+
+// Redirected remembers which clients this node recently sent elsewhere, so
+// that a client sent back by a node whose view of the fleet differs (during
+// a join, a failure or a drain) is served here instead of bouncing. The
+// memory is bounded; the oldest entries go first.
+type Redirected struct {
+	mu    sync.Mutex
+	ttl   time.Duration
+	max   int
+	at    map[redirectKey]time.Time
+	order []redirectKey
+	now   func() time.Time
+}
+
+type redirectKey struct {
+	user string
+	ip   netip.Addr
+}
+
+// NewRedirected remembers up to max clients for ttl each.
+func NewRedirected(ttl time.Duration, max int, now func() time.Time) *Redirected {
+	if now == nil {
+		now = time.Now
+	}
+	return &Redirected{ttl: ttl, max: max, at: map[redirectKey]time.Time{}, now: now}
+}
+
+// Seen reports whether user from ip was redirected within the ttl.
+func (r *Redirected) Seen(user string, ip netip.Addr) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.at[redirectKey{user, ip.Unmap()}]
+	return ok && r.now().Sub(t) < r.ttl
+}
+
+// Note records that user from ip was redirected now.
+func (r *Redirected) Note(user string, ip netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := redirectKey{user, ip.Unmap()}
+	if _, ok := r.at[k]; !ok {
+		r.order = append(r.order, k)
+	}
+	r.at[k] = r.now()
+	for len(r.order) > r.max || (len(r.order) > 0 && r.now().Sub(r.at[r.order[0]]) >= r.ttl) {
+		delete(r.at, r.order[0])
+		r.order = r.order[1:]
+	}
+}

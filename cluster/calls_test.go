@@ -1,0 +1,63 @@
+package cluster
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestCallUserRoundTrip(t *testing.T) {
+	for _, tc := range []struct{ call, zone, user string }{
+		{"call-1", "", "alice"},
+		{"Room_7.a", "eu-west-1a", "bob@example.com"},
+		{"x", "", "user~with~tildes:and:colons"},
+		{"x", "z", ""},
+	} {
+		id, err := CallUser(tc.call, tc.zone, tc.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, username := range []string{id, "1795565421:" + id} {
+			call, zone, user, ok := ParseCallUser(username)
+			if !ok || call != tc.call || zone != tc.zone || user != tc.user {
+				t.Errorf("%q: got %q %q %q %v", username, call, zone, user, ok)
+			}
+		}
+	}
+	for _, bad := range []struct{ call, zone string }{{"", ""}, {"a~b", ""}, {"a@b", ""}, {"ok", "z~"}, {string(make([]byte, 65)), ""}} {
+		if _, err := CallUser(bad.call, bad.zone, "u"); err == nil {
+			t.Errorf("CallUser(%q, %q) accepted", bad.call, bad.zone)
+		}
+	}
+	for _, u := range []string{"alice", "1795565421:alice", "1795565421:c=nocall", "c=~u", "c=a b~u", "1:c=a@~u"} {
+		if _, _, _, ok := ParseCallUser(u); ok {
+			t.Errorf("ParseCallUser(%q) = ok", u)
+		}
+	}
+}
+
+func TestRedirected(t *testing.T) {
+	now := time.Unix(1000, 0)
+	r := NewRedirected(10*time.Second, 2, func() time.Time { return now })
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("::ffff:192.0.2.1")
+	if r.Seen("u", a) {
+		t.Fatal("seen before noted")
+	}
+	r.Note("u", a)
+	if !r.Seen("u", b) { // the mapped form is the same client
+		t.Fatal("not seen after note")
+	}
+	if r.Seen("v", a) || r.Seen("u", netip.MustParseAddr("192.0.2.2")) {
+		t.Fatal("other user or address seen")
+	}
+	now = now.Add(11 * time.Second)
+	if r.Seen("u", a) {
+		t.Fatal("seen after ttl")
+	}
+	r.Note("x", a)
+	r.Note("y", a)
+	r.Note("z", a) // over max: the oldest goes
+	if len(r.at) != 2 || r.Seen("x", a) || !r.Seen("z", a) {
+		t.Fatalf("bounded memory: %v", r.at)
+	}
+}
