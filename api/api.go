@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -43,6 +44,10 @@ type Config struct {
 	DefaultTTL time.Duration
 	// MaxTTL caps ?ttl; zero is 7 days.
 	MaxTTL time.Duration
+	// Place, when set, answers for a call: the URLs of the node that owns it
+	// and the REST id to mint credentials for (which names the call). Nil
+	// serves every call here with id = user.
+	Place func(call, zone, user string) (urls []string, id string, err error)
 	// Profiling mounts Go's runtime profiles under /debug/pprof/ (behind
 	// Token when one is set). Off by default: a profile reveals internals.
 	Profiling bool
@@ -173,13 +178,28 @@ func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = time.Duration(secs) * time.Second
 	}
-	username, password, expiry, err := h.cfg.Credentials.Mint(user, ttl)
+	call, zone := r.Form.Get("call"), r.Form.Get("zone")
+	for name, v := range map[string]string{"call": call, "zone": zone} {
+		if v != "" && !cluster.ValidToken(v) {
+			jsonError(w, http.StatusBadRequest, name+": 1-64 of A-Z a-z 0-9 . - _")
+			return
+		}
+	}
+	urls, id := h.cfg.URLs, user
+	if h.cfg.Place != nil {
+		var err error
+		if urls, id, err = h.cfg.Place(call, zone, user); err != nil {
+			jsonError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	username, password, expiry, err := h.cfg.Credentials.Mint(id, ttl)
 	if err != nil {
 		jsonError(w, http.StatusServiceUnavailable, "no auth secret configured: start the node with --auth-secret to mint credentials")
 		return
 	}
 	resp := IceServersResponse{
-		IceServers: []IceServer{{URLs: h.cfg.URLs, Username: username, Credential: password}},
+		IceServers: []IceServer{{URLs: urls, Username: username, Credential: password}},
 		TTL:        int64(ttl / time.Second),
 		ExpiresAt:  expiry.UTC(),
 	}

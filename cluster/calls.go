@@ -68,10 +68,11 @@ func ParseCallUser(username string) (call, zone, user string, ok bool) {
 	return call, zone, user, true
 }
 
-// Redirected remembers which clients this node recently sent elsewhere, so
-// that a client sent back by a node whose view of the fleet differs (during
-// a join, a failure or a drain) is served here instead of bouncing. The
-// memory is bounded; the oldest entries go first.
+// Redirected remembers which clients (username and source address: the two
+// legs of a call share a username but not a socket) this node recently sent
+// elsewhere, so that a client sent back by a node whose view of the fleet
+// differs (during a join, a failure or a drain) is served here instead of
+// bouncing. The memory is bounded; the oldest entries go first.
 type Redirected struct {
 	mu    sync.Mutex
 	ttl   time.Duration
@@ -83,7 +84,11 @@ type Redirected struct {
 
 type redirectKey struct {
 	user string
-	ip   netip.Addr
+	src  netip.AddrPort
+}
+
+func keyOf(user string, src netip.AddrPort) redirectKey {
+	return redirectKey{user, netip.AddrPortFrom(src.Addr().Unmap(), src.Port())}
 }
 
 // NewRedirected remembers up to max clients for ttl each.
@@ -94,19 +99,19 @@ func NewRedirected(ttl time.Duration, max int, now func() time.Time) *Redirected
 	return &Redirected{ttl: ttl, max: max, at: map[redirectKey]time.Time{}, now: now}
 }
 
-// Seen reports whether user from ip was redirected within the ttl.
-func (r *Redirected) Seen(user string, ip netip.Addr) bool {
+// Seen reports whether user from src was redirected within the ttl.
+func (r *Redirected) Seen(user string, src netip.AddrPort) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t, ok := r.at[redirectKey{user, ip.Unmap()}]
+	t, ok := r.at[keyOf(user, src)]
 	return ok && r.now().Sub(t) < r.ttl
 }
 
-// Note records that user from ip was redirected now.
-func (r *Redirected) Note(user string, ip netip.Addr) {
+// Note records that user from src was redirected now.
+func (r *Redirected) Note(user string, src netip.AddrPort) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := redirectKey{user, ip.Unmap()}
+	k := keyOf(user, src)
 	if _, ok := r.at[k]; !ok {
 		r.order = append(r.order, k)
 	}

@@ -39,7 +39,7 @@ func TestCallUserRoundTrip(t *testing.T) {
 func TestRedirected(t *testing.T) {
 	now := time.Unix(1000, 0)
 	r := NewRedirected(10*time.Second, 2, func() time.Time { return now })
-	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("::ffff:192.0.2.1")
+	a, b := netip.MustParseAddrPort("192.0.2.1:5000"), netip.MustParseAddrPort("[::ffff:192.0.2.1]:5000")
 	if r.Seen("u", a) {
 		t.Fatal("seen before noted")
 	}
@@ -47,8 +47,8 @@ func TestRedirected(t *testing.T) {
 	if !r.Seen("u", b) { // the mapped form is the same client
 		t.Fatal("not seen after note")
 	}
-	if r.Seen("v", a) || r.Seen("u", netip.MustParseAddr("192.0.2.2")) {
-		t.Fatal("other user or address seen")
+	if r.Seen("v", a) || r.Seen("u", netip.MustParseAddrPort("192.0.2.2:5000")) || r.Seen("u", netip.MustParseAddrPort("192.0.2.1:5001")) {
+		t.Fatal("other user, address or port (the call's other leg) seen")
 	}
 	now = now.Add(11 * time.Second)
 	if r.Seen("u", a) {

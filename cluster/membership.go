@@ -97,6 +97,13 @@ type Cluster struct {
 
 	mu   sync.Mutex
 	meta []byte // last gossiped, for NodeMeta
+
+	// members is the fleet as memberlist's events report it, copied in the
+	// event callbacks: the *memberlist.Node values that Members returns are
+	// updated in place by memberlist's goroutines, so reading them later
+	// races.
+	membersMu sync.Mutex
+	members   map[string][]byte // node id -> metadata; dead and left nodes are removed
 }
 
 // New starts gossiping on cfg.Listen and joins cfg.Join.
@@ -134,7 +141,7 @@ func New(cfg Config) (*Cluster, error) {
 	default:
 		return nil, fmt.Errorf("%w: --cluster-key: want 16, 24 or 32 bytes (AES-128/192/256), got %d", ErrConfig, len(cfg.Key))
 	}
-	c := &Cluster{cfg: cfg, quit: make(chan struct{}), done: make(chan struct{})}
+	c := &Cluster{cfg: cfg, quit: make(chan struct{}), done: make(chan struct{}), members: map[string][]byte{}}
 	if err := c.encodeMeta(); err != nil {
 		return nil, err
 	}
@@ -243,18 +250,25 @@ func (c *Cluster) Update() {
 // Nodes is the fleet as this node sees it, this node included, sorted by id.
 // Nodes declared dead or gone are not listed.
 func (c *Cluster) Nodes() []Node {
-	var out []Node
-	for _, n := range c.ml.Members() {
-		node := Node{ID: n.Name, Alive: n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect,
-			Self: n.Name == c.cfg.NodeID}
-		if err := json.Unmarshal(n.Meta, &node.Meta); err != nil {
-			c.cfg.Logger.Debug("member metadata unreadable", "node", n.Name, "err", err)
+	c.membersMu.Lock()
+	defer c.membersMu.Unlock()
+	out := make([]Node, 0, len(c.members))
+	for id, meta := range c.members {
+		node := Node{ID: id, Alive: true, Self: id == c.cfg.NodeID}
+		if err := json.Unmarshal(meta, &node.Meta); err != nil {
+			c.cfg.Logger.Debug("member metadata unreadable", "node", id, "err", err)
 			continue
 		}
 		out = append(out, node)
 	}
 	sortNodes(out)
 	return out
+}
+
+func (c *Cluster) setMember(n *memberlist.Node) {
+	c.membersMu.Lock()
+	c.members[n.Name] = append([]byte(nil), n.Meta...)
+	c.membersMu.Unlock()
 }
 
 // Owner places callID on the fleet as this node sees it.
@@ -310,12 +324,17 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 type events Cluster
 
 func (e *events) NotifyJoin(n *memberlist.Node) {
+	(*Cluster)(e).setMember(n)
 	e.cfg.Logger.Info("fleet member joined", "node", n.Name, "addr", n.Address())
 }
 func (e *events) NotifyLeave(n *memberlist.Node) {
+	e.membersMu.Lock()
+	delete(e.members, n.Name)
+	e.membersMu.Unlock()
 	e.cfg.Logger.Info("fleet member left or died", "node", n.Name, "addr", n.Address())
 }
 func (e *events) NotifyUpdate(n *memberlist.Node) {
+	(*Cluster)(e).setMember(n)
 	e.cfg.Logger.Debug("fleet member updated", "node", n.Name)
 }
 

@@ -46,7 +46,7 @@ type iceServers struct {
 // fetchICE asks an ICE-servers endpoint (supernode's /v1/ice-servers or any
 // that answers with RTCIceServer JSON) for one call's credentials, and picks
 // the turn: or turns: URL for transport.
-func fetchICE(ctx context.Context, hc *http.Client, endpoint, token, user, transport string) (credentials, error) {
+func fetchICE(ctx context.Context, hc *http.Client, endpoint, token, user, call, transport string) (credentials, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil {
 		return credentials{}, fmt.Errorf("--ice-servers %q: %w", endpoint, err)
@@ -54,6 +54,11 @@ func fetchICE(ctx context.Context, hc *http.Client, endpoint, token, user, trans
 	q := u.Query()
 	if q.Get("user") == "" {
 		q.Set("user", user)
+	}
+	if q.Get("call") == "" {
+		// A fleet places each call on one node (both legs ask with the
+		// same call id); other servers ignore the parameter.
+		q.Set("call", call)
 	}
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)

@@ -326,7 +326,7 @@ func (r *runner) openLeg(ctx context.Context, server string, id uint32, idx uint
 func (r *runner) credentials(ctx context.Context, id uint32) (credentials, error) {
 	user := "turnload-" + r.runID + "-" + strconv.FormatUint(uint64(id), 10)
 	if r.cfg.ICEServers != "" {
-		c, err := fetchICE(ctx, r.hc, r.cfg.ICEServers, r.cfg.APIToken, user, r.cfg.Transport)
+		c, err := fetchICE(ctx, r.hc, r.cfg.ICEServers, r.cfg.APIToken, user, user, r.cfg.Transport)
 		if err != nil {
 			return c, err
 		}

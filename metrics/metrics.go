@@ -88,7 +88,21 @@ type Metrics struct {
 	HandlerPanics      prometheus.Counter
 	ClientPacketsInput *prometheus.CounterVec
 	BuildInfo          *prometheus.GaugeVec
+
+	// Fleet (zero and unchanging without --cluster-listen).
+	FleetMembers   *prometheus.GaugeVec
+	Placements     *prometheus.CounterVec
+	Redirects      prometheus.Counter
+	FleetLoadShare prometheus.Gauge
 }
+
+// MemberStates label supernode_fleet_members.
+var MemberStates = []string{"alive", "draining"}
+
+// PlacementResults label supernode_fleet_placements_total: the call's owner
+// is this node (local), another member (remote), or nobody eligible so this
+// node serves it (fallback).
+var PlacementResults = []string{"local", "remote", "fallback"}
 
 // New creates every metric on a fresh registry, with all label combinations
 // created up front so dashboards show zeros rather than gaps.
@@ -161,6 +175,22 @@ func New(version string) *Metrics {
 			Namespace: ns, Name: "drain_refusals_total",
 			Help: "Allocate requests refused because the node is draining.",
 		}),
+		FleetMembers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "fleet_members",
+			Help: "Fleet members this node sees (itself included), alive and not draining, or draining.",
+		}, []string{"state"}),
+		Placements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "fleet_placements_total",
+			Help: "Calls placed by /v1/ice-servers on this node, by where they went.",
+		}, []string{"result"}),
+		Redirects: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "fleet_redirects_total",
+			Help: "Allocate requests answered with 300 Try Alternate naming the call's owner.",
+		}),
+		FleetLoadShare: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "fleet_load_share_ratio",
+			Help: "This node's allocations over the fleet's, as last gossiped (1 for a fleet of one).",
+		}),
 		HandlerPanics: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "handler_panics_total",
 			Help: "Panics recovered while handling a request or a connection.",
@@ -205,13 +235,20 @@ func New(version string) *Metrics {
 		m.PeerDenials.WithLabelValues(meth)
 	}
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	for _, s := range MemberStates {
+		m.FleetMembers.WithLabelValues(s)
+	}
+	for _, r := range PlacementResults {
+		m.Placements.WithLabelValues(r)
+	}
+	m.FleetLoadShare.Set(1)
 
 	m.Registry.MustRegister(
 		m.AllocationsActive, m.AllocationsCreated, m.AllocationsDeleted, m.AllocationLifetime,
 		m.RelayBytes, m.RelayPackets, m.PacketsDropped, m.Requests, m.AuthFailures,
 		m.QuotaRejections, m.PeerDenials, m.PermissionsActive, m.ChannelsActive,
 		m.ConnectionsClosed, m.Draining, m.DrainRefusals, m.HandlerPanics, m.ClientPacketsInput,
-		m.BuildInfo,
+		m.BuildInfo, m.FleetMembers, m.Placements, m.Redirects, m.FleetLoadShare,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

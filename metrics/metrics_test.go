@@ -60,7 +60,7 @@ func TestNamingRules(t *testing.T) {
 		for _, metric := range mf.GetMetric() {
 			for _, l := range metric.GetLabel() {
 				switch l.GetName() {
-				case "transport", "direction", "reason", "method", "result", "quota", "version", "goversion":
+				case "transport", "direction", "reason", "method", "result", "quota", "version", "goversion", "state":
 				default:
 					t.Errorf("%s has label %q outside the fixed sets", name, l.GetName())
 				}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/supernode/supernode/cluster"
 	"io"
 	"os"
 	"runtime"
@@ -52,6 +53,12 @@ type options struct {
 	httpListen   string
 	apiToken     string
 	pprof        bool
+	nodeID       string
+	clusterAddr  string
+	join         listFlag
+	clusterKey   string
+	zone         string
+	capacity     float64
 	drainTimeout time.Duration
 	logLevel     string
 	logFormat    string
@@ -94,6 +101,12 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz and /v1/ice-servers (empty disables)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
 	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
+	fs.StringVar(&o.nodeID, "node-id", host, "this node's unique name in the fleet")
+	fs.StringVar(&o.clusterAddr, "cluster-listen", "", "gossip address `ip:port` (UDP and TCP) that other fleet members reach this node on; empty: a fleet of one")
+	fs.Var(&o.join, "join", "`host:port` of a fleet member's --cluster-listen to join, repeatable; a DNS name stands for all its addresses")
+	fs.StringVar(&o.clusterKey, "cluster-key", "", "base64 of a 16, 24 or 32-byte key encrypting gossip (AES); required unless --cluster-listen is loopback")
+	fs.StringVar(&o.zone, "zone", "", "this node's zone; /v1/ice-servers?zone= prefers nodes in it")
+	fs.Float64Var(&o.capacity, "capacity", 1, "this node's share of new calls relative to other members (weight)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -224,6 +237,18 @@ func readConfigFile(path string, fs *flag.FlagSet) (map[string][]string, error) 
 }
 
 func (o *options) check() error {
+	if len(o.join) > 0 && o.clusterAddr == "" {
+		return fmt.Errorf("--join needs --cluster-listen: the address other members reach this node on")
+	}
+	if o.clusterAddr != "" && o.nodeID == "" {
+		return fmt.Errorf("--node-id is empty: a fleet member needs a name")
+	}
+	if o.zone != "" && !cluster.ValidToken(o.zone) {
+		return fmt.Errorf("--zone %q: %v", o.zone, cluster.ErrBadCallID)
+	}
+	if o.capacity <= 0 {
+		return fmt.Errorf("--capacity %g: want more than 0", o.capacity)
+	}
 	switch {
 	case o.minPort < 1 || o.minPort > 65535:
 		return fmt.Errorf("--min-port %d: want 1..65535", o.minPort)

@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -207,6 +208,7 @@ type node struct {
 	urls    []string
 	listens map[string][]string // transport -> actual listen addresses
 	closers []io.Closer
+	fleet   atomic.Pointer[fleet] // nil for a fleet of one
 }
 
 // iceURLs builds one URL per listener for /v1/ice-servers.
@@ -368,12 +370,16 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		IdleTimeout:         o.idleTimeout,
 		FirstMessageTimeout: o.firstTimeout,
 		MaxConnsPerIP:       o.maxConnsIP,
+		Redirect:            redirectHook(o, n),
 	})
 	if err != nil {
 		return nil, err
 	}
 
 	n.listens = listens
+	if err := n.startFleet(relayIPs, externalIPs); err != nil {
+		return nil, err
+	}
 	if n.urls, err = iceURLs(o, log, relayIPs, externalIPs, listens); err != nil {
 		return nil, err
 	}
@@ -419,7 +425,8 @@ func (n *node) startHTTP() error {
 	if !loopback && n.o.apiToken == "" {
 		return fmt.Errorf("--http-listen %s is not a loopback address: set --api-token to protect /v1/*", n.o.httpListen)
 	}
-	h, err := api.New(api.Config{Metrics: n.m, Credentials: n.store, Node: n.relay, URLs: n.urls, Token: n.o.apiToken, Profiling: n.o.pprof, Logger: n.log})
+	h, err := api.New(api.Config{Metrics: n.m, Credentials: n.store, Node: n.relay, URLs: n.urls, Token: n.o.apiToken,
+		Profiling: n.o.pprof, Place: n.place, Logger: n.log})
 	if err != nil {
 		return err
 	}
@@ -506,6 +513,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 				n.reload()
 			case sig == syscall.SIGTERM && drainDeadline == nil:
 				n.relay.Drain()
+				if f := n.fleet.Load(); f != nil {
+					f.c.Update() // tell the fleet now, not at the next refresh
+				}
 				log.Info("SIGTERM: draining; send SIGTERM again or SIGINT to exit now",
 					"allocations", n.relay.AllocationCount(), "drain_timeout", o.drainTimeout.String())
 				drainDeadline = time.After(o.drainTimeout)

@@ -199,3 +199,5 @@ func testutilPanics(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.Han
 func testutilClosed(tn *testNode, transport, reason string) float64 {
 	return testutil.ToFloat64(tn.n.m.ConnectionsClosed.WithLabelValues(transport, reason))
 }
+
+func testutilRedirects(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.Redirects) }

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/supernode/supernode/cluster"
+)
+
+// fleet is this node's membership in a fleet, when --cluster-listen is set.
+type fleet struct {
+	c          *cluster.Cluster
+	redirected *cluster.Redirected
+	meta       cluster.Meta // the static part of this node's metadata
+}
+
+// startFleet joins the fleet after the relay is up (its metadata reads the
+// relay's load and drain state).
+func (n *node) startFleet(relayIPs, externalIPs []netip.Addr) error {
+	o := n.o
+	if o.clusterAddr == "" {
+		return nil
+	}
+	var key []byte
+	if o.clusterKey != "" {
+		k, err := base64.StdEncoding.DecodeString(o.clusterKey)
+		if err != nil {
+			return fmt.Errorf("--cluster-key: want base64: %w", err)
+		}
+		key = k
+	}
+	static := cluster.Meta{Zone: o.zone, Capacity: o.capacity, Version: version,
+		Listen: map[string]string{}, Ports: map[string]int{}}
+	advertised := func(listen string) (netip.AddrPort, bool) {
+		ap, err := netip.ParseAddrPort(listen)
+		if err != nil {
+			return netip.AddrPort{}, false
+		}
+		ip := ap.Addr().Unmap()
+		if !ip.IsUnspecified() {
+			return netip.AddrPortFrom(ip, ap.Port()), true
+		}
+		for _, list := range [][]netip.Addr{externalIPs, relayIPs} {
+			for _, e := range list {
+				if e.Is6() == ip.Is6() {
+					return netip.AddrPortFrom(e, ap.Port()), true
+				}
+			}
+		}
+		return netip.AddrPort{}, false
+	}
+	for _, kind := range []string{"udp", "tls", "dtls"} {
+		for _, l := range n.listens[kind] {
+			ap, ok := advertised(l)
+			if !ok {
+				continue
+			}
+			if static.Ports[kind] == 0 {
+				static.Ports[kind] = int(ap.Port())
+			}
+			fam := "4"
+			if ap.Addr().Is6() {
+				fam = "6"
+			}
+			if _, seen := static.Listen[fam]; kind == "udp" && !seen {
+				static.Listen[fam] = ap.String()
+			}
+		}
+	}
+	static.Host = o.publicHost
+	for _, list := range [][]netip.Addr{externalIPs, relayIPs} {
+		for _, ip := range list {
+			static.Relay = append(static.Relay, ip.String())
+			if static.Host == "" {
+				static.Host = ip.String()
+			}
+		}
+	}
+	f := &fleet{meta: static, redirected: cluster.NewRedirected(time.Minute, 100000, nil)}
+	c, err := cluster.New(cluster.Config{
+		NodeID: o.nodeID,
+		Listen: o.clusterAddr,
+		Join:   o.join,
+		Key:    key,
+		Meta: func() cluster.Meta {
+			m := f.meta
+			m.Allocations = n.relay.AllocationCount()
+			m.Draining = n.relay.Draining()
+			return m
+		},
+		Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	f.c = c
+	n.fleet.Store(f)
+	stop := make(chan struct{})
+	go n.watchFleet(f, stop)
+	n.closers = append(n.closers, closerFunc(func() error { close(stop); return nil }))
+	n.closers = append(n.closers, closerFunc(func() error { c.Leave(time.Second); return nil }))
+	n.log.Info("fleet member", "node_id", o.nodeID, "gossip", c.Addr(), "members", len(c.Nodes()))
+	return nil
+}
+
+// redirectHook is the relay's Redirect for a fleet member, nil otherwise.
+func redirectHook(o *options, n *node) func(string, net.Addr, string) (netip.AddrPort, bool) {
+	if o.clusterAddr == "" {
+		return nil
+	}
+	return n.redirect
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// redirect is relay.Config.Redirect: an Allocate whose credentials name a
+// call that another live, non-draining member owns is sent there, unless
+// this node sent the same client away recently (views of the fleet differ
+// for a moment during changes; serving beats bouncing).
+func (n *node) redirect(user string, src net.Addr, transport string) (netip.AddrPort, bool) {
+	f := n.fleet.Load()
+	if f == nil {
+		return netip.AddrPort{}, false
+	}
+	call, zone, _, ok := cluster.ParseCallUser(user)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	from := addrPortOf(src)
+	ip := from.Addr()
+	if !ip.IsValid() || f.redirected.Seen(user, from) {
+		return netip.AddrPort{}, false
+	}
+	owner, out := f.c.Owner(call, zone)
+	if out == cluster.NoMember || owner.Self {
+		return netip.AddrPort{}, false
+	}
+	alt, ok := alternateFor(owner.Meta, transport, ip.Is6())
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	f.redirected.Note(user, from)
+	n.m.Redirects.Inc()
+	return alt, true
+}
+
+// alternateFor is owner's listener for transport in the client's family
+// (RFC 8656 §7.2: ALTERNATE-SERVER of the same family).
+func alternateFor(m cluster.Meta, transport string, v6 bool) (netip.AddrPort, bool) {
+	fam := "4"
+	if v6 {
+		fam = "6"
+	}
+	base, err := netip.ParseAddrPort(m.Listen[fam])
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	switch transport {
+	case "udp", "tcp":
+		return base, true
+	case "tls", "dtls":
+		if p := m.Ports[transport]; p > 0 {
+			return netip.AddrPortFrom(base.Addr(), uint16(p)), true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// fleetURLs are the ICE URLs of a member, from its gossiped metadata, in
+// the same shape as this node's own (see iceURLs).
+func fleetURLs(m cluster.Meta) []string {
+	if m.Host == "" {
+		return nil
+	}
+	var urls []string
+	if p := m.Ports["udp"]; p > 0 {
+		hp := net.JoinHostPort(m.Host, strconv.Itoa(p))
+		urls = append(urls, "stun:"+hp, "turn:"+hp+"?transport=udp", "turn:"+hp+"?transport=tcp")
+	}
+	if p := m.Ports["tls"]; p > 0 {
+		urls = append(urls, "turns:"+net.JoinHostPort(m.Host, strconv.Itoa(p))+"?transport=tcp")
+	}
+	return urls
+}
+
+// place answers /v1/ice-servers for a call: the owner's URLs and the REST id
+// that names the call. Without a fleet, or when nobody is eligible, this
+// node serves the call.
+func (n *node) place(call, zone, user string) (urls []string, id string, err error) {
+	id = user
+	if call != "" {
+		if id, err = cluster.CallUser(call, zone, user); err != nil {
+			return nil, "", err
+		}
+	}
+	f := n.fleet.Load()
+	if f == nil {
+		return n.urls, id, nil
+	}
+	key := call
+	if key == "" {
+		key = user
+	}
+	owner, out := f.c.Owner(key, zone)
+	switch {
+	case out == cluster.NoMember:
+		n.m.Placements.WithLabelValues("fallback").Inc()
+		return n.urls, id, nil
+	case owner.Self:
+		n.m.Placements.WithLabelValues("local").Inc()
+		return n.urls, id, nil
+	}
+	urls = fleetURLs(owner.Meta)
+	if len(urls) == 0 {
+		n.m.Placements.WithLabelValues("fallback").Inc()
+		return n.urls, id, nil
+	}
+	n.m.Placements.WithLabelValues("remote").Inc()
+	return urls, id, nil
+}
+
+// watchFleet keeps the fleet gauges current.
+func (n *node) watchFleet(f *fleet, stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		var alive, draining, total, mine float64
+		for _, m := range f.c.Nodes() {
+			if m.Meta.Draining {
+				draining++
+			} else {
+				alive++
+			}
+			total += float64(m.Meta.Allocations)
+			if m.Self {
+				mine = float64(m.Meta.Allocations)
+			}
+		}
+		n.m.FleetMembers.WithLabelValues("alive").Set(alive)
+		n.m.FleetMembers.WithLabelValues("draining").Set(draining)
+		share := 1.0
+		if total > 0 {
+			share = mine / total
+		}
+		n.m.FleetLoadShare.Set(share)
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}

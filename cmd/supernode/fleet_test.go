@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/supernode/supernode/api"
+	"github.com/supernode/supernode/cluster"
+	"github.com/supernode/supernode/load"
+)
+
+// startFleetNodes runs n in-process nodes joined over memberlist on
+// loopback, sharing one REST secret, and waits until each sees all.
+func startFleetNodes(t *testing.T, n int, extra ...string) []*testNode {
+	t.Helper()
+	var nodes []*testNode
+	for i := range n {
+		args := append([]string{"--auth-secret", "fleet-secret", "--cluster-listen", "127.0.0.1:0",
+			"--node-id", fmt.Sprintf("node-%d", i)}, extra...)
+		if i > 0 {
+			args = append(args, "--join", nodes[0].n.fleet.Load().c.Addr())
+		}
+		nodes = append(nodes, startNode(t, args...))
+	}
+	waitFor(t, "every node to see the whole fleet", func() bool {
+		for _, tn := range nodes {
+			if len(tn.n.fleet.Load().c.Nodes()) != n {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+// callOwnedBy finds a call id that the fleet places on node id.
+func callOwnedBy(t *testing.T, tn *testNode, id string) string {
+	t.Helper()
+	for i := range 1000 {
+		call := fmt.Sprintf("call-%d", i)
+		if o, _ := tn.n.fleet.Load().c.Owner(call, ""); o.ID == id {
+			return call
+		}
+	}
+	t.Fatalf("no call placed on %s in 1000 tries", id)
+	return ""
+}
+
+func TestFleetPlacesCallsOnOneNode(t *testing.T) {
+	nodes := startFleetNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	call := callOwnedBy(t, a, "node-1")
+	// Any node answers with the owner's URLs and a username naming the call.
+	for _, tn := range nodes {
+		var r api.IceServersResponse
+		if code := getJSON(t, "GET", "http://"+tn.http+"/v1/ice-servers?user=alice&call="+call, "", &r); code != http.StatusOK {
+			t.Fatalf("ice-servers: %d", code)
+		}
+		urls := strings.Join(r.IceServers[0].URLs, " ")
+		if !strings.Contains(urls, "turn:"+b.udp+"?transport=udp") {
+			t.Fatalf("asked %s for a call of node-1 (%s): urls %s", tn.http, b.udp, urls)
+		}
+		if c, _, u, ok := cluster.ParseCallUser(r.IceServers[0].Username); !ok || c != call || u != "alice" {
+			t.Fatalf("username %q does not carry the call", r.IceServers[0].Username)
+		}
+	}
+	if code := getJSON(t, "GET", "http://"+a.http+"/v1/ice-servers?user=alice&call=bad~id", "", nil); code != http.StatusBadRequest {
+		t.Fatalf("bad call id: %d, want 400", code)
+	}
+
+	// turnload through node-0's endpoint: every call's two legs land on the
+	// call's owner, directly.
+	cfg := smallLoad("")
+	cfg.Username, cfg.Password, cfg.Calls = "", "", 6
+	cfg.ICEServers = "http://" + a.http + "/v1/ice-servers"
+	rep := runLoad(t, cfg)
+	checkClean(t, rep, cfg.Calls)
+	if rep.Setup.Redirects != 0 {
+		t.Fatalf("redirects %d, want none when clients use the URLs they were given", rep.Setup.Redirects)
+	}
+	created := a.counter("allocations_created", "udp") + b.counter("allocations_created", "udp")
+	if created != float64(2*cfg.Calls) {
+		t.Fatalf("allocations created %v, want %d", created, 2*cfg.Calls)
+	}
+
+	// Sent to the wrong node on purpose: the calls node-1 owns are
+	// redirected there (300 Try Alternate), the others are served by node-0.
+	before := [2]float64{a.counter("allocations_created", "udp"), b.counter("allocations_created", "udp")}
+	cfg.Server = a.udp
+	rep = runLoad(t, cfg)
+	checkClean(t, rep, cfg.Calls)
+	gotB := b.counter("allocations_created", "udp") - before[1]
+	gotA := a.counter("allocations_created", "udp") - before[0]
+	if float64(rep.Setup.Redirects) != gotB || gotA+gotB != float64(2*cfg.Calls) || gotB == 0 {
+		t.Fatalf("redirects %d; node-0 created %v, node-1 %v allocations", rep.Setup.Redirects, gotA, gotB)
+	}
+	if got := testutilRedirects(a); got != gotB {
+		t.Fatalf("node-0 counted %v redirects, turnload followed %v", got, gotB)
+	}
+}
+
+func TestFleetDrainingNodeGetsNoNewCalls(t *testing.T) {
+	nodes := startFleetNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	call := callOwnedBy(t, a, "node-1")
+	b.sigs <- syscall.SIGTERM // drain node-1
+	waitFor(t, "node-0 to see node-1 draining", func() bool {
+		for _, m := range a.n.fleet.Load().c.Nodes() {
+			if m.ID == "node-1" {
+				return m.Meta.Draining
+			}
+		}
+		return false
+	})
+	var r api.IceServersResponse
+	if code := getJSON(t, "GET", "http://"+a.http+"/v1/ice-servers?user=alice&call="+call, "", &r); code != http.StatusOK {
+		t.Fatalf("ice-servers: %d", code)
+	}
+	if urls := strings.Join(r.IceServers[0].URLs, " "); !strings.Contains(urls, a.udp) {
+		t.Fatalf("call placed on the draining node: %s", urls)
+	}
+	// An Allocate for that call at node-0 is served there, not redirected
+	// to the draining node.
+	res, err := load.Probe(t.Context(), load.Config{Server: a.udp, Username: r.IceServers[0].Username,
+		Password: r.IceServers[0].Credential, SetupTimeout: 5 * time.Second})
+	if err != nil && !strings.Contains(err.Error(), "relay") {
+		t.Fatal(err)
+	}
+	if res != nil && res.Redirected {
+		t.Fatal("redirected to a draining node")
+	}
+}
