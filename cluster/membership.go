@@ -37,6 +37,8 @@ type Meta struct {
 	// Relay are the node's relay addresses (external where set): peers in
 	// the fleet may send to them even when they are private.
 	Relay []string `json:"r,omitempty"`
+	// RelayPorts is the node's relay port range, inclusive.
+	RelayPorts [2]int `json:"rp,omitempty"`
 	// Capacity is the node's weight for placement; zero counts as 1.
 	Capacity float64 `json:"c,omitempty"`
 	// Allocations is the node's current allocation count (its load).

@@ -94,6 +94,7 @@ type Metrics struct {
 	Placements     *prometheus.CounterVec
 	Redirects      prometheus.Counter
 	FleetLoadShare prometheus.Gauge
+	CrossHostBytes *prometheus.CounterVec
 }
 
 // MemberStates label supernode_fleet_members.
@@ -191,6 +192,10 @@ func New(version string) *Metrics {
 			Namespace: ns, Name: "fleet_load_share_ratio",
 			Help: "This node's allocations over the fleet's, as last gossiped (1 for a fleet of one).",
 		}),
+		CrossHostBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "fleet_cross_host_bytes_total",
+			Help: "Bytes relayed between this node's allocations and another fleet member's relay addresses (the two legs of a call on two hosts), by direction.",
+		}, []string{"direction"}),
 		HandlerPanics: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "handler_panics_total",
 			Help: "Panics recovered while handling a request or a connection.",
@@ -242,13 +247,16 @@ func New(version string) *Metrics {
 		m.Placements.WithLabelValues(r)
 	}
 	m.FleetLoadShare.Set(1)
+	for _, d := range []string{ClientToPeer, PeerToClient} {
+		m.CrossHostBytes.WithLabelValues(d)
+	}
 
 	m.Registry.MustRegister(
 		m.AllocationsActive, m.AllocationsCreated, m.AllocationsDeleted, m.AllocationLifetime,
 		m.RelayBytes, m.RelayPackets, m.PacketsDropped, m.Requests, m.AuthFailures,
 		m.QuotaRejections, m.PeerDenials, m.PermissionsActive, m.ChannelsActive,
 		m.ConnectionsClosed, m.Draining, m.DrainRefusals, m.HandlerPanics, m.ClientPacketsInput,
-		m.BuildInfo, m.FleetMembers, m.Placements, m.Redirects, m.FleetLoadShare,
+		m.BuildInfo, m.FleetMembers, m.Placements, m.Redirects, m.FleetLoadShare, m.CrossHostBytes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

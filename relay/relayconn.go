@@ -91,6 +91,9 @@ func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		c.l.p2cPackets.Inc()
 		c.l.p2cBytes.Add(float64(n))
+		if c.l.srv.fleet.Load() != nil && c.fleetAddr(addr) {
+			c.l.crossIn.Add(float64(n))
+		}
 		return n, addr, nil
 	}
 }
@@ -125,8 +128,21 @@ func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if err == nil {
 		c.l.c2pPackets.Inc()
 		c.l.c2pBytes.Add(float64(n))
+		if c.l.srv.fleet.Load() != nil && c.fleetAddr(addr) {
+			c.l.crossOut.Add(float64(n))
+		}
 	}
 	return n, err
+}
+
+// fleetAddr reports whether addr is on another fleet member's relay address.
+func (c *relayPacketConn) fleetAddr(addr net.Addr) bool {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(ua.IP)
+	return ok && c.l.srv.fleetPeer(a)
 }
 
 // relayListener wraps an RFC 6062 TCP allocation's listening socket.

@@ -50,7 +50,10 @@ func (s *Server) selfLookup(a netip.Addr) (selfAddr, bool) {
 // its other addresses only when named exactly, anything else by policy.
 func (s *Server) peerAllowed(a netip.Addr) bool {
 	if x, ok := s.selfLookup(a); ok {
-		return x.relay || x.open
+		return x.relay || x.open || s.fleetPeer(a) // ports checked per packet
+	}
+	if s.fleetPeer(a) {
+		return true
 	}
 	return s.cfg.Policy.AllowedAddr(a)
 }
@@ -83,6 +86,9 @@ func (s *Server) selfPortVerdict(ip net.IP, port int, tcp bool) portVerdict {
 	case !ok, x.open:
 		return portAllowed
 	case !x.relay:
+		if s.fleetPeerPort(a, port) {
+			return portAllowed // another member on this host
+		}
 		return portDenied
 	case s.ports.live(tcp, x.addr.Is6(), port):
 		return portAllowed

@@ -161,16 +161,19 @@ func (c *Config) validate() error {
 // Server is a running relay: one pion/turn server per listener socket, all
 // sharing one allocation table, credential store, policy and metrics.
 type Server struct {
-	cfg       Config
-	m         *metrics.Metrics
-	log       *slog.Logger
-	addrs     addrs
-	self      []selfAddr // the node's own addresses; see self.go
-	ports     relayPorts
-	conns     connLimit
-	permMu    sync.Mutex
-	perms     map[string]*permits // by relayed address
-	draining  atomic.Bool
+	cfg      Config
+	m        *metrics.Metrics
+	log      *slog.Logger
+	addrs    addrs
+	self     []selfAddr // the node's own addresses; see self.go
+	ports    relayPorts
+	conns    connLimit
+	permMu   sync.Mutex
+	perms    map[string]*permits // by relayed address
+	draining atomic.Bool
+	// fleet holds the relay addresses of the other fleet members (see
+	// SetFleetPeers); nil outside a fleet.
+	fleet     atomic.Pointer[map[netip.Addr][]FleetPeer]
 	listeners []*listener
 	pion      []*turn.Server
 }
@@ -190,6 +193,7 @@ type listener struct {
 	dropNoPerm, dropGone prometheus.Counter
 	dropMalformed        prometheus.Counter
 	dropOversized        prometheus.Counter
+	crossOut, crossIn    prometheus.Counter
 	allocActive          prometheus.Gauge
 	allocCreated         prometheus.Counter
 	allocDeleted         prometheus.Counter
@@ -282,11 +286,65 @@ func (s *Server) newListener(i int, transport string) *listener {
 		dropNoPerm:    m.PacketsDropped.WithLabelValues(metrics.DropNoPermission),
 		dropGone:      m.PacketsDropped.WithLabelValues(metrics.DropPeerGone),
 		dropMalformed: m.PacketsDropped.WithLabelValues(metrics.DropMalformed),
+		crossOut:      m.CrossHostBytes.WithLabelValues(metrics.ClientToPeer),
+		crossIn:       m.CrossHostBytes.WithLabelValues(metrics.PeerToClient),
 		dropOversized: m.PacketsDropped.WithLabelValues(metrics.DropOversized),
 		allocActive:   m.AllocationsActive.WithLabelValues(transport),
 		allocCreated:  m.AllocationsCreated.WithLabelValues(transport),
 		allocDeleted:  m.AllocationsDeleted.WithLabelValues(transport),
 	}
+}
+
+// SetFleetPeers replaces the relay addresses of the other fleet members.
+// Peers there are allowed whatever the peer policy says of their range
+// (fleet members may relay to each other on private addresses without
+// opening whole private ranges), and the bytes relayed to and from them
+// are counted as cross-host traffic.
+//
+// When members share a host, a member's relay address can also be one of
+// this node's own addresses; there only the member's relay port range is
+// opened, never the address's other ports.
+func (s *Server) SetFleetPeers(peers []FleetPeer) {
+	if len(peers) == 0 {
+		s.fleet.Store(nil)
+		return
+	}
+	m := make(map[netip.Addr][]FleetPeer, len(peers))
+	for _, p := range peers {
+		p.Addr = p.Addr.Unmap()
+		m[p.Addr] = append(m[p.Addr], p)
+	}
+	s.fleet.Store(&m)
+}
+
+// FleetPeer is another fleet member's relay address and relay port range.
+type FleetPeer struct {
+	Addr             netip.Addr
+	MinPort, MaxPort int
+}
+
+// fleetPeer reports whether a is another fleet member's relay address.
+func (s *Server) fleetPeer(a netip.Addr) bool {
+	m := s.fleet.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[a.Unmap()]
+	return ok
+}
+
+// fleetPeerPort reports whether a:port is in a fleet member's relay range.
+func (s *Server) fleetPeerPort(a netip.Addr, port int) bool {
+	m := s.fleet.Load()
+	if m == nil {
+		return false
+	}
+	for _, p := range (*m)[a.Unmap()] {
+		if port >= p.MinPort && port <= p.MaxPort {
+			return true
+		}
+	}
+	return false
 }
 
 // Drain makes the node refuse new allocations while existing ones keep

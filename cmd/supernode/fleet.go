@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/supernode/supernode/cluster"
+	"github.com/supernode/supernode/relay"
 )
 
 // fleet is this node's membership in a fleet, when --cluster-listen is set.
@@ -33,7 +34,7 @@ func (n *node) startFleet(relayIPs, externalIPs []netip.Addr) error {
 		}
 		key = k
 	}
-	static := cluster.Meta{Zone: o.zone, Capacity: o.capacity, Version: version,
+	static := cluster.Meta{Zone: o.zone, Capacity: o.capacity, Version: version, RelayPorts: [2]int{o.minPort, o.maxPort},
 		Listen: map[string]string{}, Ports: map[string]int{}}
 	advertised := func(listen string) (netip.AddrPort, bool) {
 		ap, err := netip.ParseAddrPort(listen)
@@ -244,7 +245,15 @@ func (n *node) watchFleet(f *fleet, stop <-chan struct{}) {
 	defer t.Stop()
 	for {
 		var alive, draining, total, mine float64
+		var peers []relay.FleetPeer
 		for _, m := range f.c.Nodes() {
+			if !m.Self {
+				for _, r := range m.Meta.Relay {
+					if ip, err := netip.ParseAddr(r); err == nil {
+						peers = append(peers, relay.FleetPeer{Addr: ip, MinPort: m.Meta.RelayPorts[0], MaxPort: m.Meta.RelayPorts[1]})
+					}
+				}
+			}
 			if m.Meta.Draining {
 				draining++
 			} else {
@@ -262,6 +271,7 @@ func (n *node) watchFleet(f *fleet, stop <-chan struct{}) {
 			share = mine / total
 		}
 		n.m.FleetLoadShare.Set(share)
+		n.relay.SetFleetPeers(peers)
 		select {
 		case <-stop:
 			return

@@ -2,15 +2,19 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/metrics"
 )
 
 // startFleetNodes runs n in-process nodes joined over memberlist on
@@ -132,5 +136,49 @@ func TestFleetDrainingNodeGetsNoNewCalls(t *testing.T) {
 	}
 	if res != nil && res.Redirected {
 		t.Fatal("redirected to a draining node")
+	}
+}
+
+// TestFleetCrossHostLegs: two legs of a call on two members (each on its own
+// loopback address, as on two hosts of a private network) relay to each
+// other's relayed address although the peer policy refuses loopback, and
+// the bytes are counted as cross-host; other loopback addresses stay refused.
+func TestFleetCrossHostLegs(t *testing.T) {
+	a := startNode(t, "--user", "alice:pw", "--cluster-listen", "127.0.0.1:0", "--node-id", "a")
+	b := startNode(t, "--user", "alice:pw", "--cluster-listen", "127.0.0.2:0", "--node-id", "b",
+		"--listen", "127.0.0.2:0", "--relay-ip", "127.0.0.2", "--join", a.n.fleet.Load().c.Addr())
+	waitFor(t, "both members to list the other's relay address", func() bool {
+		return len(a.n.fleet.Load().c.Nodes()) == 2 && len(b.n.fleet.Load().c.Nodes()) == 2
+	})
+	ca := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), a.udp, "alice", "pw")
+	cb := newClient(t, mustListenUDP(t, "udp4", "127.0.0.2:0"), b.udp, "alice", "pw")
+	ra, err := ca.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := cb.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	// The fleet gauges (and the fleet peer set) refresh every second.
+	waitFor(t, "the fleet peer sets", func() bool {
+		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
+	})
+	echoPeer(rb)
+	if got := exchange(t, ra, rb.LocalAddr(), 10); got < 9 {
+		t.Fatalf("%d of 10 echoes came back across the two members", got)
+	}
+	for _, tn := range []*testNode{a, b} {
+		for _, dir := range []string{metrics.ClientToPeer, metrics.PeerToClient} {
+			if got := testutil.ToFloat64(tn.n.m.CrossHostBytes.WithLabelValues(dir)); got <= 0 {
+				t.Errorf("%s: cross-host bytes %s = %v", tn.udp, dir, got)
+			}
+		}
+	}
+	// Not the whole range: another loopback address is still refused.
+	if err := ca.CreatePermission(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 3), Port: 4000}); err == nil {
+		t.Fatal("127.0.0.3 (no fleet member) was allowed as a peer")
 	}
 }
