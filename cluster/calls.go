@@ -8,14 +8,18 @@ import (
 	"time"
 )
 
-// A credential placed by call carries the call in the id part of its TURN
-// REST username ("<expiry>:<id>"), so any node can tell which call an
-// Allocate belongs to from its verified username alone:
+// A credential placed by call carries the call, and the node the fleet
+// placed it on, in the id part of its TURN REST username ("<expiry>:<id>"),
+// so any node can tell from the verified username alone where an Allocate
+// belongs:
 //
-//	id = "c=" call ["@" zone] "~" user
+//	id = "c=" call ["@" zone] ["+" node] "~" user
 //
-// call and zone are limited to letters, digits and ".-_" (so "~" and "@"
-// cannot appear in them); user is anything.
+// call, zone and node are limited to letters, digits and ".-_" (so "~",
+// "@" and "+" cannot appear in them); user is anything. The node is named
+// rather than recomputed at Allocate time because placement with bounded
+// load depends on loads that change between the two moments; the REST
+// password signs the whole username, so a client cannot pick its node.
 
 // ErrBadCallID reports a call id or zone outside the allowed characters.
 var ErrBadCallID = errors.New("cluster: call id and zone: 1-64 of A-Z a-z 0-9 . - _")
@@ -34,38 +38,43 @@ func ValidToken(s string) bool {
 	return true
 }
 
-// CallUser is the REST id naming call (and zone, may be empty) for user.
-func CallUser(call, zone, user string) (string, error) {
-	if !ValidToken(call) || (zone != "" && !ValidToken(zone)) {
+// CallUser is the REST id naming call, and the zone and node it was placed
+// in (either may be empty), for user.
+func CallUser(call, zone, node, user string) (string, error) {
+	if !ValidToken(call) || (zone != "" && !ValidToken(zone)) || (node != "" && !ValidToken(node)) {
 		return "", ErrBadCallID
 	}
 	id := "c=" + call
 	if zone != "" {
 		id += "@" + zone
 	}
+	if node != "" {
+		id += "+" + node
+	}
 	return id + "~" + user, nil
 }
 
 // ParseCallUser splits a TURN username ("<expiry>:<id>", or a bare id) made
 // by CallUser. ok is false for any other username.
-func ParseCallUser(username string) (call, zone, user string, ok bool) {
+func ParseCallUser(username string) (call, zone, node, user string, ok bool) {
 	id := username
 	if expiry, rest, found := strings.Cut(username, ":"); found && expiry != "" && strings.Trim(expiry, "0123456789") == "" {
 		id = rest
 	}
 	rest, found := strings.CutPrefix(id, "c=")
 	if !found {
-		return "", "", "", false
+		return "", "", "", "", false
 	}
 	head, user, found := strings.Cut(rest, "~")
 	if !found {
-		return "", "", "", false
+		return "", "", "", "", false
 	}
+	head, node, hasNode := strings.Cut(head, "+")
 	call, zone, hasZone := strings.Cut(head, "@")
-	if !ValidToken(call) || (hasZone && !ValidToken(zone)) {
-		return "", "", "", false
+	if !ValidToken(call) || (hasZone && !ValidToken(zone)) || (hasNode && !ValidToken(node)) {
+		return "", "", "", "", false
 	}
-	return call, zone, user, true
+	return call, zone, node, user, true
 }
 
 // Redirected remembers which clients (username and source address: the two

@@ -7,30 +7,31 @@ import (
 )
 
 func TestCallUserRoundTrip(t *testing.T) {
-	for _, tc := range []struct{ call, zone, user string }{
-		{"call-1", "", "alice"},
-		{"Room_7.a", "eu-west-1a", "bob@example.com"},
-		{"x", "", "user~with~tildes:and:colons"},
-		{"x", "z", ""},
+	for _, tc := range []struct{ call, zone, node, user string }{
+		{"call-1", "", "", "alice"},
+		{"Room_7.a", "eu-west-1a", "relay-3.dc1", "bob@example.com"},
+		{"x", "", "n1", "user~with~tildes:and:colons+plus"},
+		{"x", "z", "", ""},
 	} {
-		id, err := CallUser(tc.call, tc.zone, tc.user)
+		id, err := CallUser(tc.call, tc.zone, tc.node, tc.user)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, username := range []string{id, "1795565421:" + id} {
-			call, zone, user, ok := ParseCallUser(username)
-			if !ok || call != tc.call || zone != tc.zone || user != tc.user {
-				t.Errorf("%q: got %q %q %q %v", username, call, zone, user, ok)
+			call, zone, node, user, ok := ParseCallUser(username)
+			if !ok || call != tc.call || zone != tc.zone || node != tc.node || user != tc.user {
+				t.Errorf("%q: got %q %q %q %q %v", username, call, zone, node, user, ok)
 			}
 		}
 	}
-	for _, bad := range []struct{ call, zone string }{{"", ""}, {"a~b", ""}, {"a@b", ""}, {"ok", "z~"}, {string(make([]byte, 65)), ""}} {
-		if _, err := CallUser(bad.call, bad.zone, "u"); err == nil {
-			t.Errorf("CallUser(%q, %q) accepted", bad.call, bad.zone)
+	for _, bad := range []struct{ call, zone, node string }{{"", "", ""}, {"a~b", "", ""}, {"a@b", "", ""}, {"ok", "z~", ""},
+		{string(make([]byte, 65)), "", ""}, {"ok", "", "n+1"}} {
+		if _, err := CallUser(bad.call, bad.zone, bad.node, "u"); err == nil {
+			t.Errorf("CallUser(%q, %q, %q) accepted", bad.call, bad.zone, bad.node)
 		}
 	}
-	for _, u := range []string{"alice", "1795565421:alice", "1795565421:c=nocall", "c=~u", "c=a b~u", "1:c=a@~u"} {
-		if _, _, _, ok := ParseCallUser(u); ok {
+	for _, u := range []string{"alice", "1795565421:alice", "1795565421:c=nocall", "c=~u", "c=a b~u", "1:c=a@~u", "1:c=a+~u"} {
+		if _, _, _, _, ok := ParseCallUser(u); ok {
 			t.Errorf("ParseCallUser(%q) = ok", u)
 		}
 	}

@@ -273,6 +273,21 @@ func (c *Cluster) setMember(n *memberlist.Node) {
 	c.membersMu.Unlock()
 }
 
+// Member returns the member named id, if this node sees it.
+func (c *Cluster) Member(id string) (Node, bool) {
+	c.membersMu.Lock()
+	meta, ok := c.members[id]
+	c.membersMu.Unlock()
+	if !ok {
+		return Node{}, false
+	}
+	n := Node{ID: id, Alive: true, Self: id == c.cfg.NodeID}
+	if err := json.Unmarshal(meta, &n.Meta); err != nil {
+		return Node{}, false
+	}
+	return n, true
+}
+
 // Owner places callID on the fleet as this node sees it.
 func (c *Cluster) Owner(callID, zone string) (Node, Outcome) {
 	nodes := c.Nodes()

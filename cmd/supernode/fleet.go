@@ -121,15 +121,16 @@ type closerFunc func() error
 func (f closerFunc) Close() error { return f() }
 
 // redirect is relay.Config.Redirect: an Allocate whose credentials name a
-// call that another live, non-draining member owns is sent there, unless
+// call placed on another live, non-draining member is sent there, unless
 // this node sent the same client away recently (views of the fleet differ
-// for a moment during changes; serving beats bouncing).
+// for a moment during changes; serving beats bouncing). Credentials that
+// name the call but no node (minted elsewhere) are placed now.
 func (n *node) redirect(user string, src net.Addr, transport string) (netip.AddrPort, bool) {
 	f := n.fleet.Load()
 	if f == nil {
 		return netip.AddrPort{}, false
 	}
-	call, zone, _, ok := cluster.ParseCallUser(user)
+	call, zone, placed, _, ok := cluster.ParseCallUser(user)
 	if !ok {
 		return netip.AddrPort{}, false
 	}
@@ -138,9 +139,19 @@ func (n *node) redirect(user string, src net.Addr, transport string) (netip.Addr
 	if !ip.IsValid() || f.redirected.Seen(user, from) {
 		return netip.AddrPort{}, false
 	}
-	owner, out := f.c.Owner(call, zone)
-	if out == cluster.NoMember || owner.Self {
-		return netip.AddrPort{}, false
+	var owner cluster.Node
+	if placed != "" {
+		m, ok := f.c.Member(placed)
+		if !ok || m.Self || m.Meta.Draining {
+			return netip.AddrPort{}, false // gone, draining or here: serve it here
+		}
+		owner = m
+	} else {
+		o, out := f.c.Owner(call, zone)
+		if out == cluster.NoMember || o.Self {
+			return netip.AddrPort{}, false
+		}
+		owner = o
 	}
 	alt, ok := alternateFor(owner.Meta, transport, ip.Is6())
 	if !ok {
@@ -204,38 +215,37 @@ func fleetURLs(m cluster.Meta) []string {
 }
 
 // place answers /v1/ice-servers for a call: the owner's URLs and the REST id
-// that names the call. Without a fleet, or when nobody is eligible, this
-// node serves the call.
+// that names the call and the node it was placed on. Without a fleet, or
+// when nobody is eligible, this node serves the call.
 func (n *node) place(call, zone, user string) (urls []string, id string, err error) {
-	id = user
-	if call != "" {
-		if id, err = cluster.CallUser(call, zone, user); err != nil {
-			return nil, "", err
-		}
-	}
 	f := n.fleet.Load()
 	if f == nil {
-		return n.urls, id, nil
+		if call == "" {
+			return n.urls, user, nil
+		}
+		id, err = cluster.CallUser(call, zone, "", user)
+		return n.urls, id, err
 	}
 	key := call
 	if key == "" {
 		key = user
 	}
 	owner, out := f.c.Owner(key, zone)
-	switch {
-	case out == cluster.NoMember:
-		n.m.Placements.WithLabelValues("fallback").Inc()
-		return n.urls, id, nil
-	case owner.Self:
-		n.m.Placements.WithLabelValues("local").Inc()
-		return n.urls, id, nil
-	}
+	result := "remote"
 	urls = fleetURLs(owner.Meta)
-	if len(urls) == 0 {
-		n.m.Placements.WithLabelValues("fallback").Inc()
-		return n.urls, id, nil
+	switch {
+	case out == cluster.NoMember || len(urls) == 0:
+		result, owner, urls = "fallback", cluster.Node{ID: f.c.ID()}, n.urls
+	case owner.Self:
+		result, urls = "local", n.urls
 	}
-	n.m.Placements.WithLabelValues("remote").Inc()
+	id = user
+	if call != "" {
+		if id, err = cluster.CallUser(call, zone, owner.ID, user); err != nil {
+			return nil, "", err
+		}
+	}
+	n.m.Placements.WithLabelValues(result).Inc()
 	return urls, id, nil
 }
 

@@ -68,7 +68,7 @@ func TestFleetPlacesCallsOnOneNode(t *testing.T) {
 		if !strings.Contains(urls, "turn:"+b.udp+"?transport=udp") {
 			t.Fatalf("asked %s for a call of node-1 (%s): urls %s", tn.http, b.udp, urls)
 		}
-		if c, _, u, ok := cluster.ParseCallUser(r.IceServers[0].Username); !ok || c != call || u != "alice" {
+		if c, _, node, u, ok := cluster.ParseCallUser(r.IceServers[0].Username); !ok || c != call || node != "node-1" || u != "alice" {
 			t.Fatalf("username %q does not carry the call", r.IceServers[0].Username)
 		}
 	}
