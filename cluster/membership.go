@@ -235,7 +235,8 @@ func (c *Cluster) refresh() {
 	}
 }
 
-// Update gossips this node's metadata now if it changed (say, draining).
+// Update gossips this node's metadata now if it changed (say, draining),
+// waiting up to 2s for the message to be sent.
 func (c *Cluster) Update() {
 	switch err := c.encodeMeta(); {
 	case errors.Is(err, errUnchanged):
@@ -244,7 +245,7 @@ func (c *Cluster) Update() {
 		c.cfg.Logger.Error("cluster metadata not gossiped", "err", err)
 		return
 	}
-	if err := c.ml.UpdateNode(5 * time.Second); err != nil {
+	if err := c.ml.UpdateNode(2 * time.Second); err != nil {
 		c.cfg.Logger.Warn("cluster metadata update", "err", err)
 	}
 }
@@ -290,11 +291,20 @@ func (c *Cluster) Member(id string) (Node, bool) {
 
 // Owner places callID on the fleet as this node sees it.
 func (c *Cluster) Owner(callID, zone string) (Node, Outcome) {
+	return c.OwnerExcept(callID, zone, "")
+}
+
+// OwnerExcept places callID on the fleet without the member named except
+// (a draining node placing a call elsewhere).
+func (c *Cluster) OwnerExcept(callID, zone, except string) (Node, Outcome) {
 	nodes := c.Nodes()
-	ms := make([]Member, len(nodes))
+	ms := make([]Member, 0, len(nodes))
 	byID := make(map[string]Node, len(nodes))
-	for i, n := range nodes {
-		ms[i] = n.Member()
+	for _, n := range nodes {
+		if n.ID == except {
+			continue
+		}
+		ms = append(ms, n.Member())
 		byID[n.ID] = n
 	}
 	m, out := Place(callID, zone, ms)

@@ -109,11 +109,11 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
 	case stun.MethodRefresh:
 		return q.checkAllocation()
 	case stun.MethodAllocate:
+		if l.srv.cfg.Redirect != nil && !q.checkRedirect() {
+			return false // another node takes it (also while draining)
+		}
 		if l.srv.draining.Load() {
 			return q.refuseWhileDraining()
-		}
-		if l.srv.cfg.Redirect != nil && !q.checkRedirect() {
-			return false
 		}
 		// RFC 6062 §5.1: a TCP allocation requested over UDP or DTLS gets 400.
 		if v, err := q.m.Get(stun.AttrRequestedTransport); datagram && err == nil && len(v) > 0 && v[0] == protoTCP {

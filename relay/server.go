@@ -91,11 +91,12 @@ type Config struct {
 	ConnectTimeout time.Duration
 
 	// Redirect, when set, is asked about every authenticated Allocate that
-	// would create a new allocation: user is the verified username, src the
-	// client and transport its listener's. A true answer sends the client a
-	// signed 300 Try Alternate naming alt (RFC 8656 §7.2, RFC 8489 §10)
-	// instead of allocating here. It runs on the socket's read loop: it must
-	// not block. Nil serves every Allocate here.
+	// would create a new allocation, draining or not: user is the verified
+	// username, src the client and transport its listener's. A true answer
+	// sends the client a signed 300 Try Alternate naming alt (RFC 8656 §7.2,
+	// RFC 8489 §10) instead of allocating here (or refusing it with 508
+	// while draining). It runs on the socket's read loop: it must not block.
+	// Nil serves every Allocate here.
 	Redirect func(user string, src net.Addr, transport string) (alt netip.AddrPort, ok bool)
 }
 

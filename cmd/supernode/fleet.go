@@ -90,7 +90,7 @@ func (n *node) startFleet(relayIPs, externalIPs []netip.Addr) error {
 		Meta: func() cluster.Meta {
 			m := f.meta
 			m.Allocations = n.relay.AllocationCount()
-			m.Draining = n.relay.Draining()
+			m.Draining = n.leaving.Load() || n.relay.Draining()
 			return m
 		},
 		Logger: n.log,
@@ -139,17 +139,35 @@ func (n *node) redirect(user string, src net.Addr, transport string) (netip.Addr
 	if !ip.IsValid() || f.redirected.Seen(user, from) {
 		return netip.AddrPort{}, false
 	}
+	// A call placed here (or nowhere in particular) while this node drains
+	// goes to the member placement would choose without it: drain, don't drop.
+	elsewhere := func() (cluster.Node, bool) {
+		if !n.relay.Draining() {
+			return cluster.Node{}, false
+		}
+		o, out := f.c.OwnerExcept(call, zone, f.c.ID())
+		return o, out != cluster.NoMember
+	}
 	var owner cluster.Node
 	if placed != "" {
 		m, ok := f.c.Member(placed)
-		if !ok || m.Self || m.Meta.Draining {
-			return netip.AddrPort{}, false // gone, draining or here: serve it here
+		switch {
+		case ok && !m.Self && !m.Meta.Draining:
+			owner = m
+		case placed == f.c.ID():
+			if owner, ok = elsewhere(); !ok {
+				return netip.AddrPort{}, false
+			}
+		default:
+			return netip.AddrPort{}, false // gone or draining: serve it here
 		}
-		owner = m
 	} else {
 		o, out := f.c.Owner(call, zone)
 		if out == cluster.NoMember || o.Self {
-			return netip.AddrPort{}, false
+			var ok bool
+			if o, ok = elsewhere(); !ok {
+				return netip.AddrPort{}, false
+			}
 		}
 		owner = o
 	}

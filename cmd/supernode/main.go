@@ -209,6 +209,7 @@ type node struct {
 	listens map[string][]string // transport -> actual listen addresses
 	closers []io.Closer
 	fleet   atomic.Pointer[fleet] // nil for a fleet of one
+	leaving atomic.Bool           // draining, as gossiped to the fleet
 }
 
 // iceURLs builds one URL per listener for /v1/ice-servers.
@@ -512,10 +513,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 			case sig == syscall.SIGHUP:
 				n.reload()
 			case sig == syscall.SIGTERM && drainDeadline == nil:
-				n.relay.Drain()
 				if f := n.fleet.Load(); f != nil {
-					f.c.Update() // tell the fleet now, not at the next refresh
+					// Tell the fleet first, and only then send this node's
+					// late callers elsewhere: a member that has not heard of
+					// the drain yet would send them straight back.
+					n.leaving.Store(true)
+					f.c.Update()
 				}
+				n.relay.Drain()
 				log.Info("SIGTERM: draining; send SIGTERM again or SIGINT to exit now",
 					"allocations", n.relay.AllocationCount(), "drain_timeout", o.drainTimeout.String())
 				drainDeadline = time.After(o.drainTimeout)
