@@ -396,7 +396,10 @@ func (r *runner) closeAll() {
 	r.callsMu.Lock()
 	calls := r.calls
 	r.callsMu.Unlock()
-	sem := make(chan struct{}, 256)
+	// Few at a time: the deallocating Refresh is sent once, without waiting
+	// for the answer (pion's Close), and a burst of thousands can overflow
+	// the server's socket buffer, leaving allocations to expire on their own.
+	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, c := range calls {
 		for _, l := range c.legs {
