@@ -105,7 +105,7 @@ type Cluster struct {
 	// updated in place by memberlist's goroutines, so reading them later
 	// races.
 	membersMu sync.Mutex
-	members   map[string][]byte // node id -> metadata; dead and left nodes are removed
+	members   map[string]Meta // decoded once per change; dead and left nodes are removed
 }
 
 // New starts gossiping on cfg.Listen and joins cfg.Join.
@@ -143,7 +143,7 @@ func New(cfg Config) (*Cluster, error) {
 	default:
 		return nil, fmt.Errorf("%w: --cluster-key: want 16, 24 or 32 bytes (AES-128/192/256), got %d", ErrConfig, len(cfg.Key))
 	}
-	c := &Cluster{cfg: cfg, quit: make(chan struct{}), done: make(chan struct{}), members: map[string][]byte{}}
+	c := &Cluster{cfg: cfg, quit: make(chan struct{}), done: make(chan struct{}), members: map[string]Meta{}}
 	if err := c.encodeMeta(); err != nil {
 		return nil, err
 	}
@@ -257,20 +257,26 @@ func (c *Cluster) Nodes() []Node {
 	defer c.membersMu.Unlock()
 	out := make([]Node, 0, len(c.members))
 	for id, meta := range c.members {
-		node := Node{ID: id, Alive: true, Self: id == c.cfg.NodeID}
-		if err := json.Unmarshal(meta, &node.Meta); err != nil {
-			c.cfg.Logger.Debug("member metadata unreadable", "node", id, "err", err)
-			continue
-		}
-		out = append(out, node)
+		out = append(out, Node{ID: id, Alive: true, Self: id == c.cfg.NodeID, Meta: meta})
 	}
 	sortNodes(out)
 	return out
 }
 
+// setMember records a member's metadata from a memberlist event. Nodes and
+// placement run on every new Allocate, on the packet read loop, so the JSON
+// is decoded here, once per change, not there.
 func (c *Cluster) setMember(n *memberlist.Node) {
+	var meta Meta
+	if err := json.Unmarshal(n.Meta, &meta); err != nil {
+		c.cfg.Logger.Warn("fleet member metadata unreadable; member left out", "node", n.Name, "err", err)
+		c.membersMu.Lock()
+		delete(c.members, n.Name)
+		c.membersMu.Unlock()
+		return
+	}
 	c.membersMu.Lock()
-	c.members[n.Name] = append([]byte(nil), n.Meta...)
+	c.members[n.Name] = meta
 	c.membersMu.Unlock()
 }
 
@@ -282,11 +288,7 @@ func (c *Cluster) Member(id string) (Node, bool) {
 	if !ok {
 		return Node{}, false
 	}
-	n := Node{ID: id, Alive: true, Self: id == c.cfg.NodeID}
-	if err := json.Unmarshal(meta, &n.Meta); err != nil {
-		return Node{}, false
-	}
-	return n, true
+	return Node{ID: id, Alive: true, Self: id == c.cfg.NodeID, Meta: meta}, true
 }
 
 // Owner places callID on the fleet as this node sees it.
