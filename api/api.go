@@ -178,6 +178,11 @@ func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = time.Duration(secs) * time.Second
 	}
+	if strings.HasPrefix(user, "c=") {
+		// Reserved: such an id names a call and the node it is placed on.
+		jsonError(w, http.StatusBadRequest, "user: may not start with c= (reserved for placed calls; pass call=)")
+		return
+	}
 	call, zone := r.Form.Get("call"), r.Form.Get("zone")
 	for name, v := range map[string]string{"call": call, "zone": zone} {
 		if v != "" && !cluster.ValidToken(v) {

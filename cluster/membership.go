@@ -147,13 +147,21 @@ func New(cfg Config) (*Cluster, error) {
 	if err := c.encodeMeta(); err != nil {
 		return nil, err
 	}
+	// The metadata grows with load and drain; refuse at start a node whose
+	// metadata could outgrow gossip later (drain would then go unannounced).
+	worst := cfg.Meta()
+	worst.Allocations, worst.BitsPerSecond, worst.Draining = 1<<31-1, 1<<62, true
+	if b, _ := json.Marshal(worst); len(b) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("%w: node metadata can reach %d bytes, more than gossip carries (%d): shorten --public-host, --zone or --node-id",
+			ErrConfig, len(b), memberlist.MetaMaxSize)
+	}
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.NodeID
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertisePort = port
 	if ip.IsUnspecified() && cfg.Advertise == "" {
-		return nil, fmt.Errorf("%w: --cluster-listen %s is a wildcard: set the address other nodes reach this one on", ErrConfig, cfg.Listen)
+		return nil, fmt.Errorf("%w: --cluster-listen %s is a wildcard: give the specific IP other members reach this node on", ErrConfig, cfg.Listen)
 	}
 	if cfg.Advertise != "" {
 		ah, ap, err := net.SplitHostPort(cfg.Advertise)
@@ -206,7 +214,7 @@ func (c *Cluster) encodeMeta() error {
 		return fmt.Errorf("cluster: meta: %w", err)
 	}
 	if len(b) > memberlist.MetaMaxSize {
-		return fmt.Errorf("cluster: node metadata is %d bytes, more than gossip carries (%d): fewer relay addresses?", len(b), memberlist.MetaMaxSize)
+		return fmt.Errorf("cluster: node metadata is %d bytes, more than gossip carries (%d)", len(b), memberlist.MetaMaxSize)
 	}
 	c.mu.Lock()
 	changed := string(b) != string(c.meta)
@@ -235,12 +243,20 @@ func (c *Cluster) refresh() {
 	}
 }
 
-// Update gossips this node's metadata now if it changed (say, draining),
-// waiting up to 2s for the message to be sent.
-func (c *Cluster) Update() {
+// Update gossips this node's metadata now if it changed, waiting up to 2s
+// for the message to be sent.
+func (c *Cluster) Update() { c.update(false) }
+
+// Announce gossips this node's metadata now, changed or not (the refresh
+// loop may have sent a drain a moment ago without waiting), and waits up
+// to 2s for the message to be sent.
+func (c *Cluster) Announce() { c.update(true) }
+
+func (c *Cluster) update(force bool) {
 	switch err := c.encodeMeta(); {
-	case errors.Is(err, errUnchanged):
+	case errors.Is(err, errUnchanged) && !force:
 		return
+	case errors.Is(err, errUnchanged):
 	case err != nil:
 		c.cfg.Logger.Error("cluster metadata not gossiped", "err", err)
 		return

@@ -142,7 +142,15 @@ func (c *relayPacketConn) fleetAddr(addr net.Addr) bool {
 		return false
 	}
 	a, ok := netip.AddrFromSlice(ua.IP)
-	return ok && c.l.srv.fleetPeer(a)
+	if !ok || !c.l.srv.fleetPeer(a) {
+		return false
+	}
+	// A member sharing this node's relay IP: this node's own live ports
+	// are not cross-host.
+	if x, self := c.l.srv.selfLookup(a); self && x.relay && c.l.srv.ports.live(false, x.addr.Is6(), ua.Port) {
+		return false
+	}
+	return true
 }
 
 // relayListener wraps an RFC 6062 TCP allocation's listening socket.

@@ -74,7 +74,8 @@ const (
 )
 
 func (s *Server) selfPortVerdict(ip net.IP, port int, tcp bool) portVerdict {
-	if len(s.self) == 0 {
+	fleet := s.fleet.Load() != nil
+	if len(s.self) == 0 && !fleet {
 		return portAllowed
 	}
 	a, ok := netip.AddrFromSlice(ip)
@@ -83,7 +84,15 @@ func (s *Server) selfPortVerdict(ip net.IP, port int, tcp bool) portVerdict {
 	}
 	x, ok := s.selfLookup(a)
 	switch {
-	case !ok, x.open:
+	case x.open:
+		return portAllowed
+	case !ok:
+		// A fleet member's address is a peer only for its relay ports:
+		// its permission came from membership, not from the policy, and
+		// must not open the member's other services.
+		if fleet && s.fleetPeer(a) && !s.fleetPeerPort(a, port) {
+			return portDenied
+		}
 		return portAllowed
 	case !x.relay:
 		if s.fleetPeerPort(a, port) {
@@ -92,6 +101,8 @@ func (s *Server) selfPortVerdict(ip net.IP, port int, tcp bool) portVerdict {
 		return portDenied
 	case s.ports.live(tcp, x.addr.Is6(), port):
 		return portAllowed
+	case fleet && s.fleetPeerPort(a, port):
+		return portAllowed // another member sharing this relay IP
 	case port >= s.cfg.MinPort && port <= s.cfg.MaxPort:
 		// The other leg hung up a moment ago: its last packets still come.
 		return portGone

@@ -240,8 +240,8 @@ func (o *options) check() error {
 	if len(o.join) > 0 && o.clusterAddr == "" {
 		return fmt.Errorf("--join needs --cluster-listen: the address other members reach this node on")
 	}
-	if o.clusterAddr != "" && o.nodeID == "" {
-		return fmt.Errorf("--node-id is empty: a fleet member needs a name")
+	if o.clusterAddr != "" && !cluster.ValidToken(o.nodeID) {
+		return fmt.Errorf("--node-id %q: a fleet member's name is 1-64 of A-Z a-z 0-9 . - _ (it is carried in credentials)", o.nodeID)
 	}
 	if o.zone != "" && !cluster.ValidToken(o.zone) {
 		return fmt.Errorf("--zone %q: %v", o.zone, cluster.ErrBadCallID)

@@ -109,6 +109,11 @@ func TestStartErrors(t *testing.T) {
 		{[]string{"--allow-peer", "10.0.0.0/99"}, "--allow-peer"},
 		{[]string{"--listen", "example.com:3478"}, "--listen"},
 		{[]string{"--cert", "/nonexistent.pem", "--key", "/nonexistent.key"}, "--cert"},
+		{[]string{"--cluster-listen", "127.0.0.1:0", "--node-id", "edge:1"}, "--node-id"},
+		{[]string{"--join", "127.0.0.1:7946"}, "--cluster-listen"},
+		{[]string{"--cluster-listen", "0.0.0.0:0", "--cluster-key", "AAAAAAAAAAAAAAAAAAAAAA=="}, "--cluster-listen"},
+		{[]string{"--cluster-listen", "192.0.2.1:0"}, "--cluster-key"},
+		{[]string{"--cluster-listen", "127.0.0.1:0", "--cluster-key", "c2hvcnQ="}, "--cluster-key"},
 	} {
 		args := append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--user", "a:b"}, tc.args...)
 		err := run(args, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{}, nil, nil)

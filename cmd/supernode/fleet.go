@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/supernode/supernode/cluster"
@@ -36,20 +37,27 @@ func (n *node) startFleet(relayIPs, externalIPs []netip.Addr) error {
 	}
 	static := cluster.Meta{Zone: o.zone, Capacity: o.capacity, Version: version, RelayPorts: [2]int{o.minPort, o.maxPort},
 		Listen: map[string]string{}, Ports: map[string]int{}}
+	// The address clients reach a listener on, chosen as for this node's
+	// own ICE URLs (iceURLs): the external IP of the family, else the
+	// listen IP, else the relay IP. ALTERNATE-SERVER needs an IP, so
+	// --public-host (a name) is not used here.
 	advertised := func(listen string) (netip.AddrPort, bool) {
 		ap, err := netip.ParseAddrPort(listen)
 		if err != nil {
 			return netip.AddrPort{}, false
 		}
 		ip := ap.Addr().Unmap()
+		for _, e := range externalIPs {
+			if e.Is6() == ip.Is6() {
+				return netip.AddrPortFrom(e, ap.Port()), true
+			}
+		}
 		if !ip.IsUnspecified() {
 			return netip.AddrPortFrom(ip, ap.Port()), true
 		}
-		for _, list := range [][]netip.Addr{externalIPs, relayIPs} {
-			for _, e := range list {
-				if e.Is6() == ip.Is6() {
-					return netip.AddrPortFrom(e, ap.Port()), true
-				}
+		for _, e := range relayIPs {
+			if e.Is6() == ip.Is6() {
+				return netip.AddrPortFrom(e, ap.Port()), true
 			}
 		}
 		return netip.AddrPort{}, false
@@ -72,13 +80,12 @@ func (n *node) startFleet(relayIPs, externalIPs []netip.Addr) error {
 			}
 		}
 	}
-	static.Host = o.publicHost
+	// Host is what this node's own URLs carry, so that a call placed here
+	// by another member gets the same URLs as one placed by this node.
+	static.Host = hostOfURL(n.urls[0])
 	for _, list := range [][]netip.Addr{externalIPs, relayIPs} {
 		for _, ip := range list {
 			static.Relay = append(static.Relay, ip.String())
-			if static.Host == "" {
-				static.Host = ip.String()
-			}
 		}
 	}
 	f := &fleet{meta: static, redirected: cluster.NewRedirected(time.Minute, 100000, nil)}
@@ -306,4 +313,15 @@ func (n *node) watchFleet(f *fleet, stop <-chan struct{}) {
 		case <-t.C:
 		}
 	}
+}
+
+// hostOfURL is the host of a stun:/turn:/turns: URL ("turn:[::1]:3478?transport=udp" -> "::1").
+func hostOfURL(u string) string {
+	_, rest, _ := strings.Cut(u, ":")
+	hostport, _, _ := strings.Cut(rest, "?")
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	return host
 }

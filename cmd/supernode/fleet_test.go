@@ -75,6 +75,10 @@ func TestFleetPlacesCallsOnOneNode(t *testing.T) {
 	if code := getJSON(t, "GET", "http://"+a.http+"/v1/ice-servers?user=alice&call=bad~id", "", nil); code != http.StatusBadRequest {
 		t.Fatalf("bad call id: %d, want 400", code)
 	}
+	// A user id cannot smuggle in a placement (and so pick its node).
+	if code := getJSON(t, "GET", "http://"+a.http+"/v1/ice-servers?user=c%3Droom%2Bnode-1~mallory", "", nil); code != http.StatusBadRequest {
+		t.Fatalf("user id shaped like a placed call: %d, want 400", code)
+	}
 
 	// turnload through node-0's endpoint: every call's two legs land on the
 	// call's owner, directly.
@@ -176,6 +180,30 @@ func TestFleetCrossHostLegs(t *testing.T) {
 				t.Errorf("%s: cross-host bytes %s = %v", tn.udp, dir, got)
 			}
 		}
+	}
+	// Only the member's relay ports: a service on its address outside them
+	// is not reachable through node a, although the permission for the
+	// address exists.
+	var svc *net.UDPConn
+	for port := 20000; port < 20100 && svc == nil; port++ {
+		svc, _ = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: port})
+	}
+	if svc == nil {
+		t.Fatal("no free port on 127.0.0.2 below the relay range")
+	}
+	defer svc.Close()
+	deniedBefore := a.counter("dropped", metrics.DropPeerDenied)
+	for range 3 {
+		if _, err := ra.WriteTo([]byte("to the member's other service"), svc.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = svc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, _, err := svc.ReadFrom(make([]byte, 100)); err == nil {
+		t.Fatalf("a datagram (%d bytes) reached a non-relay port of a fleet member through the relay", n)
+	}
+	if got := a.counter("dropped", metrics.DropPeerDenied) - deniedBefore; got < 3 {
+		t.Fatalf("dropped{peer_denied} rose by %v, want 3", got)
 	}
 	// Not the whole range: another loopback address is still refused.
 	if err := ca.CreatePermission(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 3), Port: 4000}); err == nil {

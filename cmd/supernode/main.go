@@ -378,14 +378,14 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	}
 
 	n.listens = listens
-	if err := n.startFleet(relayIPs, externalIPs); err != nil {
-		return nil, err
-	}
 	if n.urls, err = iceURLs(o, log, relayIPs, externalIPs, listens); err != nil {
 		return nil, err
 	}
 	if len(n.urls) == 0 {
 		return nil, errors.New("no listener has an address clients can reach: set --public-host, --external-ip or --relay-ip")
+	}
+	if err := n.startFleet(relayIPs, externalIPs); err != nil {
+		return nil, err
 	}
 	if o.httpListen != "" {
 		if err := n.startHTTP(); err != nil {
@@ -518,7 +518,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 					// late callers elsewhere: a member that has not heard of
 					// the drain yet would send them straight back.
 					n.leaving.Store(true)
-					f.c.Update()
+					f.c.Announce()
 				}
 				n.relay.Drain()
 				log.Info("SIGTERM: draining; send SIGTERM again or SIGINT to exit now",
