@@ -140,10 +140,25 @@ func TestBinaryFleet(t *testing.T) {
 		t.Fatalf("allocations created %v, want 2000", total)
 	}
 
-	// SIGKILL n3: within gossip's failure detection no new call goes there.
+	// SIGKILL n3 while calls run on n1: they lose nothing (plain REST
+	// credentials without a call are served where they arrive), and within
+	// gossip's failure detection no new call goes to n3.
+	onN1 := load.Config{Server: nodes[0].listen, Secret: "fleet-secret", Calls: 20, Ramp: 100, PPS: 50,
+		Duration: 3 * time.Second, Drain: 500 * time.Millisecond}
+	n1Done := make(chan *load.Report, 1)
+	n1Before := created(nodes[0])
+	go func() {
+		r, _ := load.Run(ctx, onN1)
+		n1Done <- r
+	}()
+	waitFor(t, "the calls on n1", func() bool { return created(nodes[0]) >= n1Before+40 })
+	time.Sleep(500 * time.Millisecond) // media flowing
 	_ = nodes[2].cmd.Process.Signal(syscall.SIGKILL)
 	<-nodes[2].exited
 	nodes[2].exited <- nil // for the cleanup
+	if r := <-n1Done; r == nil || r.Calls.Established != 20 || r.Packets.Lost != 0 || r.Packets.Received == 0 {
+		t.Fatalf("calls on n1 while n3 was killed: %+v", r)
+	}
 	dead := nodes[2].listen
 	waitFor(t, "placement to leave out the killed node", func() bool {
 		for i := range 60 {
