@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	dto "github.com/prometheus/client_model/go"
 	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -261,4 +262,19 @@ func New(version string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// RelayedBytes is the total of supernode_relay_bytes_total over every
+// direction and transport, read for gossip (not on the packet path).
+func (m *Metrics) RelayedBytes() float64 {
+	var total float64
+	for _, t := range Transports {
+		for _, d := range []string{ClientToPeer, PeerToClient} {
+			var pb dto.Metric
+			if err := m.RelayBytes.WithLabelValues(d, t).Write(&pb); err == nil {
+				total += pb.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
 }

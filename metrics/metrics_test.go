@@ -71,3 +71,12 @@ func TestNamingRules(t *testing.T) {
 		t.Fatalf("only %d supernode metrics registered", n)
 	}
 }
+
+func TestRelayedBytes(t *testing.T) {
+	m := New("test")
+	m.RelayBytes.WithLabelValues(ClientToPeer, "udp").Add(100)
+	m.RelayBytes.WithLabelValues(PeerToClient, "tls").Add(23)
+	if got := m.RelayedBytes(); got != 123 {
+		t.Fatalf("RelayedBytes = %v, want 123", got)
+	}
+}

@@ -98,6 +98,7 @@ func (n *node) startFleet(relayIPs, externalIPs []netip.Addr) error {
 			m := f.meta
 			m.Allocations = n.relay.AllocationCount()
 			m.Draining = n.leaving.Load() || n.relay.Draining()
+			m.BitsPerSecond = n.bps.Load()
 			return m
 		},
 		Logger: n.log,
@@ -278,7 +279,12 @@ func (n *node) place(call, zone, user string) (urls []string, id string, err err
 func (n *node) watchFleet(f *fleet, stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	lastBytes, lastAt := n.m.RelayedBytes(), time.Now()
 	for {
+		if b, at := n.m.RelayedBytes(), time.Now(); at.After(lastAt) {
+			n.bps.Store(int64((b - lastBytes) * 8 / at.Sub(lastAt).Seconds()))
+			lastBytes, lastAt = b, at
+		}
 		var alive, draining, total, mine float64
 		var peers []relay.FleetPeer
 		for _, m := range f.c.Nodes() {

@@ -140,6 +140,22 @@ func TestBinaryFleet(t *testing.T) {
 		t.Fatalf("allocations created %v, want 2000", total)
 	}
 
+	// Sent to the wrong node on purpose (--server n2 for calls placed by
+	// n1's endpoint): the calls owned elsewhere are redirected and land on
+	// their owner, counted on both sides.
+	wrong := cfg
+	wrong.Server, wrong.Calls, wrong.Ramp = nodes[1].listen, 30, 100
+	rep, err = load.Run(ctx, wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Calls.Established != 30 || rep.Setup.Redirects == 0 || rep.Packets.LossPercent > 1 {
+		t.Fatalf("wrong node: calls %+v redirects %d packets %+v", rep.Calls, rep.Setup.Redirects, rep.Packets)
+	}
+	if got := scrape(t, nodes[1].http, "supernode_fleet_redirects_total"); got != float64(rep.Setup.Redirects) {
+		t.Fatalf("n2 counted %v redirects, turnload followed %d", got, rep.Setup.Redirects)
+	}
+
 	// SIGKILL n3 while calls run on n1: they lose nothing (plain REST
 	// credentials without a call are served where they arrive), and within
 	// gossip's failure detection no new call goes to n3.

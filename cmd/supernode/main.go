@@ -210,6 +210,7 @@ type node struct {
 	closers []io.Closer
 	fleet   atomic.Pointer[fleet] // nil for a fleet of one
 	leaving atomic.Bool           // draining, as gossiped to the fleet
+	bps     atomic.Int64          // relayed bits per second over the last second, for gossip
 }
 
 // iceURLs builds one URL per listener for /v1/ice-servers.
