@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,7 +25,10 @@ func startFleet(t *testing.T, n int) ([]*Cluster, []*testMeta) {
 		m := &testMeta{}
 		cfg := Config{NodeID: fmt.Sprintf("node-%d", i), Listen: "127.0.0.1:0", Meta: m.get(""), Refresh: 100 * time.Millisecond}
 		if i > 0 {
-			cfg.Join = []string{cs[0].Addr()}
+			// By name: a DNS name stands for all of its addresses
+			// (localhost may give ::1 first, where nobody listens).
+			_, port, _ := net.SplitHostPort(cs[0].Addr())
+			cfg.Join = []string{net.JoinHostPort("localhost", port)}
 		}
 		c, err := New(cfg)
 		if err != nil {
