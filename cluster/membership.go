@@ -97,8 +97,9 @@ type Cluster struct {
 	quit chan struct{}
 	done chan struct{}
 
-	mu   sync.Mutex
-	meta []byte // last gossiped, for NodeMeta
+	mu     sync.Mutex
+	meta   []byte // last gossiped, for NodeMeta
+	rejoin bool   // --join has not reached anyone yet; owned by refresh
 
 	// members is the fleet as memberlist's events report it, copied in the
 	// event callbacks: the *memberlist.Node values that Members returns are
@@ -188,18 +189,23 @@ func New(cfg Config) (*Cluster, error) {
 		// Advertise the port the kernel picked.
 		c.cfg.Listen = net.JoinHostPort(host, strconv.Itoa(int(ml.LocalNode().Port)))
 	}
-	if len(cfg.Join) > 0 {
-		n, err := ml.Join(cfg.Join)
-		if n == 0 {
-			_ = ml.Shutdown()
-			return nil, fmt.Errorf("cluster: --join %s: no member answered: %w", strings.Join(cfg.Join, ","), err)
-		}
-		if err != nil {
-			cfg.Logger.Warn("some --join addresses did not answer", "joined", n, "err", err)
-		}
+	if len(cfg.Join) > 0 && !c.join() {
+		// Members start in any order (a DaemonSet starts them all at
+		// once): serve as a fleet of one meanwhile and keep trying.
+		cfg.Logger.Warn("no --join address answered yet; serving alone and retrying every 2s", "join", strings.Join(cfg.Join, ","))
+		c.rejoin = true
 	}
 	go c.refresh()
 	return c, nil
+}
+
+// join tries the --join addresses once; true when another member answered.
+func (c *Cluster) join() bool {
+	n, err := c.ml.Join(c.cfg.Join)
+	if err != nil && n > 0 {
+		c.cfg.Logger.Warn("some --join addresses did not answer", "joined", n, "err", err)
+	}
+	return n > 0 && c.ml.NumMembers() > 1
 }
 
 // Addr is the gossip address this node listens on.
@@ -233,11 +239,19 @@ func (c *Cluster) refresh() {
 	defer close(c.done)
 	t := time.NewTicker(c.cfg.Refresh)
 	defer t.Stop()
+	var lastJoin time.Time
 	for {
 		select {
 		case <-c.quit:
 			return
 		case <-t.C:
+		}
+		if c.rejoin && time.Since(lastJoin) >= 2*time.Second {
+			lastJoin = time.Now()
+			if c.ml.NumMembers() > 1 || c.join() {
+				c.rejoin = false
+				c.cfg.Logger.Info("joined the fleet", "members", c.ml.NumMembers())
+			}
 		}
 		c.Update()
 	}

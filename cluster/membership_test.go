@@ -107,3 +107,31 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinBeforeSeedIsUp: a member whose --join address does not answer yet
+// serves alone and joins once the seed is up (members start in any order).
+func TestJoinBeforeSeedIsUp(t *testing.T) {
+	l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedAddr := l.LocalAddr().String()
+	_ = l.Close()
+	early, err := New(Config{NodeID: "early", Listen: "127.0.0.1:0", Join: []string{seedAddr},
+		Meta: (&testMeta{}).get(""), Refresh: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("a member must start although its --join address is not up yet: %v", err)
+	}
+	t.Cleanup(func() { early.Leave(time.Second) })
+	if n := len(early.Nodes()); n != 1 {
+		t.Fatalf("alone: %d members", n)
+	}
+	seed, err := New(Config{NodeID: "seed", Listen: seedAddr, Meta: (&testMeta{}).get(""), Refresh: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seed.Leave(time.Second) })
+	eventually(t, "the early member to join the seed", func() bool {
+		return len(early.Nodes()) == 2 && len(seed.Nodes()) == 2
+	})
+}
