@@ -159,15 +159,12 @@ func (n *node) redirect(user string, src net.Addr, transport string) (netip.Addr
 	var owner cluster.Node
 	if placed != "" {
 		m, ok := f.c.Member(placed)
-		switch {
-		case ok && !m.Self && !m.Meta.Draining:
+		if ok && !m.Self && !m.Meta.Draining {
 			owner = m
-		case placed == f.c.ID():
-			if owner, ok = elsewhere(); !ok {
-				return netip.AddrPort{}, false
-			}
-		default:
-			return netip.AddrPort{}, false // gone or draining: serve it here
+		} else if owner, ok = elsewhere(); !ok {
+			// Placed here, or on a member that is gone or draining: serve
+			// it here (unless this node drains: then elsewhere() decided).
+			return netip.AddrPort{}, false
 		}
 	} else {
 		o, out := f.c.Owner(call, zone)
