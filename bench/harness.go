@@ -207,7 +207,7 @@ func summary(r *Run) string {
 		s += fmt.Sprintf(", recv %.0f pps, loss %.3f%%, server %.2f µs/pkt, p50/p99 %.3f/%.3f ms",
 			x.Rate.ReceivedPPS, x.Packets.LossPercent, cpuPerHop(x), x.LatencyMS.P50, x.LatencyMS.P99)
 	} else {
-		s += fmt.Sprintf(", %.0f alloc/s, %.1f KiB/alloc", x.Setup.AllocationsPerSecond, x.Server.RSSPerAllocationBytes/1024)
+		s += fmt.Sprintf(", %.0f alloc/s, %.1f KiB/alloc", x.Setup.AllocationsPerSecond, serverOf(x).RSSPerAllocationBytes/1024)
 	}
 	s += fmt.Sprintf(", loader %.2f cores", x.Loader.CPUCores)
 	if x.Loader.Unsent > 0 || x.Loader.Dropped > 0 {

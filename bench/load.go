@@ -6,66 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/supernode/supernode/load"
 	"os"
 	"os/exec"
 	"strconv"
 	"time"
 )
 
-// Result is the part of turnload's --json report the harness reads. Fields
-// turnload does not print stay zero; the raw JSON is saved next to it.
-type Result struct {
-	Calls struct {
-		Requested   int `json:"requested"`
-		Established int `json:"established"`
-		Failed      int `json:"failed"`
-	} `json:"calls"`
-	Setup struct {
-		Allocations          int       `json:"allocations"`
-		AllocateMS           Quantiles `json:"allocate_ms"`
-		CallReadyMS          Quantiles `json:"call_ready_ms"`
-		AllocationsPerSecond float64   `json:"allocations_per_second"`
-	} `json:"setup"`
-	Packets struct {
-		Sent        int64   `json:"sent"`
-		Received    int64   `json:"received"`
-		Lost        int64   `json:"lost"`
-		LossPercent float64 `json:"loss_percent"`
-		Duplicates  int64   `json:"duplicates"`
-	} `json:"packets"`
-	LatencyMS Quantiles `json:"latency_ms"`
-	Rate      struct {
-		WindowSeconds float64 `json:"window_seconds"`
-		SentPPS       float64 `json:"sent_pps"`
-		ReceivedPPS   float64 `json:"received_pps"`
-		ReceivedBPS   float64 `json:"received_bps"`
-	} `json:"rate"`
-	Errors map[string]int64 `json:"errors"`
-	Loader struct {
-		CPUSeconds   float64 `json:"cpu_seconds"`
-		CPUCores     float64 `json:"cpu_cores"`
-		Saturated    bool    `json:"saturated"`
-		SendLagP99MS float64 `json:"send_lag_p99_ms"`
-		Unsent       int64   `json:"unsent"`  // packets the schedule wanted but the loader never sent
-		Dropped      int64   `json:"dropped"` // packets the loader dropped itself
-	} `json:"loader"`
-	Server struct {
-		PID                   int     `json:"pid"`
-		CPUSeconds            float64 `json:"cpu_seconds"`
-		CPUMicrosPerPacket    float64 `json:"cpu_us_per_packet"`
-		RSSBeforeBytes        int64   `json:"rss_before_bytes"`
-		RSSLoadedBytes        int64   `json:"rss_loaded_bytes"`
-		RSSPerAllocationBytes float64 `json:"rss_per_allocation_bytes"`
-	} `json:"server"`
-}
+// Result is turnload's --json report (load.Report defines the JSON).
+type Result = load.Report
 
 // Quantiles is a latency summary in milliseconds.
-type Quantiles struct {
-	P50 float64 `json:"p50"`
-	P90 float64 `json:"p90"`
-	P99 float64 `json:"p99"`
-	Max float64 `json:"max"`
-}
+type Quantiles = load.Quantiles
 
 // Load is one turnload invocation: the offered load, nothing about servers.
 type Load struct {
@@ -150,4 +102,13 @@ func decodeResult(b []byte) (*Result, error) {
 		return nil, fmt.Errorf("decode turnload JSON: %w", err)
 	}
 	return &r, nil
+}
+
+// serverOf is the server part of a result, zero when turnload could not
+// read the server's /proc (it then leaves "server" out).
+func serverOf(r *Result) load.ServerReport {
+	if r.Server == nil {
+		return load.ServerReport{}
+	}
+	return *r.Server
 }

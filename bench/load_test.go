@@ -21,8 +21,8 @@ func TestDecodeResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Calls.Established != 200 || r.Setup.Allocations != 400 || r.Packets.LossPercent < 1 ||
-		r.Rate.ReceivedPPS < 19000 || !r.Loader.Saturated || r.Server.CPUMicrosPerPacket < 1 ||
-		r.Server.RSSPerAllocationBytes < 1 || r.LatencyMS.P99 < r.LatencyMS.P50 {
+		r.Rate.ReceivedPPS < 19000 || !r.Loader.Saturated || serverOf(r).CPUMicrosPerPacket < 1 ||
+		serverOf(r).RSSPerAllocationBytes < 1 || r.LatencyMS.P99 < r.LatencyMS.P50 {
 		t.Errorf("decoded %+v", r)
 	}
 	for _, bad := range []string{"", "progress only\n", "{\"calls\": ", "{\"calls\": \"many\"}"} {
@@ -113,7 +113,7 @@ func TestCPUPerHop(t *testing.T) {
 	}
 	// testdata comes from a turnload that divided by delivered packets;
 	// per relay hop it is half that.
-	if got, want := cpuPerHop(r), r.Server.CPUMicrosPerPacket/2; math.Abs(got-want) > 0.01*want {
+	if got, want := cpuPerHop(r), serverOf(r).CPUMicrosPerPacket/2; math.Abs(got-want) > 0.01*want {
 		t.Errorf("cpuPerHop = %.3f, want %.3f", got, want)
 	}
 	if v := cpuPerHop(&Result{}); !math.IsNaN(v) {

@@ -81,7 +81,7 @@ func (h *Harness) phaseCPU(ctx context.Context) error {
 			}
 			if x := run.Result; x != nil {
 				v := cpuPerHop(x)
-				if t := x.Server.CPUMicrosPerPacket; !math.IsNaN(v) && t > 0 && math.Abs(t-v) > 0.05*v && !h.warnedCPU {
+				if t := serverOf(x).CPUMicrosPerPacket; !math.IsNaN(v) && t > 0 && math.Abs(t-v) > 0.05*v && !h.warnedCPU {
 					h.warnedCPU = true
 					h.note("turnload's server.cpu_us_per_packet (%.2f) differs from server CPU / (2 x delivered packets) (%.2f) in %s; its definition may have changed; this report uses the latter", t, v, run.Name)
 				}
@@ -101,10 +101,10 @@ func (h *Harness) phaseCPU(ctx context.Context) error {
 // cpu_us_per_packet, so the unit cannot drift with turnload's definition.
 func cpuPerHop(x *Result) float64 {
 	delivered := x.Rate.ReceivedPPS * x.Rate.WindowSeconds
-	if x.Server.CPUSeconds <= 0 || delivered < 1 {
+	if serverOf(x).CPUSeconds <= 0 || delivered < 1 {
 		return math.NaN()
 	}
-	return x.Server.CPUSeconds * 1e6 / (2 * delivered)
+	return serverOf(x).CPUSeconds * 1e6 / (2 * delivered)
 }
 
 // phaseRate: the highest packet rate relayed with loss under MaxLoss. Each
@@ -227,7 +227,7 @@ func (h *Harness) phaseIdle(ctx context.Context) error {
 				if x.Calls.Failed > 0 {
 					d += fmt.Sprintf(", %d calls failed", x.Calls.Failed)
 				}
-				h.set(mIdle(n), k, r, Value{V: positive(x.Server.RSSPerAllocationBytes / 1024), Saturated: x.Loader.Saturated, Detail: d})
+				h.set(mIdle(n), k, r, Value{V: positive(serverOf(x).RSSPerAllocationBytes / 1024), Saturated: x.Loader.Saturated, Detail: d})
 				if n == largest {
 					// turnload's saturation flag covers only the (idle) steady
 					// window; its CPU over the whole run, divided by the setup

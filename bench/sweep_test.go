@@ -21,7 +21,7 @@ func (f *fakeServer) probe(_ context.Context, calls int) (*Result, error) {
 	}
 	r := &Result{}
 	r.Calls.Requested, r.Calls.Established = calls, calls
-	r.Packets.Sent = int64(calls) * 1000
+	r.Packets.Sent = uint64(calls) * 1000
 	r.Packets.Received = r.Packets.Sent
 	if calls > f.limit {
 		r.Packets.Lost = r.Packets.Sent / 100

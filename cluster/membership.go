@@ -51,17 +51,17 @@ type Meta struct {
 	Version string `json:"v,omitempty"`
 }
 
-// Node is one fleet member with its latest metadata.
+// Node is one fleet member with its latest metadata. Members declared dead
+// or gone are not Nodes; suspect ones still are.
 type Node struct {
-	ID    string
-	Alive bool // alive or suspect; false once declared dead or left
-	Meta  Meta
-	Self  bool
+	ID   string
+	Meta Meta
+	Self bool
 }
 
 // Member is the placement view of a Node.
 func (n Node) Member() Member {
-	return Member{ID: n.ID, Zone: n.Meta.Zone, Alive: n.Alive, Draining: n.Meta.Draining,
+	return Member{ID: n.ID, Zone: n.Meta.Zone, Alive: true, Draining: n.Meta.Draining,
 		Capacity: n.Meta.Capacity, Load: float64(n.Meta.Allocations)}
 }
 
@@ -287,7 +287,7 @@ func (c *Cluster) Nodes() []Node {
 	defer c.membersMu.Unlock()
 	out := make([]Node, 0, len(c.members))
 	for id, meta := range c.members {
-		out = append(out, Node{ID: id, Alive: true, Self: id == c.cfg.NodeID, Meta: meta})
+		out = append(out, Node{ID: id, Self: id == c.cfg.NodeID, Meta: meta})
 	}
 	sortNodes(out)
 	return out
@@ -318,7 +318,7 @@ func (c *Cluster) Member(id string) (Node, bool) {
 	if !ok {
 		return Node{}, false
 	}
-	return Node{ID: id, Alive: true, Self: id == c.cfg.NodeID, Meta: meta}, true
+	return Node{ID: id, Self: id == c.cfg.NodeID, Meta: meta}, true
 }
 
 // Owner places callID on the fleet as this node sees it.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,23 +14,7 @@ import (
 
 // freePort returns a port that was free a moment ago on 127.0.0.1 for both
 // UDP and TCP.
-func freePort(t *testing.T) string {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		_ = l.Close()
-		if u, err := net.ListenPacket("udp4", addr); err == nil {
-			_ = u.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port")
-	return ""
-}
+func freePort(t *testing.T) string { return freePortOn(t, "127.0.0.1") }
 
 // TestBinarySIGTERMDrain builds the real binary, runs it, and sends it real
 // signals: SIGTERM in the middle of a call drains (the call keeps flowing,

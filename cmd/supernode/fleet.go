@@ -227,12 +227,10 @@ func fleetURLs(m cluster.Meta) []string {
 		return nil
 	}
 	var urls []string
-	if p := m.Ports["udp"]; p > 0 {
-		hp := net.JoinHostPort(m.Host, strconv.Itoa(p))
-		urls = append(urls, "stun:"+hp, "turn:"+hp+"?transport=udp", "turn:"+hp+"?transport=tcp")
-	}
-	if p := m.Ports["tls"]; p > 0 {
-		urls = append(urls, "turns:"+net.JoinHostPort(m.Host, strconv.Itoa(p))+"?transport=tcp")
+	for _, kind := range []string{"udp", "tls"} {
+		if p := m.Ports[kind]; p > 0 {
+			urls = append(urls, listenerURLs(kind, net.JoinHostPort(m.Host, strconv.Itoa(p)))...)
+		}
 	}
 	return urls
 }

@@ -261,17 +261,24 @@ func iceURLs(o *options, log *slog.Logger, relayIPs, externalIPs []netip.Addr, l
 				log.Warn("listener left out of /v1/ice-servers", "listen", a, "reason", err.Error())
 				continue
 			}
-			switch kind {
-			case "udp":
-				add("stun:" + hp)
-				add("turn:" + hp + "?transport=udp")
-				add("turn:" + hp + "?transport=tcp")
-			case "tls":
-				add("turns:" + hp + "?transport=tcp")
+			for _, u := range listenerURLs(kind, hp) {
+				add(u)
 			}
 		}
 	}
 	return urls, nil
+}
+
+// listenerURLs are the ICE URLs of one listener: a UDP/TCP listener (kind
+// udp) serves stun: and turn: over both transports, a TLS one turns:.
+func listenerURLs(kind, hostport string) []string {
+	switch kind {
+	case "udp":
+		return []string{"stun:" + hostport, "turn:" + hostport + "?transport=udp", "turn:" + hostport + "?transport=tcp"}
+	case "tls":
+		return []string{"turns:" + hostport + "?transport=tcp"}
+	}
+	return nil
 }
 
 // start opens every socket and starts the relay and the HTTP server.
