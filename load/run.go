@@ -305,7 +305,9 @@ func (r *runner) openLeg(ctx context.Context, server string, id uint32, idx uint
 			continue
 		}
 		if err != nil {
-			return l, err
+			// The server is named: after a redirect, or with credentials
+			// from an ICE endpoint, it is not the one on the command line.
+			return l, fmt.Errorf("allocate on %s: %w", server, err)
 		}
 		done := r.now()
 		l.allocTime = done - start

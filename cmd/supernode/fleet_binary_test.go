@@ -64,7 +64,7 @@ func TestBinaryFleet(t *testing.T) {
 		gossip := freePortOn(t, ip)
 		args := []string{"--node-id", p.id, "--listen", p.listen, "--relay-ip", ip, "--http-listen", p.http,
 			"--cluster-listen", gossip, "--auth-secret", "fleet-secret", "--realm", "fleet.test",
-			"--log-level", "warn", "--drain-timeout", "1m"}
+			"--log-level", "info", "--drain-timeout", "1m"}
 		if seed != "" {
 			args = append(args, "--join", seed)
 		} else {
@@ -170,25 +170,36 @@ func TestBinaryFleet(t *testing.T) {
 	waitFor(t, "the calls on n1", func() bool { return created(nodes[0]) >= n1Before+40 })
 	time.Sleep(500 * time.Millisecond) // media flowing
 	_ = nodes[2].cmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
 	<-nodes[2].exited
 	nodes[2].exited <- nil // for the cleanup
 	if r := <-n1Done; r == nil || r.Calls.Established != 20 || r.Packets.Lost != 0 || r.Packets.Received == 0 {
 		t.Fatalf("calls on n1 while n3 was killed: %+v", r)
 	}
-	dead := nodes[2].listen
-	waitFor(t, "placement to leave out the killed node", func() bool {
-		for i := range 60 {
-			var r api.IceServersResponse
-			url := fmt.Sprintf("http://%s/v1/ice-servers?user=u&call=after-kill-%d", nodes[0].http, i)
-			if code := getJSON(t, "GET", url, "", &r); code != http.StatusOK {
-				return false
-			}
-			if strings.Contains(strings.Join(r.IceServers[0].URLs, " "), dead) {
-				return false
-			}
-		}
-		return true
+	// Until memberlist declares n3 dead (a few seconds of probes and
+	// suspicion), n3 is still a member and still gets calls; placement
+	// alone cannot show that it is out: a dead node keeps the load it last
+	// gossiped, which bounded load may skip for a while by chance.
+	waitFor(t, "n1 and n2 to declare the killed n3 dead", func() bool {
+		return scrape(t, nodes[0].http, `supernode_fleet_members{state="alive"}`) == 2 &&
+			scrape(t, nodes[1].http, `supernode_fleet_members{state="alive"}`) == 2
 	})
+	if d := time.Since(killed); d > 10*time.Second {
+		t.Errorf("n3 left the fleet %v after SIGKILL, want within 10s", d.Round(time.Millisecond))
+	} else {
+		t.Logf("n3 left the fleet %v after SIGKILL", d.Round(time.Millisecond))
+	}
+	dead := nodes[2].listen
+	for i := range 60 {
+		var r api.IceServersResponse
+		url := fmt.Sprintf("http://%s/v1/ice-servers?user=u&call=after-kill-%d", nodes[0].http, i)
+		if code := getJSON(t, "GET", url, "", &r); code != http.StatusOK {
+			t.Fatalf("ice-servers after the kill: %d", code)
+		}
+		if urls := strings.Join(r.IceServers[0].URLs, " "); strings.Contains(urls, dead) {
+			t.Fatalf("call after-kill-%d placed on the killed node: %s", i, urls)
+		}
+	}
 
 	// SIGTERM n2 while calls run on it: none of them loses a packet, new
 	// calls go to n1, and n2 exits once its calls have ended.
