@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -324,7 +325,8 @@ func (c *clientStreamConn) noteErr(err error) {
 		} else {
 			c.closeReason = "first_message_timeout"
 		}
-	case errors.Is(err, io.EOF):
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		// A reset is a client gone without a goodbye, still its own doing.
 		c.closeReason = "peer_closed"
 	default:
 		return

@@ -2,8 +2,10 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"syscall"
 
 	"github.com/pion/logging"
 )
@@ -34,6 +36,24 @@ func (l pionLogger) Debugf(format string, args ...any) { l.logf(slog.LevelDebug-
 func (l pionLogger) Info(msg string)                   { l.logf(slog.LevelDebug, "%s", msg) }
 func (l pionLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args...) }
 func (l pionLogger) Warn(msg string)                   { l.logf(slog.LevelWarn, "%s", msg) }
-func (l pionLogger) Warnf(format string, args ...any)  { l.logf(slog.LevelWarn, format, args...) }
-func (l pionLogger) Error(msg string)                  { l.logf(slog.LevelError, "%s", msg) }
-func (l pionLogger) Errorf(format string, args ...any) { l.logf(slog.LevelError, format, args...) }
+func (l pionLogger) Warnf(format string, args ...any) {
+	l.logf(clientGone(slog.LevelWarn, args), format, args...)
+}
+func (l pionLogger) Error(msg string) { l.logf(slog.LevelError, "%s", msg) }
+func (l pionLogger) Errorf(format string, args ...any) {
+	l.logf(clientGone(slog.LevelError, args), format, args...)
+}
+
+// clientGone lowers lv to Debug when one of args is an error that only says
+// the client went away first: pion reports the TLS close_notify it could not
+// write to a client that had already closed its TCP connection ("broken
+// pipe", "connection reset") as an error, but clients do that all the time.
+func clientGone(lv slog.Level, args []any) slog.Level {
+	for _, a := range args {
+		if err, ok := a.(error); ok &&
+			(errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+			return slog.LevelDebug
+		}
+	}
+	return lv
+}

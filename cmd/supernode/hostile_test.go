@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,5 +218,48 @@ func TestConnectionLimitPerIP(t *testing.T) {
 	tc := streamClient(t, "tcp", tn.udp, "alice", "pw")
 	if _, err := tc.SendBindingRequest(); err != nil {
 		t.Fatalf("a slot freed by a close is usable again: %v", err)
+	}
+}
+
+// TestTLSClientReset: a TLS client that resets its connection (no
+// close_notify, no FIN) is counted as peer_closed, and the close_notify the
+// server can then no longer send is not logged as an error: clients on bad
+// networks do this all the time.
+func TestTLSClientReset(t *testing.T) {
+	cert, key := writeTestCert(t)
+	tn := startNode(t, "--user", "alice:pw", "--tls-listen", "127.0.0.1:0", "--cert", cert, "--key", key,
+		"--log-level", "debug")
+	before := testutilClosed(tn, "tls", "peer_closed")
+	const n = 3
+	for range n {
+		raw, err := net.Dial("tcp", tn.tls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the test's own certificate
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+		if _, err := c.Write(req.Raw); err != nil {
+			t.Fatal(err)
+		}
+		// The answer proves the server reads this connection.
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp := make([]byte, 1500)
+		if _, err := io.ReadAtLeast(c, resp, 20); err != nil {
+			t.Fatalf("binding over TLS: %v", err)
+		}
+		_ = raw.(*net.TCPConn).SetLinger(0) // close sends RST
+		_ = raw.Close()
+	}
+	waitFor(t, "the resets counted as peer_closed", func() bool {
+		return testutilClosed(tn, "tls", "peer_closed") >= before+n
+	})
+	// pion closes its side after the count; its close_notify then fails.
+	waitFor(t, "the failed close_notify logged", func() bool {
+		return strings.Count(tn.logs.String(), "Failed to close conn") >= n
+	})
+	for _, line := range strings.Split(tn.logs.String(), "\n") {
+		if strings.Contains(line, "level=ERROR") || strings.Contains(line, "level=WARN") {
+			t.Errorf("logged above debug for a client reset: %s", line)
+		}
 	}
 }

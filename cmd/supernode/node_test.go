@@ -27,6 +27,7 @@ type testNode struct {
 	tls  string
 	dtls string
 	http string
+	logs *syncWriter // what the node logged
 }
 
 // syncWriter lets the node's logger write to the test log safely.
@@ -58,9 +59,9 @@ var baseArgs = []string{
 func startNode(t *testing.T, args ...string) *testNode {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
-	tn := &testNode{t: t, sigs: make(chan os.Signal, 4), done: make(chan error, 1)}
-	ready := make(chan *node, 1)
 	logs := &syncWriter{}
+	tn := &testNode{t: t, sigs: make(chan os.Signal, 4), done: make(chan error, 1), logs: logs}
+	ready := make(chan *node, 1)
 	// A flag given by the test replaces the base value (so --relay-ip or
 	// --listen can be changed rather than added to).
 	given := map[string]bool{}
