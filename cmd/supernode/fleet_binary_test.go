@@ -179,16 +179,22 @@ func TestBinaryFleet(t *testing.T) {
 	// Until memberlist declares n3 dead (a few seconds of probes and
 	// suspicion), n3 is still a member and still gets calls; placement
 	// alone cannot show that it is out: a dead node keeps the load it last
-	// gossiped, which bounded load may skip for a while by chance.
+	// gossiped, which bounded load may skip for a while by chance. The
+	// members are dropped when the node logs it (the gauge below follows
+	// within a second).
 	waitFor(t, "n1 and n2 to declare the killed n3 dead", func() bool {
-		return scrape(t, nodes[0].http, `supernode_fleet_members{state="alive"}`) == 2 &&
-			scrape(t, nodes[1].http, `supernode_fleet_members{state="alive"}`) == 2
+		const gone = `msg="fleet member left or died" node=n3`
+		return strings.Contains(nodes[0].logs.String(), gone) && strings.Contains(nodes[1].logs.String(), gone)
 	})
 	if d := time.Since(killed); d > 10*time.Second {
 		t.Errorf("n3 left the fleet %v after SIGKILL, want within 10s", d.Round(time.Millisecond))
 	} else {
 		t.Logf("n3 left the fleet %v after SIGKILL", d.Round(time.Millisecond))
 	}
+	waitFor(t, "the members gauges to count two alive", func() bool {
+		return scrape(t, nodes[0].http, `supernode_fleet_members{state="alive"}`) == 2 &&
+			scrape(t, nodes[1].http, `supernode_fleet_members{state="alive"}`) == 2
+	})
 	dead := nodes[2].listen
 	for i := range 60 {
 		var r api.IceServersResponse
