@@ -35,11 +35,11 @@ type leg struct {
 	client     *turn.Client
 	relay      net.PacketConn // pion's relayed conn
 	relayAP    netip.AddrPort
-	peerAP     netip.AddrPort                 // the other leg's relayed address
-	channel    uint16                         // bound channel, or 0 for Send indications
-	alternate  atomic.Pointer[netip.AddrPort] // ALTERNATE-SERVER of a 300 answer to Allocate
-	done       chan struct{}                  // closed when the read loop ends
-	closed     chan struct{}                  // closed by close()
+	peerAP     netip.AddrPort            // the other leg's relayed address
+	channel    uint16                    // bound channel, or 0 for Send indications
+	alternate  atomic.Pointer[alternate] // from a 300 answer to Allocate
+	done       chan struct{}             // closed when the read loop ends
+	closed     chan struct{}             // closed by close()
 
 	// Sender state, owned by one worker.
 	buf      []byte
@@ -324,9 +324,15 @@ func (l *leg) readLoop() {
 // typeAllocateError is an Allocate error response (RFC 8656 section 7.2).
 const typeAllocateError = 0x0113
 
-// noteAlternate remembers the ALTERNATE-SERVER of a 300 Try Alternate
-// answer to Allocate (RFC 8489 section 10), which pion's client does not
-// follow, so that the leg's setup can allocate there instead.
+// alternate is where a 300 Try Alternate sends a leg.
+type alternate struct {
+	server netip.AddrPort // ALTERNATE-SERVER
+	domain string         // ALTERNATE-DOMAIN: the name to verify its TLS certificate against, if given
+}
+
+// noteAlternate remembers the ALTERNATE-SERVER (and ALTERNATE-DOMAIN) of a
+// 300 Try Alternate answer to Allocate (RFC 8489 section 10), which pion's
+// client does not follow, so that the leg's setup can allocate there instead.
 func (l *leg) noteAlternate(b []byte) {
 	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != typeAllocateError {
 		return
@@ -344,8 +350,11 @@ func (l *leg) noteAlternate(b []byte) {
 	if !ok || alt.Port <= 0 || alt.Port > 65535 {
 		return
 	}
-	ap := netip.AddrPortFrom(ip.Unmap(), uint16(alt.Port))
-	l.alternate.Store(&ap)
+	a := &alternate{server: netip.AddrPortFrom(ip.Unmap(), uint16(alt.Port))}
+	if d, err := m.Get(stun.AttrAlternateDomain); err == nil {
+		a.domain = string(d)
+	}
+	l.alternate.Store(a)
 }
 
 // onMedia accounts for one received payload.

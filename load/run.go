@@ -298,10 +298,15 @@ func (r *runner) openLeg(ctx context.Context, server string, id uint32, idx uint
 		var te *stun.TurnError
 		if alt := l.alternate.Load(); err != nil && alt != nil && !redirected &&
 			errors.As(err, &te) && te.ErrorCodeAttr.Code == stun.CodeTryAlternate {
-			// RFC 8489 section 10: try the alternate, once.
+			// RFC 8489 section 10: try the alternate, once, checking its
+			// certificate against ALTERNATE-DOMAIN if given, else against
+			// the name used for the first server (section 14.16).
 			r.redirects.Add(1)
 			l.close()
-			server = alt.String()
+			server = alt.server.String()
+			if alt.domain != "" {
+				tlsName = alt.domain
+			}
 			continue
 		}
 		if err != nil {

@@ -273,9 +273,21 @@ func (q *request) checkRedirect() bool {
 	if !ok {
 		return true
 	}
-	as := &stun.AlternateServer{IP: alt.Addr().AsSlice(), Port: int(alt.Port())}
-	_ = q.r.reply(buildError(q.m.TransactionID, q.method, stun.CodeTryAlternate, key, as), q.src)
+	attrs := []stun.Setter{&stun.AlternateServer{IP: alt.Server.Addr().AsSlice(), Port: int(alt.Server.Port())}}
+	if alt.Domain != "" && (q.l.transport == "tls" || q.l.transport == "dtls") {
+		// RFC 8489 §14.16: only where the client verifies a certificate.
+		attrs = append(attrs, alternateDomain(alt.Domain))
+	}
+	_ = q.r.reply(buildError(q.m.TransactionID, q.method, stun.CodeTryAlternate, key, attrs...), q.src)
 	return false
+}
+
+// alternateDomain is an ALTERNATE-DOMAIN attribute.
+type alternateDomain string
+
+func (d alternateDomain) AddTo(m *stun.Message) error {
+	m.Add(stun.AttrAlternateDomain, []byte(d))
+	return nil
 }
 
 func buildError(tid [stun.TransactionIDSize]byte, method stun.Method, code stun.ErrorCode, key []byte, extra ...stun.Setter) []byte {

@@ -97,7 +97,19 @@ type Config struct {
 	// RFC 8489 §10) instead of allocating here (or refusing it with 508
 	// while draining). It runs on the socket's read loop: it must not block.
 	// Nil serves every Allocate here.
-	Redirect func(user string, src net.Addr, transport string) (alt netip.AddrPort, ok bool)
+	Redirect func(user string, src net.Addr, transport string) (alt Alternate, ok bool)
+}
+
+// Alternate is where Config.Redirect sends a client.
+type Alternate struct {
+	// Server is sent as ALTERNATE-SERVER: the alternate's listener for the
+	// client's transport, in the client's address family.
+	Server netip.AddrPort
+	// Domain, when set, is sent as ALTERNATE-DOMAIN on TLS and DTLS
+	// listeners (RFC 8489 §14.16): the name the client checks the
+	// alternate's certificate against. Without it the client checks it
+	// against the name it used for this server.
+	Domain string
 }
 
 func (c *Config) validate() error {

@@ -19,6 +19,13 @@ import (
 // writeTestCert writes a self-signed certificate for 127.0.0.1 and ::1.
 func writeTestCert(t *testing.T) (certFile, keyFile string) {
 	t.Helper()
+	return writeCert(t, nil, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback})
+}
+
+// writeCert writes a self-signed certificate for exactly these names and
+// addresses.
+func writeCert(t *testing.T, dnsNames []string, ips []net.IP) (certFile, keyFile string) {
+	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +35,8 @@ func writeTestCert(t *testing.T) (certFile, keyFile string) {
 		Subject:      pkix.Name{CommonName: "supernode.test"},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:     dnsNames,
+		IPAddresses:  ips,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}

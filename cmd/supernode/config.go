@@ -81,7 +81,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.udpSockets, "udp-sockets", runtime.NumCPU(), "SO_REUSEPORT UDP sockets per --listen address (count)")
 	fs.Var(&o.relayIP, "relay-ip", "`IP` that relay sockets bind to, at most one per address family, repeatable (default: the first global IPv4 of this host, else 127.0.0.1)")
 	fs.Var(&o.externalIP, "external-ip", "`IP` advertised in XOR-RELAYED-ADDRESS instead of the --relay-ip of the same family (1:1 NAT), repeatable")
-	fs.StringVar(&o.publicHost, "public-host", "", "host name or IP put in the URLs of /v1/ice-servers (default: --external-ip, else the listen IP, else --relay-ip)")
+	fs.StringVar(&o.publicHost, "public-host", "", "host name or IP put in the URLs of /v1/ice-servers (default: --external-ip, else the listen IP, else --relay-ip); in a fleet, a name is also the ALTERNATE-DOMAIN of TLS/DTLS redirects to this node")
 	fs.IntVar(&o.minPort, "min-port", 49152, "lowest relay port (inclusive)")
 	fs.IntVar(&o.maxPort, "max-port", 65535, "highest relay port (inclusive)")
 	fs.StringVar(&o.realm, "realm", host, "long-term credential realm")

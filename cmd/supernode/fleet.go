@@ -117,7 +117,7 @@ func (n *node) startFleet(relayIPs, externalIPs []netip.Addr) error {
 }
 
 // redirectHook is the relay's Redirect for a fleet member, nil otherwise.
-func redirectHook(o *options, n *node) func(string, net.Addr, string) (netip.AddrPort, bool) {
+func redirectHook(o *options, n *node) func(string, net.Addr, string) (relay.Alternate, bool) {
 	if o.clusterAddr == "" {
 		return nil
 	}
@@ -133,19 +133,19 @@ func (f closerFunc) Close() error { return f() }
 // this node sent the same client away recently (views of the fleet differ
 // for a moment during changes; serving beats bouncing). Credentials that
 // name the call but no node (minted elsewhere) are placed now.
-func (n *node) redirect(user string, src net.Addr, transport string) (netip.AddrPort, bool) {
+func (n *node) redirect(user string, src net.Addr, transport string) (relay.Alternate, bool) {
 	f := n.fleet.Load()
 	if f == nil {
-		return netip.AddrPort{}, false
+		return relay.Alternate{}, false
 	}
 	call, zone, placed, _, ok := cluster.ParseCallUser(user)
 	if !ok {
-		return netip.AddrPort{}, false
+		return relay.Alternate{}, false
 	}
 	from := addrPortOf(src)
 	ip := from.Addr()
 	if !ip.IsValid() || f.redirected.Seen(user, from) {
-		return netip.AddrPort{}, false
+		return relay.Alternate{}, false
 	}
 	// A call placed here (or nowhere in particular) while this node drains
 	// goes to the member placement would choose without it: drain, don't drop.
@@ -164,25 +164,35 @@ func (n *node) redirect(user string, src net.Addr, transport string) (netip.Addr
 		} else if owner, ok = elsewhere(); !ok {
 			// Placed here, or on a member that is gone or draining: serve
 			// it here (unless this node drains: then elsewhere() decided).
-			return netip.AddrPort{}, false
+			return relay.Alternate{}, false
 		}
 	} else {
 		o, out := f.c.Owner(call, zone)
 		if out == cluster.NoMember || o.Self {
 			var ok bool
 			if o, ok = elsewhere(); !ok {
-				return netip.AddrPort{}, false
+				return relay.Alternate{}, false
 			}
 		}
 		owner = o
 	}
 	alt, ok := alternateFor(owner.Meta, transport, ip.Is6())
 	if !ok {
-		return netip.AddrPort{}, false
+		return relay.Alternate{}, false
 	}
 	f.redirected.Note(user, from)
 	n.m.Redirects.Inc()
-	return alt, true
+	return relay.Alternate{Server: alt, Domain: certName(owner.Meta.Host)}, true
+}
+
+// certName is host when it is a DNS name (the owner's --public-host, which
+// its TLS certificate names), for ALTERNATE-DOMAIN; "" for an IP address,
+// which the client then checks as it checked this node.
+func certName(host string) string {
+	if _, err := netip.ParseAddr(host); err == nil || host == "" || len(host) > 253 {
+		return ""
+	}
+	return host
 }
 
 // alternateFor is owner's listener for transport in the client's family

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/supernode/supernode/api"
@@ -21,10 +26,16 @@ import (
 // loopback, sharing one REST secret, and waits until each sees all.
 func startFleetNodes(t *testing.T, n int, extra ...string) []*testNode {
 	t.Helper()
+	return startFleetNodesEach(t, n, func(int) []string { return extra })
+}
+
+// startFleetNodesEach is startFleetNodes with each node's own extra flags.
+func startFleetNodesEach(t *testing.T, n int, extra func(i int) []string) []*testNode {
+	t.Helper()
 	var nodes []*testNode
 	for i := range n {
 		args := append([]string{"--auth-secret", "fleet-secret", "--cluster-listen", "127.0.0.1:0",
-			"--node-id", fmt.Sprintf("node-%d", i)}, extra...)
+			"--node-id", fmt.Sprintf("node-%d", i)}, extra(i)...)
 		if i > 0 {
 			args = append(args, "--join", nodes[0].n.fleet.Load().c.Addr())
 		}
@@ -108,6 +119,63 @@ func TestFleetPlacesCallsOnOneNode(t *testing.T) {
 	}
 	if got := testutilRedirects(a); got != gotB {
 		t.Fatalf("node-0 counted %v redirects, turnload followed %v", got, gotB)
+	}
+}
+
+// TestFleetTLSRedirectNamesTheCertificate: over TLS the 300 Try Alternate
+// carries the owner's --public-host as ALTERNATE-DOMAIN (RFC 8489 §14.16)
+// and turnload checks the owner's certificate against it. node-1's
+// certificate names only b.fleet.test, not its address, so the redirected
+// legs set up only if the name was sent and used. Over UDP, where nothing
+// verifies a certificate, no ALTERNATE-DOMAIN is sent.
+func TestFleetTLSRedirectNamesTheCertificate(t *testing.T) {
+	certA, keyA := writeTestCert(t)
+	certB, keyB := writeCert(t, []string{"b.fleet.test"}, nil)
+	nodes := startFleetNodesEach(t, 2, func(i int) []string {
+		if i == 0 {
+			return []string{"--tls-listen", "127.0.0.1:0", "--cert", certA, "--key", keyA}
+		}
+		return []string{"--tls-listen", "127.0.0.1:0", "--cert", certB, "--key", keyB, "--public-host", "b.fleet.test"}
+	})
+	a, b := nodes[0], nodes[1]
+	roots := x509.NewCertPool()
+	for _, f := range []string{certA, certB} {
+		pem, err := os.ReadFile(f)
+		if err != nil || !roots.AppendCertsFromPEM(pem) {
+			t.Fatalf("test certificate %s: %v", f, err)
+		}
+	}
+
+	// Every call sent to node-0 over TLS: node-1's calls are redirected.
+	cfg := smallLoad(a.tls)
+	cfg.Username, cfg.Password, cfg.Calls = "", "", 20
+	cfg.ICEServers = "http://" + a.http + "/v1/ice-servers"
+	cfg.Transport, cfg.TLS = "tls", &tls.Config{RootCAs: roots}
+	before := b.counter("allocations_created", "tls")
+	rep := runLoad(t, cfg)
+	checkClean(t, rep, cfg.Calls)
+	gotB := b.counter("allocations_created", "tls") - before
+	if rep.Setup.Redirects == 0 || float64(rep.Setup.Redirects) != gotB {
+		t.Fatalf("redirects %d, node-1 created %v TLS allocations", rep.Setup.Redirects, gotB)
+	}
+
+	// The same redirect over UDP names the server only.
+	call := callOwnedBy(t, a, "node-1")
+	var r api.IceServersResponse
+	if code := getJSON(t, "GET", "http://"+a.http+"/v1/ice-servers?user=alice&call="+call, "", &r); code != http.StatusOK {
+		t.Fatalf("ice-servers: %d", code)
+	}
+	c := newRawClient(t, a.udp)
+	resp := c.do(stun.MethodAllocate, r.IceServers[0].Username, r.IceServers[0].Credential, requestedTransport(17))
+	if code := errCode(resp); code != int(stun.CodeTryAlternate) {
+		t.Fatalf("allocate at the wrong node over UDP: code %d, want 300", code)
+	}
+	var alt stun.AlternateServer
+	if err := alt.GetFrom(resp); err != nil || net.JoinHostPort(alt.IP.String(), strconv.Itoa(alt.Port)) != b.udp {
+		t.Fatalf("ALTERNATE-SERVER %v (%v), want node-1's %s", alt, err, b.udp)
+	}
+	if resp.Contains(stun.AttrAlternateDomain) {
+		t.Fatal("ALTERNATE-DOMAIN sent over UDP")
 	}
 }
 
