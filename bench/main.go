@@ -208,6 +208,9 @@ func run(args []string, stderr io.Writer) error {
 	}
 
 	start := time.Now()
+	// The commit and tree state as the binaries were just built, not as
+	// they are when the report is written a quarter of an hour later.
+	machine := describeMachine(bins[Coturn])
 	dir := filepath.Join(o.results, start.Format("20060102-150405"))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("bench: results directory: %w", err)
@@ -256,7 +259,7 @@ func run(args []string, stderr io.Writer) error {
 
 	latCalls, latWhy := h.latencyCalls()
 	rep := &Report{
-		Date: start, Elapsed: time.Since(start), Machine: describeMachine(bins[Coturn]), Config: o.cfg,
+		Date: start, Elapsed: time.Since(start), Machine: machine, Config: o.cfg,
 		ResultsDir: dir, LatCalls: latCalls, LatencyWhy: latWhy,
 		Defs: metricDefs(o.cfg, latCalls), Values: h.values, Profile: prof, Notes: h.notes,
 		Commands: commandLines(h.runs, bins), Loader: loaderLines(h.runs),
