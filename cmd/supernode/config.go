@@ -5,12 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/supernode/supernode/cluster"
 	"io"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/supernode/supernode/cluster"
 )
 
 // listFlag is a repeatable string flag; from the environment it takes a
@@ -249,6 +251,9 @@ func (o *options) check() error {
 	if o.capacity <= 0 {
 		return fmt.Errorf("--capacity %g: want more than 0", o.capacity)
 	}
+	if o.publicHost != "" && !validHost(o.publicHost) {
+		return fmt.Errorf("--public-host %q: want a host name or an IP address, without port or brackets", o.publicHost)
+	}
 	switch {
 	case o.minPort < 1 || o.minPort > 65535:
 		return fmt.Errorf("--min-port %d: want 1..65535", o.minPort)
@@ -277,4 +282,26 @@ func (o *options) check() error {
 		}
 	}
 	return nil
+}
+
+// validHost reports whether h is an IP address or a DNS host name (RFC 1123
+// labels of letters, digits and inner hyphens, at most 253 characters).
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -70,6 +70,9 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{nil, map[string]string{"SUPERNODE_MAX_BPS": "lots"}, "SUPERNODE_MAX_BPS"},
 		{[]string{"--log-format", "xml"}, nil, "--log-format"},
 		{[]string{"stray"}, nil, "stray"},
+		{[]string{"--public-host", "turn.example.com:443"}, nil, "--public-host"},
+		{[]string{"--public-host", "[2001:db8::1]"}, nil, "--public-host"},
+		{[]string{"--public-host", "bad_name.example"}, nil, "--public-host"},
 	} {
 		_, err := parseOptions(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -319,6 +320,13 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	if o.cert != "" || o.key != "" {
 		if n.cert, err = relay.LoadCertificate(o.cert, o.key); err != nil {
 			return nil, err
+		}
+		if name := certName(o.publicHost); name != "" {
+			if leaf, err := x509.ParseCertificate(n.cert.Get().Certificate[0]); err == nil && leaf.VerifyHostname(name) != nil {
+				// Clients check turns: URLs and fleet redirects against it.
+				log.Warn("--public-host is not a name in --cert: TLS and DTLS clients sent to this node by name will reject its certificate",
+					"public_host", name, "cert", o.cert)
+			}
 		}
 	}
 
