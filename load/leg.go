@@ -69,9 +69,11 @@ var quietLogger = func() logging.LoggerFactory {
 }()
 
 // dial opens the leg's connection to server and starts its read loop.
-// tlsName is the name to verify a TLS server's certificate against; empty
+// tlsName is the name to verify a TLS server's certificate against: the
+// configured ServerName wins over it unless altDomain (it is the
+// ALTERNATE-DOMAIN of a redirect, which RFC 8489 §10 says to use); empty
 // takes the host of server.
-func (r *runner) dial(ctx context.Context, server, tlsName string, call uint32, idx uint8, creds credentials) (*leg, error) {
+func (r *runner) dial(ctx context.Context, server, tlsName string, altDomain bool, call uint32, idx uint8, creds credentials) (*leg, error) {
 	l := &leg{r: r, call: call, idx: idx, done: make(chan struct{}), closed: make(chan struct{})}
 	switch r.cfg.Transport {
 	case "udp":
@@ -100,7 +102,7 @@ func (r *runner) dial(ctx context.Context, server, tlsName string, call uint32, 
 			if tc == nil {
 				tc = &tls.Config{}
 			}
-			if tc.ServerName == "" && !tc.InsecureSkipVerify {
+			if (tc.ServerName == "" || altDomain) && !tc.InsecureSkipVerify {
 				tc = tc.Clone()
 				tc.ServerName = tlsName
 				if tc.ServerName == "" {

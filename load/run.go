@@ -286,8 +286,9 @@ func (r *runner) setupCall(parent context.Context, id uint32) {
 // dialled (for the caller to close), nil when dialling failed.
 func (r *runner) openLeg(ctx context.Context, server string, id uint32, idx uint8, creds credentials) (*leg, error) {
 	tlsName, _, _ := net.SplitHostPort(server)
+	altDomain := false
 	for redirected := false; ; redirected = true {
-		l, err := r.dial(ctx, server, tlsName, id, idx, creds)
+		l, err := r.dial(ctx, server, tlsName, altDomain, id, idx, creds)
 		if err != nil {
 			return nil, fmt.Errorf("dial %s: %w", server, err)
 		}
@@ -305,7 +306,7 @@ func (r *runner) openLeg(ctx context.Context, server string, id uint32, idx uint
 			l.close()
 			server = alt.server.String()
 			if alt.domain != "" {
-				tlsName = alt.domain
+				tlsName, altDomain = alt.domain, true
 			}
 			continue
 		}
