@@ -64,7 +64,7 @@ const (
 )
 
 // Connection close reasons for TCP, TLS and DTLS client connections.
-var CloseReasons = []string{"idle_timeout", "first_message_timeout", "malformed", "oversized", "peer_closed", "limit"}
+var CloseReasons = []string{"idle_timeout", "first_message_timeout", "malformed", "oversized", "peer_closed", "peer_reset", "limit"}
 
 // Metrics holds every metric; construct it with New.
 type Metrics struct {

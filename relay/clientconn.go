@@ -325,16 +325,23 @@ func (c *clientStreamConn) noteErr(err error) {
 		} else {
 			c.closeReason = "first_message_timeout"
 		}
-	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
-		// A reset is a client gone without a goodbye, still its own doing.
+	case errors.Is(err, io.EOF):
 		c.closeReason = "peer_closed"
+	case errors.Is(err, syscall.ECONNRESET):
+		// Gone without a goodbye: the client, or a NAT or firewall on
+		// the way that forgot the connection.
+		c.closeReason = "peer_reset"
 	default:
 		return
 	}
 	c.countClose()
 }
 
+// countClose counts the connection as closed for closeReason. Its slot in
+// the per-IP limit is freed first (it is done with, Close or not), so
+// whoever sees the count can connect again at once.
 func (c *clientStreamConn) countClose() {
+	c.closeOnce.Do(func() { c.l.srv.conns.release(c.ip) })
 	c.l.srv.m.ConnectionsClosed.WithLabelValues(c.l.transport, c.closeReason).Inc()
 }
 

@@ -222,14 +222,14 @@ func TestConnectionLimitPerIP(t *testing.T) {
 }
 
 // TestTLSClientReset: a TLS client that resets its connection (no
-// close_notify, no FIN) is counted as peer_closed, and the close_notify the
+// close_notify, no FIN) is counted as peer_reset, and the close_notify the
 // server can then no longer send is not logged as an error: clients on bad
 // networks do this all the time.
 func TestTLSClientReset(t *testing.T) {
 	cert, key := writeTestCert(t)
 	tn := startNode(t, "--user", "alice:pw", "--tls-listen", "127.0.0.1:0", "--cert", cert, "--key", key,
 		"--log-level", "debug")
-	before := testutilClosed(tn, "tls", "peer_closed")
+	before := testutilClosed(tn, "tls", "peer_reset")
 	const n = 3
 	for range n {
 		raw, err := net.Dial("tcp", tn.tls)
@@ -250,8 +250,8 @@ func TestTLSClientReset(t *testing.T) {
 		_ = raw.(*net.TCPConn).SetLinger(0) // close sends RST
 		_ = raw.Close()
 	}
-	waitFor(t, "the resets counted as peer_closed", func() bool {
-		return testutilClosed(tn, "tls", "peer_closed") >= before+n
+	waitFor(t, "the resets counted as peer_reset", func() bool {
+		return testutilClosed(tn, "tls", "peer_reset") >= before+n
 	})
 	// pion closes its side after the count; its close_notify then fails.
 	waitFor(t, "the failed close_notify logged", func() bool {
