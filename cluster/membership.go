@@ -257,8 +257,8 @@ func (c *Cluster) refresh() {
 	}
 }
 
-// Update gossips this node's metadata now if it changed, waiting up to 2s
-// for the message to be sent.
+// Update gossips this node's metadata now if it changed, waiting up to one
+// refresh period for the message to be sent.
 func (c *Cluster) Update() { c.update(false) }
 
 // Announce gossips this node's metadata now, changed or not (the refresh
@@ -275,8 +275,16 @@ func (c *Cluster) update(force bool) {
 		c.cfg.Logger.Error("cluster metadata not gossiped", "err", err)
 		return
 	}
-	if err := c.ml.UpdateNode(2 * time.Second); err != nil {
-		c.cfg.Logger.Warn("cluster metadata update", "err", err)
+	// A drain (Announce) waits up to 2s for the news to be sent, and says
+	// so if it could not; a load refresh waits at most one refresh period
+	// and keeps quiet: the message is still spreading, and the next refresh
+	// carries newer numbers anyway.
+	wait, level := c.cfg.Refresh, slog.LevelDebug
+	if force {
+		wait, level = 2*time.Second, slog.LevelWarn
+	}
+	if err := c.ml.UpdateNode(wait); err != nil {
+		c.cfg.Logger.Log(context.Background(), level, "cluster metadata update still spreading", "err", err)
 	}
 }
 
