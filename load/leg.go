@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,12 @@ type leg struct {
 	alternate  atomic.Pointer[alternate] // from a 300 answer to Allocate
 	done       chan struct{}             // closed when the read loop ends
 	closed     chan struct{}             // closed by close()
+
+	// deallocating is set once the deallocating Refresh was sent;
+	// deallocated is closed when the server answered it (UDP legs).
+	deallocating atomic.Bool
+	deallocated  chan struct{}
+	deallocOnce  sync.Once
 
 	// Sender state, owned by one worker.
 	buf      []byte
@@ -74,7 +81,7 @@ var quietLogger = func() logging.LoggerFactory {
 // ALTERNATE-DOMAIN of a redirect, which RFC 8489 §10 says to use); empty
 // takes the host of server.
 func (r *runner) dial(ctx context.Context, server, tlsName string, altDomain bool, call uint32, idx uint8, creds credentials) (*leg, error) {
-	l := &leg{r: r, call: call, idx: idx, done: make(chan struct{}), closed: make(chan struct{})}
+	l := &leg{r: r, call: call, idx: idx, done: make(chan struct{}), closed: make(chan struct{}), deallocated: make(chan struct{})}
 	switch r.cfg.Transport {
 	case "udp":
 		ua, err := net.ResolveUDPAddr("udp", server)
@@ -318,6 +325,7 @@ func (l *leg) readLoop() {
 			l.r.countErr("malformed_frame")
 		default:
 			l.noteAlternate(b)
+			l.noteDeallocated(b)
 			_, _ = l.client.HandleInbound(b, l.serverAddr)
 		}
 	}
@@ -357,6 +365,44 @@ func (l *leg) noteAlternate(b []byte) {
 		a.domain = string(d)
 	}
 	l.alternate.Store(a)
+}
+
+// Refresh responses (RFC 8656 section 7.3).
+const (
+	typeRefreshSuccess = 0x0104
+	typeRefreshError   = 0x0114
+)
+
+// noteDeallocated notices the server's answer to the deallocating Refresh:
+// a success, or 437 Allocation Mismatch (the allocation is gone already).
+func (l *leg) noteDeallocated(b []byte) {
+	if !l.deallocating.Load() || len(b) < stunHeaderLen {
+		return
+	}
+	switch binary.BigEndian.Uint16(b[0:2]) {
+	case typeRefreshSuccess:
+	case typeRefreshError:
+		m := &stun.Message{Raw: append([]byte(nil), b...)}
+		var code stun.ErrorCodeAttribute
+		if m.Decode() != nil || code.GetFrom(m) != nil || code.Code != stun.CodeAllocMismatch {
+			return
+		}
+	default:
+		return
+	}
+	l.deallocOnce.Do(func() { close(l.deallocated) })
+}
+
+// deallocate sends a UDP leg's deallocating Refresh (lifetime 0) through
+// pion, which retransmits it until the server answers while the leg's
+// socket stays open. A stream leg's allocation ends with its connection.
+// It reports whether there is an answer to wait for on l.deallocated.
+func (l *leg) deallocate() bool {
+	if l.udp == nil || l.relay == nil {
+		return false
+	}
+	l.deallocating.Store(true)
+	return l.relay.Close() == nil
 }
 
 // onMedia accounts for one received payload.

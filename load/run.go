@@ -404,9 +404,33 @@ func (r *runner) closeAll() {
 	r.callsMu.Lock()
 	calls := r.calls
 	r.callsMu.Unlock()
-	// Few at a time: the deallocating Refresh is sent once, without waiting
-	// for the answer (pion's Close), and a burst of thousands can overflow
-	// the server's socket buffer, leaving allocations to expire on their own.
+	// UDP legs send their deallocating Refresh first and keep their sockets
+	// open until the server answers it (pion retransmits a Refresh the
+	// server did not get: a burst of thousands overflows its socket
+	// buffer), or deallocGrace passes; otherwise the allocations would stay
+	// on the server until they expire.
+	var wait []*leg
+	for i, c := range calls {
+		for _, l := range c.legs {
+			if l.deallocate() {
+				wait = append(wait, l)
+			}
+		}
+		if i%32 == 31 {
+			time.Sleep(time.Millisecond) // spread the burst a little
+		}
+	}
+	grace := time.NewTimer(deallocGrace)
+	defer grace.Stop()
+answered:
+	for _, l := range wait {
+		select {
+		case <-l.deallocated:
+		case <-grace.C:
+			break answered
+		}
+	}
+	// Few at a time: closing a stream leg writes to its connection.
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, c := range calls {
@@ -420,6 +444,10 @@ func (r *runner) closeAll() {
 	}
 	wg.Wait()
 }
+
+// deallocGrace bounds the wait for the server to answer the deallocating
+// Refreshes at the end of a run: pion retransmits after 0.2, 0.6 and 1.4 s.
+const deallocGrace = 3 * time.Second
 
 func (r *runner) errorsCopy() map[string]uint64 {
 	r.errMu.Lock()

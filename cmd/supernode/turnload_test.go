@@ -206,6 +206,23 @@ func TestTurnloadIdleCallsAndServerPID(t *testing.T) {
 	waitFor(t, "allocations released", func() bool { return tn.n.relay.AllocationCount() == 0 })
 }
 
+// TestTurnloadLeavesNoAllocations: when a run ends, every allocation it made
+// is gone from the server at once, even after a burst of hundreds of
+// deallocations (turnload waits for the server to answer each one, and
+// pion retransmits those the server did not get).
+func TestTurnloadLeavesNoAllocations(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw")
+	cfg := smallLoad(tn.udp)
+	cfg.PPS, cfg.Calls, cfg.Ramp, cfg.Duration = 0, 300, 0, 100*time.Millisecond
+	rep := runLoad(t, cfg)
+	if rep.Calls.Established != cfg.Calls {
+		t.Fatalf("calls %+v errors %v", rep.Calls, rep.ErrorSamples)
+	}
+	if n := tn.n.relay.AllocationCount(); n != 0 {
+		t.Fatalf("%d of %d allocations still on the server when the run returned", n, rep.Setup.Allocations)
+	}
+}
+
 func TestTurnloadProbe(t *testing.T) {
 	ctx := context.Background()
 	t.Run("allowed", func(t *testing.T) {
