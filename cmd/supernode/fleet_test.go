@@ -52,6 +52,22 @@ func startFleetNodesEach(t *testing.T, n int, extra func(i int) []string) []*tes
 	return nodes
 }
 
+// waitFleetIdle waits until every node sees every member report no
+// allocations.
+func waitFleetIdle(t *testing.T, nodes []*testNode) {
+	t.Helper()
+	waitFor(t, "every member to report no allocations", func() bool {
+		for _, tn := range nodes {
+			for _, m := range tn.n.fleet.Load().c.Nodes() {
+				if m.Meta.Allocations != 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
 // callOwnedBy finds a call id that the fleet places on node id.
 func callOwnedBy(t *testing.T, tn *testNode, id string) string {
 	t.Helper()
@@ -93,8 +109,11 @@ func TestFleetPlacesCallsOnOneNode(t *testing.T) {
 
 	// turnload through node-0's endpoint: every call's two legs land on the
 	// call's owner, directly.
+	// 16 calls: loads are gossiped once a second, so one run's placements
+	// all see the same loads, and each call lands on node-1 with
+	// probability 1/2; 16 of them all on node-0 is a 1-in-65,536 event.
 	cfg := smallLoad("")
-	cfg.Username, cfg.Password, cfg.Calls = "", "", 6
+	cfg.Username, cfg.Password, cfg.Calls = "", "", 16
 	cfg.ICEServers = "http://" + a.http + "/v1/ice-servers"
 	rep := runLoad(t, cfg)
 	checkClean(t, rep, cfg.Calls)
@@ -108,6 +127,9 @@ func TestFleetPlacesCallsOnOneNode(t *testing.T) {
 
 	// Sent to the wrong node on purpose: the calls node-1 owns are
 	// redirected there (300 Try Alternate), the others are served by node-0.
+	// First the first run's allocations must be gone from the gossiped
+	// loads: while one node still reports them, bounded load skips it.
+	waitFleetIdle(t, nodes)
 	before := [2]float64{a.counter("allocations_created", "udp"), b.counter("allocations_created", "udp")}
 	cfg.Server = a.udp
 	rep = runLoad(t, cfg)
