@@ -405,6 +405,20 @@ func (l *leg) deallocate() bool {
 	return l.relay.Close() == nil
 }
 
+// release deallocates l, waiting up to deallocGrace for the server's
+// answer, and closes it.
+func (l *leg) release() {
+	if l.deallocate() {
+		t := time.NewTimer(deallocGrace)
+		select {
+		case <-l.deallocated:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	l.close()
+}
+
 // onMedia accounts for one received payload.
 func (l *leg) onMedia(p []byte) {
 	if l.r.probeEcho != nil {

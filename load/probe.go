@@ -67,7 +67,7 @@ func Probe(ctx context.Context, cfg Config) (*ProbeResult, error) {
 	defer r.hc.CloseIdleConnections()
 	l, err := r.openLeg(ctx, creds.server, 0, 0, creds)
 	if l != nil {
-		defer l.close()
+		defer l.release() // a monitoring probe must not leave allocations behind
 	}
 	if err != nil {
 		step := "allocate"

@@ -240,6 +240,12 @@ func TestTurnloadProbe(t *testing.T) {
 			if res.Relayed == "" || res.RoundTrip <= 0 || res.Allocate <= 0 {
 				t.Fatalf("%s: probe %+v", tr.transport, res)
 			}
+			if tr.transport == "udp" {
+				// A probe run every few seconds must not pile up allocations.
+				if n := tn.n.relay.AllocationCount(); n != 0 {
+					t.Fatalf("udp: the probe left %d allocations behind", n)
+				}
+			}
 		}
 	})
 	t.Run("peer refused by default policy", func(t *testing.T) {
