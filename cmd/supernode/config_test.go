@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -123,5 +125,29 @@ func TestStartErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one naming %s", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestListenPortTakenForTCP: a --listen port free for UDP but taken for TCP
+// is an error naming --listen (with port 0 another port is tried instead).
+func TestListenPortTakenForTCP(t *testing.T) {
+	var tl net.Listener
+	for tl == nil { // a TCP port whose UDP twin is free
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u, err := net.ListenPacket("udp4", l.Addr().String()); err == nil {
+			_ = u.Close()
+			tl = l
+		} else {
+			defer l.Close() // keep it, so the next try gets another port
+		}
+	}
+	defer tl.Close()
+	args := []string{"--listen", tl.Addr().String(), "--http-listen", "127.0.0.1:0", "--user", "a:b"}
+	err := run(args, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "--listen") || !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("error %v, want --listen: address in use", err)
 	}
 }

@@ -333,18 +333,13 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	var ls []relay.Listener
 	listens := map[string][]string{}
 	for _, a := range o.listen {
-		pcs, err := relay.ListenUDP(a, o.udpSockets)
+		pcs, tl, err := listenUDPAndTCP(a, o.udpSockets)
 		if err != nil {
 			return nil, fmt.Errorf("--listen: %w", err)
 		}
 		for _, pc := range pcs {
 			n.closers = append(n.closers, pc)
 			ls = append(ls, relay.Listener{Transport: "udp", PacketConn: pc})
-		}
-		// TCP on the same port the UDP sockets got (matters for port 0).
-		tl, err := relay.ListenTCP(pcs[0].LocalAddr().String())
-		if err != nil {
-			return nil, fmt.Errorf("--listen: %w", err)
 		}
 		n.closers = append(n.closers, tl)
 		ls = append(ls, relay.Listener{Transport: "tcp", Listener: tl})
@@ -493,6 +488,30 @@ func (n *node) close() {
 	}
 	for _, c := range n.closers {
 		_ = c.Close()
+	}
+}
+
+// listenUDPAndTCP opens the UDP sockets and the TCP listener of one --listen
+// address on one port. With port 0 the kernel picks the UDP port, and TCP
+// may already use that port (an outgoing connection's, say): then the pair
+// is tried again on another.
+func listenUDPAndTCP(addr string, sockets int) ([]net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for try := 1; ; try++ {
+		pcs, err := relay.ListenUDP(addr, sockets)
+		if err != nil {
+			return nil, nil, err
+		}
+		tl, err := relay.ListenTCP(pcs[0].LocalAddr().String())
+		if err == nil {
+			return pcs, tl, nil
+		}
+		for _, pc := range pcs {
+			_ = pc.Close()
+		}
+		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) || try == 20 {
+			return nil, nil, err
+		}
 	}
 }
 
