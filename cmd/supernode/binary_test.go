@@ -16,10 +16,10 @@ import (
 // UDP and TCP.
 func freePort(t *testing.T) string { return freePortOn(t, "127.0.0.1") }
 
-// TestBinarySIGTERMDrain builds the real binary, runs it, and sends it real
-// signals: SIGTERM in the middle of a call drains (the call keeps flowing,
-// readiness fails, the process exits 0 once the call ends).
-func TestBinarySIGTERMDrain(t *testing.T) {
+// buildBinary builds supernode into the test's temporary directory
+// (skipped with -short).
+func buildBinary(t *testing.T) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
@@ -27,6 +27,14 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// TestBinarySIGTERMDrain builds the real binary, runs it, and sends it real
+// signals: SIGTERM in the middle of a call drains (the call keeps flowing,
+// readiness fails, the process exits 0 once the call ends).
+func TestBinarySIGTERMDrain(t *testing.T) {
+	bin := buildBinary(t)
 	listen, httpAddr := freePort(t), freePort(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "--listen", listen, "--http-listen", httpAddr, "--relay-ip", "127.0.0.1",

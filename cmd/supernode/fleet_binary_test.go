@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,13 +47,7 @@ type fleetProc struct {
 // killed with SIGKILL stops being chosen; a node drained with SIGTERM in the
 // middle of a load run drops none of its calls.
 func TestBinaryFleet(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "supernode")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	var nodes []*fleetProc
 	var seed string
 	for i := range 3 {
