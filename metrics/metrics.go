@@ -33,10 +33,20 @@ const (
 	// DropPeerGone: to a relay port of this node whose allocation has ended
 	// (normal at hang-up: the other leg's last packets).
 	DropPeerGone = "peer_gone"
+	// DropRcvbuf: the kernel dropped it because a listener socket's receive
+	// buffer was full (read from the socket at scrape time).
+	DropRcvbuf = "rcvbuf"
+	// DropUnauthBudget: a request without MESSAGE-INTEGRITY over its source
+	// IP's budget (--unauth-rate).
+	DropUnauthBudget = "unauth_budget"
+	// DropAuthBackoff: a request from an IP or for a username in backoff
+	// after repeated failed MESSAGE-INTEGRITY checks.
+	DropAuthBackoff = "auth_backoff"
 )
 
 // DropReasons is the fixed set of drop reasons.
-var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic, DropOverflow, DropNoPermission, DropPeerGone}
+var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic, DropOverflow,
+	DropNoPermission, DropPeerGone, DropRcvbuf, DropUnauthBudget, DropAuthBackoff}
 
 // Methods are the STUN/TURN request methods counted in RequestsTotal.
 var Methods = []string{"binding", "allocate", "refresh", "create_permission", "channel_bind", "connect", "connection_bind"}
@@ -61,10 +71,31 @@ var AuthReasons = []string{AuthUnknownUser, AuthExpired, AuthBadUsername, AuthBa
 const (
 	QuotaUser  = "user"
 	QuotaTotal = "total"
+	QuotaRate  = "rate" // Allocate attempts per user id per second (--user-alloc-rate)
+)
+
+// Per-allocation limits counted in LimitRejections.
+const (
+	LimitPermissions  = "permissions"   // --max-permissions
+	LimitChannels     = "channels"      // --max-channels
+	LimitRequestPeers = "request_peers" // peer addresses in one CreatePermission
+)
+
+// Limits is the fixed set of per-allocation limits.
+var Limits = []string{LimitPermissions, LimitChannels, LimitRequestPeers}
+
+// Auth backoff scopes: what a backoff after failed checks is keyed by.
+const (
+	ScopeIP   = "ip"
+	ScopeUser = "user"
 )
 
 // Connection close reasons for TCP, TLS and DTLS client connections.
-var CloseReasons = []string{"idle_timeout", "first_message_timeout", "malformed", "oversized", "peer_closed", "peer_reset", "limit"}
+// "limit" is the per-IP cap (--max-conns-per-ip), "pending_limit" the
+// node-wide cap on connections without an allocation (--max-pending-conns),
+// "auth_timeout" a connection with no allocation by --auth-timeout.
+var CloseReasons = []string{"idle_timeout", "first_message_timeout", "malformed", "oversized", "peer_closed",
+	"peer_reset", "limit", "pending_limit", "auth_timeout"}
 
 // Metrics holds every metric; construct it with New.
 type Metrics struct {
@@ -84,6 +115,10 @@ type Metrics struct {
 	PermissionsActive  prometheus.Gauge
 	ChannelsActive     prometheus.Gauge
 	ConnectionsClosed  *prometheus.CounterVec
+	ConnectionsPending prometheus.Gauge
+	LimitRejections    *prometheus.CounterVec
+	AuthBackoffs       *prometheus.CounterVec
+	LogSuppressed      prometheus.Counter
 	Draining           prometheus.Gauge
 	DrainRefusals      prometheus.Counter
 	HandlerPanics      prometheus.Counter
@@ -169,6 +204,22 @@ func New(version string) *Metrics {
 			Namespace: ns, Name: "connections_closed_total",
 			Help: "Client TCP/TLS/DTLS connections closed by the node, by transport and reason.",
 		}, []string{"transport", "reason"}),
+		ConnectionsPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "connections_pending",
+			Help: "Client TCP/TLS/DTLS connections open without an allocation yet.",
+		}),
+		LimitRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "limit_rejections_total",
+			Help: "Requests refused because they would pass a per-allocation limit, by limit.",
+		}, []string{"limit"}),
+		AuthBackoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "auth_backoffs_total",
+			Help: "Backoffs started after repeated failed MESSAGE-INTEGRITY checks, by what they key on (ip, user).",
+		}, []string{"scope"}),
+		LogSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "log_lines_suppressed_total",
+			Help: "Log lines not written because the same message was logged too often.",
+		}),
 		Draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "draining",
 			Help: "1 while the node is draining (refusing new allocations), else 0.",
@@ -235,8 +286,15 @@ func New(version string) *Metrics {
 	for _, r := range AuthReasons {
 		m.AuthFailures.WithLabelValues(r)
 	}
-	m.QuotaRejections.WithLabelValues(QuotaUser)
-	m.QuotaRejections.WithLabelValues(QuotaTotal)
+	for _, q := range []string{QuotaUser, QuotaTotal, QuotaRate} {
+		m.QuotaRejections.WithLabelValues(q)
+	}
+	for _, l := range Limits {
+		m.LimitRejections.WithLabelValues(l)
+	}
+	for _, sc := range []string{ScopeIP, ScopeUser} {
+		m.AuthBackoffs.WithLabelValues(sc)
+	}
 	for _, meth := range []string{"create_permission", "channel_bind", "connect"} {
 		m.PeerDenials.WithLabelValues(meth)
 	}
@@ -256,7 +314,7 @@ func New(version string) *Metrics {
 		m.AllocationsActive, m.AllocationsCreated, m.AllocationsDeleted, m.AllocationLifetime,
 		m.RelayBytes, m.RelayPackets, m.PacketsDropped, m.Requests, m.AuthFailures,
 		m.QuotaRejections, m.PeerDenials, m.PermissionsActive, m.ChannelsActive,
-		m.ConnectionsClosed, m.Draining, m.DrainRefusals, m.HandlerPanics, m.ClientPacketsInput,
+		m.ConnectionsClosed, m.ConnectionsPending, m.LimitRejections, m.AuthBackoffs, m.LogSuppressed, m.Draining, m.DrainRefusals, m.HandlerPanics, m.ClientPacketsInput,
 		m.BuildInfo, m.FleetMembers, m.Placements, m.Redirects, m.FleetLoadShare, m.CrossHostBytes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

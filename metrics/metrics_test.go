@@ -15,6 +15,7 @@ func TestGolden(t *testing.T) {
 	const want = `
 # HELP supernode_packets_dropped_total Packets the node received and did not relay or answer, by reason.
 # TYPE supernode_packets_dropped_total counter
+supernode_packets_dropped_total{reason="auth_backoff"} 0
 supernode_packets_dropped_total{reason="malformed"} 0
 supernode_packets_dropped_total{reason="no_permission"} 0
 supernode_packets_dropped_total{reason="overflow"} 0
@@ -23,8 +24,11 @@ supernode_packets_dropped_total{reason="panic"} 0
 supernode_packets_dropped_total{reason="peer_denied"} 0
 supernode_packets_dropped_total{reason="peer_gone"} 0
 supernode_packets_dropped_total{reason="rate_limit"} 3
+supernode_packets_dropped_total{reason="rcvbuf"} 0
+supernode_packets_dropped_total{reason="unauth_budget"} 0
 # HELP supernode_quota_rejections_total Allocate requests refused with 486 because a quota was reached, by quota.
 # TYPE supernode_quota_rejections_total counter
+supernode_quota_rejections_total{quota="rate"} 0
 supernode_quota_rejections_total{quota="total"} 0
 supernode_quota_rejections_total{quota="user"} 0
 # HELP supernode_allocations_active Allocations currently live on this node, by client transport.
@@ -60,7 +64,7 @@ func TestNamingRules(t *testing.T) {
 		for _, metric := range mf.GetMetric() {
 			for _, l := range metric.GetLabel() {
 				switch l.GetName() {
-				case "transport", "direction", "reason", "method", "result", "quota", "version", "goversion", "state":
+				case "transport", "direction", "reason", "method", "result", "quota", "version", "goversion", "state", "limit", "scope":
 				default:
 					t.Errorf("%s has label %q outside the fixed sets", name, l.GetName())
 				}

@@ -29,6 +29,15 @@ var (
 	ErrNoRelayAddr  = errors.New("relay: at least one --relay-ip is required")
 	ErrMissingField = errors.New("relay: required config field missing")
 	ErrBadTransport = errors.New("relay: listener transport must be udp, tcp, tls or dtls")
+	ErrBadLimit     = errors.New("relay: bad limit")
+)
+
+// Default per-allocation limits. A browser holds a permission per remote
+// candidate IP and a channel per remote candidate it checks: a handful each.
+const (
+	DefaultMaxPermissions  = 128
+	DefaultMaxChannels     = 64
+	DefaultMaxRequestPeers = 16
 )
 
 // Listener is one socket handed to the server.
@@ -89,6 +98,52 @@ type Config struct {
 	// ConnectTimeout bounds an RFC 6062 Connect to a peer; zero is 30s (the
 	// RFC's minimum).
 	ConnectTimeout time.Duration
+
+	// AuthTimeout is the absolute deadline, from accept, by which a
+	// TCP/TLS/DTLS client connection must hold an allocation; bytes of an
+	// unfinished frame do not extend it. Zero is 30s.
+	AuthTimeout time.Duration
+	// MaxPendingConns bounds TCP/TLS/DTLS client connections that hold no
+	// allocation yet, node-wide; more are closed on accept and counted.
+	// Zero is unlimited.
+	MaxPendingConns int
+
+	// MaxPermissions bounds the peer IPs one allocation holds permissions
+	// for (RFC 8656 §9); a request past it gets 508. Zero is 128.
+	MaxPermissions int
+	// MaxChannels bounds the channels bound on one allocation (RFC 8656
+	// §12); a ChannelBind past it gets 508. Zero is 64.
+	MaxChannels int
+	// MaxRequestPeers bounds the XOR-PEER-ADDRESS attributes in one
+	// CreatePermission; more get 400. Zero is 16.
+	MaxRequestPeers int
+
+	// UserAllocRate bounds new-allocation attempts per user id, in
+	// Allocates per second, with a burst of five seconds' worth; more get
+	// 486. Zero is unlimited.
+	UserAllocRate float64
+	// UnauthRate is each source IP's budget of requests without
+	// MESSAGE-INTEGRITY (Binding and first Allocates), per second, with a
+	// burst of twice that; more are dropped and counted. Zero is unlimited.
+	UnauthRate float64
+
+	// AuthFailures is how many failed MESSAGE-INTEGRITY checks from one IP,
+	// or for one username, within AuthFailWindow start a backoff during
+	// which their requests are dropped. Zero is 10; negative disables.
+	AuthFailures int
+	// AuthFailWindow is the window AuthFailures are counted in; zero is 1m.
+	AuthFailWindow time.Duration
+	// AuthBackoff is the first backoff; each further one while failures
+	// continue doubles it, up to AuthBackoffMax. Zero is 5s.
+	AuthBackoff time.Duration
+	// AuthBackoffMax caps the backoff; zero is 5m.
+	AuthBackoffMax time.Duration
+
+	// NonceLifetime is how long a NONCE the node hands out stays valid
+	// (it is also bound to the client's IP); zero is 10m.
+	NonceLifetime time.Duration
+	// Now is the clock of nonces, budgets and backoffs; nil is time.Now.
+	Now func() time.Time
 
 	// Redirect, when set, is asked about every authenticated Allocate that
 	// would create a new allocation, draining or not: user is the verified
@@ -167,6 +222,40 @@ func (c *Config) validate() error {
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 30 * time.Second
+	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = 30 * time.Second
+	}
+	if c.MaxPermissions == 0 {
+		c.MaxPermissions = DefaultMaxPermissions
+	}
+	if c.MaxChannels == 0 {
+		c.MaxChannels = DefaultMaxChannels
+	}
+	if c.MaxRequestPeers == 0 {
+		c.MaxRequestPeers = DefaultMaxRequestPeers
+	}
+	if c.MaxPermissions < 0 || c.MaxChannels < 0 || c.MaxRequestPeers < 0 || c.MaxPendingConns < 0 ||
+		c.UserAllocRate < 0 || c.UnauthRate < 0 {
+		return fmt.Errorf("%w: limits must not be negative", ErrBadLimit)
+	}
+	if c.AuthFailures == 0 {
+		c.AuthFailures = 10
+	}
+	if c.AuthFailWindow == 0 {
+		c.AuthFailWindow = time.Minute
+	}
+	if c.AuthBackoff == 0 {
+		c.AuthBackoff = 5 * time.Second
+	}
+	if c.AuthBackoffMax == 0 {
+		c.AuthBackoffMax = 5 * time.Minute
+	}
+	if c.NonceLifetime == 0 {
+		c.NonceLifetime = 10 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return nil
 }

@@ -13,6 +13,30 @@ import (
 	"time"
 
 	"github.com/supernode/supernode/cluster"
+	"github.com/supernode/supernode/relay"
+)
+
+// Defaults that protect the node from any one credential holder (see the
+// README's "Abuse and limits").
+const (
+	// defaultUserQuota: a browser holds one to three allocations per peer
+	// connection (one per TURN URL and local interface), so 100 covers a
+	// 30-way mesh call, while one credential can take at most 100 of the
+	// 16,384 relay ports of the default range.
+	defaultUserQuota = 100
+	// defaultMaxBPS: 20 Mbit/s per allocation and direction is several
+	// times an HD video call with simulcast, yet bounds what one allocation
+	// can push through the node as an open UDP proxy.
+	defaultMaxBPS = 20_000_000
+	// defaultAllocRate: new allocations per second per user id; a browser
+	// makes a few per call.
+	defaultAllocRate = 10
+	// defaultUnauthRate: unauthenticated requests per second per source IP;
+	// a client sends two or three per call (Binding, the first Allocate).
+	defaultUnauthRate = 200
+	// defaultUDPRcvbuf: 4 MiB holds about 20 ms of a 1 Gbit/s burst of
+	// media (the kernel's default 208 KiB holds about 1 ms).
+	defaultUDPRcvbuf = 4 << 20
 )
 
 // listFlag is a repeatable string flag; from the environment it takes a
@@ -52,6 +76,16 @@ type options struct {
 	idleTimeout  time.Duration
 	firstTimeout time.Duration
 	maxConnsIP   int
+	maxPending   int
+	authTimeout  time.Duration
+	maxPerms     int
+	maxChannels  int
+	allocRate    float64
+	unauthRate   float64
+	authFailures int
+	authBackoff  time.Duration
+	maxCredTTL   time.Duration
+	udpRcvbuf    int
 	httpListen   string
 	apiToken     string
 	pprof        bool
@@ -93,13 +127,23 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.secretFile, "auth-secret-file", "", "file of REST secrets, one per line, first mints (re-read on SIGHUP)")
 	fs.Var(&o.allowPeer, "allow-peer", "`CIDR` or IP peers may be in even if a default range refuses it, repeatable; the most specific rule wins; only an exact IP opens the node's own addresses beyond its relay ports")
 	fs.Var(&o.denyPeer, "deny-peer", "`CIDR` or IP peers may not be in, repeatable; the most specific rule wins")
-	fs.IntVar(&o.userQuota, "user-quota", 0, "most allocations one user id may hold at once (0 = unlimited)")
+	fs.IntVar(&o.userQuota, "user-quota", defaultUserQuota, "most allocations one user id may hold at once (0 = unlimited)")
 	fs.IntVar(&o.totalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
-	fs.Int64Var(&o.maxBPS, "max-bps", 0, "bandwidth limit per allocation and direction in `bits/s`; excess packets are dropped (0 = unlimited)")
+	fs.Int64Var(&o.maxBPS, "max-bps", defaultMaxBPS, "bandwidth limit per allocation and direction in `bits/s`; excess packets are dropped (0 = unlimited)")
+	fs.IntVar(&o.maxPerms, "max-permissions", relay.DefaultMaxPermissions, "most peer IPs one allocation may hold permissions for; more get 508")
+	fs.IntVar(&o.maxChannels, "max-channels", relay.DefaultMaxChannels, "most channels one allocation may bind; more get 508")
+	fs.Float64Var(&o.allocRate, "user-alloc-rate", defaultAllocRate, "new allocations one user id may attempt per second, with a burst of 5 seconds' worth; more get 486 (0 = unlimited)")
+	fs.Float64Var(&o.unauthRate, "unauth-rate", defaultUnauthRate, "requests without MESSAGE-INTEGRITY (Binding, first Allocate) one source IP may send per second, burst twice that; more are dropped (0 = unlimited)")
+	fs.IntVar(&o.authFailures, "auth-failures", 10, "failed password checks from one IP or for one username within a minute that start a backoff dropping its requests (0 = never)")
+	fs.DurationVar(&o.authBackoff, "auth-backoff", 5*time.Second, "first backoff after --auth-failures; it doubles while failures go on, up to 5m")
+	fs.DurationVar(&o.maxCredTTL, "max-credential-ttl", 7*24*time.Hour, "REST credentials expiring further in the future than this are refused (the /v1/ice-servers maximum)")
+	fs.IntVar(&o.udpRcvbuf, "udp-rcvbuf", defaultUDPRcvbuf, "receive buffer of each UDP listener socket in `bytes` (0 = the kernel's default)")
 	fs.DurationVar(&o.lifetime, "allocation-lifetime", 10*time.Minute, "allocation lifetime when the client asks for none")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 10*time.Minute, "close a TCP/TLS/DTLS client connection with an allocation that is silent for this long (without one: at most 30s)")
 	fs.DurationVar(&o.firstTimeout, "first-message-timeout", 10*time.Second, "close a TCP/TLS/DTLS client connection that sends no complete STUN message (handshake included) in this time")
-	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 1024, "most TCP/TLS/DTLS client connections one IP address may hold at once (0 = unlimited)")
+	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 256, "most TCP/TLS/DTLS client connections without an allocation one IP address may hold at once (0 = unlimited)")
+	fs.IntVar(&o.maxPending, "max-pending-conns", 4096, "most TCP/TLS/DTLS client connections without an allocation on the node at once (0 = unlimited)")
+	fs.DurationVar(&o.authTimeout, "auth-timeout", 30*time.Second, "close a TCP/TLS/DTLS client connection that holds no allocation this long after it was accepted")
 	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz and /v1/ice-servers (empty disables)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
 	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
@@ -269,6 +313,26 @@ func (o *options) check() error {
 		return fmt.Errorf("--user-quota %d: want 0 (unlimited) or more", o.userQuota)
 	case o.totalQuota < 0:
 		return fmt.Errorf("--total-quota %d: want 0 (unlimited) or more", o.totalQuota)
+	case o.maxPending < 0:
+		return fmt.Errorf("--max-pending-conns %d: want 0 (unlimited) or more", o.maxPending)
+	case o.authTimeout <= 0:
+		return fmt.Errorf("--auth-timeout %v: want more than 0", o.authTimeout)
+	case o.maxPerms < 1:
+		return fmt.Errorf("--max-permissions %d: want at least 1", o.maxPerms)
+	case o.maxChannels < 1:
+		return fmt.Errorf("--max-channels %d: want at least 1", o.maxChannels)
+	case o.allocRate < 0:
+		return fmt.Errorf("--user-alloc-rate %g: want 0 (unlimited) or more", o.allocRate)
+	case o.unauthRate < 0:
+		return fmt.Errorf("--unauth-rate %g: want 0 (unlimited) or more", o.unauthRate)
+	case o.authFailures < 0:
+		return fmt.Errorf("--auth-failures %d: want 0 (never) or more", o.authFailures)
+	case o.authBackoff <= 0:
+		return fmt.Errorf("--auth-backoff %v: want more than 0", o.authBackoff)
+	case o.maxCredTTL <= 0:
+		return fmt.Errorf("--max-credential-ttl %v: want more than 0", o.maxCredTTL)
+	case o.udpRcvbuf < 0:
+		return fmt.Errorf("--udp-rcvbuf %d: want 0 (kernel default) or more", o.udpRcvbuf)
 	case o.maxBPS < 0:
 		return fmt.Errorf("--max-bps %d: want 0 (unlimited) or more", o.maxBPS)
 	case o.realm == "":

@@ -382,6 +382,14 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		IdleTimeout:         o.idleTimeout,
 		FirstMessageTimeout: o.firstTimeout,
 		MaxConnsPerIP:       o.maxConnsIP,
+		MaxPendingConns:     o.maxPending,
+		AuthTimeout:         o.authTimeout,
+		MaxPermissions:      o.maxPerms,
+		MaxChannels:         o.maxChannels,
+		UserAllocRate:       o.allocRate,
+		UnauthRate:          o.unauthRate,
+		AuthFailures:        authFailures(o.authFailures),
+		AuthBackoff:         o.authBackoff,
 		Redirect:            redirectHook(o, n),
 	})
 	if err != nil {
@@ -576,4 +584,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 			return nil
 		}
 	}
+}
+
+// authFailures maps --auth-failures (0 = never) to relay.Config's (negative
+// disables, zero is the default).
+func authFailures(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
