@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pion/stun/v4"
 )
@@ -24,7 +26,17 @@ var (
 	ErrBadRealm    = errors.New("allocation: wrong realm")
 	ErrBadPassword = errors.New("allocation: message integrity check failed")
 	ErrNoSecret    = errors.New("allocation: no auth secret configured")
+	// ErrTooFarAhead is a REST credential expiring further ahead than the
+	// node's maximum credential lifetime allows.
+	ErrTooFarAhead = errors.New("allocation: REST credential expires too far in the future")
 )
+
+// MaxUsernameBytes is RFC 8489 §14.3's bound on a USERNAME.
+const MaxUsernameBytes = 509
+
+// DefaultMaxTTL is the longest REST credential lifetime accepted unless
+// SetMaxTTL says otherwise: what /v1/ice-servers mints at most.
+const DefaultMaxTTL = 7 * 24 * time.Hour
 
 // Credentials is one immutable set of long-term users and REST secrets.
 type Credentials struct {
@@ -38,9 +50,10 @@ type Credentials struct {
 // Its credentials can be replaced at any time (SIGHUP) without dropping any
 // allocation: the next request is checked against the new set.
 type Store struct {
-	realm string
-	now   func() time.Time
-	cur   atomic.Pointer[Credentials]
+	realm  string
+	now    func() time.Time
+	cur    atomic.Pointer[Credentials]
+	maxTTL atomic.Int64 // nanoseconds
 
 	// secretOf remembers which REST secret verified a username, so that the
 	// auth callback (which does not see the message) can return the right
@@ -58,8 +71,31 @@ func NewStore(realm string, c Credentials, now func() time.Time) *Store {
 		now = time.Now
 	}
 	s := &Store{realm: realm, now: now, secretOf: make(map[string]int)}
+	s.maxTTL.Store(int64(DefaultMaxTTL))
 	s.Set(c)
 	return s
+}
+
+// SetMaxTTL sets how far in the future a REST credential may expire; one
+// expiring later is refused (its holder could otherwise keep it for ever).
+func (s *Store) SetMaxTTL(d time.Duration) { s.maxTTL.Store(int64(d)) }
+
+// MaxTTL returns the longest REST credential lifetime accepted.
+func (s *Store) MaxTTL() time.Duration { return time.Duration(s.maxTTL.Load()) }
+
+// validUsername reports whether u is a USERNAME the node accepts: at most
+// RFC 8489's 509 bytes of valid UTF-8 without control characters (a NUL or a
+// newline in a username only ever serves to confuse logs and backends).
+func validUsername(u string) bool {
+	if u == "" || len(u) > MaxUsernameBytes || !utf8.ValidString(u) {
+		return false
+	}
+	for _, r := range u {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // Realm returns the realm credentials are bound to.
@@ -100,6 +136,20 @@ func ParseRESTUsername(username string) (expiry time.Time, id string, ok bool) {
 	return time.Unix(secs, 0), rest, true
 }
 
+// IsREST reports whether username is a TURN REST username that a configured
+// secret may verify (and not a static user's name).
+func (s *Store) IsREST(username string) bool {
+	c := s.cur.Load()
+	if len(c.Secrets) == 0 {
+		return false
+	}
+	if _, static := c.Users[username]; static {
+		return false
+	}
+	_, _, ok := ParseRESTUsername(username)
+	return ok
+}
+
 // RESTPassword is base64(HMAC-SHA1(secret, username)), the scheme coturn
 // calls use-auth-secret.
 func RESTPassword(secret, username string) string {
@@ -132,6 +182,9 @@ func (s *Store) candidates(username, realm string) (userID string, keys [][]byte
 	if realm != s.realm {
 		return "", nil, ErrBadRealm
 	}
+	if !validUsername(username) {
+		return "", nil, ErrBadUsername
+	}
 	c := s.cur.Load()
 	if pw, ok := c.Users[username]; ok {
 		return username, [][]byte{longTermKey(username, realm, pw)}, nil
@@ -146,8 +199,13 @@ func (s *Store) candidates(username, realm string) (userID string, keys [][]byte
 		}
 		return "", nil, ErrUnknownUser
 	}
-	if !s.now().Before(expiry) {
+	now := s.now()
+	if !now.Before(expiry) {
 		return "", nil, ErrExpired
+	}
+	if expiry.Sub(now) > s.MaxTTL()+time.Second {
+		// A second of slack: Mint rounds the expiry to whole seconds.
+		return "", nil, ErrTooFarAhead
 	}
 	keys = make([][]byte, len(c.Secrets))
 	for i, sec := range c.Secrets {

@@ -31,7 +31,11 @@ type clientPacketConn struct {
 	injMu sync.Mutex
 	inj   []injected
 	nInj  atomic.Int32
+
+	rm reqMemo
 }
+
+func (c *clientPacketConn) memo() *reqMemo { return &c.rm }
 
 type injected struct {
 	b    []byte
@@ -42,7 +46,10 @@ func (c *clientPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		if c.nInj.Load() > 0 {
 			if n, addr, ok := c.popInjected(b); ok {
-				if c.l.inspect(b[:n], addr, c) {
+				if msg, pass := c.l.inspect(b[:n], addr, c); pass {
+					if msg != nil {
+						n = copy(b, msg)
+					}
 					return n, addr, nil
 				}
 				continue
@@ -66,7 +73,10 @@ func (c *clientPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if c.g != nil && c.g.steer(c, b[:n], addr) {
 			continue
 		}
-		if c.l.inspect(b[:n], addr, c) {
+		if msg, pass := c.l.inspect(b[:n], addr, c); pass {
+			if msg != nil {
+				n = copy(b, msg)
+			}
 			return n, addr, nil
 		}
 	}
@@ -110,11 +120,17 @@ func (c *clientPacketConn) reply(b []byte, to net.Addr) error {
 }
 
 func (c *clientPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	orig := len(b)
+	b = c.l.finishResponse(b, addr, &c.rm)
 	c.l.observeResponse(b)
 	if c.g != nil {
 		c.g.noteReservation(c, b)
 	}
-	return c.PacketConn.WriteTo(b, addr)
+	n, err := c.PacketConn.WriteTo(b, addr)
+	if err == nil {
+		n = orig // pion wrote its own message, whatever it became
+	}
+	return n, err
 }
 
 // clientListener wraps a TCP, TLS or DTLS listener. Pion stops serving a
@@ -173,7 +189,10 @@ type clientStreamConn struct {
 	allocated   atomic.Bool // an Allocate succeeded on this connection
 	ip          netip.Addr  // counted in Server.conns until Close
 	closeOnce   sync.Once
+	rm          reqMemo
 }
+
+func (c *clientStreamConn) memo() *reqMemo { return &c.rm }
 
 // Close closes the connection and frees its slot in the per-IP limit.
 func (c *clientStreamConn) Close() error {
@@ -286,8 +305,11 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 		if n > 0 {
 			frame := c.in[:n]
 			c.gotFirst = true
-			if c.l.inspect(frame, c.Conn.RemoteAddr(), c) {
-				c.out = append(c.out[:0], frame...)
+			if msg, pass := c.l.inspect(frame, c.Conn.RemoteAddr(), c); pass {
+				if msg == nil {
+					msg = frame
+				}
+				c.out = append(c.out[:0], msg...)
 			}
 			c.in = c.in[n:]
 			if len(c.in) == 0 {
@@ -352,15 +374,22 @@ func (c *clientStreamConn) reply(b []byte, _ net.Addr) error {
 }
 
 func (c *clientStreamConn) Write(b []byte) (int, error) {
-	if !c.passthrough.Load() {
-		switch c.l.observeResponse(b) {
-		case respConnectionBound:
-			c.passthrough.Store(true)
-		case respAllocated:
-			c.allocated.Store(true)
-		}
+	if c.passthrough.Load() {
+		return c.write(b)
 	}
-	return c.write(b)
+	orig := len(b)
+	b = c.l.finishResponse(b, c.Conn.RemoteAddr(), &c.rm)
+	switch c.l.observeResponse(b) {
+	case respConnectionBound:
+		c.passthrough.Store(true)
+	case respAllocated:
+		c.allocated.Store(true)
+	}
+	n, err := c.write(b)
+	if err == nil {
+		n = orig // pion wrote its own message, whatever it became
+	}
+	return n, err
 }
 
 func (c *clientStreamConn) write(b []byte) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/pion/stun/v4"
 
@@ -16,11 +17,16 @@ import (
 type discardReplier struct {
 	n     int
 	codes []int
+	last  []byte
+	rm    reqMemo
 }
+
+func (d *discardReplier) memo() *reqMemo { return &d.rm }
 
 func (d *discardReplier) reply(b []byte, _ net.Addr) error {
 	d.n++
 	d.codes = append(d.codes, errorCode(b))
+	d.last = append([]byte(nil), b...)
 	return nil
 }
 
@@ -33,21 +39,34 @@ func newInspectListener(t testing.TB, draining bool) *listener {
 	}
 	s := &Server{
 		cfg: Config{
+			Realm: "fuzz",
 			Credentials: allocation.NewStore("fuzz", allocation.Credentials{
 				Users: map[string]string{"alice": "pw"}, Secrets: []string{"s1", "s2"},
 			}, nil),
 			Table:   allocation.NewTable(allocation.TableConfig{}),
 			Policy:  p,
 			MinPort: 49152, MaxPort: 65535,
+			MaxPermissions: 3, MaxChannels: 2, MaxRequestPeers: 2,
+			Now: time.Now,
 		},
-		m: metrics.New("test"),
+		m:        metrics.New("test"),
+		nonces:   testNonces,
+		perms:    map[string]*permits{},
+		byClient: map[allocation.Key]*permits{},
 	}
 	s.addrs.relay4 = netip.MustParseAddr("127.0.0.1")
 	s.draining.Store(draining)
 	return s.newListener(0, "udp")
 }
 
+// testNonces is shared by every inspect listener of a test, so that one
+// seed message (with one nonce) is valid on all of them.
+var testNonces = newNonces(10*time.Minute, time.Now)
+
+// seedMessages are the fuzz seeds: authenticated requests from 127.0.0.1
+// (with a nonce valid for it), a Binding, ChannelData and garbage.
 func seedMessages(t testing.TB) [][]byte {
+	nonce := testNonces.issue(netip.MustParseAddr("127.0.0.1"))
 	key := longTermKeyForTest("alice", "fuzz", "pw")
 	var out [][]byte
 	build := func(setters ...stun.Setter) {
@@ -65,7 +84,7 @@ func seedMessages(t testing.TB) [][]byte {
 	}
 	for _, method := range []stun.Method{stun.MethodAllocate, stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodConnect} {
 		build(stun.TransactionID, stun.NewType(method, stun.ClassRequest), &peerAttr,
-			stun.NewUsername("alice"), stun.NewRealm("fuzz"), stun.NewNonce("n"), stun.MessageIntegrity(key))
+			stun.NewUsername("alice"), stun.NewRealm("fuzz"), stun.NewNonce(nonce), stun.MessageIntegrity(key))
 	}
 	build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
 	cd := make([]byte, 8)
@@ -94,7 +113,7 @@ func FuzzInspect(f *testing.F) {
 			l = draining
 		}
 		r := &discardReplier{}
-		_ = l.inspect(b, src, r)
+		_, _ = l.inspect(b, src, r)
 		if n, err := frameLen(b); err == nil && n > len(b) {
 			t.Fatalf("frameLen %d > input %d", n, len(b))
 		}
@@ -120,7 +139,7 @@ func TestInspectDeniedPeerGets403(t *testing.T) {
 	}{{"create_permission", udp, msgs[1]}, {"channel_bind", udp, msgs[2]}, {"connect", tcp, msgs[3]}}
 	for _, tc := range cases {
 		r := &discardReplier{}
-		if pass := tc.l.inspect(tc.msg, src, r); pass || r.n != 1 || r.codes[0] != 437 {
+		if _, pass := tc.l.inspect(tc.msg, src, r); pass || r.n != 1 || r.codes[0] != 437 {
 			t.Errorf("%s without an allocation: pass=%v codes=%v, want consumed with one 437", tc.method, pass, r.codes)
 		}
 	}
@@ -129,24 +148,24 @@ func TestInspectDeniedPeerGets403(t *testing.T) {
 	}
 	for _, tc := range cases {
 		r := &discardReplier{}
-		if pass := tc.l.inspect(tc.msg, src, r); pass || r.n != 1 || r.codes[0] != 403 {
+		if _, pass := tc.l.inspect(tc.msg, src, r); pass || r.n != 1 || r.codes[0] != 403 {
 			t.Errorf("%s to 127.0.0.1: pass=%v codes=%v, want consumed with one 403", tc.method, pass, r.codes)
 		}
 	}
 	// Over UDP, RFC 6062 Connect is refused outright.
 	r := &discardReplier{}
-	if pass := udp.inspect(msgs[3], src, r); pass || r.n != 1 || r.codes[0] != 400 {
+	if _, pass := udp.inspect(msgs[3], src, r); pass || r.n != 1 || r.codes[0] != 400 {
 		t.Errorf("connect over udp: pass=%v codes=%v, want one 400", pass, r.codes)
 	}
 	l := udp
 	// Allocate is not a peer request: it goes to pion.
-	if !l.inspect(msgs[0], src, &discardReplier{}) {
+	if _, pass := l.inspect(msgs[0], src, &discardReplier{}); !pass {
 		t.Error("Allocate was consumed by the inspector")
 	}
 	// While draining, a new authenticated Allocate is refused here.
 	d := newInspectListener(t, true)
 	r = &discardReplier{}
-	if d.inspect(msgs[0], src, r) || r.n != 1 || r.codes[0] != 508 {
+	if _, pass := d.inspect(msgs[0], src, r); pass || r.n != 1 || r.codes[0] != 508 {
 		// msgs[0] carries valid credentials, so it is refused here, signed.
 		t.Errorf("draining node: codes %v, want one 508 for a new Allocate", r.codes)
 	}

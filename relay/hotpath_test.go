@@ -47,12 +47,13 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	for _, maxBPS := range []int64{0, 1 << 40} {
 		l.srv.cfg.MaxBPS = maxBPS
 		rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000)
-		rc.permits = &permits{}
+		rc.permits = newPermits()
 		rc.permits.add(netip.MustParseAddr("203.0.113.1"))
 		buf := make([]byte, 1600)
 		for name, f := range map[string]func(){
-			"inspect ChannelData": func() { l.inspect(chanData, src, r) },
-			"inspect Send":        func() { l.inspect(sendInd, src, r) },
+			"inspect ChannelData": func() { _, _ = l.inspect(chanData, src, r) },
+			"inspect Send":        func() { _, _ = l.inspect(sendInd, src, r) },
+			"finish ChannelData":  func() { _ = l.finishResponse(chanData, src, &r.rm) },
 			"relay WriteTo":       func() { _, _ = rc.WriteTo(buf[:172], peer) },
 			"relay ReadFrom":      func() { _, _, _ = rc.ReadFrom(buf) },
 			"observe response":    func() { l.observeResponse(chanData) },
@@ -71,7 +72,7 @@ func BenchmarkInspectChannelData(b *testing.B) {
 	r := &discardReplier{}
 	b.ReportAllocs()
 	for b.Loop() {
-		l.inspect(chanData, src, r)
+		_, _ = l.inspect(chanData, src, r)
 	}
 }
 

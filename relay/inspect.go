@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 
@@ -20,19 +21,22 @@ const (
 	// maxChannelNumber is RFC 5766's upper bound. RFC 8656 narrowed the range
 	// to 0x4FFF, but clients still use the old one (turnutils_uclient picks
 	// channels up to 0x7FFF) and pion accepts them, so the node does too.
-	maxChannelNumber = 0x7FFF
-	attrErrorCode    = 0x0009
-	attrXORPeerAddr  = 0x0012
-	protoTCP         = 6 // REQUESTED-TRANSPORT value for TCP (RFC 6062)
+	maxChannelNumber     = 0x7FFF
+	attrErrorCode        = 0x0009
+	attrXORPeerAddr      = 0x0012
+	attrMessageIntegrity = 0x0008
+	protoTCP             = 6 // REQUESTED-TRANSPORT value for TCP (RFC 6062)
 	// maxMessageSize is the largest STUN message or ChannelData frame the
 	// node accepts from a client: pion's inbound MTU.
 	maxMessageSize = 1600
 )
 
-// replier sends a response to the client a message came from. The client
-// connection wrappers implement it, so the packet path builds no closure.
+// replier sends a response to the client a message came from, and
+// remembers the request it hands pion (see reqMemo). The client connection
+// wrappers implement it, so the packet path builds no closure.
 type replier interface {
 	reply(b []byte, to net.Addr) error
+	memo() *reqMemo
 }
 
 // classify checks the header of one client message (a whole datagram, or
@@ -60,52 +64,162 @@ func classify(b []byte) (isSTUN, ok bool) {
 	return false, false
 }
 
+// maxBaseAttributes is how many attributes a request may carry besides its
+// XOR-PEER-ADDRESS ones: a real Allocate carries about ten. A message with
+// more is dropped before it is decoded (RFC 8489 sets no limit, but no
+// client needs hundreds, and each costs the decoder).
+const maxBaseAttributes = 24
+
+// scanned is what a walk over a STUN message's attributes found, without
+// decoding it.
+type scanned struct {
+	integrity bool // MESSAGE-INTEGRITY present
+	peers     int  // XOR-PEER-ADDRESS attributes
+}
+
+// scanAttributes walks the attribute list of a well-formed STUN header and
+// reports whether its TLVs fit the message and are few enough.
+func scanAttributes(b []byte, maxAttrs int) (s scanned, ok bool) {
+	n := 0
+	for off := stunHeaderSize; off < len(b); {
+		if off+4 > len(b) {
+			return s, false
+		}
+		t := binary.BigEndian.Uint16(b[off:])
+		off += 4 + (int(binary.BigEndian.Uint16(b[off+2:]))+3)&^3
+		if off > len(b) {
+			return s, false
+		}
+		if n++; n > maxAttrs {
+			return s, false
+		}
+		switch t {
+		case attrMessageIntegrity:
+			s.integrity = true
+		case attrXORPeerAddr:
+			s.peers++
+		}
+	}
+	return s, true
+}
+
 // inspect runs on every message from a client before pion sees it. It
-// returns false when the message was consumed here: dropped as malformed,
-// or answered (403 for a denied peer, 508 while draining).
-func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
+// returns pass false when the message was consumed here: dropped (malformed,
+// over a budget, in an auth backoff) or answered (a challenge, 403 for a
+// denied peer, 508 while draining or over a limit, ...). When it passes a
+// request on with changed bytes (the node's nonce swapped for pion's), msg
+// holds them; otherwise msg is nil and b goes to pion as it is.
+func (l *listener) inspect(b []byte, src net.Addr, r replier) (msg []byte, pass bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			l.srv.m.PacketsDropped.WithLabelValues(metrics.DropPanic).Inc()
 			l.notePanic("inspect", r)
-			pass = false
+			msg, pass = nil, false
 		}
 	}()
 	isSTUN, ok := classify(b)
 	if !ok {
 		l.dropMalformed.Inc()
-		return false
+		return nil, false
 	}
 	l.input.Inc()
 	if !isSTUN {
-		return true
+		return nil, true
 	}
 	var t stun.MessageType
 	t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
-	if t.Class != stun.ClassRequest || t.Method == stun.MethodBinding {
-		return true
+	if t.Class != stun.ClassRequest {
+		return nil, true
 	}
-	q := &request{l: l, method: t.Method, src: src, r: r, m: &stun.Message{Raw: append([]byte(nil), b...)}}
+	sc, ok := scanAttributes(b, maxBaseAttributes+l.srv.cfg.MaxRequestPeers)
+	if !ok {
+		l.dropMalformed.Inc()
+		return nil, false
+	}
+	ip := sourceIP(src)
+	if !sc.integrity {
+		// Binding, and the first Allocate of every client: pion answers
+		// (a 401 challenge for TURN methods) without any state.
+		if !l.srv.budget.allow(ip) {
+			l.dropBudget.Inc()
+			return nil, false
+		}
+		return nil, true
+	}
+	if t.Method == stun.MethodBinding {
+		return nil, true // pion does not authenticate Binding
+	}
+	q := &request{l: l, method: t.Method, src: src, ip: ip, r: r, m: &stun.Message{Raw: append([]byte(nil), b...)}}
 	if err := q.m.Decode(); err != nil {
-		return true // pion answers 400
+		return nil, true // pion answers 400
 	}
-	if l.srv.cfg.Credentials.Rotating() && q.m.Contains(stun.AttrMessageIntegrity) {
-		q.verify() // tells the auth callback which secret this username uses
+	if !q.authenticate() {
+		return nil, false
 	}
+	if !q.check() {
+		return nil, false
+	}
+	return q.handOver()
+}
+
+// authenticate checks, in this order, the auth backoff, the NONCE and the
+// MESSAGE-INTEGRITY of a request that carries one, and answers or drops it
+// when any fails (reporting false).
+func (q *request) authenticate() bool {
+	s := q.l.srv
+	var u stun.Username
+	username := ""
+	if u.GetFrom(q.m) == nil {
+		username = u.String()
+	}
+	if ipBlocked, userBlocked := s.guard.blocked(q.ip, username); userBlocked ||
+		(ipBlocked && !s.cfg.Credentials.IsREST(username)) {
+		// A REST username is not guessable (its password is an HMAC), so
+		// other users' REST credentials keep working from a blocked IP.
+		q.l.dropBackoff.Inc()
+		return false
+	}
+	nonce, err := q.m.Get(stun.AttrNonce)
+	if err != nil {
+		q.refuse(stun.CodeBadRequest)
+		return false
+	}
+	if !s.nonces.valid(nonce, q.ip) {
+		q.challenge(stun.CodeStaleNonce)
+		return false
+	}
+	if _, _, err := q.verify(); err != nil {
+		s.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
+		if errors.Is(err, allocation.ErrBadPassword) || errors.Is(err, allocation.ErrUnknownUser) {
+			for _, scope := range s.guard.failed(q.ip, username) {
+				s.m.AuthBackoffs.WithLabelValues(scope).Inc()
+			}
+		}
+		q.challenge(stun.CodeUnauthorized)
+		return false
+	}
+	return true
+}
+
+// check applies the node's rules to an authenticated request, answering it
+// (and reporting false) when one refuses it.
+func (q *request) check() bool {
+	l := q.l
 	datagram := l.transport == "udp" || l.transport == "dtls"
-	switch t.Method {
+	switch q.method {
 	case stun.MethodConnect, stun.MethodConnectionBind:
 		// RFC 6062 §5: TCP relaying needs a TCP or TLS control connection.
 		// Pion would dial the peer inside this socket's read loop, stalling
 		// every client on it for up to the connect timeout.
 		if datagram {
-			return q.refuseAuthenticated(stun.CodeBadRequest)
+			q.refuse(stun.CodeBadRequest)
+			return false
 		}
-		if t.Method == stun.MethodConnect {
+		if q.method == stun.MethodConnect {
 			return q.checkAllocation() && q.checkPeers()
 		}
 	case stun.MethodCreatePermission, stun.MethodChannelBind:
-		return q.checkAllocation() && q.checkPeers()
+		return q.checkAllocation() && q.checkPeers() && q.checkLimits()
 	case stun.MethodRefresh:
 		return q.checkAllocation()
 	case stun.MethodAllocate:
@@ -117,7 +231,8 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
 		}
 		// RFC 6062 §5.1: a TCP allocation requested over UDP or DTLS gets 400.
 		if v, err := q.m.Get(stun.AttrRequestedTransport); datagram && err == nil && len(v) > 0 && v[0] == protoTCP {
-			return q.refuseAuthenticated(stun.CodeBadRequest)
+			q.refuse(stun.CodeBadRequest)
+			return false
 		}
 		if !l.srv.addrs.dualStack() {
 			return q.checkFamily()
@@ -126,14 +241,34 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (pass bool) {
 	return true
 }
 
+// handOver passes an authenticated request to pion with pion's own nonce in
+// place of the node's, signed again with the key it was verified with.
+func (q *request) handOver() ([]byte, bool) {
+	q.r.memo().remember(q.m.TransactionID, q.key)
+	nonce, ok := q.l.pion.get(q.l.srv.cfg.Now())
+	if !ok {
+		// Pion has not handed out a nonce on this listener lately: it
+		// answers 438 with one, and the client retries.
+		return nil, true
+	}
+	raw, err := resignRequest(q.m, nonce, q.key)
+	if err != nil || len(raw) >= maxMessageSize {
+		q.refuse(stun.CodeBadRequest)
+		return nil, false
+	}
+	return raw, true
+}
+
 // request is one decoded client request being inspected; its credentials
-// are verified at most once, and only when a check needs them.
+// are verified at most once.
 type request struct {
 	l        *listener
 	method   stun.Method
 	src      net.Addr
+	ip       netip.Addr
 	r        replier
 	m        *stun.Message
+	peers    []netip.Addr // XOR-PEER-ADDRESS values, unmapped, once checkPeers ran
 	verified bool
 	user     string
 	key      []byte
@@ -150,16 +285,6 @@ func (q *request) verify() (user string, key []byte, err error) {
 		}
 	}
 	return q.user, q.key, q.err
-}
-
-// refuseAuthenticated answers an authenticated request with code; an
-// unauthenticated one goes to pion, which challenges it with 401 first.
-func (q *request) refuseAuthenticated(code stun.ErrorCode) bool {
-	if _, _, err := q.verify(); err != nil {
-		return true
-	}
-	q.refuse(code)
-	return false
 }
 
 // refuse answers with an error code, signed when the request verified.
@@ -184,9 +309,6 @@ func (q *request) checkFamily() bool {
 	if _, _, err := q.l.srv.addrs.forNetwork(network); err == nil {
 		return true
 	}
-	if _, _, err := q.verify(); err != nil {
-		return true // unauthenticated: pion challenges with 401
-	}
 	q.refuse(stun.CodeAddrFamilyNotSupported)
 	return false
 }
@@ -198,10 +320,7 @@ func (q *request) checkFamily() bool {
 // leaves the client retransmitting until it times out.
 func (q *request) checkAllocation() bool {
 	owner, ok := q.l.srv.cfg.Table.Owner(q.l.key(q.src))
-	user, _, err := q.verify()
-	if err != nil {
-		return true // pion challenges with 401
-	}
+	user, _, _ := q.verify()
 	if ok && owner == user {
 		return true
 	}
@@ -225,20 +344,51 @@ func (q *request) checkPeers() bool {
 		if !ok {
 			return true // pion answers 400
 		}
+		q.peers = append(q.peers, ip.Unmap())
 		if !q.l.srv.peerAllowed(ip) ||
 			(q.method == stun.MethodConnect && !q.l.srv.peerPortAllowed(ip.AsSlice(), port, true)) {
 			denied = true
 		}
 	}
 	if !denied {
+		if p := q.l.srv.clientPermits(q.l.key(q.src)); p != nil {
+			p.method.Store(uint32(q.method)) // for pion's second-line check
+		}
 		return true
-	}
-	if _, _, err := q.verify(); err != nil {
-		return true // unauthenticated: pion challenges with 401
 	}
 	q.l.srv.m.PeerDenials.WithLabelValues(methodLabel(q.method)).Inc()
 	q.refuse(stun.CodeForbidden)
 	return false
+}
+
+// checkLimits holds the per-allocation limits: at most MaxRequestPeers peer
+// addresses in one CreatePermission (400, RFC 8656 §9.2 leaves the number to
+// the server), and at most MaxPermissions peer IPs and MaxChannels channels
+// on one allocation (508 Insufficient Capacity, RFC 8656 §9.2, §12.2).
+// Refreshing what exists is always allowed.
+func (q *request) checkLimits() bool {
+	cfg := &q.l.srv.cfg
+	if len(q.peers) > cfg.MaxRequestPeers {
+		q.l.srv.m.LimitRejections.WithLabelValues(metrics.LimitRequestPeers).Inc()
+		q.refuse(stun.CodeBadRequest)
+		return false
+	}
+	p := q.l.srv.clientPermits(q.l.key(q.src))
+	if p == nil {
+		return true // checkAllocation found it in the table a moment ago: pion decides
+	}
+	var channel uint16
+	if q.method == stun.MethodChannelBind {
+		if v, err := q.m.Get(stun.AttrChannelNumber); err == nil && len(v) >= 2 {
+			channel = binary.BigEndian.Uint16(v)
+		}
+	}
+	if limit := p.wouldExceed(q.peers, channel, cfg.MaxPermissions, cfg.MaxChannels); limit != "" {
+		q.l.srv.m.LimitRejections.WithLabelValues(limit).Inc()
+		q.refuse(stun.CodeInsufficientCapacity)
+		return false
+	}
+	return true
 }
 
 // refuseWhileDraining answers a new authenticated Allocate with a signed 508
@@ -246,11 +396,6 @@ func (q *request) checkPeers() bool {
 // allocation that already exists goes through (pion answers from its cache).
 func (q *request) refuseWhileDraining() bool {
 	if q.l.srv.cfg.Table.Has(q.l.key(q.src)) {
-		return true
-	}
-	if _, _, err := q.verify(); err != nil {
-		// Let pion challenge first: clients (pion's among them) expect the
-		// first, unauthenticated Allocate to be answered with a nonce.
 		return true
 	}
 	q.l.srv.m.DrainRefusals.Inc()
@@ -265,10 +410,7 @@ func (q *request) checkRedirect() bool {
 	if q.l.srv.cfg.Table.Has(q.l.key(q.src)) {
 		return true
 	}
-	user, key, err := q.verify()
-	if err != nil {
-		return true // pion challenges with 401 first
-	}
+	user, key, _ := q.verify()
 	alt, ok := q.l.srv.cfg.Redirect(user, q.src, q.l.transport)
 	if !ok {
 		return true
@@ -294,7 +436,7 @@ func buildError(tid [stun.TransactionIDSize]byte, method stun.Method, code stun.
 	setters := []stun.Setter{
 		&stun.Message{TransactionID: tid},
 		stun.NewType(method, stun.ClassErrorResponse),
-		&stun.ErrorCodeAttribute{Code: code},
+		errorCodeAttr(code),
 	}
 	setters = append(setters, extra...)
 	if key != nil {

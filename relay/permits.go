@@ -3,66 +3,122 @@ package relay
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
+
+	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/metrics"
 )
 
-// permits mirrors one allocation's permissions (peer IPs, RFC 8656 §9) so
-// the relay socket can discard traffic from peers without a permission
-// before it spends --max-bps tokens on it or counts it as relayed. The
-// packet path reads it without a lock; writers (pion's permission events)
-// are serialised by Server.permMu and replace the slice.
+// permits is one allocation's peer state as supernode mirrors it from pion's
+// events: the peer IPs it holds permissions for (RFC 8656 §9) and the
+// channels it has bound (§12). The relay socket reads the permissions per
+// packet to discard traffic from peers without one before it spends
+// --max-bps tokens on it or counts it as relayed; the inspector reads both
+// sets to hold --max-permissions and --max-channels.
+//
+// Every operation is O(1) and takes only this allocation's lock, so one
+// allocation with the most permissions allowed costs other allocations
+// nothing when it is created, refreshed or closed.
 type permits struct {
-	ips atomic.Pointer[[]netip.Addr]
+	mu       sync.RWMutex
+	ips      map[netip.Addr]struct{}
+	channels map[uint16]struct{}
+	// method is the last request method the inspector handed pion for this
+	// allocation, so that pion's own peer check (the second line) is counted
+	// under the right method.
+	method atomic.Uint32
+}
+
+func newPermits() *permits {
+	return &permits{ips: map[netip.Addr]struct{}{}, channels: map[uint16]struct{}{}}
 }
 
 func (p *permits) has(a netip.Addr) bool {
-	ips := p.ips.Load()
-	if ips == nil {
-		return false
-	}
-	for _, x := range *ips {
-		if x == a {
-			return true
-		}
-	}
-	return false
+	p.mu.RLock()
+	_, ok := p.ips[a]
+	p.mu.RUnlock()
+	return ok
 }
 
 func (p *permits) len() int {
-	if ips := p.ips.Load(); ips != nil {
-		return len(*ips)
-	}
-	return 0
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.ips)
 }
 
-// add reports whether a was new. Callers hold Server.permMu.
+// add reports whether a was new.
 func (p *permits) add(a netip.Addr) bool {
-	if p.has(a) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.ips[a]; ok {
 		return false
 	}
-	var next []netip.Addr
-	if ips := p.ips.Load(); ips != nil {
-		next = append(next, *ips...)
-	}
-	next = append(next, a)
-	p.ips.Store(&next)
+	p.ips[a] = struct{}{}
 	return true
 }
 
-// remove reports whether a was there. Callers hold Server.permMu.
+// remove reports whether a was there.
 func (p *permits) remove(a netip.Addr) bool {
-	ips := p.ips.Load()
-	if ips == nil || !p.has(a) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.ips[a]; !ok {
 		return false
 	}
-	next := make([]netip.Addr, 0, len(*ips)-1)
-	for _, x := range *ips {
-		if x != a {
-			next = append(next, x)
+	delete(p.ips, a)
+	return true
+}
+
+// bind records channel n, reporting whether it was new.
+func (p *permits) bind(n uint16) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.channels[n]; ok {
+		return false
+	}
+	p.channels[n] = struct{}{}
+	return true
+}
+
+// unbind forgets channel n, reporting whether it was there.
+func (p *permits) unbind(n uint16) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.channels[n]; !ok {
+		return false
+	}
+	delete(p.channels, n)
+	return true
+}
+
+// wouldExceed reports which limit a request adding the peer IPs in peers
+// (already unmapped) and, when channel is non-zero, binding that channel
+// would pass: "" when none.
+func (p *permits) wouldExceed(peers []netip.Addr, channel uint16, maxPerms, maxChans int) string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	fresh := 0
+	for i, a := range peers {
+		if _, ok := p.ips[a]; ok {
+			continue
+		}
+		dup := false
+		for _, b := range peers[:i] {
+			dup = dup || a == b
+		}
+		if !dup {
+			fresh++
 		}
 	}
-	p.ips.Store(&next)
-	return true
+	if len(p.ips)+fresh > maxPerms {
+		return metrics.LimitPermissions
+	}
+	if channel != 0 {
+		if _, ok := p.channels[channel]; !ok && len(p.channels)+1 > maxChans {
+			return metrics.LimitChannels
+		}
+	}
+	return ""
 }
 
 // permitsKey names a relayed address with its protocol: a UDP and a TCP
@@ -71,44 +127,100 @@ func permitsKey(relay net.Addr) string {
 	return relay.Network() + "/" + relay.String()
 }
 
-// registerPermits makes the permission set of the allocation whose relayed
+// registerPermits makes the peer state of the allocation whose relayed
 // address is relay.
 func (s *Server) registerPermits(relay net.Addr) *permits {
-	p := &permits{}
+	p := newPermits()
 	s.permMu.Lock()
 	s.perms[permitsKey(relay)] = p
 	s.permMu.Unlock()
 	return p
 }
 
-// unregisterPermits drops an allocation's set when its relay socket closes.
+// unregisterPermits drops an allocation's state when its relay socket
+// closes. Pion removes permissions and channels before it closes the
+// socket; whatever is left is taken off the gauges here.
 func (s *Server) unregisterPermits(relay net.Addr, p *permits) {
 	s.permMu.Lock()
 	if s.perms[permitsKey(relay)] == p {
 		delete(s.perms, permitsKey(relay))
-		s.m.PermissionsActive.Sub(float64(p.len()))
+		p.mu.Lock()
+		s.m.PermissionsActive.Sub(float64(len(p.ips)))
+		s.m.ChannelsActive.Sub(float64(len(p.channels)))
+		clear(p.ips)
+		clear(p.channels)
+		p.mu.Unlock()
 	}
 	s.permMu.Unlock()
+}
+
+// lookupPermits returns the peer state of the allocation whose relayed
+// address is relay, or nil.
+func (s *Server) lookupPermits(relay net.Addr) *permits {
+	if relay == nil {
+		return nil
+	}
+	k := permitsKey(relay)
+	s.permMu.Lock()
+	defer s.permMu.Unlock()
+	return s.perms[k]
+}
+
+// linkClient remembers which allocation a client 5-tuple holds, so that
+// requests (found by their 5-tuple) reach the allocation's peer state.
+func (s *Server) linkClient(k allocation.Key, relay net.Addr) {
+	p := s.lookupPermits(relay)
+	if p == nil {
+		return
+	}
+	s.permMu.Lock()
+	s.byClient[k] = p
+	s.permMu.Unlock()
+}
+
+func (s *Server) unlinkClient(k allocation.Key) {
+	s.permMu.Lock()
+	delete(s.byClient, k)
+	s.permMu.Unlock()
+}
+
+// clientPermits returns the peer state of the allocation held by k, or nil.
+func (s *Server) clientPermits(k allocation.Key) *permits {
+	s.permMu.Lock()
+	defer s.permMu.Unlock()
+	return s.byClient[k]
 }
 
 // permissionChanged applies one of pion's permission events. Pion may report
 // a deletion twice (timer and Close racing); the set makes the gauge exact.
 func (s *Server) permissionChanged(relay net.Addr, peer net.IP, created bool) {
 	a, ok := netip.AddrFromSlice(peer)
-	if !ok || relay == nil {
+	if !ok {
 		return
 	}
-	a = a.Unmap()
-	s.permMu.Lock()
-	defer s.permMu.Unlock()
-	p := s.perms[permitsKey(relay)]
+	p := s.lookupPermits(relay)
 	if p == nil {
 		return
 	}
+	a = a.Unmap()
 	switch {
 	case created && p.add(a):
 		s.m.PermissionsActive.Inc()
 	case !created && p.remove(a):
 		s.m.PermissionsActive.Dec()
+	}
+}
+
+// channelChanged applies one of pion's channel events, exactly once each.
+func (s *Server) channelChanged(relay net.Addr, number uint16, created bool) {
+	p := s.lookupPermits(relay)
+	if p == nil {
+		return
+	}
+	switch {
+	case created && p.bind(number):
+		s.m.ChannelsActive.Inc()
+	case !created && p.unbind(number):
+		s.m.ChannelsActive.Dec()
 	}
 }

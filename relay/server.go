@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -272,6 +273,10 @@ type Server struct {
 	conns    connLimit
 	permMu   sync.Mutex
 	perms    map[string]*permits // by relayed address
+	byClient map[allocation.Key]*permits
+	nonces   *nonces
+	budget   *sourceBudget // nil: unlimited
+	guard    *authThrottle // nil: no backoff
 	draining atomic.Bool
 	// fleet holds the relay addresses of the other fleet members (see
 	// SetFleetPeers); nil outside a fleet.
@@ -295,10 +300,14 @@ type listener struct {
 	dropNoPerm, dropGone prometheus.Counter
 	dropMalformed        prometheus.Counter
 	dropOversized        prometheus.Counter
+	dropBudget           prometheus.Counter
+	dropBackoff          prometheus.Counter
 	crossOut, crossIn    prometheus.Counter
 	allocActive          prometheus.Gauge
 	allocCreated         prometheus.Counter
 	allocDeleted         prometheus.Counter
+
+	pion pionNonces // the nonce this listener's pion server hands out
 }
 
 // New validates cfg and starts serving every listener.
@@ -306,8 +315,11 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, perms: map[string]*permits{},
-		conns: connLimit{max: cfg.MaxConnsPerIP, byIP: map[netip.Addr]int{}}}
+	s := &Server{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, perms: map[string]*permits{}, byClient: map[allocation.Key]*permits{},
+		nonces: newNonces(cfg.NonceLifetime, cfg.Now),
+		budget: newSourceBudget(cfg.UnauthRate, cfg.Now),
+		guard:  newAuthThrottle(cfg.AuthFailures, cfg.AuthFailWindow, cfg.AuthBackoff, cfg.AuthBackoffMax, cfg.Now),
+		conns:  connLimit{max: cfg.MaxConnsPerIP, byIP: map[netip.Addr]int{}}}
 	for _, ip := range cfg.RelayIPs {
 		ip = ip.Unmap()
 		if ip.Is4() {
@@ -391,6 +403,8 @@ func (s *Server) newListener(i int, transport string) *listener {
 		crossOut:      m.CrossHostBytes.WithLabelValues(metrics.ClientToPeer),
 		crossIn:       m.CrossHostBytes.WithLabelValues(metrics.PeerToClient),
 		dropOversized: m.PacketsDropped.WithLabelValues(metrics.DropOversized),
+		dropBudget:    m.PacketsDropped.WithLabelValues(metrics.DropUnauthBudget),
+		dropBackoff:   m.PacketsDropped.WithLabelValues(metrics.DropAuthBackoff),
 		allocActive:   m.AllocationsActive.WithLabelValues(transport),
 		allocCreated:  m.AllocationsCreated.WithLabelValues(transport),
 		allocDeleted:  m.AllocationsDeleted.WithLabelValues(transport),
@@ -507,7 +521,8 @@ func authReason(err error) string {
 	switch {
 	case errors.Is(err, allocation.ErrExpired):
 		return metrics.AuthExpired
-	case errors.Is(err, allocation.ErrBadUsername), errors.Is(err, allocation.ErrBadRealm):
+	case errors.Is(err, allocation.ErrBadUsername), errors.Is(err, allocation.ErrBadRealm),
+		errors.Is(err, allocation.ErrTooFarAhead):
 		return metrics.AuthBadUsername
 	case errors.Is(err, allocation.ErrBadPassword):
 		return metrics.AuthBadPassword
@@ -534,10 +549,21 @@ func (l *listener) quota(userID, _ string, src net.Addr) (ok bool) {
 }
 
 // permission is pion's PermissionHandler. The inspector answers denied peers
-// with 403 before pion sees them; this is the second line of defence.
-func (l *listener) permission(_ net.Addr, peer net.IP) bool {
+// with 403 before pion sees them; this is the second line of defence (the
+// policy or the fleet changed in between), counted like the first.
+func (l *listener) permission(src net.Addr, peer net.IP) bool {
 	a, ok := netip.AddrFromSlice(peer)
-	return ok && l.srv.peerAllowed(a)
+	if ok && l.srv.peerAllowed(a) {
+		return true
+	}
+	method := "create_permission"
+	if p := l.srv.clientPermits(l.key(src)); p != nil {
+		if m := methodLabel(stun.Method(p.method.Load())); m == "channel_bind" || m == "connect" {
+			method = m
+		}
+	}
+	l.srv.m.PeerDenials.WithLabelValues(method).Inc()
+	return false
 }
 
 func (l *listener) events() turn.EventHandler {
@@ -551,6 +577,7 @@ func (l *listener) events() turn.EventHandler {
 		OnAllocationCreated: func(src, _ net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
 			defer l.recovered("allocation created")
 			s.cfg.Table.Commit(l.key(src), userID, l.transport, relayAddr)
+			s.linkClient(l.key(src), relayAddr)
 			l.allocCreated.Inc()
 			l.allocActive.Inc()
 		},
@@ -559,6 +586,7 @@ func (l *listener) events() turn.EventHandler {
 			if l.group != nil {
 				l.group.forget(src)
 			}
+			s.unlinkClient(l.key(src))
 			if e, ok := s.cfg.Table.Delete(l.key(src)); ok {
 				l.allocDeleted.Inc()
 				l.allocActive.Dec()
@@ -578,7 +606,11 @@ func (l *listener) events() turn.EventHandler {
 		OnPermissionDeleted: func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
 			s.permissionChanged(relay, peer, false)
 		},
-		OnChannelCreated: func(_, _ net.Addr, _, _, _ string, _, _ net.Addr, _ uint16) { s.m.ChannelsActive.Inc() },
-		OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, _, _ net.Addr, _ uint16) { s.m.ChannelsActive.Dec() },
+		OnChannelCreated: func(_, _ net.Addr, _, _, _ string, relay, _ net.Addr, n uint16) {
+			s.channelChanged(relay, n, true)
+		},
+		OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, relay, _ net.Addr, n uint16) {
+			s.channelChanged(relay, n, false)
+		},
 	}
 }

@@ -301,6 +301,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		log.Warn("no --user or --auth-secret configured: generated a REST secret for this run only; fetch credentials from /v1/ice-servers")
 	}
 	n.store = allocation.NewStore(o.realm, creds, nil)
+	n.store.SetMaxTTL(o.maxCredTTL)
 
 	relayIPs, err := parseIPs("relay-ip", o.relayIP)
 	if err != nil {
@@ -446,6 +447,7 @@ func (n *node) startHTTP() error {
 		return fmt.Errorf("--http-listen %s is not a loopback address: set --api-token to protect /v1/*", n.o.httpListen)
 	}
 	h, err := api.New(api.Config{Metrics: n.m, Credentials: n.store, Node: n.relay, URLs: n.urls, Token: n.o.apiToken,
+		MaxTTL: n.o.maxCredTTL, DefaultTTL: min(24*time.Hour, n.o.maxCredTTL),
 		Profiling: n.o.pprof, Place: n.place, Logger: n.log})
 	if err != nil {
 		return err

@@ -1,0 +1,113 @@
+package relay
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// Nonces.
+//
+// Pion's nonce is one string per minute for every client, valid for an hour
+// and bound to nothing: a captured request could be replayed from anywhere
+// for an hour. So the node hands clients nonces of its own, bound to the
+// client's IP address and valid for Config.NonceLifetime, and checks them
+// before pion sees a request. Pion still checks a nonce of its own: a request
+// whose nonce and MESSAGE-INTEGRITY the node has verified is handed to pion
+// with pion's current nonce and signed again with the same key, and every
+// NONCE pion sends is replaced with one of the node's on the way out.
+
+// nonceMACSize is how many bytes of HMAC-SHA256 a nonce carries.
+const nonceMACSize = 12
+
+// pionNonceMaxAge is how long a nonce pion handed out is used in requests
+// passed to it: pion accepts its nonces for an hour from the minute they
+// were made. An older one is not used; pion then answers the request with
+// 438 and a fresh one, which the client retries with.
+const pionNonceMaxAge = 30 * time.Minute
+
+// nonces issues and checks the node's nonces.
+type nonces struct {
+	key      [32]byte
+	lifetime time.Duration
+	now      func() time.Time
+}
+
+func newNonces(lifetime time.Duration, now func() time.Time) *nonces {
+	n := &nonces{lifetime: lifetime, now: now}
+	_, _ = rand.Read(n.key[:]) // crypto/rand.Read does not fail (Go 1.24+)
+	return n
+}
+
+// mac is HMAC-SHA256(key, issued || ip) truncated to nonceMACSize.
+func (n *nonces) mac(issued uint64, ip netip.Addr) [nonceMACSize]byte {
+	var msg [8 + 16]byte
+	binary.BigEndian.PutUint64(msg[:8], issued)
+	a := ip.Unmap().As16()
+	copy(msg[8:], a[:])
+	h := hmac.New(sha256.New, n.key[:])
+	h.Write(msg[:])
+	var out [nonceMACSize]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+// issue returns a fresh nonce for a client at ip.
+func (n *nonces) issue(ip netip.Addr) string {
+	issued := uint64(n.now().UnixMilli()) //nolint:gosec // after 1970
+	var raw [8 + nonceMACSize]byte
+	binary.BigEndian.PutUint64(raw[:8], issued)
+	m := n.mac(issued, ip)
+	copy(raw[8:], m[:])
+	return base64.RawURLEncoding.EncodeToString(raw[:])
+}
+
+// valid reports whether nonce was issued by this node to ip and has not
+// expired.
+func (n *nonces) valid(nonce []byte, ip netip.Addr) bool {
+	var raw [8 + nonceMACSize]byte
+	if base64.RawURLEncoding.EncodedLen(len(raw)) != len(nonce) {
+		return false
+	}
+	if k, err := base64.RawURLEncoding.Decode(raw[:], nonce); err != nil || k != len(raw) {
+		return false
+	}
+	issued := binary.BigEndian.Uint64(raw[:8])
+	age := n.now().Sub(time.UnixMilli(int64(issued))) //nolint:gosec // checked below
+	if issued > 1<<62 || age < 0 || age > n.lifetime {
+		return false
+	}
+	m := n.mac(issued, ip)
+	return hmac.Equal(m[:], raw[8:])
+}
+
+// pionNonce is the last nonce one listener's pion server handed out.
+type pionNonce struct {
+	value string
+	seen  time.Time
+}
+
+// pionNonces remembers a listener's current pion nonce.
+type pionNonces struct{ cur atomic.Pointer[pionNonce] }
+
+// note records a nonce pion sent.
+func (p *pionNonces) note(v []byte, now time.Time) {
+	if c := p.cur.Load(); c != nil && c.value == string(v) {
+		return
+	}
+	p.cur.Store(&pionNonce{value: string(v), seen: now})
+}
+
+// get returns pion's nonce when it is fresh enough to hand pion.
+func (p *pionNonces) get(now time.Time) (string, bool) {
+	c := p.cur.Load()
+	if c == nil || now.Sub(c.seen) > pionNonceMaxAge {
+		return "", false
+	}
+	return c.value, true
+}

@@ -1,0 +1,203 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/pion/stun/v4"
+)
+
+// Responses the node changes on their way to the client.
+//
+// Pion's error responses carry no reason phrase (clients print "error 403
+// ()") and its NONCE attributes are pion's own. Every error response pion
+// sends passes through finishResponse, which adds the standard reason phrase
+// (RFC 8489 §14.8), puts one of the node's nonces in place of pion's, and
+// signs the result again with the key of the request it answers. Success
+// responses, indications and ChannelData pass untouched (a two-bit test).
+
+// reqMemo remembers the last authenticated request a client connection
+// handed pion, so that pion's signed answer to it can be signed again after
+// its reason phrase is added. Pion answers a request on the goroutine that
+// read it, before it reads the next one.
+type reqMemo struct{ last atomic.Pointer[signedRequest] }
+
+type signedRequest struct {
+	tid [stun.TransactionIDSize]byte
+	key []byte
+}
+
+func (r *reqMemo) remember(tid [stun.TransactionIDSize]byte, key []byte) {
+	r.last.Store(&signedRequest{tid: tid, key: key})
+}
+
+// keyFor returns the key of the remembered request with transaction id tid.
+func (r *reqMemo) keyFor(tid []byte) []byte {
+	s := r.last.Load()
+	if s == nil || string(s.tid[:]) != string(tid) {
+		return nil
+	}
+	return s.key
+}
+
+// reasonPhrase returns the standard reason phrase of code (RFC 8489 §14.8,
+// RFC 8656 §18, RFC 6062 §6.3, RFC 6156 §4.2.1).
+func reasonPhrase(code int) string {
+	switch code {
+	case 300:
+		return "Try Alternate"
+	case 400:
+		return "Bad Request"
+	case 401:
+		return "Unauthorized"
+	case 403:
+		return "Forbidden"
+	case 420:
+		return "Unknown Attribute"
+	case 437:
+		return "Allocation Mismatch"
+	case 438:
+		return "Stale Nonce"
+	case 440:
+		return "Address Family not Supported"
+	case 441:
+		return "Wrong Credentials"
+	case 442:
+		return "Unsupported Transport Protocol"
+	case 443:
+		return "Peer Address Family Mismatch"
+	case 446:
+		return "Connection Already Exists"
+	case 447:
+		return "Connection Timeout or Failure"
+	case 486:
+		return "Allocation Quota Reached"
+	case 500:
+		return "Server Error"
+	case 508:
+		return "Insufficient Capacity"
+	}
+	return "Error"
+}
+
+// errorCodeAttr is an ERROR-CODE with its standard reason phrase.
+func errorCodeAttr(code stun.ErrorCode) *stun.ErrorCodeAttribute {
+	return &stun.ErrorCodeAttribute{Code: code, Reason: []byte(reasonPhrase(int(code)))}
+}
+
+// finishResponse returns b, or a copy of it changed as described above when
+// b is an error response. to is the client it goes to.
+func (l *listener) finishResponse(b []byte, to net.Addr, memo *reqMemo) []byte {
+	if len(b) < stunHeaderSize || b[0]>>6 != 0 || b[0]&0x01 == 0 || b[1]&0x10 == 0 {
+		return b // not STUN, or not of the error-response class (C1 and C0 set)
+	}
+	if binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+		return b
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil {
+		return b
+	}
+	nonce, hasNonce := m.Attributes.Get(stun.AttrNonce)
+	var ec stun.ErrorCodeAttribute
+	if ec.GetFrom(m) != nil || (len(ec.Reason) > 0 && !hasNonce) {
+		return b
+	}
+	now := l.srv.cfg.Now()
+	if hasNonce {
+		l.pion.note(nonce.Value, now)
+	}
+	var key []byte
+	if _, signed := m.Attributes.Get(stun.AttrMessageIntegrity); signed {
+		if key = memo.keyFor(m.TransactionID[:]); key == nil {
+			return b // cannot sign it again: leave it as pion made it
+		}
+	}
+	out := &stun.Message{TransactionID: m.TransactionID, Type: m.Type}
+	out.WriteHeader()
+	for _, a := range m.Attributes {
+		switch a.Type {
+		case stun.AttrErrorCode:
+			if len(ec.Reason) == 0 {
+				ec.Reason = []byte(reasonPhrase(int(ec.Code)))
+			}
+			if ec.AddTo(out) != nil {
+				return b
+			}
+		case stun.AttrNonce:
+			out.Add(stun.AttrNonce, []byte(l.srv.nonces.issue(sourceIP(to))))
+		case stun.AttrMessageIntegrity, stun.AttrMessageIntegritySHA256, stun.AttrFingerprint:
+		default:
+			out.Add(a.Type, a.Value)
+		}
+	}
+	if key != nil && stun.MessageIntegrity(key).AddTo(out) != nil {
+		return b
+	}
+	return out.Raw
+}
+
+// resignRequest returns the raw bytes of m with its NONCE replaced by nonce
+// and MESSAGE-INTEGRITY (and FINGERPRINT, when m had one) computed again
+// with key. Attributes after MESSAGE-INTEGRITY other than FINGERPRINT are
+// ignored by receivers (RFC 8489 §14.5) and dropped.
+func resignRequest(m *stun.Message, nonce string, key []byte) ([]byte, error) {
+	out := &stun.Message{TransactionID: m.TransactionID, Type: m.Type}
+	out.WriteHeader()
+	fingerprint := false
+	integrity := false
+	for _, a := range m.Attributes {
+		switch a.Type {
+		case stun.AttrNonce:
+			if !integrity {
+				out.Add(stun.AttrNonce, []byte(nonce))
+			}
+		case stun.AttrMessageIntegrity:
+			integrity = true
+		case stun.AttrMessageIntegritySHA256:
+		case stun.AttrFingerprint:
+			fingerprint = true
+		default:
+			if !integrity {
+				out.Add(a.Type, a.Value)
+			}
+		}
+	}
+	if err := stun.MessageIntegrity(key).AddTo(out); err != nil {
+		return nil, err
+	}
+	if fingerprint {
+		if err := stun.Fingerprint.AddTo(out); err != nil {
+			return nil, err
+		}
+	}
+	return out.Raw, nil
+}
+
+// challenge answers a request with code (401 or 438) carrying a fresh nonce
+// for the client and the realm, unsigned (RFC 8489 §9.2.4).
+func (q *request) challenge(code stun.ErrorCode) {
+	msg, err := stun.Build(
+		&stun.Message{TransactionID: q.m.TransactionID},
+		stun.NewType(q.method, stun.ClassErrorResponse),
+		errorCodeAttr(code),
+		stun.NewNonce(q.l.srv.nonces.issue(q.ip)),
+		stun.NewRealm(q.l.srv.cfg.Realm),
+	)
+	if err == nil {
+		_ = q.r.reply(msg.Raw, q.src)
+	}
+}
+
+// sourceIP is the IP address of a client or peer transport address.
+func sourceIP(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap()
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
