@@ -25,6 +25,9 @@ import (
 // nonceMACSize is how many bytes of HMAC-SHA256 a nonce carries.
 const nonceMACSize = 12
 
+// nonceStep is how often the nonce handed to one IP changes.
+const nonceStep = time.Minute
+
 // pionNonceMaxAge is how long a nonce pion handed out is used in requests
 // passed to it: pion accepts its nonces for an hour from the minute they
 // were made. An older one is not used; pion then answers the request with
@@ -57,9 +60,13 @@ func (n *nonces) mac(issued uint64, ip netip.Addr) [nonceMACSize]byte {
 	return out
 }
 
-// issue returns a fresh nonce for a client at ip.
+// issue returns a fresh nonce for a client at ip. Within one step of
+// nonceStep a client is handed the same nonce again, as pion does: clients
+// take a 401 carrying the nonce they just used as "wrong credentials",
+// and one carrying a new nonce as "try again".
 func (n *nonces) issue(ip netip.Addr) string {
-	issued := uint64(n.now().UnixMilli()) //nolint:gosec // after 1970
+	step := min(nonceStep, n.lifetime/4)
+	issued := uint64(n.now().Truncate(step).UnixMilli()) //nolint:gosec // after 1970
 	var raw [8 + nonceMACSize]byte
 	binary.BigEndian.PutUint64(raw[:8], issued)
 	m := n.mac(issued, ip)
