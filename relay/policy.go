@@ -35,7 +35,11 @@ var defaultDenied = []string{
 }
 
 // defaultAllowed are carve-outs inside denied ranges whose embedded IPv4
-// address is checked instead (NAT64 well-known prefix, RFC 6052).
+// address is checked instead (NAT64 well-known prefix, RFC 6052). The NAT64
+// local-use prefix 64:ff9b:1::/48 (RFC 8215) stays denied: where its IPv4
+// address sits depends on the translator's prefix length, which only the
+// operator knows (see embedded.go); an --allow-peer opens it, and its
+// embedded IPv4 address is then checked with the /96 layout.
 var defaultAllowed = []string{"64:ff9b::/96"}
 
 type rule struct {
@@ -47,8 +51,9 @@ type rule struct {
 // Policy decides which peer addresses a client may reach through the relay.
 // The most specific matching rule wins; at equal length an operator rule
 // beats a default, and a deny beats an allow. An address no rule matches is
-// allowed. Addresses with an embedded IPv4 address (IPv4-mapped, NAT64,
-// 6to4) are allowed only if the embedded IPv4 address is allowed too.
+// allowed. Addresses with an embedded IPv4 address (IPv4-mapped,
+// IPv4-compatible, NAT64, 6to4: embeddedIPv4) are allowed only if the
+// embedded IPv4 address is allowed too.
 type Policy struct {
 	rules []rule
 }
@@ -131,30 +136,6 @@ func (p *Policy) decide(a netip.Addr) bool {
 	return verdict
 }
 
-// embeddedIPv4 returns the IPv4 address carried inside an IPv6 address by
-// NAT64 (64:ff9b::/96), 6to4 (2002::/16) or IPv4-compatible (::/96) forms.
-func embeddedIPv4(a netip.Addr) (netip.Addr, bool) {
-	b := a.As16()
-	switch {
-	case b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && isZero(b[4:12]):
-		return netip.AddrFrom4([4]byte(b[12:16])), true
-	case b[0] == 0x20 && b[1] == 0x02:
-		return netip.AddrFrom4([4]byte(b[2:6])), true
-	case isZero(b[0:12]):
-		return netip.AddrFrom4([4]byte(b[12:16])), true
-	}
-	return netip.Addr{}, false
-}
-
-func isZero(b []byte) bool {
-	for _, x := range b {
-		if x != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // AllowedAddr is Allowed for a netip.Addr.
 func (p *Policy) AllowedAddr(a netip.Addr) bool {
 	a = a.WithZone("")
@@ -164,10 +145,8 @@ func (p *Policy) AllowedAddr(a netip.Addr) bool {
 	if !p.decide(a) {
 		return false
 	}
-	if a.Is6() {
-		if v4, ok := embeddedIPv4(a); ok && !p.decide(v4) {
-			return false
-		}
+	if v4, ok := embeddedIPv4(a); ok && !p.decide(v4) {
+		return false
 	}
 	return true
 }

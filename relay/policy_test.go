@@ -16,7 +16,7 @@ func TestPolicyDefaults(t *testing.T) {
 		"192.88.99.1", "192.168.1.1", "198.18.0.1", "198.51.100.7", "203.0.113.9", "224.0.0.1",
 		"239.255.255.250", "240.0.0.1", "255.255.255.255",
 		"::", "::1", "::ffff:127.0.0.1", "::ffff:10.1.2.3", "::ffff:169.254.169.254", "::ffff:0.0.0.0",
-		"::127.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b:1::1", "100::1",
+		"::127.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b:1::1", "64:ff9b:1::808:808", "100::1",
 		"2001::1", "2001:db8::1", "2002:7f00:1::1", "2002:a00:1::1", "3fff::1", "fc00::1", "fd00:ec2::254",
 		"fe80::1", "fec0::1", "ff02::1", "5f00::1", "4000::1", "8000::1",
 	}
@@ -60,6 +60,31 @@ func TestPolicyMostSpecificWins(t *testing.T) {
 		{"169.254.169.1", true},    // allow /24 beats default /16
 		{"169.254.169.254", false}, // deny /32 beats allow /24
 		{"64:ff9b::7f00:1", true},  // NAT64 of an allowed IPv4
+	} {
+		if got := p.AllowedAddr(netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("Allowed(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+}
+
+// TestPolicyLocalUseNAT64: the NAT64 local-use prefix (RFC 8215) is denied
+// by default; once an operator allows it, the IPv4 address in its last 32
+// bits must be allowed too, as for the well-known prefix.
+func TestPolicyLocalUseNAT64(t *testing.T) {
+	p, err := NewPolicy([]string{"64:ff9b:1::/48"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"64:ff9b:1::808:808", true},
+		{"64:ff9b:1:abcd::808:808", true},
+		{"64:ff9b:1::7f00:1", false},              // 127.0.0.1
+		{"64:ff9b:1::a9fe:a9fe", false},           // 169.254.169.254
+		{"64:ff9b:1:ffff:ffff:ffff:a00:1", false}, // 10.0.0.1
+		{"64:ff9b:2::808:808", false},             // outside the prefix: ::/3
 	} {
 		if got := p.AllowedAddr(netip.MustParseAddr(tc.addr)); got != tc.want {
 			t.Errorf("Allowed(%s) = %v, want %v", tc.addr, got, tc.want)

@@ -16,6 +16,11 @@ import (
 // peer on a relay or external address is reachable only on ports that are
 // live relay sockets of this node, and a peer on any other local address not
 // at all, unless an --allow-peer rule names that exact address (/32, /128).
+//
+// Every IPv6 form that carries one of the node's IPv4 addresses (mapped,
+// compatible, NAT64, 6to4: embeddedIPv4) is the same address here: a packet
+// to it can reach the node's IPv4 address through a translator, so it gets
+// the verdicts of the plain form, and its ports are the IPv4 relay ports.
 
 // selfAddr is one of the node's own addresses.
 type selfAddr struct {
@@ -35,14 +40,26 @@ func (s *Server) addSelf(ip netip.Addr, relay bool) {
 	s.self = append(s.self, selfAddr{addr: ip, relay: relay, open: s.cfg.Policy.OperatorAllowsExactly(ip)})
 }
 
+// selfLookup finds a among the node's own addresses, as itself or by the
+// IPv4 address it carries. It runs per packet and allocates nothing.
 func (s *Server) selfLookup(a netip.Addr) (selfAddr, bool) {
-	a = a.Unmap()
-	for _, x := range s.self {
-		if x.addr == a {
-			return x, true
+	a = a.Unmap() // an IPv4 peer often comes as a 16-byte net.IP
+	v4, embedded := embeddedIPv4(a)
+	found := -1
+	for i := range s.self {
+		switch s.self[i].addr {
+		case a:
+			return s.self[i], true // ::1 is ::1 before it is ::0.0.0.1
+		case v4:
+			if embedded {
+				found = i
+			}
 		}
 	}
-	return selfAddr{}, false
+	if found < 0 {
+		return selfAddr{}, false
+	}
+	return s.self[found], true
 }
 
 // peerAllowed decides a permission (CreatePermission, ChannelBind, Connect):

@@ -439,23 +439,35 @@ type FleetPeer struct {
 	MinPort, MaxPort int
 }
 
-// fleetPeer reports whether a is another fleet member's relay address.
-func (s *Server) fleetPeer(a netip.Addr) bool {
+// fleetMember returns the fleet members on address a, found as itself or
+// by the IPv4 address it carries (embeddedIPv4), like the node's own
+// addresses in selfLookup.
+func (s *Server) fleetMember(a netip.Addr) ([]FleetPeer, bool) {
 	m := s.fleet.Load()
 	if m == nil {
-		return false
+		return nil, false
 	}
-	_, ok := (*m)[a.Unmap()]
+	a = a.Unmap()
+	if ps, ok := (*m)[a]; ok {
+		return ps, true
+	}
+	if v4, ok := embeddedIPv4(a); ok {
+		ps, ok := (*m)[v4]
+		return ps, ok
+	}
+	return nil, false
+}
+
+// fleetPeer reports whether a is another fleet member's relay address.
+func (s *Server) fleetPeer(a netip.Addr) bool {
+	_, ok := s.fleetMember(a)
 	return ok
 }
 
 // fleetPeerPort reports whether a:port is in a fleet member's relay range.
 func (s *Server) fleetPeerPort(a netip.Addr, port int) bool {
-	m := s.fleet.Load()
-	if m == nil {
-		return false
-	}
-	for _, p := range (*m)[a.Unmap()] {
+	ps, _ := s.fleetMember(a)
+	for _, p := range ps {
 		if port >= p.MinPort && port <= p.MaxPort {
 			return true
 		}
