@@ -146,15 +146,13 @@ func (cl *clientListener) Accept() (net.Conn, error) {
 	for {
 		c, err := cl.Listener.Accept()
 		if err == nil {
-			ip, ok := cl.l.srv.conns.acquire(c.RemoteAddr())
-			if !ok {
-				cl.l.srv.m.ConnectionsClosed.WithLabelValues(cl.l.transport, "limit").Inc()
+			ip, refused := cl.l.srv.conns.acquire(c.RemoteAddr())
+			if refused != "" {
+				cl.l.srv.m.ConnectionsClosed.WithLabelValues(cl.l.transport, refused).Inc()
 				_ = c.Close()
 				continue
 			}
-			sc := newClientStreamConn(c, cl.l)
-			sc.ip = ip
-			return sc, nil
+			return newClientStreamConn(c, cl.l, ip), nil
 		}
 		if errors.Is(err, net.ErrClosed) {
 			return nil, err
@@ -167,10 +165,17 @@ func (cl *clientListener) Accept() (net.Conn, error) {
 
 // clientStreamConn wraps one TCP/TLS/DTLS client connection. It cuts the
 // byte stream into STUN messages and ChannelData frames itself so that each
-// one can be checked like a UDP datagram, enforces the first-message and
-// idle timeouts, and bounds writes to a client that stops reading. After an
-// RFC 6062 ConnectionBind succeeds the connection carries raw peer data and
-// is passed through untouched.
+// one can be checked like a UDP datagram, enforces the first-message, auth
+// and idle timeouts, and bounds writes to a client that stops reading. After
+// an RFC 6062 ConnectionBind succeeds the connection carries raw peer data
+// and is passed through untouched.
+//
+// Until an Allocate or a ConnectionBind on it succeeds the connection is
+// pending: it holds a slot in Server.conns and must get there by authBy,
+// however busy it keeps the socket. Afterwards only the idle timeout
+// applies, also if the allocation is later deleted (Refresh with lifetime
+// 0, expiry) while the connection stays open: it does not become pending
+// again, since taking a slot back could fail with nowhere to report it.
 type clientStreamConn struct {
 	net.Conn
 	l *listener
@@ -179,7 +184,9 @@ type clientStreamConn struct {
 	// from a Read of its own.
 	readMu      sync.Mutex
 	firstBy     time.Time // deadline for the first complete message
+	authBy      time.Time // deadline for an allocation (or ConnectionBind)
 	gotFirst    bool
+	timeoutWhy  string // close reason if the read deadline last set expires
 	passthrough atomic.Bool
 	in          []byte // bytes read but not yet cut into frames
 	out         []byte // frames ready to hand to pion
@@ -187,33 +194,47 @@ type clientStreamConn struct {
 	closeReason string
 	handshaken  bool
 	allocated   atomic.Bool // an Allocate succeeded on this connection
-	ip          netip.Addr  // counted in Server.conns until Close
-	closeOnce   sync.Once
+	ip          netip.Addr  // its per-IP slot in Server.conns
+	pending     atomic.Bool // holds a slot in Server.conns
 	rm          reqMemo
 }
 
 func (c *clientStreamConn) memo() *reqMemo { return &c.rm }
 
-// Close closes the connection and frees its slot in the per-IP limit.
+// Close closes the connection and frees its pending slot if it still
+// holds one.
 func (c *clientStreamConn) Close() error {
-	c.closeOnce.Do(func() { c.l.srv.conns.release(c.ip) })
+	c.releaseSlot()
 	return c.Conn.Close()
 }
 
-// handshake completes a DTLS handshake within the first-message timeout.
-// A DTLS conn ignores read deadlines while it handshakes, so without this a
-// client that sends one ClientHello and goes quiet would hold a connection
-// and its goroutines forever. (TLS honours the read deadline set by Read.)
+// releaseSlot gives the connection's pending slot back, the first time it
+// is called: when it gets an allocation, is bound, or is done with.
+func (c *clientStreamConn) releaseSlot() {
+	if c.pending.CompareAndSwap(true, false) {
+		c.l.srv.conns.release(c.ip)
+	}
+}
+
+// handshake completes a DTLS handshake within the first-message and auth
+// timeouts. A DTLS conn ignores read deadlines while it handshakes, so
+// without this a client that sends one ClientHello and goes quiet would
+// hold a connection and its goroutines forever. (TLS honours the read
+// deadline set by Read.)
 func (c *clientStreamConn) handshake() error {
 	dc, ok := c.Conn.(*dtls.Conn)
 	if !ok {
 		return nil
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), c.firstBy)
+	deadline, why := c.firstBy, "first_message_timeout"
+	if c.authBy.Before(deadline) {
+		deadline, why = c.authBy, "auth_timeout"
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := dc.HandshakeContext(ctx); err != nil {
 		if ctx.Err() != nil {
-			c.closeReason = "first_message_timeout"
+			c.closeReason = why
 		} else {
 			c.closeReason = "malformed"
 		}
@@ -224,18 +245,44 @@ func (c *clientStreamConn) handshake() error {
 	return nil
 }
 
-func newClientStreamConn(c net.Conn, l *listener) *clientStreamConn {
-	return &clientStreamConn{
+// newClientStreamConn wraps c, accepted just now, which holds the pending
+// slot acquired for ip.
+func newClientStreamConn(c net.Conn, l *listener, ip netip.Addr) *clientStreamConn {
+	now := time.Now()
+	sc := &clientStreamConn{
 		Conn:    c,
 		l:       l,
-		firstBy: time.Now().Add(l.srv.cfg.FirstMessageTimeout),
+		firstBy: now.Add(l.srv.cfg.FirstMessageTimeout),
+		authBy:  now.Add(l.srv.cfg.AuthTimeout),
 		scratch: make([]byte, 4096),
+		ip:      ip,
 	}
+	sc.pending.Store(true)
+	return sc
 }
 
 // preAllocationIdle is the idle timeout of a client connection that has no
-// allocation yet.
+// allocation yet (within its AuthTimeout).
 const preAllocationIdle = 30 * time.Second
+
+// readDeadline returns the deadline for the next read from the socket and
+// the close reason if it expires.
+func (c *clientStreamConn) readDeadline(now time.Time) (time.Time, string) {
+	if c.allocated.Load() {
+		return now.Add(c.l.srv.cfg.IdleTimeout), "idle_timeout"
+	}
+	deadline, why := c.firstBy, "first_message_timeout"
+	if c.gotFirst {
+		// Until it has an allocation a connection gets little idle time,
+		// so unauthenticated clients cannot hold sockets for long.
+		deadline, why = now.Add(min(c.l.srv.cfg.IdleTimeout, preAllocationIdle)), "idle_timeout"
+	}
+	// Absolute: what the client sends does not move it.
+	if c.authBy.Before(deadline) {
+		deadline, why = c.authBy, "auth_timeout"
+	}
+	return deadline, why
+}
 
 var errFrame = errors.New("relay: malformed or oversized frame on stream")
 
@@ -285,6 +332,7 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 				c.in = c.in[n:]
 				return n, nil
 			}
+			c.timeoutWhy = "idle_timeout"
 			_ = c.Conn.SetReadDeadline(time.Now().Add(c.l.srv.cfg.IdleTimeout))
 			n, err := c.Conn.Read(p)
 			c.noteErr(err)
@@ -317,19 +365,22 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 			}
 			continue
 		}
-		deadline := c.firstBy
-		switch {
-		case c.allocated.Load():
-			deadline = time.Now().Add(c.l.srv.cfg.IdleTimeout)
-		case c.gotFirst:
-			// Until it has an allocation a connection gets little idle time,
-			// so unauthenticated clients cannot hold sockets for long.
-			deadline = time.Now().Add(min(c.l.srv.cfg.IdleTimeout, preAllocationIdle))
-		}
+		wasAllocated := c.allocated.Load()
+		deadline, why := c.readDeadline(time.Now())
+		c.timeoutWhy = why
 		_ = c.Conn.SetReadDeadline(deadline)
 		m, err := c.Conn.Read(c.scratch)
 		c.in = append(c.in, c.scratch[:m]...)
 		if err != nil {
+			// An Allocate or ConnectionBind answered while this read waited
+			// lifts a pending connection's deadline: read again with the
+			// deadline that applies now. (Pion answers a request before it
+			// reads the next, so this is only a guard; a read timeout leaves
+			// TCP, TLS and DTLS connections usable.)
+			if deadlineExceeded(err) && !wasAllocated &&
+				(c.allocated.Load() || c.passthrough.Load()) {
+				continue
+			}
 			c.noteErr(err)
 			return 0, err
 		}
@@ -341,12 +392,8 @@ func (c *clientStreamConn) noteErr(err error) {
 		return
 	}
 	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		if c.gotFirst {
-			c.closeReason = "idle_timeout"
-		} else {
-			c.closeReason = "first_message_timeout"
-		}
+	case deadlineExceeded(err):
+		c.closeReason = c.timeoutWhy
 	case errors.Is(err, io.EOF):
 		c.closeReason = "peer_closed"
 	case errors.Is(err, syscall.ECONNRESET):
@@ -359,11 +406,18 @@ func (c *clientStreamConn) noteErr(err error) {
 	c.countClose()
 }
 
-// countClose counts the connection as closed for closeReason. Its slot in
-// the per-IP limit is freed first (it is done with, Close or not), so
-// whoever sees the count can connect again at once.
+// deadlineExceeded reports whether a read failed on its read deadline:
+// os.ErrDeadlineExceeded from TCP and TLS, an error wrapping
+// context.DeadlineExceeded from DTLS.
+func deadlineExceeded(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// countClose counts the connection as closed for closeReason. Its pending
+// slot, if it still holds one, is freed first (it is done with, Close or
+// not), so whoever sees the count can connect again at once.
 func (c *clientStreamConn) countClose() {
-	c.closeOnce.Do(func() { c.l.srv.conns.release(c.ip) })
+	c.releaseSlot()
 	c.l.srv.m.ConnectionsClosed.WithLabelValues(c.l.transport, c.closeReason).Inc()
 }
 
@@ -381,9 +435,13 @@ func (c *clientStreamConn) Write(b []byte) (int, error) {
 	b = c.l.finishResponse(b, c.Conn.RemoteAddr(), &c.rm)
 	switch c.l.observeResponse(b) {
 	case respConnectionBound:
+		// An RFC 6062 data connection authenticates with its
+		// ConnectionBind; pion bounds how long the peer side waits.
 		c.passthrough.Store(true)
+		c.releaseSlot()
 	case respAllocated:
 		c.allocated.Store(true)
+		c.releaseSlot()
 	}
 	n, err := c.write(b)
 	if err == nil {

@@ -94,15 +94,21 @@ type Config struct {
 	// WriteTimeout bounds one write to a stalled client connection; zero is 10s.
 	WriteTimeout time.Duration
 	// MaxConnsPerIP bounds concurrent TCP/TLS/DTLS client connections from
-	// one IP address; more are closed on accept and counted. Zero is unlimited.
+	// one IP address that hold no allocation yet; more are closed on accept
+	// and counted. A connection stops counting once an Allocate (or an RFC
+	// 6062 ConnectionBind) on it succeeds. Zero is unlimited.
 	MaxConnsPerIP int
 	// ConnectTimeout bounds an RFC 6062 Connect to a peer; zero is 30s (the
 	// RFC's minimum).
 	ConnectTimeout time.Duration
 
 	// AuthTimeout is the absolute deadline, from accept, by which a
-	// TCP/TLS/DTLS client connection must hold an allocation; bytes of an
-	// unfinished frame do not extend it. Zero is 30s.
+	// TCP/TLS/DTLS client connection must hold an allocation (or be bound
+	// as an RFC 6062 data connection by ConnectionBind); neither bytes of
+	// an unfinished frame nor complete requests that allocate nothing
+	// (Binding, failed Allocates) extend it. From then on IdleTimeout
+	// applies, also after the allocation is deleted while the connection
+	// stays open. Zero is 30s.
 	AuthTimeout time.Duration
 	// MaxPendingConns bounds TCP/TLS/DTLS client connections that hold no
 	// allocation yet, node-wide; more are closed on accept and counted.
@@ -319,7 +325,7 @@ func New(cfg Config) (*Server, error) {
 		nonces: newNonces(cfg.NonceLifetime, cfg.Now),
 		budget: newSourceBudget(cfg.UnauthRate, cfg.Now),
 		guard:  newAuthThrottle(cfg.AuthFailures, cfg.AuthFailWindow, cfg.AuthBackoff, cfg.AuthBackoffMax, cfg.Now),
-		conns:  connLimit{max: cfg.MaxConnsPerIP, byIP: map[netip.Addr]int{}}}
+		conns:  newConnLimit(cfg.MaxConnsPerIP, cfg.MaxPendingConns, cfg.Metrics.ConnectionsPending)}
 	for _, ip := range cfg.RelayIPs {
 		ip = ip.Unmap()
 		if ip.Is4() {

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func testutilPending(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.ConnectionsPending) }
+
+// dialStream opens a plain TCP or TLS connection to the node, closed when
+// the test ends.
+func dialStream(t *testing.T, transport, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	var err error
+	if transport == "tls" {
+		c, err = tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // test certificate
+	} else {
+		c, err = net.Dial("tcp", addr)
+	}
+	if err != nil {
+		t.Fatalf("dial %s %s: %v", transport, addr, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// streamRaw speaks STUN by hand over a TCP/TLS connection (framed as RFC
+// 6062 §4 and RFC 8656 §12.5 say).
+func streamRaw(t *testing.T, c net.Conn) *rawClient {
+	return &rawClient{t: t, conn: turn.NewSTUNConn(c), server: c.RemoteAddr()}
+}
+
+// busy writes write(i) to c every 100 ms, at most 100 times, until a
+// write fails or the returned stop is called; stop waits for it to end.
+func busy(c net.Conn, write func(i int) []byte) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := range 100 {
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write(write(i)); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// slowHeader is a Binding request header announcing 400 bytes of
+// attributes: sent a byte at a time it stays an unfinished frame for 42 s.
+func slowHeader(i int) []byte {
+	h := make([]byte, 20)
+	binary.BigEndian.PutUint16(h[0:], 0x0001)
+	binary.BigEndian.PutUint16(h[2:], 400)
+	binary.BigEndian.PutUint32(h[4:], 0x2112a442) // magic cookie
+	if i < len(h) {
+		return h[i : i+1]
+	}
+	return []byte{0}
+}
+
+func bindingRequest(int) []byte { return stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw }
+
+// TestConnAuthTimeout: a TCP/TLS/DTLS connection that holds no allocation is
+// closed --auth-timeout after it was accepted, however it keeps the socket
+// busy (trickled bytes of a frame that never completes, complete Binding
+// requests), and counted auth_timeout. A connection that allocated, or an
+// RFC 6062 data connection that bound, stays.
+func TestConnAuthTimeout(t *testing.T) {
+	cert, key := writeTestCert(t)
+	tn := startNode(t, "--user", "alice:pw", "--auth-timeout", "1s", "--allow-peer", "127.0.0.1",
+		"--tls-listen", "127.0.0.1:0", "--dtls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
+	for _, tc := range []struct {
+		name, transport string
+		write           func(i int) []byte
+	}{
+		// Before the first complete message: the trickle as it was tried.
+		{"trickled header", "tcp", slowHeader},
+		// After one: each byte used to re-arm a 30 s idle deadline.
+		{"binding then trickle", "tcp", func(i int) []byte {
+			if i == 0 {
+				return bindingRequest(i)
+			}
+			return slowHeader(i - 1)
+		}},
+		{"binding loop", "tcp", bindingRequest},
+		{"binding loop", "tls", bindingRequest},
+	} {
+		t.Run(tc.transport+" "+tc.name, func(t *testing.T) {
+			addr := tn.udp
+			if tc.transport == "tls" {
+				addr = tn.tls
+			}
+			before := testutilClosed(tn, tc.transport, "auth_timeout")
+			c := dialStream(t, tc.transport, addr)
+			start := time.Now()
+			stop := busy(c, tc.write)
+			defer stop()
+			if !closedWithin(c, 5*time.Second) {
+				t.Fatal("server kept the busy connection without an allocation open for 5s")
+			}
+			t.Logf("closed after %v", time.Since(start).Round(time.Millisecond))
+			waitFor(t, "close counted as auth_timeout", func() bool {
+				return testutilClosed(tn, tc.transport, "auth_timeout") > before
+			})
+		})
+	}
+
+	t.Run("dtls binding loop", func(t *testing.T) {
+		before := testutilClosed(tn, "dtls", "auth_timeout")
+		c, err := dtls.DialWithOptions("udp", mustUDPAddr(t, tn.dtls), dtls.WithInsecureSkipVerify(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		stop := busy(c, bindingRequest)
+		defer stop()
+		waitFor(t, "close counted as auth_timeout", func() bool {
+			return testutilClosed(tn, "dtls", "auth_timeout") > before
+		})
+	})
+
+	// A DTLS handshake that stalls is cut at the auth deadline when that
+	// comes before the first-message deadline (10 s here).
+	t.Run("dtls stalled handshake", func(t *testing.T) {
+		before := testutilClosed(tn, "dtls", "auth_timeout")
+		pc := mustListenUDP(t, "udp4", "127.0.0.1:0")
+		c, err := dtls.ClientWithOptions(deafPacketConn{pc}, mustUDPAddr(t, tn.dtls), dtls.WithInsecureSkipVerify(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		_ = c.HandshakeContext(ctx) // fails: the client hears nothing
+		cancel()
+		_ = c.Close()
+		waitFor(t, "stalled handshake counted as auth_timeout", func() bool {
+			return testutilClosed(tn, "dtls", "auth_timeout") > before
+		})
+	})
+
+	// Once the connection holds an allocation the idle timeout (10m) rules,
+	// and it still does after the allocation is deleted with the connection
+	// staying: it does not become pending again.
+	t.Run("tcp allocated", func(t *testing.T) {
+		before := testutilClosed(tn, "tcp", "auth_timeout")
+		c := dialStream(t, "tcp", tn.udp)
+		rc := streamRaw(t, c)
+		rc.allocate("alice", "pw")
+		if p := testutilPending(tn); p != 0 {
+			t.Fatalf("pending connections %v after the allocation, want 0", p)
+		}
+		if code := errCode(rc.do(stun.MethodRefresh, "alice", "pw", lifetime(0))); code != 0 {
+			t.Fatalf("refresh lifetime 0: code %d", code)
+		}
+		if closedWithin(c, 2500*time.Millisecond) {
+			t.Fatal("connection that allocated was closed")
+		}
+		if got := testutilClosed(tn, "tcp", "auth_timeout"); got != before {
+			t.Fatalf("auth_timeout counted %v times, want %v", got, before)
+		}
+		if p := testutilPending(tn); p != 0 {
+			t.Fatalf("pending connections %v after the allocation was deleted, want 0", p)
+		}
+	})
+
+	// RFC 6062: the data connection authenticates with ConnectionBind and
+	// then carries peer bytes; the auth deadline no longer applies.
+	t.Run("tcp data connection", func(t *testing.T) {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer ln.Close()
+		wg.Go(func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			buf := make([]byte, 1024)
+			for range 100 {
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				_, _ = c.Write(buf[:n])
+			}
+		})
+		control := dialStream(t, "tcp", tn.udp)
+		c := newClient(t, turn.NewSTUNConn(control), tn.udp, "alice", "pw")
+		alloc, err := c.AllocateTCP()
+		if err != nil {
+			t.Fatalf("allocate TCP: %v", err)
+		}
+		defer alloc.Close()
+		data, err := alloc.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatalf("connect through relay: %v", err)
+		}
+		defer data.Close()
+		waitFor(t, "no pending connections", func() bool { return testutilPending(tn) == 0 })
+		time.Sleep(2 * time.Second) // past the auth deadline of both connections
+		msg := []byte("still relaying")
+		if _, err := data.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		_ = data.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := ioReadFull(data, buf); err != nil || !bytes.Equal(buf, msg) {
+			t.Fatalf("echo after the auth deadline: %q, %v", buf, err)
+		}
+	})
+}
+
+// closeAllAndCheck closes conns (the ones the node accepted) and checks
+// that every slot they held is given back exactly once: the pending gauge
+// returns to zero, not below.
+func closeAllAndCheck(t *testing.T, tn *testNode, conns []net.Conn) {
+	t.Helper()
+	before := testutilClosed(tn, "tcp", "peer_closed")
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	waitFor(t, "every close noticed", func() bool {
+		return testutilClosed(tn, "tcp", "peer_closed") >= before+float64(len(conns))
+	})
+	if p := testutilPending(tn); p != 0 {
+		t.Fatalf("pending connections %v after all closed, want 0", p)
+	}
+}
+
+// TestConnPendingLimit: connections without an allocation over
+// --max-pending-conns are closed on accept and counted pending_limit; an
+// Allocate frees the slot.
+func TestConnPendingLimit(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--max-pending-conns", "5",
+		"--first-message-timeout", "1m", "--auth-timeout", "1m")
+	var conns []net.Conn
+	for range 5 {
+		conns = append(conns, dialStream(t, "tcp", tn.udp))
+	}
+	waitFor(t, "5 pending", func() bool { return testutilPending(tn) == 5 })
+
+	refuse := func(want float64) {
+		t.Helper()
+		c := dialStream(t, "tcp", tn.udp)
+		if !closedWithin(c, 5*time.Second) {
+			t.Fatal("connection over --max-pending-conns kept open")
+		}
+		waitFor(t, "counted pending_limit", func() bool { return testutilClosed(tn, "tcp", "pending_limit") == want })
+		if p := testutilPending(tn); p != 5 {
+			t.Fatalf("pending gauge %v, want 5", p)
+		}
+	}
+	refuse(1)
+
+	streamRaw(t, conns[0]).allocate("alice", "pw")
+	waitFor(t, "the allocated connection no longer pending", func() bool { return testutilPending(tn) == 4 })
+	c := dialStream(t, "tcp", tn.udp)
+	waitFor(t, "5 pending again", func() bool { return testutilPending(tn) == 5 })
+	if closedWithin(c, 300*time.Millisecond) {
+		t.Fatal("connection refused although an allocation freed a slot")
+	}
+	conns = append(conns, c)
+	refuse(2)
+
+	closeAllAndCheck(t, tn, conns)
+}
+
+// TestConnLimitPerIPCountsPendingOnly: --max-conns-per-ip bounds the
+// connections one IP holds without an allocation; connections with one do
+// not count, so many calls behind one NAT all get through.
+func TestConnLimitPerIPCountsPendingOnly(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--max-conns-per-ip", "3",
+		"--first-message-timeout", "1m", "--auth-timeout", "1m")
+	var conns []net.Conn
+	for i := range 10 {
+		c := dialStream(t, "tcp", tn.udp)
+		rc := streamRaw(t, c)
+		resp := rc.do(stun.MethodAllocate, "alice", "pw", requestedTransport(17))
+		if code := errCode(resp); code != 0 {
+			t.Fatalf("allocate on connection %d: code %d", i, code)
+		}
+		if p := testutilPending(tn); p != 0 {
+			t.Fatalf("pending gauge %v after allocation %d, want 0", p, i)
+		}
+		conns = append(conns, c)
+	}
+	for range 3 {
+		conns = append(conns, dialStream(t, "tcp", tn.udp))
+	}
+	waitFor(t, "3 pending", func() bool { return testutilPending(tn) == 3 })
+	before := testutilClosed(tn, "tcp", "limit")
+	c := dialStream(t, "tcp", tn.udp)
+	if !closedWithin(c, 5*time.Second) {
+		t.Fatal("4th pending connection from one IP kept open")
+	}
+	waitFor(t, "counted limit", func() bool { return testutilClosed(tn, "tcp", "limit") == before+1 })
+	if got := tn.counter("allocations_active", "tcp"); got != 10 {
+		t.Fatalf("allocations_active{tcp} = %v, want 10", got)
+	}
+	closeAllAndCheck(t, tn, conns)
+	waitFor(t, "allocations gone", func() bool { return tn.counter("allocations_active", "tcp") == 0 })
+}

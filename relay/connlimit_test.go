@@ -1,0 +1,58 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestConnLimit(t *testing.T) {
+	a := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1000}
+	a6 := &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1"), Port: 1001} // the same IP, v4-mapped
+	b := &net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1002}
+	other := &net.UnixAddr{Name: "x", Net: "unix"} // no IP: node-wide cap only
+	ipA := netip.MustParseAddr("192.0.2.1")
+	for _, tc := range []struct {
+		name              string
+		perIP, maxPending int
+		addrs             []net.Addr
+		want              []string // refusal per acquire, "" for accepted
+	}{
+		{"unlimited", 0, 0, []net.Addr{a, a, a, b, other}, []string{"", "", "", "", ""}},
+		{"per ip", 2, 0, []net.Addr{a, a6, a, b, b, b}, []string{"", "", refusedPerIP, "", "", refusedPerIP}},
+		{"node-wide", 0, 3, []net.Addr{a, b, other, a, b}, []string{"", "", "", refusedPending, refusedPending}},
+		{"per ip first", 1, 1, []net.Addr{a, a, b}, []string{"", refusedPerIP, refusedPending}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pending"})
+			c := newConnLimit(tc.perIP, tc.maxPending, g)
+			var held []netip.Addr
+			for i, addr := range tc.addrs {
+				ip, refused := c.acquire(addr)
+				if refused != tc.want[i] {
+					t.Fatalf("acquire %d (%v): refused %q, want %q", i, addr, refused, tc.want[i])
+				}
+				if refused == "" {
+					held = append(held, ip)
+				}
+			}
+			if _, n := c.counts(ipA); n != len(held) || promToFloat(g) != float64(len(held)) {
+				t.Fatalf("pending %d, gauge %v, want %d", n, promToFloat(g), len(held))
+			}
+			for _, ip := range held {
+				c.release(ip)
+			}
+			if perIP, n := c.counts(ipA); perIP != 0 || n != 0 || len(c.byIP) != 0 || promToFloat(g) != 0 {
+				t.Fatalf("after releasing all: per-IP %d, pending %d, map %v, gauge %v", perIP, n, c.byIP, promToFloat(g))
+			}
+			// Every slot is free again.
+			for i, addr := range tc.addrs {
+				if _, refused := c.acquire(addr); refused != tc.want[i] {
+					t.Fatalf("again, acquire %d: refused %q, want %q", i, refused, tc.want[i])
+				}
+			}
+		})
+	}
+}
