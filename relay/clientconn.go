@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -157,7 +158,10 @@ func (cl *clientListener) Accept() (net.Conn, error) {
 		if errors.Is(err, net.ErrClosed) {
 			return nil, err
 		}
-		cl.l.srv.log.Debug("accept failed, retrying", "transport", cl.l.transport, "err", err)
+		// A connection flood can make every Accept fail (EMFILE).
+		if cl.l.srv.logs.allow(cl.l.srv.log, "", slog.LevelDebug, "accept failed, retrying") {
+			cl.l.srv.log.Debug("accept failed, retrying", "transport", cl.l.transport, "err", err)
+		}
 		time.Sleep(backoff)
 		backoff = min(backoff*2, time.Second)
 	}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
@@ -54,6 +55,8 @@ func newInspectListener(t testing.TB, draining bool) *listener {
 		perms:    map[string]*permits{},
 		byClient: map[allocation.Key]*permits{},
 	}
+	s.log = slog.New(slog.DiscardHandler)
+	s.logs = newLogLimiter(s.m.LogSuppressed)
 	s.addrs.relay4 = netip.MustParseAddr("127.0.0.1")
 	s.draining.Store(draining)
 	return s.newListener(0, "udp")

@@ -273,6 +273,7 @@ type Server struct {
 	cfg      Config
 	m        *metrics.Metrics
 	log      *slog.Logger
+	logs     *logLimiter // rate-limits the lines a client can trigger; see logger.go
 	addrs    addrs
 	self     []selfAddr // the node's own addresses; see self.go
 	ports    relayPorts
@@ -326,6 +327,7 @@ func New(cfg Config) (*Server, error) {
 		budget: newSourceBudget(cfg.UnauthRate, cfg.Now),
 		guard:  newAuthThrottle(cfg.AuthFailures, cfg.AuthFailWindow, cfg.AuthBackoff, cfg.AuthBackoffMax, cfg.Now),
 		conns:  newConnLimit(cfg.MaxConnsPerIP, cfg.MaxPendingConns, cfg.Metrics.ConnectionsPending)}
+	s.logs = newLogLimiter(s.m.LogSuppressed)
 	for _, ip := range cfg.RelayIPs {
 		ip = ip.Unmap()
 		if ip.Is4() {
@@ -353,7 +355,7 @@ func New(cfg Config) (*Server, error) {
 		st := s.newListener(i, l.Transport)
 		s.listeners = append(s.listeners, st)
 		sc := turn.ServerConfig{
-			LoggerFactory:      loggerFactory{log: s.log},
+			LoggerFactory:      loggerFactory{log: s.log, lim: s.logs},
 			Realm:              cfg.Realm,
 			AuthHandler:        st.auth,
 			QuotaHandler:       st.quota,
@@ -504,6 +506,7 @@ func (s *Server) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	s.logs.flush()
 	return errors.Join(errs...)
 }
 
@@ -519,10 +522,13 @@ func (l *listener) recovered(where string) {
 	}
 }
 
-// notePanic counts and logs a recovered panic.
+// notePanic counts and logs a recovered panic. The log line is rate-limited:
+// a bug that one crafted packet can reach is one a flood can reach.
 func (l *listener) notePanic(where string, r any) {
 	l.srv.m.HandlerPanics.Inc()
-	l.srv.log.Error("recovered panic", "where", where, "panic", fmt.Sprint(r))
+	if l.srv.logs.allow(l.srv.log, "", slog.LevelError, "recovered panic") {
+		l.srv.log.Error("recovered panic", "where", where, "panic", fmt.Sprint(r))
+	}
 }
 
 func (l *listener) auth(ra *turn.RequestAttributes) (userID string, key []byte, ok bool) {
