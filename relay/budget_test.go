@@ -274,18 +274,21 @@ func TestBudgetAllocatesNothing(t *testing.T) {
 
 func BenchmarkBudgetAllow(b *testing.B) {
 	ips := randomV4(1<<16, 5)
+	var fixed guardClock
 	for _, bc := range []struct {
 		name string
 		rate float64
 		ips  []netip.Addr
+		now  func() time.Time
 	}{
-		{"pass", 1e12, ips[:1]},
-		{"refuse", 1e-3, ips[:1]},
-		{"pass/many-sources", 1e12, ips},
-		{"refuse/many-sources", 1e-3, ips},
+		{"pass", 1e12, ips[:1], time.Now},
+		{"pass/fixed-clock", 1e12, ips[:1], fixed.now},
+		{"refuse", 1e-3, ips[:1], time.Now},
+		{"pass/many-sources", 1e12, ips, time.Now},
+		{"refuse/many-sources", 1e-3, ips, time.Now},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			bud := newSourceBudget(bc.rate, time.Now)
+			bud := newSourceBudget(bc.rate, bc.now)
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
@@ -294,7 +297,7 @@ func BenchmarkBudgetAllow(b *testing.B) {
 			}
 		})
 		b.Run(bc.name+"/parallel", func(b *testing.B) {
-			bud := newSourceBudget(bc.rate, time.Now)
+			bud := newSourceBudget(bc.rate, bc.now)
 			b.ReportAllocs()
 			var next atomic.Uint32
 			b.RunParallel(func(pb *testing.PB) {

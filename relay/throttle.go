@@ -95,9 +95,10 @@ type authThrottle struct {
 
 type throttleTable struct {
 	seed maphash.Seed
-	// until is the end of the latest backoff the table has started: once
-	// now passes it nothing in the table is blocked, and blocked returns
-	// without hashing or locking.
+	// until is the end of the latest backoff the table has started, or 0
+	// once blocked has seen it pass: while it is 0 blocked does not even
+	// read the clock (time.Now costs more than the rest of a check), and
+	// once it has passed nothing in the table is blocked.
 	until atomic.Int64
 	sets  [throttleSets]throttleSet
 }
@@ -146,17 +147,21 @@ func newAuthThrottle(limit int, window, backoff, backoffMax time.Duration, now f
 // blocked reports whether requests from ip, and for username, are in
 // backoff; the two scopes are separate so that the caller can decide which
 // applies to a request. It allocates nothing, and when no backoff is under
-// way it only reads the clock and two atomics.
+// way it reads two atomics and returns.
 func (t *authThrottle) blocked(ip netip.Addr, username string) (ipBlocked, userBlocked bool) {
 	if t == nil {
 		return false, false
 	}
+	ipUntil, userUntil := t.ips.until.Load(), t.users.until.Load()
+	if ipUntil == 0 && userUntil == 0 {
+		return false, false
+	}
 	now := t.nanos()
-	if ip.IsValid() && now < t.ips.until.Load() {
+	if t.ips.active(ipUntil, now) && ip.IsValid() {
 		k := sourceKey(ip)
 		ipBlocked = t.ips.blocked(maphash.Bytes(t.ips.seed, k[:]), now)
 	}
-	if username != "" && now < t.users.until.Load() {
+	if t.users.active(userUntil, now) && username != "" {
 		userBlocked = t.users.blocked(maphash.String(t.users.seed, username), now)
 	}
 	return ipBlocked, userBlocked
@@ -212,6 +217,20 @@ func (t *authThrottle) expiry(e *throttleEntry) int64 {
 		end = max(end, e.until+t.memory)
 	}
 	return end
+}
+
+// active reports whether a backoff of the table may be under way, given
+// until as loaded; once until has passed it clears it, unless a new
+// backoff has raised it meanwhile (failed raises it with a CAS as well).
+func (tb *throttleTable) active(until, now int64) bool {
+	if until == 0 {
+		return false
+	}
+	if now >= until {
+		tb.until.CompareAndSwap(until, 0)
+		return false
+	}
+	return true
 }
 
 func (tb *throttleTable) blocked(h uint64, now int64) bool {

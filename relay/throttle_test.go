@@ -102,6 +102,34 @@ func TestThrottleBackoff(t *testing.T) {
 	}
 }
 
+// TestThrottleIdleAfterBackoff: once every backoff has ended, blocked
+// stops reading the clock, and a later backoff is seen again.
+func TestThrottleIdleAfterBackoff(t *testing.T) {
+	var c guardClock
+	reads := 0
+	th := newAuthThrottle(3, time.Minute, 5*time.Second, 40*time.Second, func() time.Time { reads++; return c.now() })
+	if th.blocked(throttleIP, throttleUser); reads != 1 { // newAuthThrottle's epoch
+		t.Fatalf("blocked read the clock with no backoff ever started (%d reads)", reads-1)
+	}
+	for range 3 {
+		th.failed(throttleIP, throttleUser)
+	}
+	c.advance(5 * time.Second)
+	if ip, user := th.blocked(throttleIP, throttleUser); ip || user {
+		t.Fatal("blocked after the backoff ended")
+	}
+	reads = 0
+	if th.blocked(throttleIP, throttleUser); reads != 0 {
+		t.Fatal("blocked still reads the clock after every backoff ended")
+	}
+	for range 3 {
+		th.failed(throttleIP, throttleUser)
+	}
+	if ip, user := th.blocked(throttleIP, throttleUser); !ip || !user {
+		t.Fatal("a backoff started after the fast path cleared was missed")
+	}
+}
+
 func TestThrottleWindow(t *testing.T) {
 	var c guardClock
 	th := newTestThrottle(&c)
@@ -336,25 +364,32 @@ func TestThrottleAllocatesNothing(t *testing.T) {
 
 func BenchmarkThrottleBlocked(b *testing.B) {
 	user := "1735689600:a-typical-rest-username"
+	var fixed guardClock
 	for _, bc := range []struct {
 		name  string
+		now   func() time.Time
 		setup func(th *authThrottle)
 	}{
-		{"idle", func(*authThrottle) {}},
-		{"others-in-backoff", func(th *authThrottle) {
+		{"idle", time.Now, func(*authThrottle) {}},
+		{"others-in-backoff", time.Now, func(th *authThrottle) {
 			for i := range 1000 {
 				for range 3 {
 					th.failed(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), "u"+strconv.Itoa(i))
 				}
 			}
 		}},
-		{"in-backoff", func(th *authThrottle) {
+		{"in-backoff", time.Now, func(th *authThrottle) {
+			for range 3 {
+				th.failed(throttleIP, user)
+			}
+		}},
+		{"in-backoff/fixed-clock", fixed.now, func(th *authThrottle) {
 			for range 3 {
 				th.failed(throttleIP, user)
 			}
 		}},
 	} {
-		th := newAuthThrottle(3, time.Minute, time.Hour, time.Hour, time.Now)
+		th := newAuthThrottle(3, time.Minute, time.Hour, time.Hour, bc.now)
 		bc.setup(th)
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
