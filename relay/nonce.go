@@ -81,7 +81,8 @@ func (n *nonces) valid(nonce []byte, ip netip.Addr) bool {
 	if base64.RawURLEncoding.EncodedLen(len(raw)) != len(nonce) {
 		return false
 	}
-	if k, err := base64.RawURLEncoding.Decode(raw[:], nonce); err != nil || k != len(raw) {
+	// Strict: one nonce has one spelling (unused trailing bits must be 0).
+	if k, err := base64.RawURLEncoding.Strict().Decode(raw[:], nonce); err != nil || k != len(raw) {
 		return false
 	}
 	issued := binary.BigEndian.Uint64(raw[:8])

@@ -3,6 +3,7 @@ package relay
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,7 +29,8 @@ func TestNonceBoundToIPAndLifetime(t *testing.T) {
 		{"expired", v, a, 10*time.Minute + time.Millisecond, false},
 		{"from the future", v, a, -time.Second, false},
 		{"pion's kind of nonce", "3S7YQ5ZKJ0MLG2X4W9T1", a, 0, false},
-		{"one character changed", v[:len(v)-1] + string(rune(v[len(v)-1])^1), a, 0, false},
+		{"a MAC character changed", v[:20] + flip(v[20]) + v[21:], a, 0, false},
+		{"unused trailing bits set", v[:len(v)-1] + flip(v[len(v)-1]), a, 0, false},
 		{"empty", "", a, 0, false},
 	}
 	for _, tc := range cases {
@@ -190,4 +192,11 @@ func TestEveryErrorHasAReasonPhrase(t *testing.T) {
 			t.Errorf("%d has no reason phrase", code)
 		}
 	}
+}
+
+// flip replaces a base64url character with the one after it in the alphabet.
+func flip(c byte) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	i := strings.IndexByte(alphabet, c)
+	return string(alphabet[(i+1)%len(alphabet)])
 }
