@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build test race fuzz bench gobench lint interop clean
+.PHONY: help build test race fuzz bench hostile gobench lint interop clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -23,6 +23,10 @@ fuzz: ## fuzz the client-message inspector for 60s (FUZZTIME=...)
 
 bench: ## supernode vs coturn under turnload -> BENCHMARKS.md (~11 min; BENCHFLAGS=-quick: ~2)
 	GO=$(GO) ./bench/run $(BENCHFLAGS)
+
+hostile: build ## 20 calls while 8 loopback sources flood the listener for 20s -> BENCHMARKS.md section (~1 min; HOSTILEFLAGS=...)
+	$(GO) build -o bin/bench ./bench
+	bin/bench -hostile $(HOSTILEFLAGS)
 
 gobench: ## run the Go benchmarks (per-packet cost of the hot path)
 	$(GO) test -run XXX -bench . -benchmem ./...

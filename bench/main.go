@@ -51,6 +51,9 @@ type options struct {
 	supernode  string
 	turnserver string
 	turnload   string
+	hostile    bool
+	hcfg       HostileConfig
+	hostArgs   string
 }
 
 // parseFlags reads args; -quick changes the defaults of every flag not set
@@ -87,6 +90,17 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.supernode, "supernode", "bin/supernode", "supernode binary")
 	fs.StringVar(&o.turnserver, "turnserver", "turnserver", "coturn's turnserver binary")
 	fs.StringVar(&o.turnload, "turnload", "bin/turnload", "turnload binary")
+	h := &o.hcfg
+	fs.BoolVar(&o.hostile, "hostile", false, "instead of the comparison: the hostile-flood measurement of supernode alone (make hostile, about a minute); writes its own section of -out")
+	fs.IntVar(&h.Calls, "hostile-calls", 20, "-hostile: established calls")
+	fs.IntVar(&h.PPS, "hostile-pps", 50, "-hostile: packets per second per call leg")
+	fs.DurationVar(&h.Quiet, "hostile-quiet", 10*time.Second, "-hostile: how long the calls run alone first, for comparison")
+	fs.DurationVar(&h.Flood, "flood", 20*time.Second, "-hostile: how long the flood lasts (at most 1m)")
+	fs.IntVar(&h.Sources, "flood-sources", 8, "-hostile: flood source addresses, 127.0.0.2 upwards (at most 200)")
+	fs.Int64Var(&h.MaxPackets, "flood-max-packets", 40_000_000, "-hostile: the flood also stops after this many datagrams (at most 100,000,000)")
+	fs.DurationVar(&h.After, "hostile-after", 5*time.Second, "-hostile: how long supernode is watched after the flood")
+	fs.DurationVar(&h.Profile, "hostile-profile", 8*time.Second, "-hostile: supernode's CPU profile from the middle of the flood (0 = none)")
+	fs.StringVar(&o.hostArgs, "hostile-args", "", "-hostile: more supernode flags, space-separated, e.g. '--udp-rcvbuf 0' (shown in the report's command line)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -117,10 +131,47 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			}
 		}
 	}
-	if err := o.check(); err != nil {
+	check := o.check
+	if o.hostile {
+		check = o.checkHostile
+	}
+	if err := check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", errFlags, err)
 	}
 	return o, nil
+}
+
+// checkHostile validates the -hostile options.
+func (o *options) checkHostile() error {
+	h := &o.hcfg
+	h.Size = o.cfg.Size
+	if args := strings.Fields(o.hostArgs); len(args) > 0 {
+		h.ServerArgs = args
+	}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if h.Calls < 1 || h.PPS < 1 || h.Size < 1 {
+		bad("-hostile-calls, -hostile-pps and -size must be positive")
+	}
+	if h.Quiet < time.Second || h.After < 0 || h.Profile < 0 {
+		bad("-hostile-quiet must be at least 1s, -hostile-after and -hostile-profile not negative")
+	}
+	if h.Flood < time.Second || h.Flood > maxFloodDuration {
+		bad("-flood must be between 1s and %s", maxFloodDuration)
+	}
+	if h.Profile >= h.Flood {
+		bad("-hostile-profile must be shorter than -flood")
+	}
+	if h.Sources < 1 || h.Sources > 200 {
+		bad("-flood-sources must be between 1 and 200")
+	}
+	if h.MaxPackets < 1 || h.MaxPackets > maxFloodPackets {
+		bad("-flood-max-packets must be between 1 and %d", maxFloodPackets)
+	}
+	if o.out == "" {
+		bad("-out: -hostile needs a report to write its section into")
+	}
+	return errors.Join(errs...)
 }
 
 // check validates the options and fills Config's lists.
@@ -188,6 +239,9 @@ func run(args []string, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.hostile {
+		return runHostileMain(o, stderr)
 	}
 	bins := map[Kind]string{}
 	for k, path := range map[Kind]string{Supernode: o.supernode, Coturn: o.turnserver} {
@@ -274,6 +328,7 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("bench: read %s: %w", out, err)
 	}
 	rep.Analysis = extractAnalysis(string(prev))
+	rep.Hostile = hostileBlock(string(prev))
 	if err := os.WriteFile(out, []byte(rep.Markdown()), 0o644); err != nil {
 		return fmt.Errorf("bench: write report: %w", err)
 	}
@@ -371,4 +426,44 @@ func shellJoin(args []string) string {
 		}
 	}
 	return strings.Join(q, " ")
+}
+
+// runHostileMain is run for -hostile: one hostile-flood measurement, its
+// JSON in the results directory and its section in -out.
+func runHostileMain(o *options, stderr io.Writer) error {
+	var bins [2]string
+	for i, b := range []string{o.supernode, o.turnload} {
+		p, err := exec.LookPath(b)
+		if err != nil {
+			return fmt.Errorf("bench: binary %q: %w (make hostile builds bin/supernode and bin/turnload)", b, err)
+		}
+		if bins[i], err = filepath.Abs(p); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir := filepath.Join(o.results, "hostile-"+time.Now().Format("20060102-150405"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("bench: results directory: %w", err)
+	}
+	fmt.Fprintf(stderr, "bench: hostile: results in %s; section to %s\n", dir, o.out)
+	res, err := runHostile(ctx, o.hcfg, bins[0], bins[1], dir, stderr)
+	if err != nil {
+		return err
+	}
+	if err := saveJSON(filepath.Join(dir, "hostile.json"), res); err != nil {
+		return fmt.Errorf("bench: save hostile.json: %w", err)
+	}
+	prev, err := os.ReadFile(o.out)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("bench: read %s: %w", o.out, err)
+	}
+	wd, _ := os.Getwd()
+	section := res.Markdown(hostileAnalysis(string(prev)), relPath(wd, dir))
+	if err := os.WriteFile(o.out, []byte(withHostile(string(prev), section)), 0o644); err != nil {
+		return fmt.Errorf("bench: write %s: %w", o.out, err)
+	}
+	fmt.Fprintf(stderr, "bench: hostile: wrote the section of %s in %s\n", o.out, time.Duration(res.Elapsed*float64(time.Second)).Round(time.Second))
+	return nil
 }

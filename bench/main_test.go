@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -61,6 +62,31 @@ func TestRelPath(t *testing.T) {
 	} {
 		if got := relPath(tc.wd, tc.in); got != tc.want {
 			t.Errorf("relPath(%q, %q) = %q, want %q", tc.wd, tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseFlagsHostile(t *testing.T) {
+	o, err := parseFlags([]string{"-hostile"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := HostileConfig{Calls: 20, PPS: 50, Size: 172, Quiet: 10 * time.Second, Flood: 20 * time.Second, After: 5 * time.Second,
+		Sources: 8, MaxPackets: 40_000_000, Profile: 8 * time.Second}
+	if !o.hostile || !reflect.DeepEqual(o.hcfg, want) || o.out != "BENCHMARKS.md" {
+		t.Errorf("defaults: %+v out %q, want %+v", o.hcfg, o.out, want)
+	}
+	o, err = parseFlags([]string{"-hostile", "-hostile-args", " --udp-rcvbuf 0  --unauth-rate 5 "}, io.Discard)
+	if err != nil || !slices.Equal(o.hcfg.ServerArgs, []string{"--udp-rcvbuf", "0", "--unauth-rate", "5"}) {
+		t.Errorf("-hostile-args: %q, %v", o.hcfg.ServerArgs, err)
+	}
+	for _, bad := range [][]string{
+		{"-flood", "61s"}, {"-flood", "0s"}, {"-flood-sources", "0"}, {"-flood-sources", "201"},
+		{"-flood-max-packets", "0"}, {"-flood-max-packets", "100000001"}, {"-hostile-calls", "0"},
+		{"-hostile-quiet", "10ms"}, {"-hostile-profile", "20s"}, {"-out", ""},
+	} {
+		if _, err := parseFlags(append([]string{"-hostile"}, bad...), io.Discard); !errors.Is(err, errFlags) {
+			t.Errorf("-hostile %v: err %v, want a flag error", bad, err)
 		}
 	}
 }

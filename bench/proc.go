@@ -90,7 +90,8 @@ type Machine struct {
 	Coturn string
 }
 
-// describeMachine gathers Machine; missing pieces read "unknown".
+// describeMachine gathers Machine; missing pieces read "unknown". An empty
+// turnserver leaves coturn's version out.
 func describeMachine(turnserver string) Machine {
 	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Kernel: "unknown", CPU: "unknown", Commit: "unknown", Coturn: "unknown"}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
@@ -105,7 +106,9 @@ func describeMachine(turnserver string) Machine {
 			m.Commit += "-dirty"
 		}
 	}
-	if out, err := exec.Command(turnserver, "--version").CombinedOutput(); err == nil || len(out) > 0 {
+	if turnserver == "" {
+		m.Coturn = ""
+	} else if out, err := exec.Command(turnserver, "--version").CombinedOutput(); err == nil || len(out) > 0 {
 		if v := lastLine(out); v != "" {
 			m.Coturn = v
 		}

@@ -94,7 +94,8 @@ func serverArgs(kind Kind, port, httpPort int, dir string, pprof bool) []string 
 
 // startServer starts kind from bin on a free port, logging under dir, and
 // returns once it answers a STUN Binding (and, for supernode, /readyz).
-func startServer(ctx context.Context, kind Kind, bin, dir string, pprof bool, readyTimeout time.Duration) (*Server, error) {
+// extra goes at the end of the server's command line.
+func startServer(ctx context.Context, kind Kind, bin, dir string, pprof bool, readyTimeout time.Duration, extra ...string) (*Server, error) {
 	// The server runs in dir, so every path on its command line is absolute.
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -118,7 +119,7 @@ func startServer(ctx context.Context, kind Kind, bin, dir string, pprof bool, re
 	s := &Server{
 		Kind:    kind,
 		Addr:    net.JoinHostPort(benchIP, strconv.Itoa(port)),
-		Args:    serverArgs(kind, port, httpPort, dir, pprof),
+		Args:    append(serverArgs(kind, port, httpPort, dir, pprof), extra...),
 		LogPath: filepath.Join(dir, string(kind)+".out"),
 		done:    make(chan struct{}),
 	}

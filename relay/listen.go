@@ -46,7 +46,12 @@ func reusePortControl(_, _ string, c syscall.RawConn) error {
 // ListenUDP opens n UDP sockets on addr with SO_REUSEPORT, so the kernel
 // spreads clients over n read loops (a client's 5-tuple always hashes to the
 // same socket). With port 0 the first socket picks the port for the rest.
-func ListenUDP(addr string, n int) ([]net.PacketConn, error) {
+//
+// rcvbuf is each socket's receive buffer in bytes, set before the socket is
+// bound (0 leaves the kernel's default, net.core.rmem_default). On Linux a
+// process with CAP_NET_ADMIN gets it whatever net.core.rmem_max says; any
+// other is capped there silently: RcvbufSize tells what was obtained.
+func ListenUDP(addr string, n, rcvbuf int) ([]net.PacketConn, error) {
 	netw, err := network("udp", addr)
 	if err != nil {
 		return nil, err
@@ -54,7 +59,19 @@ func ListenUDP(addr string, n int) ([]net.PacketConn, error) {
 	if n < 1 {
 		n = 1
 	}
-	lc := net.ListenConfig{Control: reusePortControl}
+	if rcvbuf < 0 {
+		return nil, fmt.Errorf("relay: listen udp %s: receive buffer %d bytes: want 0 (kernel default) or more", addr, rcvbuf)
+	}
+	lc := net.ListenConfig{Control: func(netw, a string, c syscall.RawConn) error {
+		if err := reusePortControl(netw, a, c); err != nil || rcvbuf == 0 {
+			return err
+		}
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = setRcvbuf(int(fd), rcvbuf) }); err != nil {
+			return err
+		}
+		return serr
+	}}
 	var out []net.PacketConn
 	for range n {
 		pc, err := lc.ListenPacket(context.Background(), netw, addr)
@@ -68,6 +85,34 @@ func ListenUDP(addr string, n int) ([]net.PacketConn, error) {
 		out = append(out, pc)
 	}
 	return out, nil
+}
+
+// RcvbufSize is the receive buffer pc obtained, in the bytes ListenUDP's
+// rcvbuf counts (Linux reports twice that, its bookkeeping included, and
+// this halves it back).
+func RcvbufSize(pc net.PacketConn) (int, error) {
+	rc, err := rawConn(pc)
+	if err != nil {
+		return 0, err
+	}
+	var size int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { size, serr = getRcvbuf(int(fd)) }); err != nil {
+		return 0, fmt.Errorf("relay: receive buffer: %w", err)
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("relay: receive buffer: %w", serr)
+	}
+	return size, nil
+}
+
+// rawConn is pc's file descriptor, for socket options.
+func rawConn(pc net.PacketConn) (syscall.RawConn, error) {
+	sc, ok := pc.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("relay: %T has no file descriptor", pc)
+	}
+	return sc.SyscallConn()
 }
 
 // ListenTCP opens a TCP listener on addr.

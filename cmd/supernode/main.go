@@ -332,9 +332,10 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	}
 
 	var ls []relay.Listener
+	var udp []net.PacketConn
 	listens := map[string][]string{}
 	for _, a := range o.listen {
-		pcs, tl, err := listenUDPAndTCP(a, o.udpSockets)
+		pcs, tl, err := listenUDPAndTCP(a, o.udpSockets, o.udpRcvbuf)
 		if err != nil {
 			return nil, fmt.Errorf("--listen: %w", err)
 		}
@@ -342,9 +343,21 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 			n.closers = append(n.closers, pc)
 			ls = append(ls, relay.Listener{Transport: "udp", PacketConn: pc})
 		}
+		udp = append(udp, pcs...)
 		n.closers = append(n.closers, tl)
 		ls = append(ls, relay.Listener{Transport: "tcp", Listener: tl})
 		listens["udp"] = append(listens["udp"], pcs[0].LocalAddr().String())
+	}
+	if len(udp) > 0 && o.udpRcvbuf > 0 {
+		if got, err := relay.RcvbufSize(udp[0]); err == nil && got < o.udpRcvbuf {
+			log.Info("UDP receive buffer smaller than --udp-rcvbuf: the kernel capped it (raise net.core.rmem_max, or give the node CAP_NET_ADMIN)",
+				"asked_bytes", o.udpRcvbuf, "obtained_bytes", got)
+		}
+	}
+	if err := relay.CountRcvbufDrops(n.m, udp); errors.Is(err, relay.ErrDropsUnsupported) {
+		log.Info("kernel receive-buffer drops are not counted on this system", "reason", err.Error())
+	} else if err != nil {
+		return nil, err
 	}
 	for _, a := range o.tlsListen {
 		tl, err := relay.ListenTLS(a, n.cert)
@@ -505,10 +518,10 @@ func (n *node) close() {
 // address on one port. With port 0 the kernel picks the UDP port, and TCP
 // may already use that port (an outgoing connection's, say): then the pair
 // is tried again on another.
-func listenUDPAndTCP(addr string, sockets int) ([]net.PacketConn, net.Listener, error) {
+func listenUDPAndTCP(addr string, sockets, rcvbuf int) ([]net.PacketConn, net.Listener, error) {
 	_, port, _ := net.SplitHostPort(addr)
 	for try := 1; ; try++ {
-		pcs, err := relay.ListenUDP(addr, sockets)
+		pcs, err := relay.ListenUDP(addr, sockets, rcvbuf)
 		if err != nil {
 			return nil, nil, err
 		}
