@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/relay"
 )
 
 // TestFloodDatagrams checks that every kind is what its name says.
@@ -97,10 +99,14 @@ func TestFloodBounds(t *testing.T) {
 // TestFloodSendsExactly: a flood bounded by count sends exactly that many
 // datagrams, spread over the kinds, from every source.
 func TestFloodSendsExactly(t *testing.T) {
-	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	// A 16 MiB buffer holds all 1,000 datagrams even when the reader is
+	// not scheduled while they arrive (the kernel's default of 208 KiB held
+	// fewer than one source's share on a busy machine).
+	pcs, err := relay.ListenUDP("127.0.0.1:0", 1, 16<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
+	sink := pcs[0]
 	defer sink.Close()
 	seen := map[string]bool{}
 	done := make(chan struct{})
