@@ -269,6 +269,7 @@ type Server struct {
 	addrs    addrs
 	self     []selfAddr // the node's own addresses; see self.go
 	ports    relayPorts
+	pools    portPools // free relay ports; see portpool.go
 	conns    connLimit
 	permMu   sync.Mutex
 	perms    map[string]*permits // by relayed address
