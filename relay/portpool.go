@@ -42,12 +42,13 @@ var errPortHeld = errors.New("relay: relay port held elsewhere")
 // holds each port's index in free, or its state. It is used per allocation,
 // not per packet, so one mutex guards it.
 type portPool struct {
-	mu    sync.Mutex
-	lo    int
-	free  []uint16
-	pos   []int32       // by port-lo: index in free, portInUse or portAside
-	aside []asidePort   // ports set aside, oldest first
-	randN func(int) int // random index in [0, n)
+	mu     sync.Mutex
+	lo     int
+	free   []uint16
+	pos    []int32       // by port-lo: index in free, portInUse or portAside
+	aside  []asidePort   // ports set aside, oldest first, each at most once
+	queued []bool        // by port-lo: the port has an entry in aside
+	randN  func(int) int // random index in [0, n)
 }
 
 // asidePort is a port set aside until a time.
@@ -59,7 +60,7 @@ type asidePort struct {
 // newPortPool returns a pool with every port of lo..hi free.
 func newPortPool(lo, hi int) *portPool {
 	n := hi - lo + 1
-	p := &portPool{lo: lo, free: make([]uint16, n), pos: make([]int32, n), randN: rand.IntN}
+	p := &portPool{lo: lo, free: make([]uint16, n), pos: make([]int32, n), queued: make([]bool, n), randN: rand.IntN}
 	for i := range n {
 		p.free[i] = uint16(lo + i) //nolint:gosec // lo..hi are ports
 		p.pos[i] = int32(i)        //nolint:gosec // n <= 65535
@@ -80,16 +81,25 @@ func (p *portPool) take(now time.Time) (port int, ok bool) {
 	return port, true
 }
 
-// takePort removes port from the pool if it is free: a RESERVATION-TOKEN's
-// or an EVEN-PORT's port. A port set aside is not taken early.
+// takePort takes port out of the pool for a bind unless this node holds it:
+// a RESERVATION-TOKEN's or an EVEN-PORT's port. A port set aside is tried
+// too (one bind, and whatever held it may be gone); its entry in aside
+// stays, and returnAside skips it if the port is in use by then.
 func (p *portPool) takePort(port int, now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.returnAside(now)
-	if port < p.lo || port >= p.lo+len(p.pos) || p.pos[port-p.lo] < 0 {
+	if port < p.lo || port >= p.lo+len(p.pos) {
 		return false
 	}
-	p.remove(port)
+	switch st := p.pos[port-p.lo]; {
+	case st == portInUse:
+		return false
+	case st == portAside:
+		p.pos[port-p.lo] = portInUse
+	default:
+		p.remove(port)
+	}
 	return true
 }
 
@@ -113,7 +123,13 @@ func (p *portPool) setAside(port int, now time.Time) {
 		return
 	}
 	p.pos[port-p.lo] = portAside
-	p.aside = append(p.aside, asidePort{port: uint16(port), until: now.Add(portAsideFor)}) //nolint:gosec // in lo..hi
+	if !p.queued[port-p.lo] {
+		// A port with an entry already (takePort took it from aside since)
+		// keeps that entry, so aside holds each port at most once; the port
+		// may then come back before portAsideFor, which costs one bind.
+		p.queued[port-p.lo] = true
+		p.aside = append(p.aside, asidePort{port: uint16(port), until: now.Add(portAsideFor)}) //nolint:gosec // in lo..hi
+	}
 }
 
 // available returns the number of free ports (for tests and logs).
@@ -135,15 +151,18 @@ func (p *portPool) remove(port int) {
 	p.pos[port-p.lo] = portInUse
 }
 
-// returnAside puts ports whose time aside is over back in the pool. Each
-// port is in aside at most once, so this is O(1) amortised. The caller
-// holds mu.
+// returnAside puts ports whose time aside is over back in the pool, unless
+// takePort has taken one meanwhile and its bind succeeded. Each port is in
+// aside at most once, so this is O(1) amortised. The caller holds mu.
 func (p *portPool) returnAside(now time.Time) {
 	n := 0
 	for n < len(p.aside) && !now.Before(p.aside[n].until) {
 		port := int(p.aside[n].port)
-		p.pos[port-p.lo] = int32(len(p.free)) //nolint:gosec // < 65536
-		p.free = append(p.free, uint16(port)) //nolint:gosec // in lo..hi
+		p.queued[port-p.lo] = false
+		if p.pos[port-p.lo] == portAside {
+			p.pos[port-p.lo] = int32(len(p.free)) //nolint:gosec // < 65536
+			p.free = append(p.free, uint16(port)) //nolint:gosec // in lo..hi
+		}
 		n++
 	}
 	if n > 0 {

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"syscall"
 	"testing"
@@ -120,16 +121,49 @@ func TestPortPoolSkipsHeldPort(t *testing.T) {
 	if got := p.available(t0); got != 2 {
 		t.Fatalf("%d ports free, want 2 (one in use, one aside)", got)
 	}
-	if _, err := p.bind(held, t0.Add(time.Second), f.bind); !errors.Is(err, ErrPortsExhausted) {
-		t.Fatalf("requested port set aside: %v, want ErrPortsExhausted", err)
+	// A requested port set aside is tried (one bind): still held, it stays aside.
+	if _, err := p.bind(held, t0.Add(time.Second), f.bind); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("requested port still held: %v, want EADDRINUSE", err)
 	}
-	later := t0.Add(portAsideFor)
+	if f.calls != 3 || p.available(t0) != 2 {
+		t.Fatalf("%d binds, %d free; want 3 and the held port still aside", f.calls, p.available(t0))
+	}
+	later := t0.Add(portAsideFor) // from the first time it was set aside
+	if got := p.available(later.Add(-time.Nanosecond)); got != 2 {
+		t.Fatalf("%d ports free before portAsideFor, want 2", got)
+	}
 	if got := p.available(later); got != 3 {
 		t.Fatalf("%d ports free after portAsideFor, want 3", got)
 	}
 	delete(f.held, held)
 	if got, err := p.bind(held, later, f.bind); err != nil || got != held {
 		t.Fatalf("requested port back from aside = %d, %v", got, err)
+	}
+}
+
+// TestPortPoolRequestedAside: a requested port found free while set aside is
+// taken; its stale aside entry does not put it back in the pool.
+func TestPortPoolRequestedAside(t *testing.T) {
+	p := newPortPool(50000, 50003)
+	f := &fakeBinds{held: map[int]bool{50001: true}}
+	if _, err := p.bind(50001, t0, f.bind); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("requested held port: %v", err)
+	}
+	delete(f.held, 50001) // whatever held it is gone
+	if got, err := p.bind(50001, t0.Add(time.Second), f.bind); err != nil || got != 50001 {
+		t.Fatalf("requested port free again = %d, %v", got, err)
+	}
+	if got := p.available(t0.Add(time.Hour)); got != 3 {
+		t.Fatalf("%d free after the stale aside entry, want 3 (50001 in use)", got)
+	}
+	for range 3 {
+		if port, err := p.bind(0, t0.Add(time.Hour), f.bind); err != nil || port == 50001 {
+			t.Fatalf("bind = %d, %v: the port in use handed out again", port, err)
+		}
+	}
+	p.release(50001)
+	if got := p.available(t0.Add(time.Hour)); got != 1 {
+		t.Fatalf("%d free after giving 50001 back, want 1", got)
 	}
 }
 
@@ -169,34 +203,74 @@ func TestPortPoolOtherBindError(t *testing.T) {
 	}
 }
 
-// TestPortPoolIndexes walks many random take/release rounds and checks the
-// free slice and the index array agree after each.
+// TestPortPoolIndexes walks many random rounds of every operation and checks
+// after each that the free slice, the index array and the aside queue agree
+// with a model of which ports are taken.
 func TestPortPoolIndexes(t *testing.T) {
-	p := newPortPool(40000, 40031)
-	var taken []int
-	for i := range 2000 {
-		if i%3 != 2 {
-			if port, ok := p.take(t0); ok {
-				taken = append(taken, port)
+	const lo, n = 40000, 32
+	p := newPortPool(lo, lo+n-1)
+	rng := rand.New(rand.NewPCG(1, 2))
+	p.randN = rng.IntN
+	taken := map[int]bool{} // the model: ports handed out and not given back
+	now := t0
+	for i := range 5000 {
+		switch op := rng.IntN(6); op {
+		case 0, 1:
+			if port, ok := p.take(now); ok {
+				if taken[port] {
+					t.Fatalf("round %d: port %d handed out twice", i, port)
+				}
+				taken[port] = true
 			}
-		} else if len(taken) > 0 {
-			j := i % len(taken)
-			p.release(taken[j])
-			taken = append(taken[:j], taken[j+1:]...)
+		case 2:
+			port := lo + rng.IntN(n)
+			if p.takePort(port, now) {
+				if taken[port] {
+					t.Fatalf("round %d: requested port %d handed out twice", i, port)
+				}
+				taken[port] = true
+			}
+		case 3, 4: // a socket closes, or a bind fails on a held port
+			for port := range taken {
+				if op == 3 {
+					p.release(port)
+				} else {
+					p.setAside(port, now)
+				}
+				delete(taken, port)
+				break
+			}
+		case 5:
+			now = now.Add(time.Duration(rng.IntN(10)) * time.Second)
 		}
-		if len(p.free)+len(taken) != 32 {
-			t.Fatalf("round %d: %d free + %d taken != 32", i, len(p.free), len(taken))
-		}
+		p.mu.Lock()
 		for idx, port := range p.free {
-			if p.pos[int(port)-p.lo] != int32(idx) {
-				t.Fatalf("round %d: port %d at %d, index says %d", i, port, idx, p.pos[int(port)-p.lo])
+			if p.pos[int(port)-lo] != int32(idx) || taken[int(port)] {
+				t.Fatalf("round %d: free port %d at %d: index %d, taken %v", i, port, idx, p.pos[int(port)-lo], taken[int(port)])
 			}
 		}
-		for _, port := range taken {
-			if p.pos[port-p.lo] != portInUse {
-				t.Fatalf("round %d: taken port %d not marked in use", i, port)
+		queued, aside := 0, 0
+		for k := range n {
+			if p.queued[k] {
+				queued++
+			}
+			switch st := p.pos[k]; {
+			case taken[lo+k] && st != portInUse:
+				t.Fatalf("round %d: taken port %d in state %d", i, lo+k, st)
+			case !taken[lo+k] && st == portInUse:
+				t.Fatalf("round %d: port %d in use but not taken", i, lo+k)
+			case st == portAside:
+				aside++
+				if !p.queued[k] {
+					t.Fatalf("round %d: port %d aside with no entry to bring it back", i, lo+k)
+				}
 			}
 		}
+		if len(p.free)+len(taken)+aside != n || queued != len(p.aside) || len(p.aside) > n {
+			t.Fatalf("round %d: %d free + %d taken + %d aside != %d, or %d queued != %d entries",
+				i, len(p.free), len(taken), aside, n, queued, len(p.aside))
+		}
+		p.mu.Unlock()
 	}
 }
 
