@@ -70,6 +70,9 @@ func serverArgs(kind Kind, port, httpPort int, dir string, pprof bool) []string 
 			"--min-port", strconv.Itoa(relayMinPort), "--max-port", strconv.Itoa(relayMaxPort),
 			"--user", benchUser + ":" + benchPassword, "--realm", benchRealm,
 			"--allow-peer", benchIP,
+			// One static user makes every leg of the load, and coturn runs
+			// without limits too: lift supernode's abuse limits.
+			"--user-quota", "0", "--user-alloc-rate", "0", "--unauth-rate", "0", "--max-bps", "0",
 			"--http-listen", net.JoinHostPort(benchIP, strconv.Itoa(httpPort)),
 			"--log-level", "warn",
 		}

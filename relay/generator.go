@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -43,9 +42,9 @@ func (a *addrs) forNetwork(network string) (bind, adv netip.Addr, err error) {
 }
 
 // generator implements turn.RelayAddressGenerator for one listener: it opens
-// relay sockets on the relay IP inside the port range, advertises the
-// external IP, and wraps each socket so relayed traffic is counted and
-// rate-limited as it flows.
+// relay sockets on the relay IP on ports taken from the node's pool of free
+// relay ports (portpool.go), advertises the external IP, and wraps each
+// socket so relayed traffic is counted and rate-limited as it flows.
 type generator struct {
 	l *listener
 }
@@ -68,39 +67,19 @@ func reuseControl(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
-// tryPorts calls bind for the requested port, or for ports in the range
-// starting at a random one until one succeeds.
-func (g *generator) tryPorts(requested int, bind func(port int) error) error {
-	lo, hi := g.l.srv.cfg.MinPort, g.l.srv.cfg.MaxPort
-	if requested != 0 {
-		if requested < lo || requested > hi {
-			return ErrPortsExhausted // a RESERVATION-TOKEN's port+1 past --max-port
-		}
-		return bind(requested)
-	}
-	n := hi - lo + 1
-	start := rand.IntN(n) //nolint:gosec // port choice needs no crypto randomness
-	for i := range n {
-		if err := bind(lo + (start+i)%n); err == nil {
-			return nil
-		}
-	}
-	return ErrPortsExhausted
-}
-
 func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
 	bindIP, adv, err := g.l.srv.addrs.forNetwork(conf.Network)
 	if err != nil {
 		return nil, nil, err
 	}
 	var pc net.PacketConn
-	var port int
-	err = g.tryPorts(conf.RequestedPort, func(p int) error {
+	pool := g.l.srv.portPool(conf.Network)
+	port, err := pool.bind(conf.RequestedPort, g.l.srv.now(), func(p int) error {
 		c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bindIP, uint16(p)))) //nolint:gosec
 		if err != nil {
 			return err
 		}
-		pc, port = c, p
+		pc = c
 		return nil
 	})
 	if err != nil {
@@ -109,7 +88,7 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	g.l.srv.ports.set(conf.Network).add(port)
 	relay := &net.UDPAddr{IP: adv.AsSlice(), Port: port}
 	rc := g.l.wrapRelayPacketConn(pc, port)
-	rc.ports = g.l.srv.ports.set(conf.Network)
+	rc.ports, rc.pool = g.l.srv.ports.set(conf.Network), pool
 	rc.relay, rc.permits = relay, g.l.srv.registerPermits(relay)
 	return rc, relay, nil
 }
@@ -121,27 +100,28 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 	}
 	lc := net.ListenConfig{Control: reuseControl}
 	var ln net.Listener
-	var port int
-	err = g.tryPorts(conf.RequestedPort, func(p int) error {
+	pool := g.l.srv.portPool(conf.Network)
+	port, err := pool.bind(conf.RequestedPort, g.l.srv.now(), func(p int) error {
 		// SO_REUSEPORT (needed to dial peers from the relay port) would let
 		// the kernel bind a port another allocation listens on and split
-		// its incoming peer connections; the set keeps ports exclusive.
+		// its incoming peer connections. The pool hands a port to one
+		// allocation at a time; the bitmap check is a second guard.
 		if !g.l.srv.ports.set(conf.Network).add(p) {
-			return ErrPortsExhausted
+			return errPortHeld
 		}
 		l, err := lc.Listen(context.Background(), conf.Network, net.JoinHostPort(bindIP.String(), strconv.Itoa(p)))
 		if err != nil {
 			g.l.srv.ports.set(conf.Network).remove(p)
 			return err
 		}
-		ln, port = l, p
+		ln = l
 		return nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}
-	return &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network),
+	return &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network), pool: pool,
 		relay: relay, permits: g.l.srv.registerPermits(relay)}, relay, nil
 }
 

@@ -49,9 +49,10 @@ type relayPacketConn struct {
 	net.PacketConn
 	l       *listener
 	port    int
-	ports   *portSet // the node's live relay ports of this socket's family
-	relay   net.Addr // the relayed address, as advertised
-	permits *permits // nil: every peer (tests of the packet path only)
+	ports   *portSet  // the node's live relay ports of this socket's family
+	pool    *portPool // where port goes back on Close; nil in packet-path tests
+	relay   net.Addr  // the relayed address, as advertised
+	permits *permits  // nil: every peer (tests of the packet path only)
 	in, out *bucket
 	closed  atomic.Bool
 }
@@ -60,12 +61,16 @@ func (l *listener) wrapRelayPacketConn(pc net.PacketConn, port int) *relayPacket
 	return &relayPacketConn{PacketConn: pc, l: l, port: port, in: newBucket(l.srv.cfg.MaxBPS), out: newBucket(l.srv.cfg.MaxBPS)}
 }
 
-// Close frees the port in the node's relay-port set.
+// Close frees the port in the node's relay-port set and gives it back to
+// the pool, after the socket is closed so the next bind of it succeeds.
 func (c *relayPacketConn) Close() error {
 	err := c.PacketConn.Close()
 	if !c.closed.Swap(true) {
 		if c.ports != nil {
 			c.ports.remove(c.port)
+		}
+		if c.pool != nil {
+			c.pool.release(c.port)
 		}
 		if c.permits != nil {
 			c.l.srv.unregisterPermits(c.relay, c.permits)
@@ -159,18 +164,21 @@ type relayListener struct {
 	l       *listener
 	port    int
 	ports   *portSet
+	pool    *portPool
 	relay   net.Addr
 	permits *permits // for the permissions gauge only
 	closed  atomic.Bool
 }
 
-// Close frees the port in the node's relay-port set.
+// Close frees the port in the node's relay-port set and gives it back to
+// the pool.
 func (rl *relayListener) Close() error {
 	// Close first: with SO_REUSEPORT a new allocation could otherwise bind
 	// the port while this listener still accepts on it.
 	err := rl.Listener.Close()
 	if !rl.closed.Swap(true) {
 		rl.ports.remove(rl.port)
+		rl.pool.release(rl.port)
 		rl.l.srv.unregisterPermits(rl.relay, rl.permits)
 	}
 	return err

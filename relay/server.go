@@ -277,6 +277,8 @@ type Server struct {
 	addrs    addrs
 	self     []selfAddr // the node's own addresses; see self.go
 	ports    relayPorts
+	pools    portPools // free relay ports; see portpool.go
+	rates    userRates // Allocates per user id; see allocrate.go
 	conns    connLimit
 	permMu   sync.Mutex
 	perms    map[string]*permits // by relayed address
@@ -559,6 +561,11 @@ func (l *listener) quota(userID, _ string, src net.Addr) (ok bool) {
 	defer l.recovered("quota")
 	if l.srv.draining.Load() {
 		l.srv.m.DrainRefusals.Inc()
+		return false
+	}
+	// Every attempt spends a token, those the quota below refuses too.
+	if r := l.srv.cfg.UserAllocRate; r > 0 && !l.srv.rates.allow(userID, r, l.srv.now()) {
+		l.srv.m.QuotaRejections.WithLabelValues(metrics.QuotaRate).Inc()
 		return false
 	}
 	switch err := l.srv.cfg.Table.Reserve(l.key(src), userID); {

@@ -211,7 +211,9 @@ func TestTurnloadIdleCallsAndServerPID(t *testing.T) {
 // deallocations (turnload waits for the server to answer each one, and
 // pion retransmits those the server did not get).
 func TestTurnloadLeavesNoAllocations(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw")
+	// 600 allocations by one static user in one burst: past the default
+	// --user-quota and --user-alloc-rate, which this test is not about.
+	tn := startNode(t, "--user", "alice:pw", "--user-quota", "0", "--user-alloc-rate", "0")
 	cfg := smallLoad(tn.udp)
 	cfg.PPS, cfg.Calls, cfg.Ramp, cfg.Duration = 0, 300, 0, 100*time.Millisecond
 	rep := runLoad(t, cfg)
