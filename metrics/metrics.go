@@ -42,11 +42,14 @@ const (
 	// DropAuthBackoff: a request from an IP or for a username in backoff
 	// after repeated failed MESSAGE-INTEGRITY checks.
 	DropAuthBackoff = "auth_backoff"
+	// DropNoAllocation: ChannelData or an indication from a UDP client
+	// without an allocation on that socket.
+	DropNoAllocation = "no_allocation"
 )
 
 // DropReasons is the fixed set of drop reasons.
 var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic, DropOverflow,
-	DropNoPermission, DropPeerGone, DropRcvbuf, DropUnauthBudget, DropAuthBackoff}
+	DropNoPermission, DropPeerGone, DropRcvbuf, DropUnauthBudget, DropAuthBackoff, DropNoAllocation}
 
 // Methods are the STUN/TURN request methods counted in RequestsTotal.
 var Methods = []string{"binding", "allocate", "refresh", "create_permission", "channel_bind", "connect", "connection_bind"}

@@ -44,6 +44,11 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	r := &discardReplier{}
 	peer := &net.UDPAddr{IP: net.IPv4(203, 0, 113, 1), Port: 6000}
+	l.clients.add(src) // src holds an allocation: its ChannelData passes
+	stranger := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5001}
+	if _, pass := l.inspect(chanData, stranger, r); pass {
+		t.Fatal("ChannelData from a client without an allocation passed")
+	}
 	for _, maxBPS := range []int64{0, 1 << 40} {
 		l.srv.cfg.MaxBPS = maxBPS
 		rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000)
@@ -51,12 +56,13 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 		rc.permits.add(netip.MustParseAddr("203.0.113.1"))
 		buf := make([]byte, 1600)
 		for name, f := range map[string]func(){
-			"inspect ChannelData": func() { _, _ = l.inspect(chanData, src, r) },
-			"inspect Send":        func() { _, _ = l.inspect(sendInd, src, r) },
-			"finish ChannelData":  func() { _ = l.finishResponse(chanData, src, &r.rm) },
-			"relay WriteTo":       func() { _, _ = rc.WriteTo(buf[:172], peer) },
-			"relay ReadFrom":      func() { _, _, _ = rc.ReadFrom(buf) },
-			"observe response":    func() { l.observeResponse(chanData) },
+			"inspect ChannelData":    func() { _, _ = l.inspect(chanData, src, r) },
+			"drop stray ChannelData": func() { _, _ = l.inspect(chanData, stranger, r) },
+			"inspect Send":           func() { _, _ = l.inspect(sendInd, src, r) },
+			"finish ChannelData":     func() { _ = l.finishResponse(chanData, src, &r.rm) },
+			"relay WriteTo":          func() { _, _ = rc.WriteTo(buf[:172], peer) },
+			"relay ReadFrom":         func() { _, _, _ = rc.ReadFrom(buf) },
+			"observe response":       func() { l.observeResponse(chanData) },
 		} {
 			if n := testing.AllocsPerRun(1000, f); n != 0 {
 				t.Errorf("%s (max-bps %d): %v allocations per packet, want 0", name, maxBPS, n)
@@ -70,6 +76,7 @@ func BenchmarkInspectChannelData(b *testing.B) {
 	chanData, _ := hotPathPackets(b)
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	r := &discardReplier{}
+	l.clients.add(src)
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = l.inspect(chanData, src, r)

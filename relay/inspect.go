@@ -123,12 +123,17 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (msg []byte, pass 
 		return nil, false
 	}
 	l.input.Inc()
-	if !isSTUN {
-		return nil, true
-	}
 	var t stun.MessageType
-	t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
-	if t.Class != stun.ClassRequest {
+	if isSTUN {
+		t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
+	}
+	if !isSTUN || t.Class != stun.ClassRequest {
+		// ChannelData, Send indications: only from a client with an
+		// allocation here (pion would look, fail, and format an error).
+		if l.clients != nil && !l.clients.has(src) {
+			l.dropNoAlloc.Inc()
+			return nil, false
+		}
 		return nil, true
 	}
 	sc, ok := scanAttributes(b, maxBaseAttributes+l.srv.cfg.MaxRequestPeers)

@@ -316,7 +316,9 @@ type listener struct {
 	allocCreated         prometheus.Counter
 	allocDeleted         prometheus.Counter
 
-	pion pionNonces // the nonce this listener's pion server hands out
+	pion        pionNonces // the nonce this listener's pion server hands out
+	clients     *clientSet // clients holding an allocation; nil unless udp
+	dropNoAlloc prometheus.Counter
 }
 
 // New validates cfg and starts serving every listener.
@@ -398,8 +400,13 @@ func New(cfg Config) (*Server, error) {
 
 func (s *Server) newListener(i int, transport string) *listener {
 	m := s.m
+	var clients *clientSet
+	if transport == "udp" {
+		clients = newClientSet()
+	}
 	return &listener{
-		idx: i, transport: transport, srv: s,
+		clients: clients,
+		idx:     i, transport: transport, srv: s,
 		input:         m.ClientPacketsInput.WithLabelValues(transport),
 		c2pBytes:      m.RelayBytes.WithLabelValues(metrics.ClientToPeer, transport),
 		c2pPackets:    m.RelayPackets.WithLabelValues(metrics.ClientToPeer, transport),
@@ -415,6 +422,7 @@ func (s *Server) newListener(i int, transport string) *listener {
 		dropOversized: m.PacketsDropped.WithLabelValues(metrics.DropOversized),
 		dropBudget:    m.PacketsDropped.WithLabelValues(metrics.DropUnauthBudget),
 		dropBackoff:   m.PacketsDropped.WithLabelValues(metrics.DropAuthBackoff),
+		dropNoAlloc:   m.PacketsDropped.WithLabelValues(metrics.DropNoAllocation),
 		allocActive:   m.AllocationsActive.WithLabelValues(transport),
 		allocCreated:  m.AllocationsCreated.WithLabelValues(transport),
 		allocDeleted:  m.AllocationsDeleted.WithLabelValues(transport),
@@ -609,6 +617,9 @@ func (l *listener) events() turn.EventHandler {
 			defer l.recovered("allocation created")
 			s.cfg.Table.Commit(l.key(src), userID, l.transport, relayAddr)
 			s.linkClient(l.key(src), relayAddr)
+			if l.clients != nil {
+				l.clients.add(src)
+			}
 			l.allocCreated.Inc()
 			l.allocActive.Inc()
 		},
@@ -618,6 +629,9 @@ func (l *listener) events() turn.EventHandler {
 				l.group.forget(src)
 			}
 			s.unlinkClient(l.key(src))
+			if l.clients != nil {
+				l.clients.remove(src)
+			}
 			if e, ok := s.cfg.Table.Delete(l.key(src)); ok {
 				l.allocDeleted.Inc()
 				l.allocActive.Dec()
