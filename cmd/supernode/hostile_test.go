@@ -175,15 +175,7 @@ func TestStalledDTLSHandshake(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--first-message-timeout", "300ms",
 		"--dtls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
 	for range 3 {
-		pc := mustListenUDP(t, "udp4", "127.0.0.1:0")
-		c, err := dtls.ClientWithOptions(deafPacketConn{pc}, mustUDPAddr(t, tn.dtls), dtls.WithInsecureSkipVerify(true))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		_ = c.HandshakeContext(ctx) // fails: the client hears nothing
-		cancel()
-		_ = c.Close()
+		stallDTLSHandshake(t, tn.dtls)
 	}
 	waitFor(t, "stalled handshakes closed", func() bool {
 		return testutilClosed(tn, "dtls", "first_message_timeout") >= 3
@@ -262,4 +254,19 @@ func TestTLSClientReset(t *testing.T) {
 			t.Errorf("logged above debug for a client reset: %s", line)
 		}
 	}
+}
+
+// stallDTLSHandshake sends one ClientHello to a DTLS listener and then goes
+// deaf, as a client that never completes its handshake.
+func stallDTLSHandshake(t *testing.T, server string) {
+	t.Helper()
+	pc := mustListenUDP(t, "udp4", "127.0.0.1:0")
+	c, err := dtls.ClientWithOptions(deafPacketConn{pc}, mustUDPAddr(t, server), dtls.WithInsecureSkipVerify(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_ = c.HandshakeContext(ctx) // fails: the client hears nothing
+	cancel()
+	_ = c.Close()
 }
