@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+	"go.uber.org/goleak"
 )
 
 // nopPacketConn stands in for the kernel socket so a benchmark and the
@@ -72,6 +73,7 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 // inspection. Where a socket is not a *net.UDPConn, net.PacketConn.ReadFrom
 // allocates the address of every datagram (two allocations).
 func TestClientReadAllocatesNothing(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	const runs = 2*readBatch + 10 // refills the batch twice
 	pcs, err := ListenUDP("127.0.0.1:0", 1, 1<<20)
 	if err != nil {
