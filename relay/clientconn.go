@@ -34,6 +34,14 @@ type clientPacketConn struct {
 	nInj  atomic.Int32
 
 	rm reqMemo
+
+	// readMu serialises ReadFrom (pion calls it from one goroutine) and
+	// guards the read state below, set up by the first ReadFrom.
+	readMu sync.Mutex
+	rdInit bool
+	rd     *batchReader // nil: not a *net.UDPConn, read with PacketConn.ReadFrom
+	addrs  *addrCache
+	closed atomic.Bool // Close was called: buffered datagrams are dropped
 }
 
 func (c *clientPacketConn) memo() *reqMemo { return &c.rm }
@@ -43,7 +51,19 @@ type injected struct {
 	addr net.Addr
 }
 
+// ReadFrom returns the next datagram that passes inspection: one handed
+// over by another socket of the group, or one read from the socket, which
+// is read a batch at a time (see batchReader). Returned addresses may be
+// shared between datagrams (see addrCache).
 func (c *clientPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if !c.rdInit {
+		c.rdInit = true
+		if c.rd = newBatchReader(c.PacketConn); c.rd != nil {
+			c.addrs = newAddrCache()
+		}
+	}
 	for {
 		if c.nInj.Load() > 0 {
 			if n, addr, ok := c.popInjected(b); ok {
@@ -56,7 +76,7 @@ func (c *clientPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 				continue
 			}
 		}
-		n, addr, err := c.PacketConn.ReadFrom(b)
+		n, addr, err := c.readSocket(b)
 		if err != nil {
 			// Pion sets no deadline on listener sockets: an expired deadline is
 			// always a wake-up from inject, even when a later inject has
@@ -81,6 +101,29 @@ func (c *clientPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			return n, addr, nil
 		}
 	}
+}
+
+// readSocket reads the next datagram from the socket into b. Its length
+// may exceed len(b) when it did not fit.
+func (c *clientPacketConn) readSocket(b []byte) (int, net.Addr, error) {
+	if c.rd == nil {
+		return c.PacketConn.ReadFrom(b)
+	}
+	if c.closed.Load() {
+		c.rd.drop() // and the read below reports the socket closed
+	}
+	n, ap, err := c.rd.read(b)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, c.addrs.get(ap), nil
+}
+
+// Close closes the socket. Datagrams still buffered in a batch are
+// dropped: the next ReadFrom reports the socket closed.
+func (c *clientPacketConn) Close() error {
+	c.closed.Store(true)
+	return c.PacketConn.Close()
 }
 
 func (c *clientPacketConn) popInjected(b []byte) (int, net.Addr, bool) {

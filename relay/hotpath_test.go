@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+	"go.uber.org/goleak"
 )
 
 // nopPacketConn stands in for the kernel socket so a benchmark and the
@@ -71,6 +72,49 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	}
 }
 
+// TestClientReadAllocatesNothing asserts that reading a ChannelData
+// datagram from a real UDP listener socket through clientPacketConn
+// allocates nothing once its source is known: the batch read, the copy
+// into pion's buffer, the source address (shared, from addrCache) and the
+// inspection. Where a socket is not a *net.UDPConn, net.PacketConn.ReadFrom
+// allocates the address of every datagram (two allocations).
+func TestClientReadAllocatesNothing(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const runs = 2*readBatch + 10 // refills the batch twice
+	pcs, err := ListenUDP("127.0.0.1:0", 1, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clientPacketConn{PacketConn: pcs[0], l: newInspectListener(t, false)}
+	defer c.Close()
+	s, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	chanData, _ := hotPathPackets(t)
+	for range runs + 1 { // AllocsPerRun runs f once more to warm up
+		if _, err := s.WriteTo(chanData, c.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := time.AfterFunc(10*time.Second, func() { _ = c.Close() }) // a lost datagram must not hang the test
+	defer stop.Stop()
+	buf := make([]byte, maxMessageSize)
+	var rerr error
+	n := testing.AllocsPerRun(runs, func() {
+		if _, _, err := c.ReadFrom(buf); err != nil && rerr == nil {
+			rerr = err
+		}
+	})
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if n != 0 {
+		t.Errorf("client ReadFrom: %v allocations per datagram, want 0", n)
+	}
+}
+
 func BenchmarkInspectChannelData(b *testing.B) {
 	l := newInspectListener(b, false)
 	chanData, _ := hotPathPackets(b)
@@ -91,5 +135,53 @@ func BenchmarkRelayWriteTo(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = rc.WriteTo(buf, peer)
+	}
+}
+
+// BenchmarkClientReadFrom reads ChannelData datagrams from a real loopback
+// UDP socket through clientPacketConn: batched (recvmmsg on Linux) and one
+// system call per datagram (net.PacketConn.ReadFrom), side by side. Bursts
+// of 256 are sent with the timer stopped, so what is timed is the receive
+// side: the system calls, the copy, the address and the inspection.
+func BenchmarkClientReadFrom(b *testing.B) {
+	const burst = 256
+	for _, mode := range []string{"batch", "single"} {
+		b.Run(mode, func(b *testing.B) {
+			pcs, err := ListenUDP("127.0.0.1:0", 1, 1<<20)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := &clientPacketConn{PacketConn: pcs[0], l: newInspectListener(b, false)}
+			defer c.Close()
+			if mode == "single" {
+				c.rdInit = true // no batchReader: PacketConn.ReadFrom
+			}
+			s, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			chanData, _ := hotPathPackets(b)
+			to := c.LocalAddr()
+			buf := make([]byte, maxMessageSize)
+			left := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				if left == 0 {
+					b.StopTimer()
+					for range burst {
+						if _, err := s.WriteTo(chanData, to); err != nil {
+							b.Fatal(err)
+						}
+					}
+					left = burst
+					b.StartTimer()
+				}
+				if _, _, err := c.ReadFrom(buf); err != nil {
+					b.Fatal(err)
+				}
+				left--
+			}
+		})
 	}
 }
