@@ -144,7 +144,11 @@ func (h *Harness) runIn(ctx context.Context, run *Run, runDir string, pprof bool
 	var srv *Server
 	var err error
 	for try := 1; ; try++ {
-		srv, err = startServer(ctx, run.Server, h.bins[run.Server], runDir, pprof, 15*time.Second)
+		var extra []string
+		if run.Server == Supernode {
+			extra = noLimits
+		}
+		srv, err = startServer(ctx, run.Server, h.bins[run.Server], runDir, pprof, 15*time.Second, extra...)
 		if err == nil || try == 3 || ctx.Err() != nil {
 			break
 		}

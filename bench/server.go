@@ -58,6 +58,11 @@ type Server struct {
 // PID is the server's process id.
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 
+// noLimits lifts supernode's abuse limits for the benchmark: one static user
+// makes every leg of the load from one address, and coturn runs without
+// limits too. The hostile run keeps the defaults: they are what it measures.
+var noLimits = []string{"--user-quota", "0", "--user-alloc-rate", "0", "--unauth-rate", "0", "--max-bps", "0"}
+
 // serverArgs is the command line (without the program) for kind listening
 // on port, with HTTP (supernode only) on httpPort and logs under dir.
 // pprof adds supernode's profiling endpoint.
@@ -70,9 +75,6 @@ func serverArgs(kind Kind, port, httpPort int, dir string, pprof bool) []string 
 			"--min-port", strconv.Itoa(relayMinPort), "--max-port", strconv.Itoa(relayMaxPort),
 			"--user", benchUser + ":" + benchPassword, "--realm", benchRealm,
 			"--allow-peer", benchIP,
-			// One static user makes every leg of the load, and coturn runs
-			// without limits too: lift supernode's abuse limits.
-			"--user-quota", "0", "--user-alloc-rate", "0", "--unauth-rate", "0", "--max-bps", "0",
 			"--http-listen", net.JoinHostPort(benchIP, strconv.Itoa(httpPort)),
 			"--log-level", "warn",
 		}
