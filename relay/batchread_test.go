@@ -79,6 +79,7 @@ func TestClientReadFromBatches(t *testing.T) {
 					a = &net.UDPAddr{IP: a.IP.To16(), Port: a.Port}
 				}
 				from = append(from, a)
+				l.clients.add(a) // the sender holds an allocation: its ChannelData is read
 			}
 			buf := make([]byte, maxMessageSize) // pion's inbound MTU
 
@@ -134,6 +135,7 @@ func TestClientReadFromBatches(t *testing.T) {
 			// A datagram handed over while ReadFrom waits wakes it (inject
 			// expires the read deadline) and comes out with its source.
 			injFrom := &net.UDPAddr{IP: from[0].IP, Port: 9}
+			l.clients.add(injFrom)
 			go func() {
 				time.Sleep(20 * time.Millisecond)
 				c.inject(seqDatagram(7777, 40), injFrom)
