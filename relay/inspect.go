@@ -25,6 +25,7 @@ const (
 	attrErrorCode        = 0x0009
 	attrXORPeerAddr      = 0x0012
 	attrMessageIntegrity = 0x0008
+	attrNonce            = 0x0015
 	protoTCP             = 6 // REQUESTED-TRANSPORT value for TCP (RFC 6062)
 	// maxMessageSize is the largest STUN message or ChannelData frame the
 	// node accepts from a client: pion's inbound MTU.
@@ -154,6 +155,25 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (msg []byte, pass 
 	if t.Method == stun.MethodBinding {
 		return nil, true // pion does not authenticate Binding
 	}
+	// The nonce first, from the raw bytes: a request with a nonce this
+	// node did not give this address (a spoofed source among them) is
+	// answered like one without credentials, within the same budget,
+	// before anything is decoded.
+	if nonce, ok := findAttr(b, attrNonce); !ok || !l.srv.nonces.valid(nonce, ip) {
+		if !l.srv.budget.allow(ip) {
+			l.dropBudget.Inc()
+			return nil, false
+		}
+		var tid [stun.TransactionIDSize]byte
+		copy(tid[:], b[8:stunHeaderSize])
+		if !ok {
+			// RFC 8489 §9.2.4: MESSAGE-INTEGRITY without NONCE is a 400.
+			_ = r.reply(buildError(tid, t.Method, stun.CodeBadRequest, nil), src)
+			return nil, false
+		}
+		l.challenge(tid, t.Method, stun.CodeStaleNonce, ip, src, r)
+		return nil, false
+	}
 	q := &request{l: l, method: t.Method, src: src, ip: ip, r: r, m: &stun.Message{Raw: append([]byte(nil), b...)}}
 	if err := q.m.Decode(); err != nil {
 		return nil, true // pion answers 400
@@ -167,9 +187,9 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (msg []byte, pass 
 	return q.handOver()
 }
 
-// authenticate checks, in this order, the auth backoff, the NONCE and the
-// MESSAGE-INTEGRITY of a request that carries one, and answers or drops it
-// when any fails (reporting false).
+// authenticate checks the auth backoff and the MESSAGE-INTEGRITY of a
+// request whose nonce is valid, and answers or drops it when either fails
+// (reporting false).
 func (q *request) authenticate() bool {
 	s := q.l.srv
 	var u stun.Username
@@ -184,15 +204,6 @@ func (q *request) authenticate() bool {
 		q.l.dropBackoff.Inc()
 		return false
 	}
-	nonce, err := q.m.Get(stun.AttrNonce)
-	if err != nil {
-		q.refuse(stun.CodeBadRequest)
-		return false
-	}
-	if !s.nonces.valid(nonce, q.ip) {
-		q.challenge(stun.CodeStaleNonce)
-		return false
-	}
 	if _, _, err := q.verify(); err != nil {
 		s.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
 		if errors.Is(err, allocation.ErrBadPassword) || errors.Is(err, allocation.ErrUnknownUser) {
@@ -200,7 +211,7 @@ func (q *request) authenticate() bool {
 				s.m.AuthBackoffs.WithLabelValues(scope).Inc()
 			}
 		}
-		q.challenge(stun.CodeUnauthorized)
+		q.l.challenge(q.m.TransactionID, q.method, stun.CodeUnauthorized, q.ip, q.src, q.r)
 		return false
 	}
 	return true

@@ -200,3 +200,34 @@ func flip(c byte) string {
 	i := strings.IndexByte(alphabet, c)
 	return string(alphabet[(i+1)%len(alphabet)])
 }
+
+// TestBadNonceIsBudgeted: requests carrying MESSAGE-INTEGRITY but a nonce
+// the node did not give their address (spoofed ones, say) are answered with
+// 438 only within the source's budget for unauthenticated requests, and are
+// not decoded past it; one without NONCE gets 400 (RFC 8489 §9.2.4).
+func TestBadNonceIsBudgeted(t *testing.T) {
+	l := newInspectListener(t, false)
+	now := time.Unix(1_800_000_000, 0)
+	l.srv.budget = newSourceBudget(1, func() time.Time { return now }) // burst 2
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 5000}
+	stale := testNonces.issue(netip.MustParseAddr("127.0.0.1")) // another address's
+	r := &discardReplier{}
+	for range 10 {
+		if _, pass := l.inspect(authRequest(t, stun.MethodAllocate, stale, "pw", requestedUDP{}), src, r); pass {
+			t.Fatal("a request with another address's nonce went to pion")
+		}
+	}
+	if r.n != 2 || r.codes[0] != 438 || r.codes[1] != 438 {
+		t.Fatalf("answers %v, want two 438 (the burst) and the rest dropped", r.codes)
+	}
+	if got := promToFloat(l.dropBudget); got != 8 {
+		t.Fatalf("unauth_budget drops %v, want 8", got)
+	}
+	now = now.Add(time.Hour)
+	r = &discardReplier{}
+	noNonce := mustBuild(t, stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP{},
+		stun.NewUsername("alice"), stun.NewRealm("fuzz"), stun.MessageIntegrity(longTermKeyForTest("alice", "fuzz", "pw")))
+	if _, pass := l.inspect(noNonce, src, r); pass || r.n != 1 || r.codes[0] != 400 {
+		t.Fatalf("MESSAGE-INTEGRITY without NONCE: pass=%v codes=%v, want one 400", pass, r.codes)
+	}
+}

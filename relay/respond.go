@@ -176,18 +176,20 @@ func resignRequest(m *stun.Message, nonce string, key []byte) ([]byte, error) {
 	return out.Raw, nil
 }
 
-// challenge answers a request with code (401 or 438) carrying a fresh nonce
-// for the client and the realm, unsigned (RFC 8489 §9.2.4).
-func (q *request) challenge(code stun.ErrorCode) {
+// challenge answers a request (transaction tid, method) from src with code
+// (401 or 438), a fresh nonce for its address ip and the realm, unsigned
+// (RFC 8489 §9.2.4).
+func (l *listener) challenge(tid [stun.TransactionIDSize]byte, method stun.Method, code stun.ErrorCode,
+	ip netip.Addr, src net.Addr, r replier) {
 	msg, err := stun.Build(
-		&stun.Message{TransactionID: q.m.TransactionID},
-		stun.NewType(q.method, stun.ClassErrorResponse),
+		&stun.Message{TransactionID: tid},
+		stun.NewType(method, stun.ClassErrorResponse),
 		errorCodeAttr(code),
-		stun.NewNonce(q.l.srv.nonces.issue(q.ip)),
-		stun.NewRealm(q.l.srv.cfg.Realm),
+		stun.NewNonce(l.srv.nonces.issue(ip)),
+		stun.NewRealm(l.srv.cfg.Realm),
 	)
 	if err == nil {
-		_ = q.r.reply(msg.Raw, q.src)
+		_ = r.reply(msg.Raw, src)
 	}
 }
 
