@@ -150,6 +150,21 @@ func (s *Store) IsREST(username string) bool {
 	return ok
 }
 
+// UserID returns the user id a username stands for — a static user's name,
+// or the <id> of a REST username a secret may verify — without checking any
+// password.
+func (s *Store) UserID(username string) (string, bool) {
+	c := s.cur.Load()
+	if _, static := c.Users[username]; static {
+		return username, true
+	}
+	if len(c.Secrets) == 0 {
+		return "", false
+	}
+	_, id, ok := ParseRESTUsername(username)
+	return id, ok
+}
+
 // RESTPassword is base64(HMAC-SHA1(secret, username)), the scheme coturn
 // calls use-auth-secret.
 func RESTPassword(secret, username string) string {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -137,9 +138,20 @@ func ntohs(p uint16) uint16 {
 
 // zoneName names an IPv6 scope as the net package does: the interface's
 // name, or its index when it has none. Only link-local sources have one.
+// Names are cached: looking one up is a netlink dump, far too slow for every
+// datagram of an on-link sender. The index comes from the kernel (the
+// receiving interface), so the cache holds at most one entry per interface;
+// a renamed interface keeps its old name here until the process restarts.
 func zoneName(index uint32) string {
-	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
-		return ifi.Name
+	if v, ok := zoneNames.Load(index); ok {
+		return v.(string)
 	}
-	return strconv.FormatUint(uint64(index), 10)
+	name := strconv.FormatUint(uint64(index), 10)
+	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
+		name = ifi.Name
+	}
+	zoneNames.Store(index, name)
+	return name
 }
+
+var zoneNames sync.Map // uint32 interface index → string zone

@@ -143,30 +143,30 @@ func (l *listener) inspect(b []byte, src net.Addr, r replier) (msg []byte, pass 
 		return nil, false
 	}
 	ip := sourceIP(src)
-	if !sc.integrity {
-		// Binding, and the first Allocate of every client: pion answers
-		// (a 401 challenge for TURN methods) without any state.
+	if !sc.integrity || t.Method == stun.MethodBinding {
+		// Binding (pion authenticates none, whatever it carries), and the
+		// first Allocate of every client: pion answers (a 401 challenge for
+		// TURN methods) without any state.
 		if !l.srv.budget.allow(ip) {
 			l.dropBudget.Inc()
 			return nil, false
 		}
 		return nil, true
 	}
-	if t.Method == stun.MethodBinding {
-		return nil, true // pion does not authenticate Binding
-	}
-	// The nonce first, from the raw bytes: a request with a nonce this
-	// node did not give this address (a spoofed source among them) is
-	// answered like one without credentials, within the same budget,
-	// before anything is decoded.
-	if nonce, ok := findAttr(b, attrNonce); !ok || !l.srv.nonces.valid(nonce, ip) {
-		if !l.srv.budget.allow(ip) {
+	// The nonce first, from the raw bytes, before anything is decoded. A
+	// nonce this node gave this address that has expired is answered with a
+	// fresh one at once (a spoofer cannot make one). Any other — a spoofed
+	// source's, another address's, a made-up one — is answered like a
+	// request without credentials, within the same budget.
+	nonce, hasNonce := findAttr(b, attrNonce)
+	if v := l.srv.nonces.check(nonce, ip); !hasNonce || v != nonceFresh {
+		if (!hasNonce || v == nonceForeign) && !l.srv.budget.allow(ip) {
 			l.dropBudget.Inc()
 			return nil, false
 		}
 		var tid [stun.TransactionIDSize]byte
 		copy(tid[:], b[8:stunHeaderSize])
-		if !ok {
+		if !hasNonce {
 			// RFC 8489 §9.2.4: MESSAGE-INTEGRITY without NONCE is a 400.
 			_ = r.reply(buildError(tid, t.Method, stun.CodeBadRequest, nil), src)
 			return nil, false
@@ -197,17 +197,31 @@ func (q *request) authenticate() bool {
 	if u.GetFrom(q.m) == nil {
 		username = u.String()
 	}
-	if ipBlocked, userBlocked := s.guard.blocked(q.ip, username); userBlocked ||
-		(ipBlocked && !s.cfg.Credentials.IsREST(username)) {
-		// A REST username is not guessable (its password is an HMAC), so
-		// other users' REST credentials keep working from a blocked IP.
-		q.l.dropBackoff.Inc()
-		return false
+	rest := s.cfg.Credentials.IsREST(username)
+	if ipBlocked, userBlocked := s.guard.blocked(q.ip, username); (ipBlocked || userBlocked) && !q.ownsAllocation(username) {
+		switch {
+		case userBlocked:
+			q.l.dropBackoff.Inc()
+			return false
+		case !rest:
+			q.l.dropBackoff.Inc()
+			return false
+		case !s.budget.allow(q.ip):
+			// A REST username is not guessable (its password is an HMAC),
+			// so other users' REST credentials keep working from a blocked
+			// IP, within the budget of unauthenticated requests.
+			q.l.dropBudget.Inc()
+			return false
+		}
 	}
 	if _, _, err := q.verify(); err != nil {
 		s.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
 		if errors.Is(err, allocation.ErrBadPassword) || errors.Is(err, allocation.ErrUnknownUser) {
-			for _, scope := range s.guard.failed(q.ip, username) {
+			scoped := username
+			if rest {
+				scoped = "" // an HMAC cannot be guessed: no user backoff, no table entry
+			}
+			for _, scope := range s.guard.failed(q.ip, scoped) {
 				s.m.AuthBackoffs.WithLabelValues(scope).Inc()
 			}
 		}
@@ -215,6 +229,19 @@ func (q *request) authenticate() bool {
 		return false
 	}
 	return true
+}
+
+// ownsAllocation reports whether the request's 5-tuple holds an allocation
+// of the user username names. Its requests (Refresh, CreatePermission,
+// ChannelBind of a live call) are never dropped by a backoff: whoever
+// guesses that user's password elsewhere must not end the user's calls.
+func (q *request) ownsAllocation(username string) bool {
+	owner, ok := q.l.srv.cfg.Table.Owner(q.l.key(q.src))
+	if !ok {
+		return false
+	}
+	id, ok := q.l.srv.cfg.Credentials.UserID(username)
+	return ok && id == owner
 }
 
 // check applies the node's rules to an authenticated request, answering it

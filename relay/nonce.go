@@ -30,9 +30,10 @@ const nonceStep = time.Minute
 
 // pionNonceMaxAge is how long a nonce pion handed out is used in requests
 // passed to it: pion accepts its nonces for an hour from the minute they
-// were made. An older one is not used; pion then answers the request with
-// 438 and a fresh one, which the client retries with.
-const pionNonceMaxAge = 30 * time.Minute
+// were made, and one is first seen here in the minute it is made. An older
+// one is not used; pion then answers the request with 438 and a fresh one,
+// which the client retries with.
+const pionNonceMaxAge = 50 * time.Minute
 
 // nonces issues and checks the node's nonces.
 type nonces struct {
@@ -74,25 +75,44 @@ func (n *nonces) issue(ip netip.Addr) string {
 	return base64.RawURLEncoding.EncodeToString(raw[:])
 }
 
-// valid reports whether nonce was issued by this node to ip and has not
-// expired.
-func (n *nonces) valid(nonce []byte, ip netip.Addr) bool {
+// nonceVerdict is what check says of a nonce.
+type nonceVerdict int
+
+const (
+	nonceFresh   nonceVerdict = iota // this node gave it to this address, in its lifetime
+	nonceExpired                     // this node gave it to this address; its lifetime is over
+	nonceForeign                     // not one this node gave this address
+)
+
+// check says whether nonce was issued by this node to ip, and whether it
+// has expired.
+func (n *nonces) check(nonce []byte, ip netip.Addr) nonceVerdict {
 	var raw [8 + nonceMACSize]byte
 	if base64.RawURLEncoding.EncodedLen(len(raw)) != len(nonce) {
-		return false
+		return nonceForeign
 	}
 	// Strict: one nonce has one spelling (unused trailing bits must be 0).
 	if k, err := base64.RawURLEncoding.Strict().Decode(raw[:], nonce); err != nil || k != len(raw) {
-		return false
+		return nonceForeign
 	}
 	issued := binary.BigEndian.Uint64(raw[:8])
-	age := n.now().Sub(time.UnixMilli(int64(issued))) //nolint:gosec // checked below
-	if issued > 1<<62 || age < 0 || age > n.lifetime {
-		return false
+	if issued > 1<<62 {
+		return nonceForeign
 	}
 	m := n.mac(issued, ip)
-	return hmac.Equal(m[:], raw[8:])
+	if !hmac.Equal(m[:], raw[8:]) {
+		return nonceForeign
+	}
+	age := n.now().Sub(time.UnixMilli(int64(issued))) //nolint:gosec // checked above
+	if age < 0 || age > n.lifetime {
+		return nonceExpired
+	}
+	return nonceFresh
 }
+
+// valid reports whether nonce was issued by this node to ip and has not
+// expired.
+func (n *nonces) valid(nonce []byte, ip netip.Addr) bool { return n.check(nonce, ip) == nonceFresh }
 
 // pionNonce is the last nonce one listener's pion server handed out.
 type pionNonce struct {

@@ -231,3 +231,47 @@ func TestBadNonceIsBudgeted(t *testing.T) {
 		t.Fatalf("MESSAGE-INTEGRITY without NONCE: pass=%v codes=%v, want one 400", pass, r.codes)
 	}
 }
+
+// TestBindingWithIntegrityIsBudgeted: pion authenticates no Binding, so one
+// carrying a MESSAGE-INTEGRITY (of anything) draws on the budget like any.
+func TestBindingWithIntegrityIsBudgeted(t *testing.T) {
+	l := newInspectListener(t, false)
+	now := time.Unix(1_800_000_000, 0)
+	l.srv.budget = newSourceBudget(1, func() time.Time { return now }) // burst 2
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 5000}
+	passed := 0
+	for range 10 {
+		b := mustBuild(t, stun.TransactionID, stun.BindingRequest, stun.MessageIntegrity(make([]byte, 16)))
+		if _, pass := l.inspect(b, src, &discardReplier{}); pass {
+			passed++
+		}
+	}
+	if passed != 2 {
+		t.Fatalf("%d Bindings with MESSAGE-INTEGRITY passed, want the burst of 2", passed)
+	}
+}
+
+// TestExpiredNonceAnsweredOutsideBudget: a client whose own nonce expired
+// gets 438 with a fresh one even while a flood has used up the budget; a
+// spoofer cannot make such a nonce.
+func TestExpiredNonceAnsweredOutsideBudget(t *testing.T) {
+	l := newInspectListener(t, false)
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	l.srv.nonces = newNonces(10*time.Minute, clock)
+	l.srv.budget = newSourceBudget(1, clock)
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 5000}
+	old := l.srv.nonces.issue(netip.MustParseAddr("127.0.0.9"))
+	now = now.Add(11 * time.Minute)
+	for range 100 { // the flood takes every token
+		l.srv.budget.allow(netip.MustParseAddr("127.0.0.9"))
+	}
+	r := &discardReplier{}
+	if _, pass := l.inspect(authRequest(t, stun.MethodRefresh, old, "pw"), src, r); pass || r.n != 1 || r.codes[0] != 438 {
+		t.Fatalf("own expired nonce: pass=%v codes=%v, want one 438", pass, r.codes)
+	}
+	var n stun.Nonce
+	if err := n.GetFrom(decodeResponse(t, r.last)); err != nil || !l.srv.nonces.valid(n, netip.MustParseAddr("127.0.0.9")) {
+		t.Fatalf("438 carries %q, not a fresh nonce", n)
+	}
+}

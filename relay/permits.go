@@ -28,6 +28,8 @@ type permits struct {
 	// allocation, so that pion's own peer check (the second line) is counted
 	// under the right method.
 	method atomic.Uint32
+	// closed is set when the allocation's relay socket closes.
+	closed atomic.Bool
 }
 
 func newPermits() *permits {
@@ -142,6 +144,7 @@ func (s *Server) registerPermits(relay net.Addr) *permits {
 // socket; whatever is left is taken off the gauges here.
 func (s *Server) unregisterPermits(relay net.Addr, p *permits) {
 	s.permMu.Lock()
+	p.closed.Store(true)
 	if s.perms[permitsKey(relay)] == p {
 		delete(s.perms, permitsKey(relay))
 		p.mu.Lock()
@@ -178,9 +181,15 @@ func (s *Server) linkClient(k allocation.Key, relay net.Addr) {
 	s.permMu.Unlock()
 }
 
+// unlinkClient forgets k's allocation once its relay socket has closed.
+// Pion reports a deletion after it closed the socket, and possibly after a
+// new allocation on the same 5-tuple was created and linked: that link
+// stays.
 func (s *Server) unlinkClient(k allocation.Key) {
 	s.permMu.Lock()
-	delete(s.byClient, k)
+	if p := s.byClient[k]; p != nil && p.closed.Load() {
+		delete(s.byClient, k)
+	}
 	s.permMu.Unlock()
 }
 

@@ -129,3 +129,34 @@ func TestUnauthenticatedBudget(t *testing.T) {
 	c := &rawClient{t: t, conn: mustListenUDP(t, "udp4", "127.0.0.4:0"), server: mustUDPAddr(t, tn.udp)}
 	c.allocate("alice", "pw")
 }
+
+// TestGuessingDoesNotEndTheUsersCalls: someone guessing alice's password
+// from elsewhere puts her name in backoff, but the requests of her live
+// allocation (Refresh, CreatePermission) still get through.
+func TestGuessingDoesNotEndTheUsersCalls(t *testing.T) {
+	tn := startNode(t, "--user", "alice:right", "--auth-failures", "3", "--auth-backoff", "1m")
+	alice := newRawClient(t, tn.udp)
+	alice.allocate("alice", "right")
+	guesser := &rawClient{t: t, conn: mustListenUDP(t, "udp4", "127.0.0.2:0"), server: mustUDPAddr(t, tn.udp)}
+	guesser.challenge()
+	for i := range 3 {
+		if code := errCode(guesser.allocateOnce(2*time.Second, "alice", fmt.Sprintf("guess%d", i))); code != 401 {
+			t.Fatalf("guess %d: error %d, want 401", i, code)
+		}
+	}
+	if got := scrape(t, tn.http, `supernode_auth_backoffs_total{scope="user"}`); got != 1 {
+		t.Fatalf("auth_backoffs_total{user} = %v, want 1", got)
+	}
+	if code := errCode(alice.do(stun.MethodRefresh, "alice", "right", lifetime(600))); code != 0 {
+		t.Errorf("alice's Refresh during the backoff: error %d", code)
+	}
+	if code := errCode(alice.do(stun.MethodCreatePermission, "alice", "right", peerAddr{ip: publicPeer(7), port: 9})); code != 0 {
+		t.Errorf("alice's CreatePermission during the backoff: error %d", code)
+	}
+	// A new allocation for alice, from a 5-tuple without one, waits.
+	other := newRawClient(t, tn.udp)
+	other.challenge()
+	if resp := other.allocateOnce(300*time.Millisecond, "alice", "right"); resp != nil {
+		t.Errorf("a new allocation for alice during her backoff was answered: %d", errCode(resp))
+	}
+}
