@@ -43,12 +43,6 @@ func (p *permits) has(a netip.Addr) bool {
 	return ok
 }
 
-func (p *permits) len() int {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return len(p.ips)
-}
-
 // add reports whether a was new.
 func (p *permits) add(a netip.Addr) bool {
 	p.mu.Lock()
