@@ -16,6 +16,7 @@ import (
 
 	"github.com/pion/dtls/v3"
 
+	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -220,9 +221,10 @@ func (cl *clientListener) Accept() (net.Conn, error) {
 // Until an Allocate or a ConnectionBind on it succeeds the connection is
 // pending: it holds a slot in Server.conns and must get there by authBy,
 // however busy it keeps the socket. Afterwards only the idle timeout
-// applies, also if the allocation is later deleted (Refresh with lifetime
-// 0, expiry) while the connection stays open: it does not become pending
-// again, since taking a slot back could fail with nowhere to report it.
+// applies. When its allocation ends (Refresh with lifetime 0, expiry) while
+// the connection stays open, it is pending again: it takes a slot back (or
+// is closed when the caps are full) and gets a new auth deadline, so
+// allocating and deleting cannot turn connections into uncounted ones.
 type clientStreamConn struct {
 	net.Conn
 	l *listener
@@ -230,8 +232,10 @@ type clientStreamConn struct {
 	// read loop reads again while its copy goroutine may still be returning
 	// from a Read of its own.
 	readMu      sync.Mutex
-	firstBy     time.Time // deadline for the first complete message
-	authBy      time.Time // deadline for an allocation (or ConnectionBind)
+	firstBy     time.Time     // deadline for the first complete message
+	authBy      atomic.Int64  // deadline for an allocation (or ConnectionBind), Unix ns
+	gen         atomic.Uint32 // bumped when the deadline that applies changes
+	closed      atomic.Bool
 	gotFirst    bool
 	timeoutWhy  string // close reason if the read deadline last set expires
 	passthrough atomic.Bool
@@ -243,6 +247,7 @@ type clientStreamConn struct {
 	allocated   atomic.Bool // an Allocate succeeded on this connection
 	ip          netip.Addr  // its per-IP slot in Server.conns
 	pending     atomic.Bool // holds a slot in Server.conns
+	key         allocation.Key
 	rm          reqMemo
 }
 
@@ -251,8 +256,35 @@ func (c *clientStreamConn) memo() *reqMemo { return &c.rm }
 // Close closes the connection and frees its pending slot if it still
 // holds one.
 func (c *clientStreamConn) Close() error {
+	c.closed.Store(true)
+	c.l.srv.streams.Delete(c.key)
 	c.releaseSlot()
 	return c.Conn.Close()
+}
+
+// allocationEnded makes the connection pending again when its allocation
+// is deleted while it stays open. It runs on pion's goroutine of the
+// deletion; the reader is woken to apply the new deadline.
+func (c *clientStreamConn) allocationEnded() {
+	if c.passthrough.Load() || c.closed.Load() || !c.allocated.CompareAndSwap(true, false) {
+		return
+	}
+	ip, refused := c.l.srv.conns.acquire(c.Conn.RemoteAddr())
+	if refused != "" {
+		c.closed.Store(true)
+		c.l.srv.m.ConnectionsClosed.WithLabelValues(c.l.transport, refused).Inc()
+		_ = c.Conn.Close()
+		return
+	}
+	c.ip = ip
+	c.authBy.Store(time.Now().Add(c.l.srv.cfg.AuthTimeout).UnixNano())
+	c.pending.Store(true)
+	if c.closed.Load() {
+		c.releaseSlot() // Close ran meanwhile and found no slot to free
+		return
+	}
+	c.gen.Add(1)
+	_ = c.Conn.SetReadDeadline(time.Now())
 }
 
 // releaseSlot gives the connection's pending slot back, the first time it
@@ -274,8 +306,8 @@ func (c *clientStreamConn) handshake() error {
 		return nil
 	}
 	deadline, why := c.firstBy, "first_message_timeout"
-	if c.authBy.Before(deadline) {
-		deadline, why = c.authBy, "auth_timeout"
+	if authBy := time.Unix(0, c.authBy.Load()); authBy.Before(deadline) {
+		deadline, why = authBy, "auth_timeout"
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
@@ -300,10 +332,11 @@ func newClientStreamConn(c net.Conn, l *listener, ip netip.Addr) *clientStreamCo
 		Conn:    c,
 		l:       l,
 		firstBy: now.Add(l.srv.cfg.FirstMessageTimeout),
-		authBy:  now.Add(l.srv.cfg.AuthTimeout),
 		scratch: make([]byte, 4096),
 		ip:      ip,
+		key:     l.key(c.RemoteAddr()),
 	}
+	sc.authBy.Store(now.Add(l.srv.cfg.AuthTimeout).UnixNano())
 	sc.pending.Store(true)
 	return sc
 }
@@ -325,8 +358,8 @@ func (c *clientStreamConn) readDeadline(now time.Time) (time.Time, string) {
 		deadline, why = now.Add(min(c.l.srv.cfg.IdleTimeout, preAllocationIdle)), "idle_timeout"
 	}
 	// Absolute: what the client sends does not move it.
-	if c.authBy.Before(deadline) {
-		deadline, why = c.authBy, "auth_timeout"
+	if authBy := time.Unix(0, c.authBy.Load()); authBy.Before(deadline) {
+		deadline, why = authBy, "auth_timeout"
 	}
 	return deadline, why
 }
@@ -413,6 +446,7 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 			continue
 		}
 		wasAllocated := c.allocated.Load()
+		gen := c.gen.Load()
 		deadline, why := c.readDeadline(time.Now())
 		c.timeoutWhy = why
 		_ = c.Conn.SetReadDeadline(deadline)
@@ -424,9 +458,9 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 			// deadline that applies now. (Pion answers a request before it
 			// reads the next, so this is only a guard; a read timeout leaves
 			// TCP, TLS and DTLS connections usable.)
-			if deadlineExceeded(err) && !wasAllocated &&
-				(c.allocated.Load() || c.passthrough.Load()) {
-				continue
+			if deadlineExceeded(err) && (c.gen.Load() != gen || !wasAllocated &&
+				(c.allocated.Load() || c.passthrough.Load())) {
+				continue // the deadline that applies changed (allocationEnded)
 			}
 			c.noteErr(err)
 			return 0, err
@@ -464,6 +498,8 @@ func deadlineExceeded(err error) bool {
 // slot, if it still holds one, is freed first (it is done with, Close or
 // not), so whoever sees the count can connect again at once.
 func (c *clientStreamConn) countClose() {
+	c.closed.Store(true)
+	c.l.srv.streams.Delete(c.key)
 	c.releaseSlot()
 	c.l.srv.m.ConnectionsClosed.WithLabelValues(c.l.transport, c.closeReason).Inc()
 }
@@ -489,6 +525,7 @@ func (c *clientStreamConn) Write(b []byte) (int, error) {
 	case respAllocated:
 		c.allocated.Store(true)
 		c.releaseSlot()
+		c.l.srv.streams.Store(c.key, c)
 	}
 	n, err := c.write(b)
 	if err == nil {

@@ -283,6 +283,7 @@ type Server struct {
 	permMu   sync.Mutex
 	perms    map[string]*permits // by relayed address
 	byClient map[allocation.Key]*permits
+	streams  sync.Map // allocation.Key → *clientStreamConn holding an allocation
 	nonces   *nonces
 	budget   *sourceBudget // nil: unlimited
 	guard    *authThrottle // nil: no backoff
@@ -631,6 +632,9 @@ func (l *listener) events() turn.EventHandler {
 			s.unlinkClient(l.key(src))
 			if l.clients != nil {
 				l.clients.remove(src)
+			}
+			if c, ok := s.streams.Load(l.key(src)); ok {
+				c.(*clientStreamConn).allocationEnded()
 			}
 			if e, ok := s.cfg.Table.Delete(l.key(src)); ok {
 				l.allocDeleted.Inc()

@@ -149,8 +149,8 @@ func TestConnAuthTimeout(t *testing.T) {
 	})
 
 	// Once the connection holds an allocation the idle timeout (10m) rules,
-	// and it still does after the allocation is deleted with the connection
-	// staying: it does not become pending again.
+	// not the auth deadline. (When the allocation ends it is pending again:
+	// TestConnPendingAgainAfterDeallocate.)
 	t.Run("tcp allocated", func(t *testing.T) {
 		before := testutilClosed(tn, "tcp", "auth_timeout")
 		c := dialStream(t, "tcp", tn.udp)
@@ -159,9 +159,6 @@ func TestConnAuthTimeout(t *testing.T) {
 		if p := testutilPending(tn); p != 0 {
 			t.Fatalf("pending connections %v after the allocation, want 0", p)
 		}
-		if code := errCode(rc.do(stun.MethodRefresh, "alice", "pw", lifetime(0))); code != 0 {
-			t.Fatalf("refresh lifetime 0: code %d", code)
-		}
 		if closedWithin(c, 2500*time.Millisecond) {
 			t.Fatal("connection that allocated was closed")
 		}
@@ -169,7 +166,7 @@ func TestConnAuthTimeout(t *testing.T) {
 			t.Fatalf("auth_timeout counted %v times, want %v", got, before)
 		}
 		if p := testutilPending(tn); p != 0 {
-			t.Fatalf("pending connections %v after the allocation was deleted, want 0", p)
+			t.Fatalf("pending connections %v with the allocation held, want 0", p)
 		}
 	})
 
@@ -314,4 +311,56 @@ func TestConnLimitPerIPCountsPendingOnly(t *testing.T) {
 	}
 	closeAllAndCheck(t, tn, conns)
 	waitFor(t, "allocations gone", func() bool { return tn.counter("allocations_active", "tcp") == 0 })
+}
+
+// TestConnPendingAgainAfterDeallocate tries what held thousands of
+// connections uncounted: allocate on a TCP connection, delete the
+// allocation with Refresh(0), keep the connection. It is pending again —
+// counted, capped, and closed at a new auth deadline.
+func TestConnPendingAgainAfterDeallocate(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--max-conns-per-ip", "2",
+		"--first-message-timeout", "1m", "--auth-timeout", "1s")
+	a := dialStream(t, "tcp", tn.udp)
+	ra := streamRaw(t, a)
+	if code := errCode(ra.do(stun.MethodAllocate, "alice", "pw", requestedTransport(17))); code != 0 {
+		t.Fatalf("allocate: code %d", code)
+	}
+	waitFor(t, "no pending connection", func() bool { return testutilPending(tn) == 0 })
+	before := testutilClosed(tn, "tcp", "auth_timeout")
+	if code := errCode(ra.do(stun.MethodRefresh, "alice", "pw", lifetime(0))); code != 0 {
+		t.Fatalf("Refresh(0): code %d", code)
+	}
+	waitFor(t, "the connection pending again", func() bool { return testutilPending(tn) == 1 })
+	stop := busy(a, bindingRequest) // keeps it busy: the deadline does not move
+	defer stop()
+	if !closedWithin(a, 5*time.Second) {
+		t.Fatal("a connection without an allocation any more kept open past --auth-timeout")
+	}
+	waitFor(t, "counted auth_timeout", func() bool { return testutilClosed(tn, "tcp", "auth_timeout") == before+1 })
+	waitFor(t, "no pending connection", func() bool { return testutilPending(tn) == 0 })
+
+	// With the per-IP cap full of pending connections, a connection whose
+	// allocation ends cannot take a slot back: it is closed and counted.
+	b := dialStream(t, "tcp", tn.udp)
+	rb := streamRaw(t, b)
+	if code := errCode(rb.do(stun.MethodAllocate, "alice", "pw", requestedTransport(17))); code != 0 {
+		t.Fatalf("allocate: code %d", code)
+	}
+	dialStream(t, "tcp", tn.udp)
+	dialStream(t, "tcp", tn.udp)
+	waitFor(t, "2 pending", func() bool { return testutilPending(tn) == 2 })
+	limited := testutilClosed(tn, "tcp", "limit")
+	refresh := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest), lifetime(0),
+		stun.NewUsername("alice"), stun.NewRealm(rb.realm), stun.NewNonce(rb.nonce),
+		stun.NewLongTermIntegrity("alice", rb.realm, "pw"), stun.Fingerprint)
+	if _, err := rb.conn.WriteTo(refresh.Raw, rb.server); err != nil { // its answer may not come: the node closes
+		t.Fatal(err)
+	}
+	if !closedWithin(b, 5*time.Second) {
+		t.Fatal("a connection over the per-IP cap after its allocation ended kept open")
+	}
+	waitFor(t, "counted limit", func() bool { return testutilClosed(tn, "tcp", "limit") == limited+1 })
+	if p := testutilPending(tn); p != 2 {
+		t.Fatalf("pending gauge %v, want 2 (the slot was not taken)", p)
+	}
 }
