@@ -46,6 +46,11 @@ func (c *connLimit) acquire(addr net.Addr) (ip netip.Addr, refused string) {
 	case *net.UDPAddr:
 		ip = a.AddrPort().Addr().Unmap()
 	}
+	if ip.Is6() {
+		// A host holds a whole /64: count it as one source, as the
+		// per-source budget does.
+		ip = netip.PrefixFrom(ip.WithZone(""), 64).Masked().Addr()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ip.IsValid() && c.maxPerIP > 0 && c.byIP[ip] >= c.maxPerIP {

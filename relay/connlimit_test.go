@@ -56,3 +56,23 @@ func TestConnLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestConnLimitGroupsIPv6By64: the per-IP cap counts an IPv6 /64 as one
+// source (a host holds a whole /64), as the per-source budget does.
+func TestConnLimitGroupsIPv6By64(t *testing.T) {
+	c := newConnLimit(2, 0, prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}))
+	for i, a := range []string{"[2001:db8:1:2::1]:5000", "[2001:db8:1:2::ffff]:5000", "[2001:db8:1:2:aaaa::1]:5000"} {
+		addr, err := net.ResolveTCPAddr("tcp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, refused := c.acquire(addr)
+		if want := i >= 2; (refused != "") != want {
+			t.Fatalf("connection %d from the same /64: refused %q, want refused %v", i, refused, want)
+		}
+	}
+	other, _ := net.ResolveTCPAddr("tcp", "[2001:db8:1:3::1]:5000")
+	if _, refused := c.acquire(other); refused != "" {
+		t.Fatalf("another /64 refused: %s", refused)
+	}
+}

@@ -261,7 +261,17 @@ func (q *request) check() bool {
 		if q.method == stun.MethodConnect {
 			return q.checkAllocation() && q.checkPeers()
 		}
-	case stun.MethodCreatePermission, stun.MethodChannelBind:
+	case stun.MethodChannelBind:
+		// RFC 8656 §11.2: a channel number outside the range is a 400
+		// (pion binds any); the node takes RFC 5766's wider range.
+		if v, err := q.m.Get(stun.AttrChannelNumber); err == nil && len(v) >= 2 {
+			if n := binary.BigEndian.Uint16(v); n < minChannelNumber || n > maxChannelNumber {
+				q.refuse(stun.CodeBadRequest)
+				return false
+			}
+		}
+		return q.checkAllocation() && q.checkPeers() && q.checkLimits()
+	case stun.MethodCreatePermission:
 		return q.checkAllocation() && q.checkPeers() && q.checkLimits()
 	case stun.MethodRefresh:
 		return q.checkAllocation()

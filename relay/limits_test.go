@@ -120,3 +120,25 @@ func BenchmarkPermitsClose(b *testing.B) {
 		l.srv.unregisterPermits(relayAddr, p)
 	}
 }
+
+// TestChannelNumberRange: a ChannelBind outside 0x4000-0x7FFF gets 400
+// (pion would bind it).
+func TestChannelNumberRange(t *testing.T) {
+	l := newInspectListener(t, false)
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
+	relayAddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50001}
+	l.srv.cfg.Table.Commit(l.key(src), "alice", "udp", relayAddr)
+	l.srv.registerPermits(relayAddr)
+	l.srv.linkClient(l.key(src), relayAddr)
+	nonce := testNonces.issue(netip.MustParseAddr("127.0.0.1"))
+	for _, tc := range []struct {
+		n    uint16
+		pass bool
+	}{{0x0001, false}, {0x3FFF, false}, {0x4000, true}, {0x7FFF, true}, {0x8000, false}, {0xFFFF, false}} {
+		r := &discardReplier{}
+		_, pass := l.inspect(authRequest(t, stun.MethodChannelBind, nonce, "pw", channel(tc.n), xorPeer("1.1.1.1")), src, r)
+		if pass != tc.pass || (!pass && (r.n != 1 || r.codes[0] != 400)) {
+			t.Errorf("channel %#x: pass=%v codes=%v, want pass=%v (else one 400)", tc.n, pass, r.codes, tc.pass)
+		}
+	}
+}
