@@ -219,14 +219,7 @@ func TestRelayStreamTransports(t *testing.T) {
 }
 
 func TestRelayIPv6(t *testing.T) {
-	probe, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-	if err != nil {
-		if os.Getenv("SUPERNODE_REQUIRE_INTEROP") != "" {
-			t.Fatalf("no IPv6 loopback, and SUPERNODE_REQUIRE_INTEROP is set: %v", err)
-		}
-		t.Skipf("no IPv6 loopback on this machine: %v", err)
-	}
-	_ = probe.Close()
+	needIPv6Loopback(t)
 	tn := startNode(t, "--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--relay-ip", "127.0.0.1", "--relay-ip", "::1",
 		"--user", "alice:secret1", "--allow-peer", "::1")
 	addr6 := tn.n.listens["udp"][1]
@@ -355,4 +348,18 @@ func TestTCPAllocationOverUDPRefused(t *testing.T) {
 	if got := tn.counter("allocations_created", "udp"); got != 0 {
 		t.Fatalf("allocations_created = %v", got)
 	}
+}
+
+// needIPv6Loopback skips a test on a machine without ::1, or fails it when
+// SUPERNODE_REQUIRE_INTEROP says every test must run.
+func needIPv6Loopback(t *testing.T) {
+	t.Helper()
+	probe, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		if os.Getenv("SUPERNODE_REQUIRE_INTEROP") != "" {
+			t.Fatalf("no IPv6 loopback, and SUPERNODE_REQUIRE_INTEROP is set: %v", err)
+		}
+		t.Skipf("no IPv6 loopback on this machine: %v", err)
+	}
+	_ = probe.Close()
 }

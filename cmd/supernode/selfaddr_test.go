@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/pion/stun/v4"
@@ -68,14 +67,7 @@ func embeddedForms(v4 netip.Addr) map[string]netip.Addr {
 // its plain form gets. Only permissions are requested on an IPv6
 // allocation; no packet is sent to any peer.
 func TestSelfAddressEmbeddedForms(t *testing.T) {
-	probe, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-	if err != nil {
-		if os.Getenv("SUPERNODE_REQUIRE_INTEROP") != "" {
-			t.Fatalf("no IPv6 loopback, and SUPERNODE_REQUIRE_INTEROP is set: %v", err)
-		}
-		t.Skipf("no IPv6 loopback on this machine: %v", err)
-	}
-	_ = probe.Close()
+	needIPv6Loopback(t)
 
 	// One of the host's addresses that is not a relay address: the node
 	// learns them from localIPs(). Loopback is the relay's family here, so

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -106,14 +105,7 @@ func TestTurnloadCleanRun(t *testing.T) {
 // TestTurnloadIPv6 runs calls over IPv6 end to end: XOR-PEER-ADDRESS with
 // the transaction id in the XOR, and relayed addresses of family IPv6.
 func TestTurnloadIPv6(t *testing.T) {
-	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
-		if os.Getenv("SUPERNODE_REQUIRE_INTEROP") != "" {
-			t.Fatalf("no IPv6 loopback: %v", err)
-		}
-		t.Skipf("no IPv6 loopback: %v", err)
-	} else {
-		_ = c.Close()
-	}
+	needIPv6Loopback(t)
 	tn := startNode(t, "--user", "alice:pw", "--listen", "[::1]:0", "--relay-ip", "::1")
 	for _, send := range []bool{false, true} {
 		cfg := smallLoad(tn.udp)
