@@ -256,10 +256,16 @@ func (c *clientStreamConn) memo() *reqMemo { return &c.rm }
 // Close closes the connection and frees its pending slot if it still
 // holds one.
 func (c *clientStreamConn) Close() error {
+	c.done()
+	return c.Conn.Close()
+}
+
+// done marks the connection finished: it leaves Server.streams and gives
+// back its pending slot if it holds one.
+func (c *clientStreamConn) done() {
 	c.closed.Store(true)
 	c.l.srv.streams.Delete(c.key)
 	c.releaseSlot()
-	return c.Conn.Close()
 }
 
 // allocationEnded makes the connection pending again when its allocation
@@ -445,7 +451,6 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 			}
 			continue
 		}
-		wasAllocated := c.allocated.Load()
 		gen := c.gen.Load()
 		deadline, why := c.readDeadline(time.Now())
 		c.timeoutWhy = why
@@ -453,14 +458,12 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 		m, err := c.Conn.Read(c.scratch)
 		c.in = append(c.in, c.scratch[:m]...)
 		if err != nil {
-			// An Allocate or ConnectionBind answered while this read waited
-			// lifts a pending connection's deadline: read again with the
-			// deadline that applies now. (Pion answers a request before it
-			// reads the next, so this is only a guard; a read timeout leaves
-			// TCP, TLS and DTLS connections usable.)
-			if deadlineExceeded(err) && (c.gen.Load() != gen || !wasAllocated &&
-				(c.allocated.Load() || c.passthrough.Load())) {
-				continue // the deadline that applies changed (allocationEnded)
+			// The deadline that applies changed while this read waited (an
+			// Allocate or ConnectionBind answered, or the allocation ended):
+			// read again with the one that applies now. A read timeout
+			// leaves TCP, TLS and DTLS connections usable.
+			if deadlineExceeded(err) && c.gen.Load() != gen {
+				continue
 			}
 			c.noteErr(err)
 			return 0, err
@@ -498,9 +501,7 @@ func deadlineExceeded(err error) bool {
 // slot, if it still holds one, is freed first (it is done with, Close or
 // not), so whoever sees the count can connect again at once.
 func (c *clientStreamConn) countClose() {
-	c.closed.Store(true)
-	c.l.srv.streams.Delete(c.key)
-	c.releaseSlot()
+	c.done()
 	c.l.srv.m.ConnectionsClosed.WithLabelValues(c.l.transport, c.closeReason).Inc()
 }
 
@@ -522,10 +523,12 @@ func (c *clientStreamConn) Write(b []byte) (int, error) {
 		// ConnectionBind; pion bounds how long the peer side waits.
 		c.passthrough.Store(true)
 		c.releaseSlot()
+		c.gen.Add(1)
 	case respAllocated:
 		c.allocated.Store(true)
 		c.releaseSlot()
 		c.l.srv.streams.Store(c.key, c)
+		c.gen.Add(1)
 	}
 	n, err := c.write(b)
 	if err == nil {

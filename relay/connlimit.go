@@ -21,12 +21,12 @@ type connLimit struct {
 	gauge      prometheus.Gauge
 
 	mu      sync.Mutex
-	byIP    map[netip.Addr]int
+	byIP    map[[16]byte]int // by sourceKey: an IPv4 address or an IPv6 /64
 	pending int
 }
 
 func newConnLimit(maxPerIP, maxPending int, gauge prometheus.Gauge) connLimit {
-	return connLimit{maxPerIP: maxPerIP, maxPending: maxPending, gauge: gauge, byIP: map[netip.Addr]int{}}
+	return connLimit{maxPerIP: maxPerIP, maxPending: maxPending, gauge: gauge, byIP: map[[16]byte]int{}}
 }
 
 // Why acquire refused a connection: its close reason.
@@ -35,32 +35,25 @@ const (
 	refusedPending = "pending_limit"
 )
 
-// acquire takes a pending slot for a connection from addr. On success the
-// caller holds one slot until it calls release with the returned IP (the
-// zero Addr for an address without one, which only the node-wide cap
-// counts). On failure refused is the close reason.
+// acquire takes a pending slot for a connection from addr. The per-IP cap
+// counts sources as the per-source budget does (sourceKey): an IPv6 host
+// holds a whole /64. On success the caller holds one slot until it calls
+// release with the returned IP (the zero Addr for an address without one,
+// which only the node-wide cap counts). On failure refused is the close
+// reason.
 func (c *connLimit) acquire(addr net.Addr) (ip netip.Addr, refused string) {
-	switch a := addr.(type) {
-	case *net.TCPAddr:
-		ip = a.AddrPort().Addr().Unmap()
-	case *net.UDPAddr:
-		ip = a.AddrPort().Addr().Unmap()
-	}
-	if ip.Is6() {
-		// A host holds a whole /64: count it as one source, as the
-		// per-source budget does.
-		ip = netip.PrefixFrom(ip.WithZone(""), 64).Masked().Addr()
-	}
+	ip = sourceIP(addr)
+	k := sourceKey(ip)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ip.IsValid() && c.maxPerIP > 0 && c.byIP[ip] >= c.maxPerIP {
+	if ip.IsValid() && c.maxPerIP > 0 && c.byIP[k] >= c.maxPerIP {
 		return netip.Addr{}, refusedPerIP
 	}
 	if c.maxPending > 0 && c.pending >= c.maxPending {
 		return netip.Addr{}, refusedPending
 	}
 	if ip.IsValid() {
-		c.byIP[ip]++
+		c.byIP[k]++
 	}
 	c.pending++
 	c.gauge.Inc()
@@ -73,10 +66,11 @@ func (c *connLimit) release(ip netip.Addr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ip.IsValid() {
-		if c.byIP[ip] <= 1 {
-			delete(c.byIP, ip)
+		k := sourceKey(ip)
+		if c.byIP[k] <= 1 {
+			delete(c.byIP, k)
 		} else {
-			c.byIP[ip]--
+			c.byIP[k]--
 		}
 	}
 	c.pending--
@@ -87,5 +81,5 @@ func (c *connLimit) release(ip netip.Addr) {
 func (c *connLimit) counts(ip netip.Addr) (perIP, pending int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.byIP[ip], c.pending
+	return c.byIP[sourceKey(ip)], c.pending
 }

@@ -107,8 +107,9 @@ type Config struct {
 	// as an RFC 6062 data connection by ConnectionBind); neither bytes of
 	// an unfinished frame nor complete requests that allocate nothing
 	// (Binding, failed Allocates) extend it. From then on IdleTimeout
-	// applies, also after the allocation is deleted while the connection
-	// stays open. Zero is 30s.
+	// applies; when the allocation is deleted while the connection stays
+	// open, the connection is pending again with a new deadline this far
+	// ahead. Zero is 30s.
 	AuthTimeout time.Duration
 	// MaxPendingConns bounds TCP/TLS/DTLS client connections that hold no
 	// allocation yet, node-wide; more are closed on accept and counted.
@@ -129,9 +130,11 @@ type Config struct {
 	// Allocates per second, with a burst of five seconds' worth; more get
 	// 486. Zero is unlimited.
 	UserAllocRate float64
-	// UnauthRate is each source IP's budget of requests without
-	// MESSAGE-INTEGRITY (Binding and first Allocates), per second, with a
-	// burst of twice that; more are dropped and counted. Zero is unlimited.
+	// UnauthRate is each source's budget (an IPv4 address, an IPv6 /64) of
+	// unauthenticated requests — Binding, requests without
+	// MESSAGE-INTEGRITY, and requests whose nonce the node did not give that
+	// address — per second, with a burst of twice that; the node as a whole
+	// takes 50 times that. More are dropped and counted. Zero is unlimited.
 	UnauthRate float64
 
 	// AuthFailures is how many failed MESSAGE-INTEGRITY checks from one IP,
