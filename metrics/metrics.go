@@ -4,8 +4,10 @@
 package metrics
 
 import (
-	dto "github.com/prometheus/client_model/go"
 	"runtime"
+	"sync"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,6 +20,13 @@ var Transports = []string{"udp", "tcp", "tls", "dtls"}
 const (
 	ClientToPeer = "client_to_peer"
 	PeerToClient = "peer_to_client"
+)
+
+// Paths a relayed packet takes: through user space, or through the kernel
+// program (offload/).
+const (
+	PathUser   = "user"
+	PathKernel = "kernel"
 )
 
 // Drop reasons: why a packet the node received was not relayed or handled.
@@ -45,11 +54,34 @@ const (
 	// DropNoAllocation: ChannelData or an indication from a UDP client
 	// without an allocation on that socket.
 	DropNoAllocation = "no_allocation"
+	// DropOffloadError: the kernel path dropped it after a helper failed
+	// halfway through rewriting it (should stay zero).
+	DropOffloadError = "offload_error"
 )
 
 // DropReasons is the fixed set of drop reasons.
 var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeerDenied, DropPanic, DropOverflow,
-	DropNoPermission, DropPeerGone, DropRcvbuf, DropUnauthBudget, DropAuthBackoff, DropNoAllocation}
+	DropNoPermission, DropPeerGone, DropRcvbuf, DropUnauthBudget, DropAuthBackoff, DropNoAllocation, DropOffloadError}
+
+// Reasons the kernel path left a packet of one of its channels to user
+// space (OffloadPassed).
+const (
+	PassMTU      = "mtu"       // too big for the route's MTU once rewritten
+	PassRoute    = "route"     // no route, or a local destination not reached over loopback
+	PassNoServer = "no_server" // a wildcard listener's address not learned yet from the client
+	PassShape    = "shape"     // IP options, fragments, GSO, more than 1600 bytes, lengths that disagree
+)
+
+// PassReasons is the fixed set of OffloadPassed reasons.
+var PassReasons = []string{PassMTU, PassRoute, PassNoServer, PassShape}
+
+// Reasons a channel stayed in user space instead of the kernel path
+// (OffloadBindFailures).
+const (
+	BindFull   = "full"   // the kernel's maps were full
+	BindFamily = "family" // client and relayed address of different families
+	BindError  = "error"  // any other failure to install it
+)
 
 // Methods are the STUN/TURN request methods counted in RequestsTotal.
 var Methods = []string{"binding", "allocate", "refresh", "create_permission", "channel_bind", "connect", "connection_bind"}
@@ -128,6 +160,17 @@ type Metrics struct {
 	ClientPacketsInput *prometheus.CounterVec
 	BuildInfo          *prometheus.GaugeVec
 
+	// Kernel path (offload/); zero while it is off.
+	OffloadEnabled        prometheus.Gauge
+	OffloadBindings       prometheus.Gauge
+	OffloadBindFailures   *prometheus.CounterVec
+	OffloadPassed         *prometheus.CounterVec
+	OffloadOnePassPackets prometheus.Counter
+	OffloadOnePassBytes   prometheus.Counter
+
+	gatherMu sync.Mutex
+	gather   []func()
+
 	// Fleet (zero and unchanging without --cluster-listen).
 	FleetMembers   *prometheus.GaugeVec
 	Placements     *prometheus.CounterVec
@@ -169,12 +212,12 @@ func New(version string) *Metrics {
 		}),
 		RelayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "relay_bytes_total",
-			Help: "Payload bytes relayed between clients and peers, counted as they flow.",
-		}, []string{"direction", "transport"}),
+			Help: "Payload bytes relayed between clients and peers, counted as they flow, by the path they took (user space or the kernel program).",
+		}, []string{"direction", "transport", "path"}),
 		RelayPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "relay_packets_total",
-			Help: "Packets (or TCP reads/writes for TCP relays) relayed between clients and peers.",
-		}, []string{"direction", "transport"}),
+			Help: "Packets (or TCP reads/writes for TCP relays) relayed between clients and peers, by the path they took (user space or the kernel program).",
+		}, []string{"direction", "transport", "path"}),
 		PacketsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "packets_dropped_total",
 			Help: "Packets the node received and did not relay or answer, by reason.",
@@ -259,6 +302,30 @@ func New(version string) *Metrics {
 			Namespace: ns, Name: "client_messages_received_total",
 			Help: "STUN messages and ChannelData frames received from clients, by transport.",
 		}, []string{"transport"}),
+		OffloadEnabled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "offload_enabled",
+			Help: "1 when the kernel path relays ChannelData (--offload), else 0.",
+		}),
+		OffloadBindings: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Name: "offload_bindings",
+			Help: "Channels (bound, with a live permission) the kernel path relays now.",
+		}),
+		OffloadBindFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "offload_bind_failures_total",
+			Help: "Channels left to user space because the kernel path could not take them, by reason.",
+		}, []string{"reason"}),
+		OffloadPassed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "offload_passed_total",
+			Help: "Packets of a kernel-path channel the kernel program left to user space, by reason.",
+		}, []string{"reason"}),
+		OffloadOnePassPackets: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "offload_one_pass_packets_total",
+			Help: "ChannelData relayed from one client to another (both allocations on this node) in one kernel pass; each is also counted once in each direction of relay_packets_total.",
+		}),
+		OffloadOnePassBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "offload_one_pass_bytes_total",
+			Help: "Payload bytes of offload_one_pass_packets_total.",
+		}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Name: "build_info",
 			Help: "Always 1; labels carry the version and Go version.",
@@ -271,8 +338,12 @@ func New(version string) *Metrics {
 		m.AllocationsDeleted.WithLabelValues(t)
 		m.ClientPacketsInput.WithLabelValues(t)
 		for _, d := range []string{ClientToPeer, PeerToClient} {
-			m.RelayBytes.WithLabelValues(d, t)
-			m.RelayPackets.WithLabelValues(d, t)
+			m.RelayBytes.WithLabelValues(d, t, PathUser)
+			m.RelayPackets.WithLabelValues(d, t, PathUser)
+			if t == "udp" {
+				m.RelayBytes.WithLabelValues(d, t, PathKernel)
+				m.RelayPackets.WithLabelValues(d, t, PathKernel)
+			}
 		}
 		for _, r := range CloseReasons {
 			m.ConnectionsClosed.WithLabelValues(t, r)
@@ -313,12 +384,21 @@ func New(version string) *Metrics {
 		m.CrossHostBytes.WithLabelValues(d)
 	}
 
+	for _, r := range PassReasons {
+		m.OffloadPassed.WithLabelValues(r)
+	}
+	for _, r := range []string{BindFull, BindFamily, BindError} {
+		m.OffloadBindFailures.WithLabelValues(r)
+	}
+
 	m.Registry.MustRegister(
 		m.AllocationsActive, m.AllocationsCreated, m.AllocationsDeleted, m.AllocationLifetime,
-		m.RelayBytes, m.RelayPackets, m.PacketsDropped, m.Requests, m.AuthFailures,
+		m.gathered(m.RelayBytes), m.gathered(m.RelayPackets), m.gathered(m.PacketsDropped), m.Requests, m.AuthFailures,
 		m.QuotaRejections, m.PeerDenials, m.PermissionsActive, m.ChannelsActive,
 		m.ConnectionsClosed, m.ConnectionsPending, m.LimitRejections, m.AuthBackoffs, m.LogSuppressed, m.Draining, m.DrainRefusals, m.HandlerPanics, m.ClientPacketsInput,
-		m.BuildInfo, m.FleetMembers, m.Placements, m.Redirects, m.FleetLoadShare, m.CrossHostBytes,
+		m.BuildInfo, m.FleetMembers, m.Placements, m.Redirects, m.FleetLoadShare, m.gathered(m.CrossHostBytes),
+		m.OffloadEnabled, m.OffloadBindings, m.OffloadBindFailures, m.gathered(m.OffloadPassed),
+		m.gathered(m.OffloadOnePassPackets), m.gathered(m.OffloadOnePassBytes),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -326,16 +406,58 @@ func New(version string) *Metrics {
 }
 
 // RelayedBytes is the total of supernode_relay_bytes_total over every
-// direction and transport, read for gossip (not on the packet path).
+// direction, transport and path, read for gossip (not on the packet path).
 func (m *Metrics) RelayedBytes() float64 {
+	m.runGather()
 	var total float64
 	for _, t := range Transports {
 		for _, d := range []string{ClientToPeer, PeerToClient} {
-			var pb dto.Metric
-			if err := m.RelayBytes.WithLabelValues(d, t).Write(&pb); err == nil {
-				total += pb.GetCounter().GetValue()
+			for _, p := range []string{PathUser, PathKernel} {
+				if p == PathKernel && t != "udp" {
+					continue
+				}
+				var pb dto.Metric
+				if err := m.RelayBytes.WithLabelValues(d, t, p).Write(&pb); err == nil {
+					total += pb.GetCounter().GetValue()
+				}
 			}
 		}
 	}
 	return total
+}
+
+// OnGather adds fn to what runs before the counters that follow counts
+// kept outside this process — in the kernel — are collected: relayed bytes
+// and packets, drops, cross-host bytes and the kernel path's own. fn adds
+// what has been counted since it last ran, so every scrape shows the
+// counts up to that moment. Calls are serialized.
+func (m *Metrics) OnGather(fn func()) {
+	m.gatherMu.Lock()
+	m.gather = append(m.gather, fn)
+	m.gatherMu.Unlock()
+}
+
+func (m *Metrics) runGather() {
+	m.gatherMu.Lock()
+	defer m.gatherMu.Unlock()
+	for _, fn := range m.gather {
+		fn()
+	}
+}
+
+// gathered wraps c so that the OnGather functions run before it is
+// collected.
+func (m *Metrics) gathered(c prometheus.Collector) prometheus.Collector {
+	return &gatheredCollector{Collector: c, m: m}
+}
+
+type gatheredCollector struct {
+	prometheus.Collector
+	m *Metrics
+}
+
+// Collect implements prometheus.Collector.
+func (g *gatheredCollector) Collect(ch chan<- prometheus.Metric) {
+	g.m.runGather()
+	g.Collector.Collect(ch)
 }

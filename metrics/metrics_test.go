@@ -65,7 +65,7 @@ func TestNamingRules(t *testing.T) {
 		for _, metric := range mf.GetMetric() {
 			for _, l := range metric.GetLabel() {
 				switch l.GetName() {
-				case "transport", "direction", "reason", "method", "result", "quota", "version", "goversion", "state", "limit", "scope":
+				case "transport", "direction", "reason", "method", "result", "quota", "version", "goversion", "state", "limit", "scope", "path":
 				default:
 					t.Errorf("%s has label %q outside the fixed sets", name, l.GetName())
 				}
@@ -79,9 +79,10 @@ func TestNamingRules(t *testing.T) {
 
 func TestRelayedBytes(t *testing.T) {
 	m := New("test")
-	m.RelayBytes.WithLabelValues(ClientToPeer, "udp").Add(100)
-	m.RelayBytes.WithLabelValues(PeerToClient, "tls").Add(23)
-	if got := m.RelayedBytes(); got != 123 {
-		t.Fatalf("RelayedBytes = %v, want 123", got)
+	m.RelayBytes.WithLabelValues(ClientToPeer, "udp", PathUser).Add(100)
+	m.RelayBytes.WithLabelValues(PeerToClient, "tls", PathUser).Add(23)
+	m.OnGather(func() { m.RelayBytes.WithLabelValues(ClientToPeer, "udp", PathKernel).Add(1000) })
+	if got := m.RelayedBytes(); got != 1123 {
+		t.Fatalf("RelayedBytes = %v, want 1123 (user 123 and kernel 1000, read on the call)", got)
 	}
 }

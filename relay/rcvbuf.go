@@ -83,30 +83,14 @@ func (d *RcvbufDrops) Update() (uint64, error) {
 func dropsSince(last, now uint32) uint64 { return uint64(now - last) }
 
 // CountRcvbufDrops makes m's supernode_packets_dropped_total{reason="rcvbuf"}
-// follow the kernel's drop counts of pcs: the registry then reads them
-// every time it is gathered, just before it reports packets_dropped_total,
-// so every scrape shows the drops up to that moment. It replaces the
-// registration of m.PacketsDropped with one that reads first.
+// follow the kernel's drop counts of pcs: the registry reads them every
+// time it is gathered, just before it reports packets_dropped_total, so
+// every scrape shows the drops up to that moment.
 func CountRcvbufDrops(m *metrics.Metrics, pcs []net.PacketConn) error {
 	d, err := NewRcvbufDrops(pcs, m.PacketsDropped.WithLabelValues(metrics.DropRcvbuf))
 	if err != nil {
 		return err
 	}
-	if !m.Registry.Unregister(m.PacketsDropped) {
-		return errors.New("relay: packets_dropped_total is not registered")
-	}
-	return m.Registry.Register(&readFirst{CounterVec: m.PacketsDropped, drops: d})
-}
-
-// readFirst is packets_dropped_total that reads the kernel's counts before
-// it is collected.
-type readFirst struct {
-	*prometheus.CounterVec
-	drops *RcvbufDrops
-}
-
-// Collect implements prometheus.Collector.
-func (r *readFirst) Collect(ch chan<- prometheus.Metric) {
-	_, _ = r.drops.Update() // a socket that cannot be read keeps its last count
-	r.CounterVec.Collect(ch)
+	m.OnGather(func() { _, _ = d.Update() }) // a socket that cannot be read keeps its last count
+	return nil
 }

@@ -1,0 +1,122 @@
+package offload
+
+import (
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/supernode/supernode/metrics"
+)
+
+// Counters are the program's node-wide counts, summed over CPUs.
+type Counters struct {
+	ToPeerPackets, ToPeerBytes     uint64 // client to peer (one-pass packets included)
+	ToClientPackets, ToClientBytes uint64 // peer to client (one-pass packets included)
+	OnePassPackets, OnePassBytes   uint64 // client to client in one pass
+	CrossOutBytes, CrossInBytes    uint64 // to and from other fleet members
+	DropRate                       uint64 // over --max-bps
+	DropError                      uint64 // a helper failed mid-rewrite
+	PassMTU, PassRoute             uint64 // left to user space
+	PassNoServer, PassShape        uint64
+}
+
+// Counters reads and sums the per-CPU counters.
+func (o *Offload) Counters() (Counters, error) {
+	var c Counters
+	read := func(i relayCounter) uint64 {
+		var per []uint64
+		if err := o.objs.Counters.Lookup(uint32(i), &per); err != nil {
+			return 0
+		}
+		var sum uint64
+		for _, v := range per {
+			sum += v
+		}
+		return sum
+	}
+	// One lookup per counter: a batch lookup of a per-CPU array saves
+	// little for fifteen entries read at scrape time.
+	c.ToPeerPackets = read(relayCounterCNT_C2P_PACKETS)
+	c.ToPeerBytes = read(relayCounterCNT_C2P_BYTES)
+	c.ToClientPackets = read(relayCounterCNT_P2C_PACKETS)
+	c.ToClientBytes = read(relayCounterCNT_P2C_BYTES)
+	c.OnePassPackets = read(relayCounterCNT_ONEPASS_PACKETS)
+	c.OnePassBytes = read(relayCounterCNT_ONEPASS_BYTES)
+	c.CrossOutBytes = read(relayCounterCNT_CROSS_OUT_BYTES)
+	c.CrossInBytes = read(relayCounterCNT_CROSS_IN_BYTES)
+	c.DropRate = read(relayCounterCNT_DROP_RATE)
+	c.DropError = read(relayCounterCNT_ERR_REWRITE)
+	c.PassMTU = read(relayCounterCNT_PASS_MTU)
+	c.PassRoute = read(relayCounterCNT_PASS_ROUTE)
+	c.PassNoServer = read(relayCounterCNT_PASS_NO_SERVER)
+	c.PassShape = read(relayCounterCNT_PASS_SHAPE)
+	return c, nil
+}
+
+// statsState is what the metrics have been given so far.
+type statsState struct {
+	mu   sync.Mutex
+	last Counters
+}
+
+// Register makes m report the kernel path: supernode_offload_enabled is 1,
+// and the kernel's counts are added to the same counters user space
+// counts in (with path="kernel") every time m is gathered.
+func (o *Offload) Register(m *metrics.Metrics) {
+	m.OffloadEnabled.Set(1)
+	type pair struct {
+		c   prometheus.Counter
+		get func(Counters) uint64
+	}
+	udp := "udp"
+	pairs := []pair{
+		{m.RelayPackets.WithLabelValues(metrics.ClientToPeer, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerPackets }},
+		{m.RelayBytes.WithLabelValues(metrics.ClientToPeer, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerBytes }},
+		{m.RelayPackets.WithLabelValues(metrics.PeerToClient, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientPackets }},
+		{m.RelayBytes.WithLabelValues(metrics.PeerToClient, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientBytes }},
+		{m.OffloadOnePassPackets, func(c Counters) uint64 { return c.OnePassPackets }},
+		{m.OffloadOnePassBytes, func(c Counters) uint64 { return c.OnePassBytes }},
+		{m.CrossHostBytes.WithLabelValues(metrics.ClientToPeer), func(c Counters) uint64 { return c.CrossOutBytes }},
+		{m.CrossHostBytes.WithLabelValues(metrics.PeerToClient), func(c Counters) uint64 { return c.CrossInBytes }},
+		{m.PacketsDropped.WithLabelValues(metrics.DropRateLimit), func(c Counters) uint64 { return c.DropRate }},
+		{m.PacketsDropped.WithLabelValues(metrics.DropOffloadError), func(c Counters) uint64 { return c.DropError }},
+		{m.OffloadPassed.WithLabelValues(metrics.PassMTU), func(c Counters) uint64 { return c.PassMTU }},
+		{m.OffloadPassed.WithLabelValues(metrics.PassRoute), func(c Counters) uint64 { return c.PassRoute }},
+		{m.OffloadPassed.WithLabelValues(metrics.PassNoServer), func(c Counters) uint64 { return c.PassNoServer }},
+		{m.OffloadPassed.WithLabelValues(metrics.PassShape), func(c Counters) uint64 { return c.PassShape }},
+	}
+	m.OnGather(func() {
+		now, err := o.Counters()
+		if err != nil {
+			return
+		}
+		o.stats.mu.Lock()
+		defer o.stats.mu.Unlock()
+		for _, p := range pairs {
+			if d := p.get(now) - p.get(o.stats.last); d > 0 && p.get(now) >= p.get(o.stats.last) {
+				p.c.Add(float64(d))
+			}
+		}
+		o.stats.last = now
+	})
+}
+
+// cpus is the number of possible CPUs, the length of a per-CPU value.
+func (o *Offload) cpus() int {
+	n, err := ebpf.PossibleCPU()
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+}
+
+// monotonicNow is bpf_ktime_get_ns's clock.
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) != nil {
+		return 0 // cannot fail on Linux; a zero start only fills the buckets
+	}
+	return uint64(ts.Nano())
+}
