@@ -153,8 +153,8 @@ func interfacesFor(addrs []netip.Addr) ([]net.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: list interfaces: %v", ErrUnsupported, err)
 	}
-	want := map[int]bool{}   // interfaces to attach to
-	named := map[int]bool{}  // ... that carry a specific address
+	want := map[int]bool{}  // interfaces to attach to
+	named := map[int]bool{} // ... that carry a specific address
 	for _, a := range addrs {
 		a = a.Unmap()
 		found := false
