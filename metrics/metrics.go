@@ -437,6 +437,9 @@ func (m *Metrics) OnGather(fn func()) {
 	m.gatherMu.Unlock()
 }
 
+// Refresh runs the OnGather functions now, as a scrape would.
+func (m *Metrics) Refresh() { m.runGather() }
+
 func (m *Metrics) runGather() {
 	m.gatherMu.Lock()
 	defer m.gatherMu.Unlock()

@@ -94,66 +94,78 @@ func (o *Offload) AllocationStats(id uint32) (AllocationStats, error) {
 }
 
 // RemoveAllocation removes allocation id and every binding it still has,
-// returning what the kernel relayed for it.
-func (o *Offload) RemoveAllocation(id uint32) AllocationStats {
+// returning how many bindings that was.
+func (o *Offload) RemoveAllocation(id uint32) int {
 	o.mu.Lock()
+	n := 0
 	for b := range o.binds {
-		if b.Alloc == id {
-			o.unbindLocked(b)
+		if b.Alloc == id && o.unbindLocked(b) {
+			n++
 		}
 	}
 	delete(o.alloc, id)
 	o.mu.Unlock()
-	s, _ := o.AllocationStats(id)
 	_ = o.objs.Allocations.Delete(id)
 	_ = o.objs.AllocCounters.Delete(id)
-	return s
+	return n
 }
 
-// Bind installs b in both directions, or in neither: a map without room
-// returns ErrFull, and the channel stays in user space.
-func (o *Offload) Bind(b Binding) error {
+// Bind installs b in both directions, or in neither, reporting whether it
+// was not installed before. A map without room returns ErrFull, and the
+// channel stays in user space.
+func (o *Offload) Bind(b Binding) (bool, error) {
 	ck, cp, pk, cc, err := b.entries()
 	if err != nil {
-		return err
+		return false, err
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if _, ok := o.alloc[b.Alloc]; !ok {
-		return fmt.Errorf("offload: allocation %d not added", b.Alloc)
+		return false, fmt.Errorf("offload: allocation %d not added", b.Alloc)
 	}
 	if _, ok := o.binds[b]; ok {
-		return nil
+		return false, nil
 	}
+	toPeer, err := lookupRoute(b.Relay.Addr(), b.Peer.Addr())
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrUnoffloadable, err)
+	}
+	toClient, err := lookupRoute(b.Server.Addr(), b.Client.Addr())
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrUnoffloadable, err)
+	}
+	cp.Ifindex, cp.Mtu = toPeer.ifindex, toPeer.mtu
+	cc.Ifindex, cc.Mtu = toClient.ifindex, toClient.mtu
 	if err := o.objs.Channels.Update(&ck, &cp, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("%w: channels: %v", ErrFull, err)
+		return false, fmt.Errorf("%w: channels: %v", ErrFull, err)
 	}
 	if err := o.objs.Peers.Update(&pk, &cc, ebpf.UpdateAny); err != nil {
 		_ = o.objs.Channels.Delete(&ck)
-		return fmt.Errorf("%w: peers: %v", ErrFull, err)
+		return false, fmt.Errorf("%w: peers: %v", ErrFull, err)
 	}
 	o.binds[b] = struct{}{}
 	o.alloc[b.Alloc]++
-	return nil
+	return true, nil
 }
 
-// Unbind removes b from both directions; it is a no-op when b is not
+// Unbind removes b from both directions, reporting whether it was
 // installed.
-func (o *Offload) Unbind(b Binding) {
+func (o *Offload) Unbind(b Binding) bool {
 	o.mu.Lock()
-	o.unbindLocked(b)
-	o.mu.Unlock()
+	defer o.mu.Unlock()
+	return o.unbindLocked(b)
 }
 
-func (o *Offload) unbindLocked(b Binding) {
+func (o *Offload) unbindLocked(b Binding) bool {
 	if _, ok := o.binds[b]; !ok {
-		return
+		return false
 	}
 	ck, _, pk, _, _ := b.entries()
 	_ = o.objs.Channels.Delete(&ck)
 	_ = o.objs.Peers.Delete(&pk)
 	delete(o.binds, b)
 	o.alloc[b.Alloc]--
+	return true
 }
 
 // Bindings is the number of channels installed.

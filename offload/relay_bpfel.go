@@ -46,6 +46,8 @@ type relayChanClient struct {
 	ClientIp   [16]uint8
 	ServerIp   [16]uint8
 	Flags      uint32
+	Ifindex    uint32
+	Mtu        uint32
 }
 
 type relayChanKey struct {
@@ -67,6 +69,8 @@ type relayChanPeer struct {
 	RelayIp   [16]uint8
 	PeerIp    [16]uint8
 	Flags     uint32
+	Ifindex   uint32
+	Mtu       uint32
 }
 
 type relayChunk struct {

@@ -89,7 +89,7 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	relay := &net.UDPAddr{IP: adv.AsSlice(), Port: port}
 	rc := g.l.wrapRelayPacketConn(pc, port)
 	rc.ports, rc.pool = g.l.srv.ports.set(conf.Network), pool
-	rc.relay, rc.permits = relay, g.l.srv.registerPermits(relay)
+	rc.relay, rc.permits = relay, g.l.srv.registerPermits(relay, g.l.newKernelState(pc))
 	return rc, relay, nil
 }
 
@@ -122,7 +122,7 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}
 	return &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network), pool: pool,
-		relay: relay, permits: g.l.srv.registerPermits(relay)}, relay, nil
+		relay: relay, permits: g.l.srv.registerPermits(relay, nil)}, relay, nil
 }
 
 func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {

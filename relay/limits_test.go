@@ -36,8 +36,8 @@ func TestPerAllocationLimits(t *testing.T) {
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	relayAddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
 	l.srv.cfg.Table.Commit(l.key(src), "alice", "udp", relayAddr)
-	p := l.srv.registerPermits(relayAddr)
-	l.srv.linkClient(l.key(src), relayAddr)
+	p := l.srv.registerPermits(relayAddr, nil)
+	l.srv.linkClient(l.key(src), relayAddr, src, relayAddr)
 	nonce := testNonces.issue(netip.MustParseAddr("127.0.0.1"))
 	try := func(method stun.Method, extra ...stun.Setter) (bool, []int) {
 		r := &discardReplier{}
@@ -75,8 +75,8 @@ func TestPerAllocationLimits(t *testing.T) {
 			t.Errorf("%s: limit_rejections_total{limit=%q} did not move", st.name, st.limit)
 		}
 	}
-	l.srv.channelChanged(relayAddr, 0x4000, true)
-	l.srv.channelChanged(relayAddr, 0x4001, true)
+	l.srv.channelChanged(relayAddr, peerAddr(1), 0x4000, true)
+	l.srv.channelChanged(relayAddr, peerAddr(2), 0x4001, true)
 	if pass, codes := try(stun.MethodChannelBind, channel(0x4002), xorPeer("1.0.0.1")); pass || len(codes) != 1 || codes[0] != 508 {
 		t.Errorf("third channel: pass=%v codes=%v, want one 508", pass, codes)
 	}
@@ -110,7 +110,7 @@ func BenchmarkPermitsClose(b *testing.B) {
 		ips[i] = net.IPv4(11, 0, byte(i>>8), byte(i))
 	}
 	for b.Loop() {
-		p := l.srv.registerPermits(relayAddr)
+		p := l.srv.registerPermits(relayAddr, nil)
 		for _, ip := range ips {
 			l.srv.permissionChanged(relayAddr, ip, true)
 		}
@@ -128,8 +128,8 @@ func TestChannelNumberRange(t *testing.T) {
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	relayAddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50001}
 	l.srv.cfg.Table.Commit(l.key(src), "alice", "udp", relayAddr)
-	l.srv.registerPermits(relayAddr)
-	l.srv.linkClient(l.key(src), relayAddr)
+	l.srv.registerPermits(relayAddr, nil)
+	l.srv.linkClient(l.key(src), relayAddr, src, relayAddr)
 	nonce := testNonces.issue(netip.MustParseAddr("127.0.0.1"))
 	for _, tc := range []struct {
 		n    uint16
@@ -141,4 +141,9 @@ func TestChannelNumberRange(t *testing.T) {
 			t.Errorf("channel %#x: pass=%v codes=%v, want pass=%v (else one 400)", tc.n, pass, r.codes, tc.pass)
 		}
 	}
+}
+
+// peerAddr is a documentation-range peer (never sent to).
+func peerAddr(i int) net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(192, 0, 2, byte(i)), Port: 5000 + i}
 }

@@ -23,7 +23,10 @@ import (
 type permits struct {
 	mu       sync.RWMutex
 	ips      map[netip.Addr]struct{}
-	channels map[uint16]struct{}
+	channels map[uint16]netip.AddrPort // channel number -> peer
+	// k is the allocation's part of the kernel path; nil when the kernel
+	// path is off or does not take this allocation. Guarded by mu.
+	k *kernelState
 	// method is the last request method the inspector handed pion for this
 	// allocation, so that pion's own peer check (the second line) is counted
 	// under the right method.
@@ -33,7 +36,7 @@ type permits struct {
 }
 
 func newPermits() *permits {
-	return &permits{ips: map[netip.Addr]struct{}{}, channels: map[uint16]struct{}{}}
+	return &permits{ips: map[netip.Addr]struct{}{}, channels: map[uint16]netip.AddrPort{}}
 }
 
 func (p *permits) has(a netip.Addr) bool {
@@ -65,14 +68,14 @@ func (p *permits) remove(a netip.Addr) bool {
 	return true
 }
 
-// bind records channel n, reporting whether it was new.
-func (p *permits) bind(n uint16) bool {
+// bind records channel n to peer, reporting whether it was new.
+func (p *permits) bind(n uint16, peer netip.AddrPort) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, ok := p.channels[n]; ok {
 		return false
 	}
-	p.channels[n] = struct{}{}
+	p.channels[n] = peer
 	return true
 }
 
@@ -124,9 +127,10 @@ func permitsKey(relay net.Addr) string {
 }
 
 // registerPermits makes the peer state of the allocation whose relayed
-// address is relay.
-func (s *Server) registerPermits(relay net.Addr) *permits {
+// address is relay; k is its kernel state (nil: user space only).
+func (s *Server) registerPermits(relay net.Addr, k *kernelState) *permits {
 	p := newPermits()
+	p.k = k
 	s.permMu.Lock()
 	s.perms[permitsKey(relay)] = p
 	s.permMu.Unlock()
@@ -142,6 +146,7 @@ func (s *Server) unregisterPermits(relay net.Addr, p *permits) {
 	if s.perms[permitsKey(relay)] == p {
 		delete(s.perms, permitsKey(relay))
 		p.mu.Lock()
+		s.kernelEnd(p)
 		s.m.PermissionsActive.Sub(float64(len(p.ips)))
 		s.m.ChannelsActive.Sub(float64(len(p.channels)))
 		clear(p.ips)
@@ -164,8 +169,9 @@ func (s *Server) lookupPermits(relay net.Addr) *permits {
 }
 
 // linkClient remembers which allocation a client 5-tuple holds, so that
-// requests (found by their 5-tuple) reach the allocation's peer state.
-func (s *Server) linkClient(k allocation.Key, relay net.Addr) {
+// requests (found by their 5-tuple) reach the allocation's peer state, and
+// starts its kernel path: client is its address, server the listener's.
+func (s *Server) linkClient(k allocation.Key, relay, client, server net.Addr) {
 	p := s.lookupPermits(relay)
 	if p == nil {
 		return
@@ -173,6 +179,7 @@ func (s *Server) linkClient(k allocation.Key, relay net.Addr) {
 	s.permMu.Lock()
 	s.byClient[k] = p
 	s.permMu.Unlock()
+	s.kernelStart(p, client, server)
 }
 
 // unlinkClient forgets k's allocation once its relay socket has closed.
@@ -211,19 +218,38 @@ func (s *Server) permissionChanged(relay net.Addr, peer net.IP, created bool) {
 		s.m.PermissionsActive.Inc()
 	case !created && p.remove(a):
 		s.m.PermissionsActive.Dec()
+	default:
+		return
+	}
+	if p.k != nil {
+		p.mu.Lock()
+		for n, peer := range p.channels {
+			if peer.Addr() == a {
+				s.kernelSync(p, n, peer)
+			}
+		}
+		p.mu.Unlock()
 	}
 }
 
 // channelChanged applies one of pion's channel events, exactly once each.
-func (s *Server) channelChanged(relay net.Addr, number uint16, created bool) {
+func (s *Server) channelChanged(relay, peer net.Addr, number uint16, created bool) {
 	p := s.lookupPermits(relay)
 	if p == nil {
 		return
 	}
+	pa, _ := addrPortOf(peer)
 	switch {
-	case created && p.bind(number):
+	case created && p.bind(number, pa):
 		s.m.ChannelsActive.Inc()
 	case !created && p.unbind(number):
 		s.m.ChannelsActive.Dec()
+	default:
+		return
+	}
+	if p.k != nil {
+		p.mu.Lock()
+		s.kernelSync(p, number, pa)
+		p.mu.Unlock()
 	}
 }

@@ -115,6 +115,13 @@ func (c *relayPacketConn) permitted(addr net.Addr) bool {
 // WriteTo carries client -> peer traffic. Dropped packets report success so
 // that pion does not treat a policy drop as a socket failure.
 func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	// RFC 8656 §12: data to a peer needs a live permission for it, on a
+	// channel as in a Send indication (pion checks the latter only); the
+	// kernel path holds the same rule.
+	if c.permits != nil && !c.permitted(addr) {
+		c.l.dropNoPerm.Inc()
+		return len(b), nil
+	}
 	if ua, ok := addr.(*net.UDPAddr); ok {
 		switch c.l.srv.selfPortVerdict(ua.IP, ua.Port, false) {
 		case portDenied:

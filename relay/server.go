@@ -21,6 +21,7 @@ import (
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/metrics"
+	"github.com/supernode/supernode/offload"
 )
 
 // Configuration errors.
@@ -152,6 +153,11 @@ type Config struct {
 	// NonceLifetime is how long a NONCE the node hands out stays valid
 	// (it is also bound to the client's IP); zero is 10m.
 	NonceLifetime time.Duration
+	// Offload is the kernel data path, kept in step with pion's events:
+	// UDP allocations' channels with a live permission are relayed by it.
+	// Nil: user space only.
+	Offload *offload.Offload
+
 	// Now is the clock of nonces, budgets and backoffs; nil is time.Now.
 	Now func() time.Time
 
@@ -296,6 +302,7 @@ type Server struct {
 	fleet     atomic.Pointer[map[netip.Addr][]FleetPeer]
 	listeners []*listener
 	pion      []*turn.Server
+	kernelIDs atomic.Uint32 // ids of allocations in the kernel path
 }
 
 // listener is the per-socket state: which transport, and its metric
@@ -303,6 +310,7 @@ type Server struct {
 type listener struct {
 	idx       int
 	transport string
+	local     net.Addr // the socket's own address
 	srv       *Server
 	group     *udpGroup // nil unless udp
 
@@ -361,6 +369,11 @@ func New(cfg Config) (*Server, error) {
 	groups := map[string]*udpGroup{} // UDP sockets sharing an address
 	for i, l := range cfg.Listeners {
 		st := s.newListener(i, l.Transport)
+		if l.PacketConn != nil {
+			st.local = l.PacketConn.LocalAddr()
+		} else {
+			st.local = l.Listener.Addr()
+		}
 		s.listeners = append(s.listeners, st)
 		sc := turn.ServerConfig{
 			LoggerFactory:      loggerFactory{log: s.log, lim: s.logs},
@@ -620,7 +633,7 @@ func (l *listener) events() turn.EventHandler {
 		OnAllocationCreated: func(src, _ net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
 			defer l.recovered("allocation created")
 			s.cfg.Table.Commit(l.key(src), userID, l.transport, relayAddr)
-			s.linkClient(l.key(src), relayAddr)
+			s.linkClient(l.key(src), relayAddr, src, l.local)
 			if l.clients != nil {
 				l.clients.add(src)
 			}
@@ -658,11 +671,11 @@ func (l *listener) events() turn.EventHandler {
 		OnPermissionDeleted: func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
 			s.permissionChanged(relay, peer, false)
 		},
-		OnChannelCreated: func(_, _ net.Addr, _, _, _ string, relay, _ net.Addr, n uint16) {
-			s.channelChanged(relay, n, true)
+		OnChannelCreated: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, n uint16) {
+			s.channelChanged(relay, peer, n, true)
 		},
-		OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, relay, _ net.Addr, n uint16) {
-			s.channelChanged(relay, n, false)
+		OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, n uint16) {
+			s.channelChanged(relay, peer, n, false)
 		},
 	}
 }

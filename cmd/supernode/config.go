@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/supernode/supernode/cluster"
+	"github.com/supernode/supernode/offload"
 	"github.com/supernode/supernode/relay"
 )
 
@@ -72,6 +73,8 @@ type options struct {
 	userQuota    int
 	totalQuota   int
 	maxBPS       int64
+	offload      string
+	offloadMax   int
 	lifetime     time.Duration
 	idleTimeout  time.Duration
 	firstTimeout time.Duration
@@ -129,6 +132,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.Var(&o.denyPeer, "deny-peer", "`CIDR` or IP peers may not be in, repeatable; the most specific rule wins")
 	fs.IntVar(&o.userQuota, "user-quota", defaultUserQuota, "most allocations one user id may hold at once (0 = unlimited)")
 	fs.IntVar(&o.totalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
+	fs.StringVar(&o.offload, "offload", "auto", "kernel data path for UDP ChannelData (eBPF, TCX): auto uses it when it can and logs why not, on refuses to start without it, off never uses it")
+	fs.IntVar(&o.offloadMax, "offload-max-channels", offload.DefaultMaxChannels, "most channels (with a live permission) the kernel path relays at once, node-wide; more stay in user space")
 	fs.Int64Var(&o.maxBPS, "max-bps", defaultMaxBPS, "bandwidth limit per allocation and direction in `bits/s`; excess packets are dropped (0 = unlimited)")
 	fs.IntVar(&o.maxPerms, "max-permissions", relay.DefaultMaxPermissions, "most peer IPs one allocation may hold permissions for; more get 508")
 	fs.IntVar(&o.maxChannels, "max-channels", relay.DefaultMaxChannels, "most channels one allocation may bind; more get 508")
@@ -333,6 +338,10 @@ func (o *options) check() error {
 		return fmt.Errorf("--max-credential-ttl %v: want more than 0", o.maxCredTTL)
 	case o.udpRcvbuf < 0:
 		return fmt.Errorf("--udp-rcvbuf %d: want 0 (kernel default) or more", o.udpRcvbuf)
+	case o.offload != "auto" && o.offload != "on" && o.offload != "off":
+		return fmt.Errorf("--offload %q: want auto, on or off", o.offload)
+	case o.offloadMax < 1:
+		return fmt.Errorf("--offload-max-channels %d: want at least 1", o.offloadMax)
 	case o.maxBPS < 0:
 		return fmt.Errorf("--max-bps %d: want 0 (unlimited) or more", o.maxBPS)
 	case o.realm == "":

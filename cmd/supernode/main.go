@@ -27,6 +27,7 @@ import (
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/metrics"
+	"github.com/supernode/supernode/offload"
 	"github.com/supernode/supernode/relay"
 )
 
@@ -204,6 +205,7 @@ type node struct {
 	store   *allocation.Store
 	cert    *relay.Certificate
 	relay   *relay.Server
+	offload *offload.Offload // nil: the kernel path is off
 	http    *http.Server
 	httpLn  net.Listener
 	urls    []string
@@ -378,7 +380,16 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		listens["dtls"] = append(listens["dtls"], dl.Addr().String())
 	}
 
+	kernel, err := startOffload(o, log, n.m, relayIPs, listens["udp"])
+	if err != nil {
+		return nil, err
+	}
+	if kernel != nil {
+		n.offload = kernel
+	}
+
 	n.relay, err = relay.New(relay.Config{
+		Offload:             kernel,
 		Listeners:           ls,
 		Realm:               o.realm,
 		Credentials:         n.store,
@@ -508,6 +519,9 @@ func (n *node) close() {
 	}
 	if n.relay != nil {
 		_ = n.relay.Close()
+	}
+	if n.offload != nil {
+		_ = n.offload.Close()
 	}
 	for _, c := range n.closers {
 		_ = c.Close()

@@ -15,6 +15,8 @@ import (
 	"github.com/pion/logging"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/supernode/supernode/metrics"
 )
 
 // testNode is a supernode started in-process with real sockets on loopback.
@@ -130,10 +132,21 @@ func (tn *testNode) counter(name string, labels ...string) float64 {
 	tn.t.Helper()
 	m := tn.n.m
 	switch name {
-	case "relay_bytes":
-		return testutil.ToFloat64(m.RelayBytes.WithLabelValues(labels...))
-	case "relay_packets":
-		return testutil.ToFloat64(m.RelayPackets.WithLabelValues(labels...))
+	case "relay_bytes", "relay_packets":
+		// Both paths unless a path is named.
+		vec := m.RelayBytes
+		if name == "relay_packets" {
+			vec = m.RelayPackets
+		}
+		m.Refresh()
+		if len(labels) == 3 {
+			return testutil.ToFloat64(vec.WithLabelValues(labels...))
+		}
+		sum := testutil.ToFloat64(vec.WithLabelValues(append(labels, metrics.PathUser)...))
+		if labels[1] == "udp" {
+			sum += testutil.ToFloat64(vec.WithLabelValues(append(labels, metrics.PathKernel)...))
+		}
+		return sum
 	case "allocations_active":
 		return testutil.ToFloat64(m.AllocationsActive.WithLabelValues(labels...))
 	case "allocations_created":

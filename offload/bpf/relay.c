@@ -16,7 +16,8 @@
  *      client's ChannelData goes straight to the other client as
  *      ChannelData.
  *
- * Everything else returns TC_ACT_OK untouched and takes the user-space
+ * Everything else goes on untouched (NEXT: the next TCX program, if another
+ * node on this host has one, then the stack) and takes the user-space
  * path. The maps hold only channels whose permission is live: supernode's
  * Go side adds and removes entries from pion's events, so expiry, Refresh(0),
  * the owner check and the peer policy are pion's, not this program's.
@@ -44,6 +45,10 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define LOOPBACK_IFINDEX 1
 #define TTL 64
 #define NSEC 1000000000ULL
+/* TCX_NEXT: not ours, let the next program on the interface (another node
+ * on this host) or the stack have it. TC_ACT_OK (TCX_PASS) would end the
+ * chain. */
+#define NEXT TC_ACT_UNSPEC
 
 /*
  * channels: client ChannelData -> where it goes. Written by the Go side when
@@ -270,53 +275,31 @@ struct out {
 	__be16 sport, dport;
 	__u32 dlen;    /* new UDP payload length */
 	__u32 ifindex; /* redirect target; 0: deliver locally (TC_ACT_OK) */
+	__u32 mtu;
 };
 
-/* route decides how a packet from o->saddr to o->daddr leaves, before
- * anything is changed: 1 when it can (o->ifindex set, 0 for local delivery
- * on loopback), 0 to leave the packet to user space. */
-static __noinline int route(struct __sk_buff *skb, __u32 family, struct out *o)
+/* route decides whether a packet of o->dlen bytes of UDP payload can
+ * leave as the entry's route says, before anything is changed: 1 when it
+ * can, 0 to leave it to user space. */
+static __always_inline int route(struct __sk_buff *skb, __u32 family, struct out *o)
 {
-	struct bpf_fib_lookup f = {};
-	long rc;
+	__u32 len = o->dlen + sizeof(struct udphdr) +
+		    (family == FAMILY_V4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr));
 
-	f.l4_protocol = IPPROTO_UDP;
-	f.sport = o->sport;
-	f.dport = o->dport;
-	f.ifindex = skb->ingress_ifindex;
-	if (family == FAMILY_V4) {
-		f.family = 2; /* AF_INET */
-		f.tot_len = sizeof(struct iphdr) + sizeof(struct udphdr) + o->dlen;
-		__builtin_memcpy(&f.ipv4_src, o->saddr, 4);
-		__builtin_memcpy(&f.ipv4_dst, o->daddr, 4);
-	} else {
-		f.family = 10; /* AF_INET6 */
-		f.tot_len = sizeof(struct ipv6hdr) + sizeof(struct udphdr) + o->dlen;
-		__builtin_memcpy(f.ipv6_src, o->saddr, 16);
-		__builtin_memcpy(f.ipv6_dst, o->daddr, 16);
-	}
-	rc = bpf_fib_lookup(skb, &f, sizeof(f), BPF_FIB_LOOKUP_SKIP_NEIGH);
-	switch (rc) {
-	case BPF_FIB_LKUP_RET_SUCCESS:
-		o->ifindex = f.ifindex;
-		return 1;
-	case BPF_FIB_LKUP_RET_NOT_FWDED:
+	if (o->ifindex == 0) {
 		/* A local destination. Delivered from loopback's ingress it
 		 * reaches its socket; arriving anywhere else, a packet from
 		 * one of our own addresses would be a martian: user space. */
-		if (skb->ingress_ifindex == LOOPBACK_IFINDEX) {
-			o->ifindex = 0;
+		if (skb->ingress_ifindex == LOOPBACK_IFINDEX)
 			return 1;
-		}
-		count(CNT_PASS_ROUTE, 1);
-		return 0;
-	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
-		count(CNT_PASS_MTU, 1);
-		return 0;
-	default:
 		count(CNT_PASS_ROUTE, 1);
 		return 0;
 	}
+	if (len > o->mtu) {
+		count(CNT_PASS_MTU, 1);
+		return 0;
+	}
+	return 1;
 }
 
 /* pad_sum is the checksum contribution of the n (< 4) bytes at off, the
@@ -543,7 +526,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, struct pkt *p, 
 	__u32 old_pad;
 
 	if (!a)
-		return TC_ACT_OK;
+		return NEXT;
 	/* Learn the listener address a wildcard listener is reached on. */
 	if (wildcard && (!a->has_server_ip || !ip_equal(a->server_ip, p->daddr))) {
 		bpf_spin_lock(&a->lock);
@@ -564,9 +547,11 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, struct pkt *p, 
 		__builtin_memcpy(o.daddr, cc->client_ip, 16);
 		o.sport = cc->server_port;
 		o.dport = cc->client_port;
+		o.ifindex = cc->ifindex;
+		o.mtu = cc->mtu;
 		o.dlen = 4 + round4(chlen);
 		if (!route(skb, p->family, &o))
-			return TC_ACT_OK;
+			return NEXT;
 		if (!take(a, DIR_C2P, chlen) || !take(b, DIR_P2C, chlen)) {
 			count(CNT_DROP_RATE, 1);
 			return TC_ACT_SHOT;
@@ -593,9 +578,11 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, struct pkt *p, 
 	__builtin_memcpy(o.daddr, cp->peer_ip, 16);
 	o.sport = cp->relay_port;
 	o.dport = cp->peer_port;
+	o.ifindex = cp->ifindex;
+	o.mtu = cp->mtu;
 	o.dlen = chlen;
 	if (!route(skb, p->family, &o))
-		return TC_ACT_OK;
+		return NEXT;
 	if (!take(a, DIR_C2P, chlen)) {
 		count(CNT_DROP_RATE, 1);
 		return TC_ACT_SHOT;
@@ -622,21 +609,23 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, struct pkt *p, 
 	__u32 n = p->dlen;
 
 	if (!a)
-		return TC_ACT_OK;
+		return NEXT;
 	if (n > MAX_DATA) {
 		count(CNT_PASS_SHAPE, 1);
-		return TC_ACT_OK;
+		return NEXT;
 	}
 	if (!server_addr(cc, a, o.saddr)) {
 		count(CNT_PASS_NO_SERVER, 1);
-		return TC_ACT_OK;
+		return NEXT;
 	}
 	__builtin_memcpy(o.daddr, cc->client_ip, 16);
 	o.sport = cc->server_port;
 	o.dport = cc->client_port;
+	o.ifindex = cc->ifindex;
+	o.mtu = cc->mtu;
 	o.dlen = 4 + round4(n);
 	if (!route(skb, p->family, &o))
-		return TC_ACT_OK;
+		return NEXT;
 	if (!take(a, DIR_P2C, n)) {
 		count(CNT_DROP_RATE, 1);
 		return TC_ACT_SHOT;
@@ -664,7 +653,7 @@ int relay(struct __sk_buff *skb)
 	__be32 hdr;
 
 	if (!parse(skb, &p))
-		return TC_ACT_OK;
+		return NEXT;
 
 	/* A ChannelData message: channel number 0x4000-0x7FFF (RFC 8656
 	 * §12), its length within the datagram, at most 3 bytes of padding
@@ -701,5 +690,5 @@ int relay(struct __sk_buff *skb)
 	cc = bpf_map_lookup_elem(&peers, &pk);
 	if (cc)
 		return peer_to_client(skb, &p, cc);
-	return TC_ACT_OK;
+	return NEXT;
 }

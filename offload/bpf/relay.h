@@ -36,7 +36,13 @@ struct chan_key {
 	__u8 server_ip[16];
 };
 
-/* Where a client's channel goes: the relayed address and the peer. */
+/*
+ * Where a client's channel goes: the relayed address and the peer, and
+ * the route to the peer as the Go side looked it up when it installed the
+ * entry: the interface to send on (0: the peer is on this host) and its
+ * MTU. (bpf_fib_lookup refuses to answer on a host with forwarding off,
+ * as a relay normally is.)
+ */
 struct chan_peer {
 	__u32 alloc;
 	__be16 relay_port;
@@ -44,6 +50,8 @@ struct chan_peer {
 	__u8 relay_ip[16];
 	__u8 peer_ip[16];
 	__u32 flags;
+	__u32 ifindex;
+	__u32 mtu;
 };
 
 /* A datagram from a peer to a relayed address. */
@@ -73,6 +81,8 @@ struct chan_client {
 	__u8 client_ip[16];
 	__u8 server_ip[16];
 	__u32 flags;
+	__u32 ifindex; /* route to the client, as in chan_peer */
+	__u32 mtu;
 };
 
 /* direction indexes */
