@@ -177,19 +177,27 @@ func (o *Offload) Bindings() int {
 
 // MapEntries counts the entries in each of the program's maps as the
 // kernel holds them (for tests and debugging: it walks every map).
-func (o *Offload) MapEntries() map[string]int {
+func (o *Offload) MapEntries() (map[string]int, error) {
 	out := map[string]int{}
 	for name, m := range map[string]*ebpf.Map{"channels": o.objs.Channels, "peers": o.objs.Peers,
 		"allocations": o.objs.Allocations, "alloc_counters": o.objs.AllocCounters} {
 		n := 0
-		it := m.Iterate()
-		var k, v []byte
-		for it.Next(&k, &v) {
+		key := make([]byte, m.KeySize())
+		var prev any // nil: the first key
+		for {
+			err := m.NextKey(prev, key)
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("offload: walk %s: %w", name, err)
+			}
 			n++
+			prev = append([]byte(nil), key...)
 		}
 		out[name] = n
 	}
-	return out
+	return out, nil
 }
 
 // entries builds b's map keys and values.
