@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build test race fuzz bench hostile gobench lint interop clean
+.PHONY: help build generate test race fuzz bench hostile gobench lint interop clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -11,6 +11,9 @@ help: ## list the targets
 build: ## build bin/supernode and bin/turnload
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/supernode ./cmd/supernode
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/turnload ./cmd/turnload
+
+generate: ## rebuild the eBPF objects from offload/bpf/relay.c (needs: apt-get install clang libbpf-dev)
+	$(GO) generate ./offload
 
 test: ## run the README's test command
 	$(GO) test ./...
