@@ -19,6 +19,7 @@ supernode_packets_dropped_total{reason="auth_backoff"} 0
 supernode_packets_dropped_total{reason="malformed"} 0
 supernode_packets_dropped_total{reason="no_allocation"} 0
 supernode_packets_dropped_total{reason="no_permission"} 0
+supernode_packets_dropped_total{reason="offload_error"} 0
 supernode_packets_dropped_total{reason="overflow"} 0
 supernode_packets_dropped_total{reason="oversized"} 0
 supernode_packets_dropped_total{reason="panic"} 0

@@ -78,7 +78,13 @@ func (s *Server) kernelSync(p *permits, n uint16, peer netip.AddrPort) {
 		Fleet: s.fleetPeer(peer.Addr())}
 	_, bound := p.channels[n]
 	_, permitted := p.ips[peer.Addr()]
-	if !bound || !permitted || p.closed.Load() {
+	// A peer on the node's own addresses (or a fleet member's) is reachable
+	// only on live relay ports; user space checks every datagram, so a
+	// channel to anything else stays there. (A relay port that closes
+	// later keeps its binding until the channel goes: the kernel then
+	// sends to a closed port where user space would drop as peer_gone.)
+	ok := s.selfPortVerdict(peer.Addr().AsSlice(), int(peer.Port()), false) == portAllowed
+	if !bound || !permitted || !ok || p.closed.Load() {
 		if s.cfg.Offload.Unbind(b) {
 			s.m.OffloadBindings.Dec()
 		}

@@ -267,6 +267,7 @@ func TestFleetCrossHostLegs(t *testing.T) {
 		t.Fatalf("%d of 10 echoes came back across the two members", got)
 	}
 	for _, tn := range []*testNode{a, b} {
+		tn.n.m.Refresh() // the kernel path's counts
 		for _, dir := range []string{metrics.ClientToPeer, metrics.PeerToClient} {
 			if got := testutil.ToFloat64(tn.n.m.CrossHostBytes.WithLabelValues(dir)); got <= 0 {
 				t.Errorf("%s: cross-host bytes %s = %v", tn.udp, dir, got)

@@ -106,13 +106,17 @@ func TestMetricsMoveDuringTransfer(t *testing.T) {
 	defer relayConn.Close()
 	s := startStreamer(t, relayConn, peer.LocalAddr())
 
-	const bytesC2P = `supernode_relay_bytes_total{direction="client_to_peer",transport="udp"}`
-	const bytesP2C = `supernode_relay_bytes_total{direction="peer_to_client",transport="udp"}`
+	// Both paths: the first packets go as indications through user
+	// space, the rest as ChannelData through the kernel path when it is on.
+	paths := func(name, dir string) float64 {
+		return scrape(t, tn.http, `supernode_`+name+`{direction="`+dir+`",path="user",transport="udp"}`) +
+			scrape(t, tn.http, `supernode_`+name+`{direction="`+dir+`",path="kernel",transport="udp"}`)
+	}
 	const active = `supernode_allocations_active{transport="udp"}`
 	waitFor(t, "traffic", func() bool { return s.got.Load() > 5 })
-	a1, b1 := scrape(t, tn.http, bytesC2P), scrape(t, tn.http, bytesP2C)
+	a1, b1 := paths("relay_bytes_total", "client_to_peer"), paths("relay_bytes_total", "peer_to_client")
 	time.Sleep(500 * time.Millisecond)
-	a2, b2 := scrape(t, tn.http, bytesC2P), scrape(t, tn.http, bytesP2C)
+	a2, b2 := paths("relay_bytes_total", "client_to_peer"), paths("relay_bytes_total", "peer_to_client")
 	if scrape(t, tn.http, active) != 1 {
 		t.Fatal("allocation not active while streaming")
 	}
@@ -120,7 +124,7 @@ func TestMetricsMoveDuringTransfer(t *testing.T) {
 		t.Fatalf("relay bytes did not grow while the call was live: c2p %v -> %v, p2c %v -> %v", a1, a2, b1, b2)
 	}
 	s.finish()
-	if got := scrape(t, tn.http, `supernode_relay_packets_total{direction="client_to_peer",transport="udp"}`); got != float64(s.sent.Load()) {
+	if got := paths("relay_packets_total", "client_to_peer"); got != float64(s.sent.Load()) {
 		t.Errorf("relay_packets{client_to_peer} = %v, client sent %d", got, s.sent.Load())
 	}
 }

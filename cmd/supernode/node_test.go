@@ -131,6 +131,7 @@ func (tn *testNode) stop() {
 func (tn *testNode) counter(name string, labels ...string) float64 {
 	tn.t.Helper()
 	m := tn.n.m
+	m.Refresh() // the kernel path's counts, as a scrape would read them
 	switch name {
 	case "relay_bytes", "relay_packets":
 		// Both paths unless a path is named.
@@ -138,7 +139,6 @@ func (tn *testNode) counter(name string, labels ...string) float64 {
 		if name == "relay_packets" {
 			vec = m.RelayPackets
 		}
-		m.Refresh()
 		if len(labels) == 3 {
 			return testutil.ToFloat64(vec.WithLabelValues(labels...))
 		}
