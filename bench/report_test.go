@@ -46,20 +46,20 @@ func fixedReport() *Report {
 		MaxCalls: 4000, MaxLoss: 0.1, Idle: []int{500, 5000}, IdleHold: 3 * time.Second, Profile: 10 * time.Second}
 	h := &Harness{cfg: cfg}
 	for i, v := range []float64{12, 11, 13} {
-		h.set(mCPU, Supernode, i+1, Value{V: v})
-		h.set(mCPU, Coturn, i+1, Value{V: v / 2})
+		h.set(mCPU, "supernode", i+1, Value{V: v})
+		h.set(mCPU, "coturn", i+1, Value{V: v / 2})
 	}
 	for i, v := range []float64{40000, 42000, 41000} {
-		h.set(mRate, Supernode, i+1, Value{V: v, Detail: "410 calls"})
-		h.set(mRate, Coturn, i+1, Value{V: v * 2, Saturated: i == 1})
+		h.set(mRate, "supernode", i+1, Value{V: v, Detail: "410 calls"})
+		h.set(mRate, "coturn", i+1, Value{V: v * 2, Saturated: i == 1})
 	}
-	h.set(mLatP50, Supernode, 2, Value{V: 0.25}) // rounds 1 and 3 failed
-	h.set(mCPU, Supernode, 0, Value{V: 1000})    // warm-up: discarded
+	h.set(mLatP50, "supernode", 2, Value{V: 0.25}) // rounds 1 and 3 failed
+	h.set(mCPU, "supernode", 0, Value{V: 1000})    // warm-up: discarded
 	return &Report{
 		Date: time.Date(2026, 11, 25, 1, 2, 0, 0, time.UTC), Elapsed: 13 * time.Minute,
 		Machine: Machine{Cores: 2, Kernel: "6.1.0", CPU: "Test CPU", Commit: "abc123", Go: "go1.26", Coturn: "4.6.1"},
 		Config:  cfg, ResultsDir: "bench/results/x", LatCalls: 410, LatencyWhy: "half of coturn's median highest rate (82000 pps)",
-		Defs: metricDefs(cfg, 410), Values: h.values,
+		Defs: metricDefs(cfg, 410, loopbackNet("test")), Values: h.values, Variants: []string{"supernode", "coturn"},
 		Commands: []string{"bin/supernode --listen 127.0.0.1:1"},
 		Loader:   []string{"cpu phase, supernode: 4 runs"},
 		Profile:  &Profile{Seconds: 10, Load: cfg.fixedLoad(), File: "p.pprof", Top: "flat flat%\n1s 50% foo"},
@@ -71,7 +71,7 @@ func fixedReport() *Report {
 func TestMarkdown(t *testing.T) {
 	md := fixedReport().Markdown()
 	for _, want := range []string{
-		"| server CPU per relayed packet at 20,000 pps offered | µs | lower | 11.00 / 12.00 / 13.00 | 5.50 / 6.00 / 6.50 | 2.00 |",
+		"| server process CPU per relayed packet at 20,000 pps offered | µs | lower | 11.00 / 12.00 / 13.00 | 5.50 / 6.00 / 6.50 | 2.00 |",
 		"| highest rate relayed with loss < 0.1% † | packets/s | higher | 40,000 / 41,000 / 42,000 | 80,000 / 82,000 / 84,000 | 0.50 |",
 		"| one-way latency p50 at 41,000 pps | ms | lower | 0.250 / 0.250 / 0.250 (1 of 3 rounds) | no data | – |",
 		"| resident memory per idle allocation, 10,000 allocations | KiB | lower | no data | no data | – |",
