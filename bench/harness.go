@@ -175,12 +175,11 @@ func (h *Harness) runIn(ctx context.Context, run *Run, v Variant, runDir string,
 	var smp *sampler
 	var loadStart time.Time
 	if h.net != nil && h.net.Mode == "netns" {
-		// A few samples of the idle server first: the core's background.
+		// The idle server first: wait (up to quietWait) for its core to
+		// settle, since the last server's sockets are still being torn
+		// down; what is left is the core's background (busy_before_run).
 		smp = startSampler(ctx, h.net.HostDev)
-		select {
-		case <-ctx.Done():
-		case <-time.After(3 * sampleEvery):
-		}
+		waitQuiet(ctx, h.net.ServerCPU)
 		loadStart = time.Now()
 	}
 
@@ -224,6 +223,38 @@ func (h *Harness) runIn(ctx context.Context, run *Run, v Variant, runDir string,
 		return fmt.Errorf("bench: %s exited during the run: %v\n%s", run.Server, srv.err, tail(srv.logFiles(), 15))
 	}
 	return lerr
+}
+
+// Before a run: the server's core counts as quiet below quietBusy over a
+// quietSpan; the harness waits at most quietWait for that.
+const (
+	quietBusy = 0.2
+	quietSpan = 300 * time.Millisecond
+	quietWait = 3 * time.Second
+)
+
+// waitQuiet waits until cpu is busy less than quietBusy over quietSpan, at
+// most quietWait.
+func waitQuiet(ctx context.Context, cpu int) {
+	deadline := time.Now().Add(quietWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		a, err := readCPUSample("")
+		if err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(quietSpan):
+		}
+		b, err := readCPUSample("")
+		if err != nil {
+			return
+		}
+		if c, err := coreCost(a, b, cpu); err != nil || c.Busy < quietBusy {
+			return
+		}
+	}
 }
 
 // timeout bounds one turnload run: its setup at the ramp (or a

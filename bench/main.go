@@ -57,6 +57,7 @@ type options struct {
 	net        string // -net: auto, netns or loopback
 	serverCPU  int
 	loaderCPU  int
+	rps        bool
 	variants   string // -variants: auto or a list
 }
 
@@ -97,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.net, "net", "auto", "where the server runs: netns (its own network namespace behind a veth pair, pinned to -server-cpu, RPS steering each side's receive work to its own core; needs root and ip), loopback (127.0.0.1 beside the loader, nothing pinned), or auto (netns when it can, else loopback)")
 	fs.IntVar(&o.serverCPU, "server-cpu", 1, "netns: the core the server, and its veth's receive processing, run on; the server's cost is this core's busy time")
 	fs.IntVar(&o.loaderCPU, "loader-cpu", 0, "netns: the core turnload, the harness and the loader veth's receive processing run on")
+	fs.BoolVar(&o.rps, "rps", true, "netns: steer each veth end's receive processing to its side's core with RPS (-rps=false shows where it lands without)")
 	fs.StringVar(&o.variants, "variants", "auto", "servers compared, comma-separated, from: "+strings.Join(variantNames(), ", ")+"; auto = supernode-kernel,supernode-user,coturn when bin/supernode has --offload and -net is netns, else supernode,coturn")
 	h := &o.hcfg
 	fs.BoolVar(&o.hostile, "hostile", false, "instead of the comparison: the hostile-flood measurement of supernode alone (make hostile, about a minute); writes its own section of -out")
@@ -472,7 +474,9 @@ func chooseNet(ctx context.Context, o *options, stderr io.Writer) (*Net, error) 
 		fmt.Fprintf(stderr, "bench: falling back to the loopback mode: %s\n", why)
 		return loopbackNet(why), nil
 	}
-	n, err := setupNetns(ctx, stderr, o.serverCPU, o.loaderCPU)
+	sp := benchSpec
+	sp.ServerCPU, sp.LoaderCPU, sp.NoRPS = o.serverCPU, o.loaderCPU, !o.rps
+	n, err := setupNetns(ctx, stderr, sp)
 	if err != nil {
 		if o.net == "netns" || ctx.Err() != nil {
 			return nil, err

@@ -16,36 +16,50 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The namespace mode's fixed names and addresses. The /30 and the ULA /64
-// are private to this machine; nothing outside the veth pair routes them.
-const (
-	netnsName   = "sn-bench-srv"
-	hostDev     = "snb-host" // the loader's end, in the root namespace
-	srvDev      = "snb-srv"  // the server's end, in netnsName
-	hostIP      = "10.201.0.1"
-	srvIP       = "10.201.0.2"
-	vethPrefix  = 30
-	vethSubnet  = "10.201.0.0/30"
-	hostIP6     = "fd00:201::1"
-	srvIP6      = "fd00:201::2"
-	vethPrefix6 = 64
-)
+// netnsSpec names the namespace mode's pieces: the namespace, the veth
+// pair's ends and their addresses. The /30 and the ULA /64 are private to
+// this machine; nothing outside the veth pair routes them.
+type netnsSpec struct {
+	Netns     string // the server's namespace
+	HostDev   string // the loader's end, in the root namespace
+	SrvDev    string // the server's end, in Netns
+	HostIP    string // HostDev's address, in Subnet
+	SrvIP     string // SrvDev's address, in Subnet
+	Subnet    string // IPv4 CIDR of the pair
+	PeerRange string // Subnet in coturn's allowed-peer-ip form (first-last)
+	HostIP6   string // HostDev's IPv6 address, /64
+	SrvIP6    string // SrvDev's IPv6 address, /64
+	ServerCPU int    // the server's core
+	LoaderCPU int    // the loader's core
+	NoRPS     bool   // leave rps_cpus alone (to see what RPS changes)
+}
+
+// benchSpec is what make bench uses.
+var benchSpec = netnsSpec{
+	Netns: "sn-bench-srv", HostDev: "snb-host", SrvDev: "snb-srv",
+	HostIP: "10.201.0.1", SrvIP: "10.201.0.2", Subnet: "10.201.0.0/30", PeerRange: "10.201.0.0-10.201.0.3",
+	HostIP6: "fd00:201::1", SrvIP6: "fd00:201::2", ServerCPU: 1, LoaderCPU: 0,
+}
 
 // Net is where the server under test and the loader run: both on
 // loopback in the root namespace (the old mode), or the server in a network
 // namespace of its own behind a veth pair, on its own core, with each side's
 // receive processing steered to its own core by RPS.
 type Net struct {
-	Mode      string // "netns" or "loopback"
-	ServerIP  string // the server listens and relays here
-	LoaderIP  string // the loader's source address ("" = the kernel's choice)
-	ServerCPU int    // core the server is pinned to; -1 = not pinned
-	LoaderCPU int    // core turnload and the harness are pinned to; -1 = not pinned
-	Netns     string // the server's namespace; "" in loopback mode
-	HostDev   string // the loader's veth (its counters count the packets); "" in loopback mode
-	IPv6      bool   // the veth pair also has hostIP6/srvIP6
-	RPS       []string
-	Why       string // in loopback mode: why not the namespace mode
+	Mode      string   // "netns" or "loopback"
+	ServerIP  string   // the server listens and relays here
+	LoaderIP  string   // the loader's source address ("" = the kernel's choice)
+	Subnet    string   // CIDR the server must accept peers in besides ServerIP; "" on loopback
+	PeerRange string   // Subnet as coturn's allowed-peer-ip range
+	ServerCPU int      // core the server is pinned to; -1 = not pinned
+	LoaderCPU int      // core turnload and the harness are pinned to; -1 = not pinned
+	Netns     string   // the server's namespace; "" in loopback mode
+	HostDev   string   // the loader's veth (its counters count the packets); "" in loopback mode
+	SrvDev    string   // the server's veth
+	IPv6      bool     // the veth pair also has IPv6 addresses
+	RPS       []string // rps_cpus as read back, "dev rx-0=2"
+	Why       string   // in loopback mode: why not the namespace mode
+	spec      netnsSpec
 }
 
 // loopbackNet is the old mode: everything on 127.0.0.1, nothing pinned.
@@ -114,45 +128,47 @@ func ipCmd(ctx context.Context, args ...string) error {
 // cleanStaleNetns removes what a crashed earlier run left: processes still
 // in the namespace (servers the harness started: nothing else runs there),
 // the namespace and the veth pair. It reports what it removed.
-func cleanStaleNetns(ctx context.Context, log io.Writer) {
-	if _, err := os.Stat(filepath.Join("/run/netns", netnsName)); err == nil {
-		if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", netnsName).Output(); err == nil {
+func cleanStaleNetns(ctx context.Context, log io.Writer, sp netnsSpec) {
+	if _, err := os.Stat(filepath.Join("/run/netns", sp.Netns)); err == nil {
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", sp.Netns).Output(); err == nil {
 			for _, f := range strings.Fields(string(out)) {
 				if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
-					fmt.Fprintf(log, "bench: killing pid %d left in namespace %s by an earlier run\n", pid, netnsName)
+					fmt.Fprintf(log, "bench: killing pid %d left in namespace %s by an earlier run\n", pid, sp.Netns)
 					_ = unix.Kill(pid, unix.SIGKILL)
 				}
 			}
 		}
-		fmt.Fprintf(log, "bench: removing namespace %s left by an earlier run\n", netnsName)
-		_ = ipCmd(ctx, "netns", "del", netnsName)
+		fmt.Fprintf(log, "bench: removing namespace %s left by an earlier run\n", sp.Netns)
+		_ = ipCmd(ctx, "netns", "del", sp.Netns)
 	}
-	if _, err := os.Stat(filepath.Join("/sys/class/net", hostDev)); err == nil {
-		fmt.Fprintf(log, "bench: removing veth %s left by an earlier run\n", hostDev)
-		_ = ipCmd(ctx, "link", "del", hostDev)
+	if _, err := os.Stat(filepath.Join("/sys/class/net", sp.HostDev)); err == nil {
+		fmt.Fprintf(log, "bench: removing veth %s left by an earlier run\n", sp.HostDev)
+		_ = ipCmd(ctx, "link", "del", sp.HostDev)
 	}
 }
 
 // setupNetns builds the namespace mode: the namespace, the veth pair with
 // its addresses, RPS on both ends. On error everything made so far is
 // removed again. Close undoes it all.
-func setupNetns(ctx context.Context, log io.Writer, serverCPU, loaderCPU int) (n *Net, err error) {
-	cleanStaleNetns(ctx, log)
-	n = &Net{Mode: "netns", ServerIP: srvIP, LoaderIP: hostIP, ServerCPU: serverCPU, LoaderCPU: loaderCPU, Netns: netnsName, HostDev: hostDev}
+func setupNetns(ctx context.Context, log io.Writer, sp netnsSpec) (n *Net, err error) {
+	cleanStaleNetns(ctx, log, sp)
+	n = &Net{Mode: "netns", ServerIP: sp.SrvIP, LoaderIP: sp.HostIP, Subnet: sp.Subnet, PeerRange: sp.PeerRange,
+		ServerCPU: sp.ServerCPU, LoaderCPU: sp.LoaderCPU, Netns: sp.Netns, HostDev: sp.HostDev, SrvDev: sp.SrvDev, spec: sp}
 	defer func() {
 		if err != nil {
 			n.Close()
 			n = nil
 		}
 	}()
+	bits := "/" + strings.SplitN(sp.Subnet, "/", 2)[1]
 	steps := [][]string{
-		{"netns", "add", netnsName},
-		{"link", "add", hostDev, "type", "veth", "peer", "name", srvDev, "netns", netnsName},
-		{"addr", "add", hostIP + "/" + strconv.Itoa(vethPrefix), "dev", hostDev},
-		{"-n", netnsName, "addr", "add", srvIP + "/" + strconv.Itoa(vethPrefix), "dev", srvDev},
-		{"link", "set", hostDev, "up"},
-		{"-n", netnsName, "link", "set", srvDev, "up"},
-		{"-n", netnsName, "link", "set", "lo", "up"},
+		{"netns", "add", sp.Netns},
+		{"link", "add", sp.HostDev, "type", "veth", "peer", "name", sp.SrvDev, "netns", sp.Netns},
+		{"addr", "add", sp.HostIP + bits, "dev", sp.HostDev},
+		{"-n", sp.Netns, "addr", "add", sp.SrvIP + bits, "dev", sp.SrvDev},
+		{"link", "set", sp.HostDev, "up"},
+		{"-n", sp.Netns, "link", "set", sp.SrvDev, "up"},
+		{"-n", sp.Netns, "link", "set", "lo", "up"},
 	}
 	for _, s := range steps {
 		if err := ipCmd(ctx, s...); err != nil {
@@ -160,22 +176,25 @@ func setupNetns(ctx context.Context, log io.Writer, serverCPU, loaderCPU int) (n
 		}
 	}
 	// IPv6 is a nicety: the runs use IPv4. nodad: usable at once.
-	e1 := ipCmd(ctx, "addr", "add", hostIP6+"/"+strconv.Itoa(vethPrefix6), "dev", hostDev, "nodad")
-	e2 := ipCmd(ctx, "-n", netnsName, "addr", "add", srvIP6+"/"+strconv.Itoa(vethPrefix6), "dev", srvDev, "nodad")
-	n.IPv6 = e1 == nil && e2 == nil
+	if sp.HostIP6 != "" && sp.SrvIP6 != "" {
+		e1 := ipCmd(ctx, "addr", "add", sp.HostIP6+"/64", "dev", sp.HostDev, "nodad")
+		e2 := ipCmd(ctx, "-n", sp.Netns, "addr", "add", sp.SrvIP6+"/64", "dev", sp.SrvDev, "nodad")
+		n.IPv6 = e1 == nil && e2 == nil
+	}
 	// RPS: a veth has no NAPI unless GRO or XDP is enabled on it (neither
 	// is by default), so veth_xmit hands each packet to netif_rx on the
 	// receiving end, and RPS on that end's rx queue picks the CPU whose
 	// backlog (NET_RX softirq) processes it. The server's end processes on
 	// the server's core, the loader's end on the loader's.
-	mask := func(cpu int) string { return strconv.FormatUint(1<<uint(cpu), 16) }
-	if err := writeRPS(ctx, "", hostDev, mask(loaderCPU)); err != nil {
-		return n, err
+	if !sp.NoRPS {
+		if err := writeRPS(ctx, "", sp.HostDev, cpuMask(sp.LoaderCPU)); err != nil {
+			return n, err
+		}
+		if err := writeRPS(ctx, sp.Netns, sp.SrvDev, cpuMask(sp.ServerCPU)); err != nil {
+			return n, err
+		}
 	}
-	if err := writeRPS(ctx, netnsName, srvDev, mask(serverCPU)); err != nil {
-		return n, err
-	}
-	for _, d := range []struct{ ns, dev string }{{"", hostDev}, {netnsName, srvDev}} {
+	for _, d := range []struct{ ns, dev string }{{"", sp.HostDev}, {sp.Netns, sp.SrvDev}} {
 		got, err := readRPS(ctx, d.ns, d.dev)
 		if err != nil {
 			return n, err
@@ -184,6 +203,9 @@ func setupNetns(ctx context.Context, log io.Writer, serverCPU, loaderCPU int) (n
 	}
 	return n, nil
 }
+
+// cpuMask is the hex CPU mask of rps_cpus with only cpu set.
+func cpuMask(cpu int) string { return strconv.FormatUint(1<<uint(cpu), 16) }
 
 // rpsShell is a shell loop running body with $q set to each rx queue
 // directory of dev.
@@ -231,10 +253,10 @@ func (n *Net) Close() error {
 	// Not the run's context: this runs after Ctrl-C too.
 	ctx := context.Background()
 	var errs []error
-	if _, err := os.Stat(filepath.Join("/sys/class/net", hostDev)); err == nil {
-		errs = append(errs, ipCmd(ctx, "link", "del", hostDev))
+	if _, err := os.Stat(filepath.Join("/sys/class/net", n.HostDev)); err == nil && n.HostDev != "" {
+		errs = append(errs, ipCmd(ctx, "link", "del", n.HostDev))
 	}
-	if _, err := os.Stat(filepath.Join("/run/netns", n.Netns)); err == nil {
+	if _, err := os.Stat(filepath.Join("/run/netns", n.Netns)); err == nil && n.Netns != "" {
 		errs = append(errs, ipCmd(ctx, "netns", "del", n.Netns))
 	}
 	return errors.Join(errs...)

@@ -242,8 +242,8 @@ func (r *Report) writeMethod(b *strings.Builder) {
 	if netns {
 		n := r.Net
 		w("Every server runs in a network namespace of its own (`%s`), joined to\n", n.Netns)
-		w("the root namespace by a veth pair (%s/%d on the loader's end `%s`, %s/%d on\n", hostIP, vethPrefix, n.HostDev, n.ServerIP, vethPrefix)
-		w("the server's end `%s`). It listens and relays on %s, ports %d-%d, and\n", srvDev, n.ServerIP, relayMinPort, relayMaxPort)
+		w("the root namespace by a veth pair in %s (%s on the loader's end `%s`, %s on\n", n.Subnet, n.LoaderIP, n.HostDev, n.ServerIP)
+		w("the server's end `%s`). It listens and relays on %s, ports %d-%d, and\n", n.SrvDev, n.ServerIP, relayMinPort, relayMaxPort)
 		w("is pinned to CPU %d (`ip netns exec %s taskset -c %d ...`); turnload and\n", n.ServerCPU, n.Netns, n.ServerCPU)
 		w("the harness are pinned to CPU %d. Receive processing is steered with RPS so\n", n.LoaderCPU)
 		w("each side's packets are processed on its own core: a veth without GRO or\n")

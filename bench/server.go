@@ -34,8 +34,6 @@ const (
 	// benchAPIToken protects supernode's /v1/* (and /debug/pprof/) when
 	// its HTTP listener is not on loopback, as supernode requires.
 	benchAPIToken = "bench"
-	// vethRange is vethSubnet in coturn's allowed-peer-ip form.
-	vethRange = "10.201.0.0-10.201.0.3"
 )
 
 // Kind names a server under test.
@@ -73,7 +71,8 @@ var noLimits = []string{"--user-quota", "0", "--user-alloc-rate", "0", "--unauth
 // pprof adds supernode's profiling endpoint. Peers on ip are allowed (both
 // legs of a call are on the server, so every peer is its own relayed
 // address), and in the namespace mode the whole veth subnet too.
-func serverArgs(kind Kind, ip string, port, httpPort int, dir string, pprof bool) []string {
+func serverArgs(kind Kind, where *Net, port, httpPort int, dir string, pprof bool) []string {
+	ip := where.ServerIP
 	listen := net.JoinHostPort(ip, strconv.Itoa(port))
 	switch kind {
 	case Supernode:
@@ -83,8 +82,8 @@ func serverArgs(kind Kind, ip string, port, httpPort int, dir string, pprof bool
 			"--user", benchUser + ":" + benchPassword, "--realm", benchRealm,
 			"--allow-peer", ip,
 		}
-		if ip != benchIP {
-			a = append(a, "--allow-peer", vethSubnet)
+		if where.Subnet != "" {
+			a = append(a, "--allow-peer", where.Subnet)
 		}
 		a = append(a, "--http-listen", net.JoinHostPort(ip, strconv.Itoa(httpPort)))
 		if ip != benchIP {
@@ -104,8 +103,8 @@ func serverArgs(kind Kind, ip string, port, httpPort int, dir string, pprof bool
 			"--lt-cred-mech", "--user", benchUser + ":" + benchPassword, "--realm", benchRealm,
 			"--no-tls", "--no-dtls", "--allow-loopback-peers", "--no-cli",
 		}
-		if ip != benchIP {
-			a = append(a, "--allowed-peer-ip", vethRange)
+		if where.PeerRange != "" {
+			a = append(a, "--allowed-peer-ip", where.PeerRange)
 		}
 		return append(a, "--simple-log", "--no-stdout-log",
 			"--log-file", filepath.Join(dir, "coturn.log"),
@@ -153,7 +152,7 @@ func startServer(ctx context.Context, kind Kind, bin, dir string, pprof bool, re
 	s := &Server{
 		Kind:    kind,
 		Addr:    net.JoinHostPort(where.ServerIP, strconv.Itoa(port)),
-		Args:    append(serverArgs(kind, where.ServerIP, port, httpPort, dir, pprof), extra...),
+		Args:    append(serverArgs(kind, where, port, httpPort, dir, pprof), extra...),
 		LogPath: filepath.Join(dir, string(kind)+".out"),
 		done:    make(chan struct{}),
 	}
