@@ -97,6 +97,47 @@ func parseSoftirqs(b []byte, rows ...string) (map[string][]uint64, error) {
 	return out, nil
 }
 
+// Softnet is one CPU's row of /proc/net/softnet_stat: what its backlog
+// (or NAPI) processing did.
+type Softnet struct {
+	Processed   uint64 `json:"processed"`    // packets taken off its backlog and processed
+	Dropped     uint64 `json:"dropped"`      // packets dropped because its backlog was full
+	ReceivedRPS uint64 `json:"received_rps"` // times another CPU woke it (IPI) to process packets RPS steered to it
+}
+
+// parseSoftnet reads /proc/net/softnet_stat (hex columns, one row per
+// online CPU; since Linux 5.10 the 13th column is the CPU's number).
+func parseSoftnet(b []byte) ([]Softnet, error) {
+	var out []Softnet
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for row := 0; sc.Scan(); row++ {
+		f := strings.Fields(sc.Text())
+		if len(f) < 10 {
+			return nil, fmt.Errorf("bench: /proc/net/softnet_stat: %d columns, want at least 10", len(f))
+		}
+		var v [13]uint64
+		for i := 0; i < len(v) && i < len(f); i++ {
+			n, err := strconv.ParseUint(f[i], 16, 64)
+			if err != nil {
+				return nil, fmt.Errorf("bench: /proc/net/softnet_stat: %w", err)
+			}
+			v[i] = n
+		}
+		cpu := row
+		if len(f) >= 13 {
+			cpu = int(v[12])
+		}
+		if cpu > 4096 {
+			return nil, fmt.Errorf("bench: /proc/net/softnet_stat: CPU %d", cpu)
+		}
+		for len(out) <= cpu {
+			out = append(out, Softnet{})
+		}
+		out[cpu] = Softnet{Processed: v[0], Dropped: v[1], ReceivedRPS: v[9]}
+	}
+	return out, sc.Err()
+}
+
 // CPUSample is one reading of the machine's CPU accounting and of the
 // loader-side veth's packet counters.
 type CPUSample struct {
@@ -104,8 +145,9 @@ type CPUSample struct {
 	CPUs   []CPUTimes
 	NetRX  []uint64 // /proc/softirqs NET_RX per CPU
 	NetTX  []uint64 // /proc/softirqs NET_TX per CPU
-	RxPkts uint64   // packets the loader's veth received (server to loader)
-	TxPkts uint64   // packets the loader's veth sent (loader to server)
+	Net    []Softnet
+	RxPkts uint64 // packets the loader's veth received (server to loader)
+	TxPkts uint64 // packets the loader's veth sent (loader to server)
 }
 
 // readCPUSample reads /proc/stat, /proc/softirqs and dev's statistics (in
@@ -127,6 +169,12 @@ func readCPUSample(dev string) (CPUSample, error) {
 		return s, err
 	}
 	s.NetRX, s.NetTX = rows["NET_RX"], rows["NET_TX"]
+	if b, err = os.ReadFile("/proc/net/softnet_stat"); err != nil {
+		return s, err
+	}
+	if s.Net, err = parseSoftnet(b); err != nil {
+		return s, err
+	}
 	if dev != "" {
 		if s.RxPkts, err = readCounter(dev, "rx_packets"); err != nil {
 			return s, err
@@ -267,6 +315,7 @@ type CoreCost struct {
 	OtherBusy    []float64 `json:"busy_per_cpu"`    // busy fraction of every CPU, the server's included
 	NetRX        []uint64  `json:"net_rx_per_cpu"`  // NET_RX softirqs per CPU in the span
 	NetTX        []uint64  `json:"net_tx_per_cpu"`  // NET_TX softirqs per CPU in the span
+	Softnet      []Softnet `json:"softnet_per_cpu"` // backlog processing per CPU in the span
 	Samples      int       `json:"samples"`         // samples inside the span
 	BusyBefore   float64   `json:"busy_before_run"` // the server's core busy fraction just before turnload started (the server idle): noise from elsewhere; 0 if unread
 }
@@ -306,6 +355,13 @@ func coreCost(a, b CPUSample, cpu int) (CoreCost, error) {
 	}
 	for k := 0; k < len(a.NetTX) && k < len(b.NetTX); k++ {
 		c.NetTX = append(c.NetTX, b.NetTX[k]-a.NetTX[k])
+	}
+	for k := 0; k < len(a.Net) && k < len(b.Net); k++ {
+		c.Softnet = append(c.Softnet, Softnet{
+			Processed:   b.Net[k].Processed - a.Net[k].Processed,
+			Dropped:     b.Net[k].Dropped - a.Net[k].Dropped,
+			ReceivedRPS: b.Net[k].ReceivedRPS - a.Net[k].ReceivedRPS,
+		})
 	}
 	if b.RxPkts >= a.RxPkts {
 		c.Delivered = b.RxPkts - a.RxPkts

@@ -182,3 +182,25 @@ func TestSteadySpan(t *testing.T) {
 		t.Errorf("steadyCost without a window: %v", err)
 	}
 }
+
+func TestParseSoftnet(t *testing.T) {
+	b, err := os.ReadFile("testdata/softnet_stat-a.txt") // Linux 6.18, 15 columns
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := parseSoftnet(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || rows[1].Processed != 86158857 || rows[1].ReceivedRPS != 1417223 || rows[0].Dropped != 0 {
+		t.Errorf("rows = %+v", rows)
+	}
+	// An older kernel: 11 columns, the row is the CPU.
+	old := "00000010 00000001 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000005 00000000\n"
+	if rows, err := parseSoftnet([]byte(old)); err != nil || len(rows) != 1 || rows[0] != (Softnet{Processed: 16, Dropped: 1, ReceivedRPS: 5}) {
+		t.Errorf("old format: %+v, %v", rows, err)
+	}
+	if _, err := parseSoftnet([]byte("0001 0002\n")); err == nil {
+		t.Error("short row accepted")
+	}
+}

@@ -328,8 +328,13 @@ func (r *Report) writeMethod(b *strings.Builder) {
 	if len(r.Placement) > 0 {
 		w("### Where the work ran\n\n")
 		w("Per CPU, over the steady span of the cpu-phase runs (median of the runs):\n")
-		w("busy share and NET_RX softirqs per second. RPS works as intended when the\n")
-		w("NET_RX count of each core is close to the packets its side received.\n\n")
+		w("busy share, NET_RX softirqs per second (`/proc/softirqs`), and from\n")
+		w("`/proc/net/softnet_stat` the packets its backlog processed, how often another\n")
+		w("CPU woke it with an RPS IPI, and its backlog drops. With RPS in place, each\n")
+		w("core is woken by the other about as often as the other side sends to it,\n")
+		w("the server's core processes what reaches the server (for a user-space relay\n")
+		w("twice: from the veth and again over the namespace's loopback) and the\n")
+		w("loader's core what reaches the loader.\n\n")
 		for _, l := range r.Placement {
 			w("- %s\n", l)
 		}
