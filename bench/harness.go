@@ -14,9 +14,6 @@ import (
 	"time"
 )
 
-// kinds is the order servers run in within a round: A then B.
-var kinds = []Kind{Supernode, Coturn}
-
 // Run is the record of one turnload run against one fresh server process,
 // saved to runs.json so every number in the report can be traced back.
 type Run struct {
@@ -24,12 +21,17 @@ type Run struct {
 	Phase      string     `json:"phase"`
 	Round      int        `json:"round"` // 0 = warm-up (discarded)
 	Step       int        `json:"step,omitempty"`
+	Variant    string     `json:"variant"`
 	Server     Kind       `json:"server"`
 	Load       Load       `json:"load"`
 	ServerArgs []string   `json:"server_args"`
+	ServerWrap []string   `json:"server_wrap,omitempty"` // what runs the server: ip netns exec, taskset
 	LoadArgs   []string   `json:"load_args"`
+	LoadWrap   []string   `json:"load_wrap,omitempty"` // what runs turnload: taskset
 	ExitCode   int        `json:"exit_code"`
 	Result     *Result    `json:"result,omitempty"`
+	Core       *CoreCost  `json:"server_core,omitempty"` // the server's core over the steady window (namespace mode)
+	CoreErr    string     `json:"server_core_error,omitempty"`
 	Proc       ProcSample `json:"proc_at_end"` // the harness's own reading, just before stop
 	Err        string     `json:"error,omitempty"`
 	Started    time.Time  `json:"started"`
@@ -43,12 +45,14 @@ type Harness struct {
 	turnload string
 	dir      string    // this invocation's results directory
 	log      io.Writer // progress
+	net      *Net      // where servers and the loader run
+	variants []Variant // the servers compared, in round 1's order
 
 	mu        sync.Mutex
 	runs      []Run
-	values    map[string]map[Kind][]Value // metric id -> server -> measured round-1
-	notes     []string                    // warnings for the report
-	warnedCPU bool                        // the cpu_us_per_packet cross-check has noted a mismatch
+	values    map[string]map[string][]Value // metric id -> variant name -> measured round-1
+	notes     []string                      // warnings for the report
+	warnedCPU bool                          // the cpu_us_per_packet cross-check has noted a mismatch
 }
 
 // Value is one measured round's number for one metric and server.
@@ -73,24 +77,24 @@ func (v Value) MarshalJSON() ([]byte, error) {
 }
 
 // set records a measured value; warm-up rounds (0) are discarded here.
-func (h *Harness) set(metric string, kind Kind, round int, v Value) {
+func (h *Harness) set(metric, variant string, round int, v Value) {
 	if round < 1 || round > h.cfg.Rounds {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.values == nil {
-		h.values = map[string]map[Kind][]Value{}
+		h.values = map[string]map[string][]Value{}
 	}
 	if h.values[metric] == nil {
-		h.values[metric] = map[Kind][]Value{}
+		h.values[metric] = map[string][]Value{}
 	}
-	vs := h.values[metric][kind]
+	vs := h.values[metric][variant]
 	for len(vs) < h.cfg.Rounds {
 		vs = append(vs, Value{V: math.NaN()})
 	}
 	vs[round-1] = v
-	h.values[metric][kind] = vs
+	h.values[metric][variant] = vs
 }
 
 // note adds a warning to the report and prints it.
@@ -105,20 +109,20 @@ func (h *Harness) note(format string, args ...any) {
 // duringFunc runs alongside turnload against the live server (profiling).
 type duringFunc func(ctx context.Context, s *Server) error
 
-// runOne starts a fresh kind server, runs load against it, stops the server
+// runOne starts a fresh server of variant v, runs load against it, stops the server
 // and records the run. A failed run is recorded with its error and returns
 // a nil Result; only a cancelled context or a turnload usage error (which
 // would repeat on every run) come back as errors.
-func (h *Harness) runOne(ctx context.Context, phase string, round, step int, kind Kind, load Load, pprof bool, during duringFunc) (*Run, error) {
+func (h *Harness) runOne(ctx context.Context, phase string, round, step int, v Variant, load Load, pprof bool, during duringFunc) (*Run, error) {
 	h.mu.Lock()
-	name := fmt.Sprintf("%03d-%s-r%d-%s", len(h.runs)+1, phase, round, kind)
+	name := fmt.Sprintf("%03d-%s-r%d-%s", len(h.runs)+1, phase, round, v.Name)
 	h.mu.Unlock()
 	if step > 0 {
 		name += fmt.Sprintf("-s%d", step)
 	}
-	run := Run{Name: name, Phase: phase, Round: round, Step: step, Server: kind, Load: load, Started: time.Now(), ExitCode: -1}
+	run := Run{Name: name, Phase: phase, Round: round, Step: step, Variant: v.Name, Server: v.Kind, Load: load, Started: time.Now(), ExitCode: -1}
 	runDir := filepath.Join(h.dir, "runs", name)
-	err := h.runIn(ctx, &run, runDir, pprof, during)
+	err := h.runIn(ctx, &run, v, runDir, pprof, during)
 	run.Seconds = time.Since(run.Started).Seconds()
 	if err != nil {
 		run.Err = err.Error()
@@ -138,17 +142,18 @@ func (h *Harness) runOne(ctx context.Context, phase string, round, step int, kin
 }
 
 // runIn does runOne's work in runDir.
-func (h *Harness) runIn(ctx context.Context, run *Run, runDir string, pprof bool, during duringFunc) error {
+func (h *Harness) runIn(ctx context.Context, run *Run, v Variant, runDir string, pprof bool, during duringFunc) error {
 	// A free port can be taken between picking it and the server binding
 	// it; a server that fails to start gets two more tries on other ports.
 	var srv *Server
 	var err error
+	var extra []string
+	if run.Server == Supernode {
+		extra = append(extra, noLimits...)
+	}
+	extra = append(extra, v.Args...)
 	for try := 1; ; try++ {
-		var extra []string
-		if run.Server == Supernode {
-			extra = noLimits
-		}
-		srv, err = startServer(ctx, run.Server, h.bins[run.Server], runDir, pprof, 15*time.Second, extra...)
+		srv, err = startServer(ctx, run.Server, h.bins[run.Server], runDir, pprof, 15*time.Second, h.net, extra...)
 		if err == nil || try == 3 || ctx.Err() != nil {
 			break
 		}
@@ -163,7 +168,20 @@ func (h *Harness) runIn(ctx context.Context, run *Run, runDir string, pprof bool
 		}
 	}()
 	run.ServerArgs = srv.Args
+	run.ServerWrap = h.net.serverPrefix()
 	run.LoadArgs = run.Load.args(benchUser, benchPassword, benchRealm, srv.Addr, srv.PID())
+	run.LoadWrap = h.net.loaderPrefix()
+	loadBin, loadArgs := withPrefix(run.LoadWrap, h.turnload, run.LoadArgs)
+	var smp *sampler
+	var loadStart time.Time
+	if h.net != nil && h.net.Mode == "netns" {
+		// The idle server first: wait (up to quietWait) for its core to
+		// settle, since the last server's sockets are still being torn
+		// down; what is left is the core's background (busy_before_run).
+		smp = startSampler(ctx, h.net.HostDev)
+		waitQuiet(ctx, h.net.ServerCPU)
+		loadStart = time.Now()
+	}
 
 	var wg sync.WaitGroup
 	dctx, dcancel := context.WithCancel(ctx)
@@ -175,11 +193,29 @@ func (h *Harness) runIn(ctx context.Context, run *Run, runDir string, pprof bool
 			}
 		})
 	}
-	res, code, lerr := runLoad(ctx, h.turnload, run.LoadArgs, run.Load.timeout(),
+	res, code, lerr := runLoad(ctx, loadBin, loadArgs, run.Load.timeout(),
 		filepath.Join(runDir, "turnload.json"), filepath.Join(runDir, "turnload.log"))
 	dcancel()
 	wg.Wait()
 	run.ExitCode, run.Result = code, res
+	if smp != nil {
+		samples, serr := smp.Stop()
+		if res != nil && run.Load.PPS > 0 {
+			window := time.Duration(res.Rate.WindowSeconds * float64(time.Second))
+			c, err := steadyCost(samples, window, h.net.ServerCPU, loadStart)
+			switch {
+			case serr != nil:
+				run.CoreErr = serr.Error()
+			case err != nil:
+				run.CoreErr = err.Error()
+			default:
+				run.Core = &c
+			}
+		}
+		if err := saveJSON(filepath.Join(runDir, "cpu-samples.json"), samples); err != nil {
+			h.note("%s: save cpu-samples.json: %v", run.Name, err)
+		}
+	}
 	if p, err := readProc(srv.PID()); err == nil {
 		run.Proc = p
 	}
@@ -187,6 +223,38 @@ func (h *Harness) runIn(ctx context.Context, run *Run, runDir string, pprof bool
 		return fmt.Errorf("bench: %s exited during the run: %v\n%s", run.Server, srv.err, tail(srv.logFiles(), 15))
 	}
 	return lerr
+}
+
+// Before a run: the server's core counts as quiet below quietBusy over a
+// quietSpan; the harness waits at most quietWait for that.
+const (
+	quietBusy = 0.2
+	quietSpan = 300 * time.Millisecond
+	quietWait = 3 * time.Second
+)
+
+// waitQuiet waits until cpu is busy less than quietBusy over quietSpan, at
+// most quietWait.
+func waitQuiet(ctx context.Context, cpu int) {
+	deadline := time.Now().Add(quietWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		a, err := readCPUSample("")
+		if err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(quietSpan):
+		}
+		b, err := readCPUSample("")
+		if err != nil {
+			return
+		}
+		if c, err := coreCost(a, b, cpu); err != nil || c.Busy < quietBusy {
+			return
+		}
+	}
 }
 
 // timeout bounds one turnload run: its setup at the ramp (or a
@@ -208,8 +276,13 @@ func summary(r *Run) string {
 	x := r.Result
 	s := fmt.Sprintf("calls %d/%d", x.Calls.Established, x.Calls.Requested)
 	if r.Load.PPS > 0 {
-		s += fmt.Sprintf(", recv %.0f pps, loss %.3f%%, server %.2f µs/pkt, p50/p99 %.3f/%.3f ms",
+		s += fmt.Sprintf(", recv %.0f pps, loss %.3f%%, server process %.2f µs/pkt, p50/p99 %.3f/%.3f ms",
 			x.Rate.ReceivedPPS, x.Packets.LossPercent, cpuPerHop(x), x.LatencyMS.P50, x.LatencyMS.P99)
+		if c := r.Core; c != nil {
+			s += fmt.Sprintf(", core %d: %.2f µs/pkt, busy %.0f%% (softirq %.0f%%)", c.CPU, c.MicrosPerPkt, 100*c.Busy, 100*c.SoftIRQ)
+		} else if r.CoreErr != "" {
+			s += ", core cost: " + firstLine(r.CoreErr)
+		}
 	} else {
 		s += fmt.Sprintf(", %.0f alloc/s, %.1f KiB/alloc", x.Setup.AllocationsPerSecond, serverOf(x).RSSPerAllocationBytes/1024)
 	}

@@ -119,7 +119,7 @@ func runHostile(ctx context.Context, cfg HostileConfig, supernode, turnload, dir
 	start := time.Now()
 	h := &hostileRun{cfg: cfg, turnload: turnload, dir: dir, log: log, phase: "idle",
 		res: &HostileResult{Date: start, Machine: describeMachine(""), Config: cfg, ResultsDir: dir}}
-	srv, err := startServer(ctx, Supernode, supernode, filepath.Join(dir, "server"), cfg.Profile > 0, 15*time.Second, cfg.ServerArgs...)
+	srv, err := startServer(ctx, Supernode, supernode, filepath.Join(dir, "server"), cfg.Profile > 0, 15*time.Second, nil, cfg.ServerArgs...)
 	if err != nil {
 		return nil, err
 	}

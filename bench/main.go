@@ -54,6 +54,11 @@ type options struct {
 	hostile    bool
 	hcfg       HostileConfig
 	hostArgs   string
+	net        string // -net: auto, netns or loopback
+	serverCPU  int
+	loaderCPU  int
+	rps        bool
+	variants   string // -variants: auto or a list
 }
 
 // parseFlags reads args; -quick changes the defaults of every flag not set
@@ -90,6 +95,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.supernode, "supernode", "bin/supernode", "supernode binary")
 	fs.StringVar(&o.turnserver, "turnserver", "turnserver", "coturn's turnserver binary")
 	fs.StringVar(&o.turnload, "turnload", "bin/turnload", "turnload binary")
+	fs.StringVar(&o.net, "net", "auto", "where the server runs: netns (its own network namespace behind a veth pair, pinned to -server-cpu, RPS steering each side's receive work to its own core; needs root and ip), loopback (127.0.0.1 beside the loader, nothing pinned), or auto (netns when it can, else loopback)")
+	fs.IntVar(&o.serverCPU, "server-cpu", 1, "netns: the core the server, and its veth's receive processing, run on; the server's cost is this core's busy time")
+	fs.IntVar(&o.loaderCPU, "loader-cpu", 0, "netns: the core turnload, the harness and the loader veth's receive processing run on")
+	fs.BoolVar(&o.rps, "rps", true, "netns: steer each veth end's receive processing to its side's core with RPS (-rps=false shows where it lands without)")
+	fs.StringVar(&o.variants, "variants", "auto", "servers compared, comma-separated, from: "+strings.Join(variantNames(), ", ")+"; auto = supernode-kernel,supernode-user,coturn when bin/supernode has --offload and -net is netns, else supernode,coturn")
 	h := &o.hcfg
 	fs.BoolVar(&o.hostile, "hostile", false, "instead of the comparison: the hostile-flood measurement of supernode alone (make hostile, about a minute); writes its own section of -out")
 	fs.IntVar(&h.Calls, "hostile-calls", 20, "-hostile: established calls")
@@ -203,6 +213,14 @@ func (o *options) check() error {
 	if c.Profile < 0 {
 		bad("-profile must not be negative")
 	}
+	if o.net != "auto" && o.net != "netns" && o.net != "loopback" {
+		bad("-net must be auto, netns or loopback")
+	}
+	if o.variants != "auto" {
+		if _, err := parseVariants(o.variants); err != nil {
+			bad("%v", err)
+		}
+	}
 	c.Phases = nil
 	for _, p := range strings.Split(o.phases, ",") {
 		p = strings.TrimSpace(p)
@@ -261,6 +279,26 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("bench: %w", err)
 	}
 
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	where, err := chooseNet(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	// Whatever happens from here (an error, Ctrl-C, a panic), the
+	// namespace and the veth pair go away.
+	defer func() {
+		if err := where.Close(); err != nil {
+			fmt.Fprintf(stderr, "bench: removing the namespace: %v\n", err)
+		}
+	}()
+	variants, variantsWhy := autoVariants(hasOffloadFlag(ctx, bins[Supernode]), where.Mode)
+	if o.variants != "auto" {
+		variants, _ = parseVariants(o.variants)
+		variantsWhy = ""
+	}
+	fmt.Fprintf(stderr, "bench: mode %s; comparing %s\n", where.Mode, strings.Join(variantsOf(variants), ", "))
+
 	start := time.Now()
 	// The commit and tree state as the binaries were just built, not as
 	// they are when the report is written a quarter of an hour later.
@@ -275,9 +313,13 @@ func run(args []string, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "bench: results in %s; report to %s\n", dir, out)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	h := &Harness{cfg: o.cfg, bins: bins, turnload: turnload, dir: dir, log: stderr}
+	h := &Harness{cfg: o.cfg, bins: bins, turnload: turnload, dir: dir, log: stderr, net: where, variants: variants}
+	if where.Why != "" {
+		h.note("loopback mode: %s; the server's core cost per packet (which needs the server on a core and a namespace of its own) was not measured", where.Why)
+	}
+	if variantsWhy != "" {
+		h.note("%s", variantsWhy)
+	}
 	var prof *Profile
 	phaseErr := func() error {
 		for _, p := range o.cfg.Phases {
@@ -315,8 +357,9 @@ func run(args []string, stderr io.Writer) error {
 	rep := &Report{
 		Date: start, Elapsed: time.Since(start), Machine: machine, Config: o.cfg,
 		ResultsDir: dir, LatCalls: latCalls, LatencyWhy: latWhy,
-		Defs: metricDefs(o.cfg, latCalls), Values: h.values, Profile: prof, Notes: h.notes,
-		Commands: commandLines(h.runs, bins), Loader: loaderLines(h.runs),
+		Defs: metricDefs(o.cfg, latCalls, where), Values: h.values, Profile: prof, Notes: h.notes,
+		Commands: commandLines(h.runs, variants, bins), Loader: loaderLines(h.runs, variants),
+		Variants: variantsOf(variants), Net: where, Placement: placementLines(h.runs, variants),
 	}
 	prev, err := os.ReadFile(out)
 	switch {
@@ -333,7 +376,7 @@ func run(args []string, stderr io.Writer) error {
 		return fmt.Errorf("bench: write report: %w", err)
 	}
 	summary := map[string]any{"date": start.UTC(), "elapsed_seconds": rep.Elapsed.Seconds(), "config": o.cfg, "machine": rep.Machine,
-		"latency_calls": latCalls, "values": h.values, "notes": h.notes, "report": out}
+		"latency_calls": latCalls, "values": h.values, "notes": h.notes, "report": out, "net": where, "variants": variantsOf(variants)}
 	if b, err := json.MarshalIndent(summary, "", "  "); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, "summary.json"), b, 0o644)
 	}
@@ -342,9 +385,9 @@ func run(args []string, stderr io.Writer) error {
 }
 
 // commandLines are the exact command lines of the first measured run of
-// each server, with the loader's, for the report. Paths inside the working
+// each variant, with the loader's, for the report. Paths inside the working
 // directory (the repository, when run by bench/run) are shown relative to it.
-func commandLines(runs []Run, bins map[Kind]string) []string {
+func commandLines(runs []Run, variants []Variant, bins map[Kind]string) []string {
 	wd, _ := os.Getwd()
 	rel := func(args []string) []string {
 		out := make([]string, len(args))
@@ -354,12 +397,14 @@ func commandLines(runs []Run, bins map[Kind]string) []string {
 		return out
 	}
 	var lines []string
-	for _, k := range kinds {
+	for _, v := range variants {
 		for _, r := range runs {
-			if r.Server == k && r.Round >= 1 && len(r.ServerArgs) > 0 && r.Phase != "profile" {
-				name := map[Kind]string{Supernode: "bin/supernode", Coturn: "turnserver"}[k]
-				lines = append(lines, "# "+string(k)+" ("+relPath(wd, bins[k])+")", shellJoin(append([]string{name}, rel(r.ServerArgs)...)),
-					"# turnload ("+r.Phase+" phase)", shellJoin(append([]string{"bin/turnload"}, r.LoadArgs...)))
+			if r.Variant == v.Name && r.Round >= 1 && len(r.ServerArgs) > 0 && r.Phase != "profile" {
+				name := map[Kind]string{Supernode: "bin/supernode", Coturn: "turnserver"}[v.Kind]
+				srv := append(append(append([]string(nil), r.ServerWrap...), name), rel(r.ServerArgs)...)
+				load := append(append(append([]string(nil), r.LoadWrap...), "bin/turnload"), r.LoadArgs...)
+				lines = append(lines, "# "+v.Name+" ("+relPath(wd, bins[v.Kind])+")", shellJoin(srv),
+					"# turnload ("+r.Phase+" phase)", shellJoin(load))
 				break
 			}
 		}
@@ -379,15 +424,15 @@ func relPath(wd, path string) string {
 	return r
 }
 
-// loaderLines summarise the loader's CPU and saturation per phase and server.
-func loaderLines(runs []Run) []string {
+// loaderLines summarise the loader's CPU and saturation per phase and variant.
+func loaderLines(runs []Run, variants []Variant) []string {
 	var lines []string
 	for _, p := range allPhases {
-		for _, k := range kinds {
+		for _, v := range variants {
 			var cores []float64
 			sat, n := []string{}, 0
 			for _, r := range runs {
-				if r.Phase != p || r.Server != k || r.Result == nil {
+				if r.Phase != p || r.Variant != v.Name || r.Result == nil {
 					continue
 				}
 				n++
@@ -403,7 +448,7 @@ func loaderLines(runs []Run) []string {
 			if n == 1 {
 				runsWord = "run"
 			}
-			line := fmt.Sprintf("%s phase, %s: %d %s, loader %.2f cores (median)", p, k, n, runsWord, spreadOf(cores).Median)
+			line := fmt.Sprintf("%s phase, %s: %d %s, loader %.2f cores (median)", p, v.Name, n, runsWord, spreadOf(cores).Median)
 			if len(sat) > 0 {
 				line += fmt.Sprintf("; **saturated in %d**: %s", len(sat), strings.Join(sat, ", "))
 			} else {
@@ -413,6 +458,39 @@ func loaderLines(runs []Run) []string {
 		}
 	}
 	return lines
+}
+
+// chooseNet sets up -net: the namespace mode when asked for or (auto) when
+// this machine allows it, else loopback with the reason. In the namespace
+// mode the harness pins itself to the loader's core.
+func chooseNet(ctx context.Context, o *options, stderr io.Writer) (*Net, error) {
+	why := netnsUsable(o.serverCPU, o.loaderCPU)
+	switch {
+	case o.net == "loopback":
+		return loopbackNet("-net loopback was asked for"), nil
+	case why != "" && o.net == "netns":
+		return nil, fmt.Errorf("bench: -net netns: %s", why)
+	case why != "":
+		fmt.Fprintf(stderr, "bench: falling back to the loopback mode: %s\n", why)
+		return loopbackNet(why), nil
+	}
+	sp := benchSpec
+	sp.ServerCPU, sp.LoaderCPU, sp.NoRPS = o.serverCPU, o.loaderCPU, !o.rps
+	n, err := setupNetns(ctx, stderr, sp)
+	if err != nil {
+		if o.net == "netns" || ctx.Err() != nil {
+			return nil, err
+		}
+		fmt.Fprintf(stderr, "bench: falling back to the loopback mode: %v\n", err)
+		return loopbackNet(firstLine(err.Error())), nil
+	}
+	if err := pinSelf(o.loaderCPU); err != nil {
+		n.Close()
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "bench: server in namespace %s at %s on CPU %d, loader at %s on CPU %d; RPS %s\n",
+		n.Netns, n.ServerIP, n.ServerCPU, n.LoaderIP, n.LoaderCPU, strings.Join(n.RPS, ", "))
+	return n, nil
 }
 
 // shellJoin quotes args that need it.

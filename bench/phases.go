@@ -61,8 +61,11 @@ func (c Config) fixedLoad() Load {
 
 // Metric ids, shared by the phases and the report.
 const (
-	mCPU       = "cpu"
+	mCore      = "core"     // server core busy per relayed packet (namespace mode)
+	mCPU       = "cpu"      // server process CPU per relayed packet
+	mCoreBusy  = "corebusy" // server core busy at the fixed load (namespace mode)
 	mRate      = "rate"
+	mRateBusy  = "ratebusy" // server core busy at the highest rate (namespace mode)
 	mLatP50    = "lat50"
 	mLatP99    = "lat99"
 	mAllocRate = "allocs"
@@ -74,19 +77,27 @@ func mIdle(calls int) string { return fmt.Sprintf("idle%d", calls) }
 // phaseCPU: server CPU per relayed packet at the fixed offered load.
 func (h *Harness) phaseCPU(ctx context.Context) error {
 	for _, r := range h.cfg.rounds() {
-		for _, k := range kinds {
-			run, err := h.runOne(ctx, "cpu", r, 0, k, h.cfg.fixedLoad(), false, nil)
+		for _, v := range roundOrder(h.variants, r) {
+			run, err := h.runOne(ctx, "cpu", r, 0, v, h.cfg.fixedLoad(), false, nil)
 			if err != nil {
 				return err
 			}
 			if x := run.Result; x != nil {
-				v := cpuPerHop(x)
-				if t := serverOf(x).CPUMicrosPerPacket; !math.IsNaN(v) && t > 0 && math.Abs(t-v) > 0.05*v && !h.warnedCPU {
+				cpu := cpuPerHop(x)
+				if t := serverOf(x).CPUMicrosPerPacket; !math.IsNaN(cpu) && t > 0 && math.Abs(t-cpu) > 0.05*cpu && !h.warnedCPU {
 					h.warnedCPU = true
-					h.note("turnload's server.cpu_us_per_packet (%.2f) differs from server CPU / (2 x delivered packets) (%.2f) in %s; its definition may have changed; this report uses the latter", t, v, run.Name)
+					h.note("turnload's server.cpu_us_per_packet (%.2f) differs from server CPU / (2 x delivered packets) (%.2f) in %s; its definition may have changed; this report uses the latter", t, cpu, run.Name)
 				}
-				h.set(mCPU, k, r, Value{V: v, Saturated: x.Loader.Saturated,
+				h.set(mCPU, v.Name, r, Value{V: cpu, Saturated: x.Loader.Saturated,
 					Detail: fmt.Sprintf("loss %.3f%%", x.Packets.LossPercent)})
+				if c := run.Core; c != nil {
+					h.set(mCore, v.Name, r, Value{V: positive(c.MicrosPerPkt), Saturated: x.Loader.Saturated,
+						Detail: fmt.Sprintf("busy %.0f%%, softirq %.0f%%, %s relayed/s", 100*c.Busy, 100*c.SoftIRQ, thousands(c.Relayed/c.Seconds))})
+					h.set(mCoreBusy, v.Name, r, Value{V: 100 * c.Busy, Saturated: x.Loader.Saturated,
+						Detail: fmt.Sprintf("user %.0f%%, system %.0f%%, softirq %.0f%%", 100*c.User, 100*c.System, 100*c.SoftIRQ)})
+				} else if run.CoreErr != "" {
+					h.note("%s: no server core cost: %s", run.Name, firstLine(run.CoreErr))
+				}
 			}
 		}
 	}
@@ -111,27 +122,31 @@ func cpuPerHop(x *Result) float64 {
 // server's first sweep brackets the limit coarsely; later sweeps start at
 // the call count where the previous one settled and refine with small steps.
 func (h *Harness) phaseRate(ctx context.Context) error {
-	start := map[Kind]int{}
+	start := map[string]int{}
 	for _, r := range h.cfg.rounds() {
-		for _, k := range kinds {
+		for _, v := range roundOrder(h.variants, r) {
 			sw := Sweep{Start: h.cfg.SweepStart, Factor: 2, Steps: h.cfg.SweepSteps, Precision: 0.1,
 				MinCalls: 1, MaxCalls: h.cfg.MaxCalls, MaxLoss: h.cfg.MaxLoss}
-			if s, ok := start[k]; ok {
+			if s, ok := start[v.Name]; ok {
 				sw.Start, sw.Factor, sw.Steps, sw.Precision = s, 1.2, h.cfg.SweepRoundSteps, 0.04
 			}
 			step := 0
 			var fatal error
+			cores := map[*Result]*CoreCost{} // the server core's reading of each step
 			probe := func(ctx context.Context, calls int) (*Result, error) {
 				step++
 				l := h.cfg.fixedLoad()
 				l.Calls, l.Duration = calls, h.cfg.SweepDuration
-				run, err := h.runOne(ctx, "rate", r, step, k, l, false, nil)
+				run, err := h.runOne(ctx, "rate", r, step, v, l, false, nil)
 				if err != nil {
 					fatal = err
 					return nil, err
 				}
 				if run.Result == nil {
 					return nil, fmt.Errorf("%s", run.Err)
+				}
+				if run.Core != nil {
+					cores[run.Result] = run.Core
 				}
 				return run.Result, nil
 			}
@@ -143,13 +158,19 @@ func (h *Harness) phaseRate(ctx context.Context) error {
 				return err
 			}
 			if best == nil {
-				h.note("rate sweep, round %d, %s: no step relayed with loss under %g%% (tried %s)", r, k, h.cfg.MaxLoss, stepCalls(steps))
-				h.set(mRate, k, r, Value{V: math.NaN(), Detail: "none passed"})
+				h.note("rate sweep, round %d, %s: no step relayed with loss under %g%% (tried %s)", r, v.Name, h.cfg.MaxLoss, stepCalls(steps))
+				h.set(mRate, v.Name, r, Value{V: math.NaN(), Detail: "none passed"})
 				continue
 			}
-			start[k] = best.Calls
-			h.set(mRate, k, r, Value{V: best.Result.Rate.ReceivedPPS, Saturated: best.Saturated,
-				Detail: fmt.Sprintf("%d calls, loss %.3f%%; steps %s", best.Calls, best.Result.Packets.LossPercent, stepCalls(steps))})
+			start[v.Name] = best.Calls
+			d := fmt.Sprintf("%d calls, loss %.3f%%", best.Calls, best.Result.Packets.LossPercent)
+			if c := cores[best.Result]; c != nil {
+				d += fmt.Sprintf(", core %d busy %.0f%%", c.CPU, 100*c.Busy)
+				h.set(mRateBusy, v.Name, r, Value{V: 100 * c.Busy, Saturated: best.Saturated,
+					Detail: fmt.Sprintf("at %s pps; user %.0f%%, system %.0f%%, softirq %.0f%%", thousands(best.Result.Rate.ReceivedPPS), 100*c.User, 100*c.System, 100*c.SoftIRQ)})
+			}
+			h.set(mRate, v.Name, r, Value{V: best.Result.Rate.ReceivedPPS, Saturated: best.Saturated,
+				Detail: d + "; steps " + stepCalls(steps)})
 		}
 	}
 	return nil
@@ -174,7 +195,7 @@ func stepCalls(steps []Step) string {
 // latencyCalls is the call count for the latency phase: half of coturn's
 // median highest rate, or the fixed load when that rate is unknown.
 func (h *Harness) latencyCalls() (calls int, why string) {
-	med := spreadOf(floats(h.values[mRate][Coturn])).Median
+	med := spreadOf(floats(h.values[mRate][string(Coturn)])).Median
 	if math.IsNaN(med) || h.cfg.PPS <= 0 {
 		return h.cfg.Calls, "coturn's highest rate is unknown, so at the fixed load"
 	}
@@ -189,15 +210,15 @@ func (h *Harness) phaseLatency(ctx context.Context) error {
 	l := h.cfg.fixedLoad()
 	l.Calls = calls
 	for _, r := range h.cfg.rounds() {
-		for _, k := range kinds {
-			run, err := h.runOne(ctx, "latency", r, 0, k, l, false, nil)
+		for _, v := range roundOrder(h.variants, r) {
+			run, err := h.runOne(ctx, "latency", r, 0, v, l, false, nil)
 			if err != nil {
 				return err
 			}
 			if x := run.Result; x != nil && x.Packets.Received > 0 {
 				d := fmt.Sprintf("loss %.3f%%", x.Packets.LossPercent)
-				h.set(mLatP50, k, r, Value{V: x.LatencyMS.P50, Saturated: x.Loader.Saturated, Detail: d})
-				h.set(mLatP99, k, r, Value{V: x.LatencyMS.P99, Saturated: x.Loader.Saturated, Detail: d})
+				h.set(mLatP50, v.Name, r, Value{V: x.LatencyMS.P50, Saturated: x.Loader.Saturated, Detail: d})
+				h.set(mLatP99, v.Name, r, Value{V: x.LatencyMS.P99, Saturated: x.Loader.Saturated, Detail: d})
 			}
 		}
 	}
@@ -214,8 +235,8 @@ func (h *Harness) phaseIdle(ctx context.Context) error {
 	for _, n := range h.cfg.Idle {
 		l := Load{Calls: n, Ramp: 0, PPS: 0, Size: h.cfg.Size, Duration: h.cfg.IdleHold, MaxLoss: h.cfg.MaxLoss}
 		for _, r := range h.cfg.rounds() {
-			for _, k := range kinds {
-				run, err := h.runOne(ctx, "idle", r, 0, k, l, false, nil)
+			for _, v := range roundOrder(h.variants, r) {
+				run, err := h.runOne(ctx, "idle", r, 0, v, l, false, nil)
 				if err != nil {
 					return err
 				}
@@ -227,7 +248,7 @@ func (h *Harness) phaseIdle(ctx context.Context) error {
 				if x.Calls.Failed > 0 {
 					d += fmt.Sprintf(", %d calls failed", x.Calls.Failed)
 				}
-				h.set(mIdle(n), k, r, Value{V: positive(serverOf(x).RSSPerAllocationBytes / 1024), Saturated: x.Loader.Saturated, Detail: d})
+				h.set(mIdle(n), v.Name, r, Value{V: positive(serverOf(x).RSSPerAllocationBytes / 1024), Saturated: x.Loader.Saturated, Detail: d})
 				if n == largest {
 					// turnload's saturation flag covers only the (idle) steady
 					// window; its CPU over the whole run, divided by the setup
@@ -236,7 +257,7 @@ func (h *Harness) phaseIdle(ctx context.Context) error {
 						setup := float64(x.Setup.Allocations) / x.Setup.AllocationsPerSecond
 						d += fmt.Sprintf(", loader ≤ %.2f cores during setup", x.Loader.CPUSeconds/setup)
 					}
-					h.set(mAllocRate, k, r, Value{V: positive(x.Setup.AllocationsPerSecond), Saturated: x.Loader.Saturated, Detail: d})
+					h.set(mAllocRate, v.Name, r, Value{V: positive(x.Setup.AllocationsPerSecond), Saturated: x.Loader.Saturated, Detail: d})
 				}
 			}
 		}

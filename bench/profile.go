@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 // Profile is supernode's CPU profile under the fixed load.
 type Profile struct {
 	Load    Load
+	Variant string // the variant profiled
 	Seconds int
 	File    string // the raw profile, for go tool pprof
 	Top     string // the head of go tool pprof -top
@@ -36,6 +38,14 @@ func (h *Harness) phaseProfile(ctx context.Context) (*Profile, error) {
 		p.Err = "profiling disabled (-profile 0)"
 		return p, nil
 	}
+	// The user-space path is what a Go profile shows; the kernel path's
+	// work is not in it.
+	i := slices.IndexFunc(h.variants, func(v Variant) bool { return v.Kind == Supernode && !slices.Contains(v.Args, "on") })
+	if i < 0 {
+		p.Err = "no supernode variant with its user-space data path among -variants"
+		return p, nil
+	}
+	p.Variant = h.variants[i].Name
 	l := h.cfg.fixedLoad()
 	l.Duration = time.Duration(secs+3) * time.Second
 	p.Load = l
@@ -46,7 +56,7 @@ func (h *Harness) phaseProfile(ctx context.Context) (*Profile, error) {
 		}
 		return fetchProfile(ctx, s.HTTP, secs, p.File)
 	}
-	run, err := h.runOne(ctx, "profile", 0, 0, Supernode, l, true, during)
+	run, err := h.runOne(ctx, "profile", 0, 0, h.variants[i], l, true, during)
 	if err != nil {
 		return p, err
 	}
@@ -143,6 +153,8 @@ func fetchProfile(ctx context.Context, addr string, secs int, path string) error
 	if err != nil {
 		return err
 	}
+	// Off loopback supernode runs with --api-token, which guards pprof.
+	req.Header.Set("Authorization", "Bearer "+benchAPIToken)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("bench: profile: %w", err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,11 +20,12 @@ const (
 
 // metricDef describes one row of the results table.
 type metricDef struct {
-	ID     string
-	Label  string
-	Unit   string
-	Lower  bool // lower is better
-	Digits int  // decimals shown
+	ID       string
+	Label    string
+	Unit     string
+	Lower    bool // lower is better
+	Digits   int  // decimals shown
+	NoBetter bool // context, not a figure of merit: no "better", no ratio
 }
 
 // Report is everything BENCHMARKS.md shows.
@@ -37,40 +39,74 @@ type Report struct {
 	LatencyWhy string   // how the latency phase's load was chosen
 	LatCalls   int
 	Defs       []metricDef
-	Values     map[string]map[Kind][]Value
-	Loader     []string // loader CPU and saturation, one line per phase
+	Values     map[string]map[string][]Value // metric id -> variant -> rounds
+	Variants   []string                      // the servers compared, in round 1's order
+	Net        *Net                          // where they ran
+	Placement  []string                      // per-CPU busy and NET_RX softirqs in the cpu phase, one line per variant
+	Loader     []string                      // loader CPU and saturation, one line per phase
 	Profile    *Profile
 	Notes      []string
 	Analysis   string // kept from the previous BENCHMARKS.md
 	Hostile    string // `make hostile`'s section, markers included, kept from the previous BENCHMARKS.md
 }
 
-// metricDefs lists the rows for cfg, in table order.
-func metricDefs(cfg Config, latCalls int) []metricDef {
+// metricDefs lists the rows for cfg, in table order; the server-core rows
+// only in the namespace mode (where is nil or loopback otherwise).
+func metricDefs(cfg Config, latCalls int, where *Net) []metricDef {
+	core := where != nil && where.Mode == "netns"
 	var d []metricDef
+	offered := thousands(float64(cfg.Calls * 2 * cfg.PPS))
 	if cfg.has("cpu") {
-		d = append(d, metricDef{mCPU, fmt.Sprintf("server CPU per relayed packet at %s pps offered", thousands(float64(cfg.Calls*2*cfg.PPS))), "µs", true, 2})
+		if core {
+			d = append(d, metricDef{ID: mCore, Label: fmt.Sprintf("server cost per relayed packet at %s pps offered (core %d busy, softirq included)", offered, where.ServerCPU), Unit: "µs", Lower: true, Digits: 2})
+		}
+		d = append(d, metricDef{ID: mCPU, Label: fmt.Sprintf("server process CPU per relayed packet at %s pps offered", offered), Unit: "µs", Lower: true, Digits: 2})
+		if core {
+			d = append(d, metricDef{ID: mCoreBusy, Label: fmt.Sprintf("core %d busy at %s pps offered", where.ServerCPU, offered), Unit: "%", Lower: true, Digits: 0})
+		}
 	}
 	if cfg.has("rate") {
-		d = append(d, metricDef{mRate, fmt.Sprintf("highest rate relayed with loss < %g%%", cfg.MaxLoss), "packets/s", false, 0})
+		label := fmt.Sprintf("highest rate relayed with loss < %g%%", cfg.MaxLoss)
+		if core {
+			label = fmt.Sprintf("highest rate one core relays with loss < %g%%", cfg.MaxLoss)
+		}
+		d = append(d, metricDef{ID: mRate, Label: label, Unit: "packets/s", Digits: 0})
+		if core {
+			d = append(d, metricDef{ID: mRateBusy, Label: fmt.Sprintf("core %d busy at that highest rate", where.ServerCPU), Unit: "%", Digits: 0, NoBetter: true})
+		}
 	}
 	if cfg.has("latency") {
 		rate := thousands(float64(latCalls * 2 * cfg.PPS))
 		d = append(d,
-			metricDef{mLatP50, "one-way latency p50 at " + rate + " pps", "ms", true, 3},
-			metricDef{mLatP99, "one-way latency p99 at " + rate + " pps", "ms", true, 3})
+			metricDef{ID: mLatP50, Label: "one-way latency p50 at " + rate + " pps", Unit: "ms", Lower: true, Digits: 3},
+			metricDef{ID: mLatP99, Label: "one-way latency p99 at " + rate + " pps", Unit: "ms", Lower: true, Digits: 3})
 	}
 	if cfg.has("idle") {
 		largest := 0
 		for _, n := range cfg.Idle {
-			d = append(d, metricDef{mIdle(n), "resident memory per idle allocation, " + thousands(float64(2*n)) + " allocations", "KiB", true, 1})
+			d = append(d, metricDef{ID: mIdle(n), Label: "resident memory per idle allocation, " + thousands(float64(2*n)) + " allocations", Unit: "KiB", Lower: true, Digits: 1})
 			largest = max(largest, n)
 		}
 		if largest > 0 {
-			d = append(d, metricDef{mAllocRate, "allocations per second (" + thousands(float64(2*largest)) + " allocations, --ramp 0)", "1/s", false, 0})
+			d = append(d, metricDef{ID: mAllocRate, Label: "allocations per second (" + thousands(float64(2*largest)) + " allocations, --ramp 0)", Unit: "1/s", Digits: 0})
 		}
 	}
 	return d
+}
+
+// ratioVariants are the variants compared with coturn: all but coturn, when
+// coturn ran.
+func (r *Report) ratioVariants() []string {
+	if !slices.Contains(r.Variants, string(Coturn)) {
+		return nil
+	}
+	var out []string
+	for _, v := range r.Variants {
+		if v != string(Coturn) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // Markdown renders the report.
@@ -92,30 +128,63 @@ func (r *Report) Markdown() string {
 	if r.Config.Warmup {
 		warm = "after one discarded warm-up round"
 	}
-	w("| rounds | %d measured, %s; each round runs supernode then coturn (A B A B), a fresh server process for every run |\n", r.Config.Rounds, warm)
+	w("| servers | %s |\n", strings.Join(r.Variants, ", "))
+	w("| rounds | %d measured, %s; each round runs every server once, the order rotated by one each round (A B C, B C A, ...), a fresh server process for every run |\n", r.Config.Rounds, warm)
+	if r.Net != nil {
+		if r.Net.Mode == "netns" {
+			w("| setup | server in network namespace `%s` at %s on CPU %d; loader at %s on CPU %d; veth pair with RPS (%s) |\n",
+				r.Net.Netns, r.Net.ServerIP, r.Net.ServerCPU, r.Net.LoaderIP, r.Net.LoaderCPU, strings.Join(r.Net.RPS, "; "))
+		} else {
+			w("| setup | loopback: server and loader on 127.0.0.1, nothing pinned (%s) |\n", r.Net.Why)
+		}
+	}
 	w("| results | `%s` |\n\n", r.path(r.ResultsDir))
 
 	w("## Results\n\n")
 	w("Spread is min / median / max over the measured rounds. Run-to-run noise\n")
 	w("on this shared machine is 5-10%%, so a ratio between about 0.9 and 1.1 is\n")
 	w("no difference. Nothing here is a pass or fail.\n\n")
-	w("| metric | unit | better | supernode min / median / max | coturn min / median / max | supernode / coturn (medians) |\n")
-	w("| --- | --- | --- | --- | --- | --- |\n")
+	ratios := r.ratioVariants()
+	w("| metric | unit | better |")
+	for _, v := range r.Variants {
+		w(" %s min / median / max |", v)
+	}
+	for _, v := range ratios {
+		w(" %s / coturn (medians) |", v)
+	}
+	w("\n|%s\n", strings.Repeat(" --- |", 3+len(r.Variants)+len(ratios)))
 	anySat := false
 	for _, d := range r.Defs {
-		sn, ct := r.Values[d.ID][Supernode], r.Values[d.ID][Coturn]
-		s1, s2 := spreadOf(floats(sn)), spreadOf(floats(ct))
+		spreads := map[string]Spread{}
+		label := d.Label
+		sat := false
+		for _, v := range r.Variants {
+			spreads[v] = spreadOf(floats(r.Values[d.ID][v]))
+			sat = sat || saturated(r.Values[d.ID][v])
+		}
+		if sat {
+			label += " †"
+			anySat = true
+		}
 		better := "higher"
 		if d.Lower {
 			better = "lower"
 		}
-		label := d.Label
-		if saturated(sn) || saturated(ct) {
-			label += " †"
-			anySat = true
+		if d.NoBetter {
+			better = "–"
 		}
-		w("| %s | %s | %s | %s | %s | %s |\n", label, d.Unit, better,
-			fmtSpread(s1, d.Digits, r.Config.Rounds), fmtSpread(s2, d.Digits, r.Config.Rounds), fmtRatio(ratio(s1.Median, s2.Median)))
+		w("| %s | %s | %s |", label, d.Unit, better)
+		for _, v := range r.Variants {
+			w(" %s |", fmtSpread(spreads[v], d.Digits, r.Config.Rounds))
+		}
+		for _, v := range ratios {
+			x := math.NaN()
+			if !d.NoBetter {
+				x = ratio(spreads[v].Median, spreads[string(Coturn)].Median)
+			}
+			w(" %s |", fmtRatio(x))
+		}
+		w("\n")
 	}
 	if anySat {
 		w("\n† The loader reported itself saturated (its CPU above 90%% of the cores,\n")
@@ -132,9 +201,9 @@ func (r *Report) Markdown() string {
 	}
 	w("\n| --- | --- |%s\n", strings.Repeat(" --- |", r.Config.Rounds))
 	for _, d := range r.Defs {
-		for _, k := range kinds {
-			w("| %s | %s |", d.Label, k)
-			vs := r.Values[d.ID][k]
+		for _, v := range r.Variants {
+			w("| %s | %s |", d.Label, v)
+			vs := r.Values[d.ID][v]
 			for i := 0; i < r.Config.Rounds; i++ {
 				cell := "–"
 				if i < len(vs) {
@@ -169,24 +238,61 @@ func (r *Report) writeMethod(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	c := r.Config
 	w("## How it was measured\n\n")
-	w("Both servers listen on UDP 127.0.0.1, relay on 127.0.0.1 ports %d-%d, use\n", relayMinPort, relayMaxPort)
-	w("long-term credentials with one static user, no TLS/DTLS, no quotas, and\n")
-	w("allow loopback peers; both use their default threading (supernode two\n")
-	w("SO_REUSEPORT UDP sockets, coturn one relay thread per CPU) and neither logs\n")
-	w("per allocation or packet (supernode at warn, coturn at its default\n")
-	w("verbosity). The loader is `turnload` (`cmd/turnload`) on the same\n")
-	w("machine: a call is two TURN allocations over UDP sending %d-byte payloads to\n", c.Size)
-	w("each other's relayed address at %d packets/s per leg, as ChannelData on a\n", c.PPS)
-	w("bound channel (turnload's default). Each run starts a\n")
-	w("fresh server; turnload reads the server's CPU (`/proc/PID/stat`, over the\n")
-	w("steady window) and resident memory (`/proc/PID/status`, before setup and\n")
-	w("with every call set up).\n\n")
+	netns := r.Net != nil && r.Net.Mode == "netns"
+	if netns {
+		n := r.Net
+		w("Every server runs in a network namespace of its own (`%s`), joined to\n", n.Netns)
+		w("the root namespace by a veth pair in %s (%s on the loader's end `%s`, %s on\n", n.Subnet, n.LoaderIP, n.HostDev, n.ServerIP)
+		w("the server's end `%s`). It listens and relays on %s, ports %d-%d, and\n", n.SrvDev, n.ServerIP, relayMinPort, relayMaxPort)
+		w("is pinned to CPU %d (`ip netns exec %s taskset -c %d ...`); turnload and\n", n.ServerCPU, n.Netns, n.ServerCPU)
+		w("the harness are pinned to CPU %d. Receive processing is steered with RPS so\n", n.LoaderCPU)
+		w("each side's packets are processed on its own core: a veth without GRO or\n")
+		w("XDP (the default) has no NAPI, so the sender's `veth_xmit` hands each packet\n")
+		w("to `netif_rx` on the other end, and that end's `rps_cpus` picks the CPU whose\n")
+		w("backlog runs the NET_RX softirq: the server's end is set to CPU %d, the\n", n.ServerCPU)
+		w("loader's to CPU %d. A relayed packet therefore costs CPU %d its receive\n", n.LoaderCPU, n.ServerCPU)
+		w("softirq, the server's work (in user space or in a BPF program), the hop\n")
+		w("between the two relayed addresses (the namespace's own loopback for a\n")
+		w("user-space relay) and the send back over the veth; the loader's receive\n")
+		w("softirq is on CPU %d. The placement is checked on every run (NET_RX\n", n.LoaderCPU)
+		w("softirqs per CPU, below).\n\n")
+	} else {
+		w("The servers listen on UDP 127.0.0.1 and relay on 127.0.0.1 ports %d-%d,\n", relayMinPort, relayMaxPort)
+		w("beside the loader, nothing pinned; the server's cost is its process CPU only\n")
+		w("(softirq work is charged to whichever process runs).\n\n")
+	}
+	w("All servers use long-term credentials with one static user, no TLS/DTLS,\n")
+	w("no quotas, and allow peers on their own address; they use their default\n")
+	w("threading for the cores they can run on (supernode one SO_REUSEPORT UDP\n")
+	w("socket per CPU, coturn its own choice of relay threads) and none logs per\n")
+	w("allocation or packet (supernode at warn, coturn at its default verbosity).\n")
+	w("supernode-kernel is supernode with `--offload on` (bound ChannelData relayed\n")
+	w("by its TCX BPF program in softirq), supernode-user with `--offload off`.\n")
+	w("The loader is `turnload` (`cmd/turnload`) on the same machine: a call is two\n")
+	w("TURN allocations over UDP sending %d-byte payloads to each other's relayed\n", c.Size)
+	w("address at %d packets/s per leg, as ChannelData on a bound channel\n", c.PPS)
+	w("(turnload's default). Each run starts a fresh server; turnload reads the\n")
+	w("server process's CPU (`/proc/PID/stat`, over the steady window) and resident\n")
+	w("memory (`/proc/PID/status`, before setup and with every call set up).\n\n")
 	if c.has("cpu") {
-		w("- **CPU per packet**: %d calls (%s pps offered), %s steady window; server CPU\n", c.Calls, thousands(float64(c.Calls*2*c.PPS)), c.Duration)
-		w("  seconds in the window divided by the packets it relayed in it. Both legs of\n")
-		w("  a call are on the server under test, so every packet turnload received was\n")
-		w("  relayed twice (the sender's allocation to the other relayed address, then\n")
-		w("  that allocation to the receiver): relayed packets = 2 x received.\n")
+		if netns {
+			w("- **Server cost per packet** (the headline): %d calls (%s pps offered),\n", c.Calls, thousands(float64(c.Calls*2*c.PPS)))
+			w("  %s steady window. The harness reads `/proc/stat` and the loader veth's\n", c.Duration)
+			w("  packet counters every %s; turnload stops sending the moment its window\n", sampleEvery)
+			w("  ends, so the last interval in which the loader still sent at least half\n")
+			w("  its peak rate marks the window's end, and the span measured is the window\n")
+			w("  less %s at each end. Cost = CPU %d's busy time (user + nice + system +\n", steadyMargin, r.Net.ServerCPU)
+			w("  irq + softirq) in the span / packets relayed in it, where relayed = 2 x\n")
+			w("  packets the loader's veth received (both legs of a call are on the server:\n")
+			w("  the sender's allocation to the other relayed address, then that allocation\n")
+			w("  to the receiver). This charges the server everything its core did, kernel\n")
+			w("  data path included, plus any noise from other processes on that core (its\n")
+			w("  busy share just before each run, with the server idle, is in the runs'\n")
+			w("  JSON as `busy_before_run`).\n")
+		}
+		w("- **Process CPU per packet**: the same runs; the server process's CPU\n")
+		w("  seconds in turnload's window divided by the packets it relayed in it\n")
+		w("  (2 x received). This misses work done in softirq on the process's behalf.\n")
 	}
 	if c.has("rate") {
 		w("- **Highest rate**: a sweep of %s steps; a step passes when loss < %g%%\n", c.SweepDuration, c.MaxLoss)
@@ -194,7 +300,13 @@ func (r *Report) writeMethod(b *strings.Builder) {
 		w("  doubles or halves (at most %d steps), later sweeps start where the previous\n", c.SweepSteps)
 		w("  one settled and move by 20%% (at most %d steps); both then bisect. The rate\n", c.SweepRoundSteps)
 		w("  reported is what the loader received in the best passing step. turnload\n")
-		w("  counts loss over the whole run, setup included.\n")
+		w("  counts loss over the whole run, setup included.")
+		if netns {
+			w(" The server has one core; the loader has\n")
+			w("  one too, so where the server's core is far from busy at the highest rate\n")
+			w("  (the row after it), the limit is the loader's, not the server's.")
+		}
+		w("\n")
 	}
 	if c.has("latency") {
 		w("- **Latency**: %d calls (%s pps offered): %s.\n", r.LatCalls, thousands(float64(r.LatCalls*2*c.PPS)), r.LatencyWhy)
@@ -213,9 +325,28 @@ func (r *Report) writeMethod(b *strings.Builder) {
 		w("%s\n", cmd)
 	}
 	w("```\n\n")
+	if len(r.Placement) > 0 {
+		w("### Where the work ran\n\n")
+		w("Per CPU, over the steady span of the cpu-phase runs (median of the runs):\n")
+		w("busy share, NET_RX softirqs per second (`/proc/softirqs`), and from\n")
+		w("`/proc/net/softnet_stat` the packets its backlog processed, how often another\n")
+		w("CPU woke it with an RPS IPI, and its backlog drops. With RPS in place, each\n")
+		w("core is woken by the other about as often as the other side sends to it,\n")
+		w("the server's core processes what reaches the server (for a user-space relay\n")
+		w("twice: from the veth and again over the namespace's loopback) and the\n")
+		w("loader's core what reaches the loader.\n\n")
+		for _, l := range r.Placement {
+			w("- %s\n", l)
+		}
+		w("\n")
+	}
 	if len(r.Loader) > 0 {
 		w("### The loader\n\n")
-		w("turnload shares the machine's %d cores with the server under test. Its own\n", r.Machine.Cores)
+		if netns {
+			w("turnload runs on CPU %d alone. Its own\n", r.Net.LoaderCPU)
+		} else {
+			w("turnload shares the machine's %d cores with the server under test. Its own\n", r.Machine.Cores)
+		}
 		w("CPU (median cores busy) and runs where it reported itself saturated:\n\n")
 		for _, l := range r.Loader {
 			w("- %s\n", l)

@@ -31,6 +31,9 @@ const (
 	// Listen and HTTP ports are drawn from below the relay range.
 	listenPortLow  = 10000
 	listenPortHigh = 19999
+	// benchAPIToken protects supernode's /v1/* (and /debug/pprof/) when
+	// its HTTP listener is not on loopback, as supernode requires.
+	benchAPIToken = "bench"
 )
 
 // Kind names a server under test.
@@ -64,43 +67,60 @@ func (s *Server) PID() int { return s.cmd.Process.Pid }
 var noLimits = []string{"--user-quota", "0", "--user-alloc-rate", "0", "--unauth-rate", "0", "--max-bps", "0"}
 
 // serverArgs is the command line (without the program) for kind listening
-// on port, with HTTP (supernode only) on httpPort and logs under dir.
-// pprof adds supernode's profiling endpoint.
-func serverArgs(kind Kind, port, httpPort int, dir string, pprof bool) []string {
-	listen := net.JoinHostPort(benchIP, strconv.Itoa(port))
+// on ip:port, with HTTP (supernode only) on httpPort and logs under dir.
+// pprof adds supernode's profiling endpoint. Peers on ip are allowed (both
+// legs of a call are on the server, so every peer is its own relayed
+// address), and in the namespace mode the whole veth subnet too.
+func serverArgs(kind Kind, where *Net, port, httpPort int, dir string, pprof bool) []string {
+	ip := where.ServerIP
+	listen := net.JoinHostPort(ip, strconv.Itoa(port))
 	switch kind {
 	case Supernode:
 		a := []string{
-			"--listen", listen, "--relay-ip", benchIP,
+			"--listen", listen, "--relay-ip", ip,
 			"--min-port", strconv.Itoa(relayMinPort), "--max-port", strconv.Itoa(relayMaxPort),
 			"--user", benchUser + ":" + benchPassword, "--realm", benchRealm,
-			"--allow-peer", benchIP,
-			"--http-listen", net.JoinHostPort(benchIP, strconv.Itoa(httpPort)),
-			"--log-level", "warn",
+			"--allow-peer", ip,
 		}
+		if where.Subnet != "" {
+			a = append(a, "--allow-peer", where.Subnet)
+		}
+		a = append(a, "--http-listen", net.JoinHostPort(ip, strconv.Itoa(httpPort)))
+		if ip != benchIP {
+			// Off loopback, supernode wants its /v1/* API protected.
+			a = append(a, "--api-token", benchAPIToken)
+		}
+		a = append(a, "--log-level", "warn")
 		if pprof {
 			a = append(a, "--pprof")
 		}
 		return a
 	case Coturn:
-		return []string{
-			"-n", "--listening-ip", benchIP, "--listening-port", strconv.Itoa(port),
-			"--relay-ip", benchIP,
+		a := []string{
+			"-n", "--listening-ip", ip, "--listening-port", strconv.Itoa(port),
+			"--relay-ip", ip,
 			"--min-port", strconv.Itoa(relayMinPort), "--max-port", strconv.Itoa(relayMaxPort),
 			"--lt-cred-mech", "--user", benchUser + ":" + benchPassword, "--realm", benchRealm,
 			"--no-tls", "--no-dtls", "--allow-loopback-peers", "--no-cli",
-			"--simple-log", "--no-stdout-log",
-			"--log-file", filepath.Join(dir, "coturn.log"),
-			"--pidfile", filepath.Join(dir, "coturn.pid"),
 		}
+		if where.PeerRange != "" {
+			a = append(a, "--allowed-peer-ip", where.PeerRange)
+		}
+		return append(a, "--simple-log", "--no-stdout-log",
+			"--log-file", filepath.Join(dir, "coturn.log"),
+			"--pidfile", filepath.Join(dir, "coturn.pid"))
 	}
 	return nil
 }
 
-// startServer starts kind from bin on a free port, logging under dir, and
-// returns once it answers a STUN Binding (and, for supernode, /readyz).
-// extra goes at the end of the server's command line.
-func startServer(ctx context.Context, kind Kind, bin, dir string, pprof bool, readyTimeout time.Duration, extra ...string) (*Server, error) {
+// startServer starts kind from bin on a free port of where's server
+// address (nil = loopback), in its namespace and on its core, logging under
+// dir, and returns once it answers a STUN Binding (and, for supernode,
+// /readyz). extra goes at the end of the server's command line.
+func startServer(ctx context.Context, kind Kind, bin, dir string, pprof bool, readyTimeout time.Duration, where *Net, extra ...string) (*Server, error) {
+	if where == nil {
+		where = loopbackNet("")
+	}
 	// The server runs in dir, so every path on its command line is absolute.
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -109,33 +129,44 @@ func startServer(ctx context.Context, kind Kind, bin, dir string, pprof bool, re
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("bench: server dir: %w", err)
 	}
-	port, err := freePort(true)
+	// The namespace holds nothing but the one server under test, so any
+	// port there is free; on loopback, look for one.
+	pick := func(udp bool) (int, error) {
+		if where.Mode == "netns" {
+			return listenPortLow + rand.IntN(listenPortHigh-listenPortLow+1), nil
+		}
+		return freePort(udp)
+	}
+	port, err := pick(true)
 	if err != nil {
 		return nil, err
 	}
 	httpPort := 0
 	if kind == Supernode {
 		for httpPort == 0 || httpPort == port {
-			if httpPort, err = freePort(false); err != nil {
+			if httpPort, err = pick(false); err != nil {
 				return nil, err
 			}
 		}
 	}
 	s := &Server{
 		Kind:    kind,
-		Addr:    net.JoinHostPort(benchIP, strconv.Itoa(port)),
-		Args:    append(serverArgs(kind, port, httpPort, dir, pprof), extra...),
+		Addr:    net.JoinHostPort(where.ServerIP, strconv.Itoa(port)),
+		Args:    append(serverArgs(kind, where, port, httpPort, dir, pprof), extra...),
 		LogPath: filepath.Join(dir, string(kind)+".out"),
 		done:    make(chan struct{}),
 	}
 	if kind == Supernode {
-		s.HTTP = net.JoinHostPort(benchIP, strconv.Itoa(httpPort))
+		s.HTTP = net.JoinHostPort(where.ServerIP, strconv.Itoa(httpPort))
 	}
 	out, err := os.Create(s.LogPath)
 	if err != nil {
 		return nil, fmt.Errorf("bench: server log: %w", err)
 	}
-	s.cmd = exec.Command(bin, s.Args...)
+	// ip netns exec and taskset exec the server in place: its PID is
+	// the command's.
+	prog, args := withPrefix(where.serverPrefix(), bin, s.Args)
+	s.cmd = exec.Command(prog, args...)
 	s.cmd.Stdout, s.cmd.Stderr = out, out
 	s.cmd.Dir = dir
 	if err := s.cmd.Start(); err != nil {

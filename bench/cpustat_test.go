@@ -1,0 +1,206 @@
+package main
+
+import (
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseProcStatCPUs(t *testing.T) {
+	b, err := os.ReadFile("testdata/proc-stat-a.txt") // this 2-core machine, as read
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpus, err := parseProcStatCPUs(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want1 := CPUTimes{User: 186693, Nice: 349, System: 89705, Idle: 532970, IOWait: 2263, IRQ: 0, SoftIRQ: 18819, Steal: 4185}
+	if len(cpus) != 2 || cpus[1] != want1 {
+		t.Fatalf("cpus = %+v, want 2 with cpu1 %+v", cpus, want1)
+	}
+	if got := cpus[1].Busy(); got != 186693+349+89705+18819 {
+		t.Errorf("Busy = %d", got)
+	}
+	if got := cpus[1].Total(); got != cpus[1].Busy()+532970+2263+4185 {
+		t.Errorf("Total = %d", got)
+	}
+	// The aggregate line agrees with the per-CPU lines' sum (to a tick or
+	// two: the kernel sums them while they move).
+	agg, err := parseProcStat(b)
+	if d := int64(agg.Total()) - int64(cpus[0].Total()+cpus[1].Total()); err != nil || d < -2 || d > 2 {
+		t.Errorf("aggregate %+v (%v) is not the sum of %+v", agg, err, cpus)
+	}
+
+	// An older kernel's 8 columns, a hole for an offline CPU 2.
+	old := "cpu  10 0 10 100 0 0 0 0\ncpu0 5 0 5 50 0 0 0 0\ncpu1 4 0 4 40 0 0 0 0\ncpu3 1 0 1 10 0 0 0 0\nintr 1\n"
+	cpus, err = parseProcStatCPUs([]byte(old))
+	if err != nil || len(cpus) != 4 || cpus[2] != (CPUTimes{}) || cpus[3].User != 1 {
+		t.Errorf("sparse: %+v, %v", cpus, err)
+	}
+	for _, bad := range []string{"", "cpu  1 2 3 4 5 6 7 8\n", "cpu0 1 2 3\n", "cpu0 1 2 x 4 5 6 7 8\n", "cpuX 1 2 3 4 5 6 7 8\n"} {
+		if _, err := parseProcStatCPUs([]byte(bad)); err == nil {
+			t.Errorf("parseProcStatCPUs(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseSoftirqs(t *testing.T) {
+	b, err := os.ReadFile("testdata/softirqs-a.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := parseSoftirqs(b, "NET_RX", "NET_TX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rows["NET_RX"], []uint64{85540784, 83515397}) || !slices.Equal(rows["NET_TX"], []uint64{14, 3}) {
+		t.Errorf("rows = %v", rows)
+	}
+	if _, err := parseSoftirqs(b, "NET_RX", "NO_SUCH"); err == nil {
+		t.Error("a missing row was not reported")
+	}
+	if _, err := parseSoftirqs(nil, "NET_RX"); err == nil {
+		t.Error("empty input accepted")
+	}
+}
+
+// statAt is a /proc/stat for 2 CPUs whose cpu1 line is given.
+func statAt(cpu1 string) []byte {
+	return []byte("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 1000 0 500 9000 0 0 100 0 0 0\ncpu1 " + cpu1 + "\nintr 1 2 3\nctxt 99\n")
+}
+
+func TestCoreCost(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	a := CPUSample{At: t0, NetRX: []uint64{100, 200}, NetTX: []uint64{0, 0}, RxPkts: 1000, TxPkts: 1000}
+	b := CPUSample{At: t0.Add(2 * time.Second), NetRX: []uint64{40100, 80200}, NetTX: []uint64{0, 5}, RxPkts: 41000, TxPkts: 41100}
+	var err error
+	// cpu1 over 2 s = 200 ticks: +60 user, +40 system, +30 softirq, +70 idle.
+	if a.CPUs, err = parseProcStatCPUs(statAt("5000 10 3000 20000 0 0 700 0 0 0")); err != nil {
+		t.Fatal(err)
+	}
+	if b.CPUs, err = parseProcStatCPUs(statAt("5060 10 3040 20070 0 0 730 0 0 0")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := coreCost(a, b, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near := func(got, want float64) bool { return math.Abs(got-want) < 1e-9 }
+	// 1.3 busy seconds over 2 x 40,000 relayed packets = 16.25 µs.
+	if !near(c.BusySeconds, 1.3) || !near(c.Busy, 0.65) || !near(c.SoftIRQ, 0.15) || !near(c.System, 0.2) || !near(c.User, 0.3) {
+		t.Errorf("busy %v (%v), softirq %v, system %v, user %v", c.BusySeconds, c.Busy, c.SoftIRQ, c.System, c.User)
+	}
+	if c.Delivered != 40000 || c.Sent != 40100 || c.Relayed != 80000 || !near(c.MicrosPerPkt, 16.25) {
+		t.Errorf("delivered %d sent %d relayed %v µs/pkt %v", c.Delivered, c.Sent, c.Relayed, c.MicrosPerPkt)
+	}
+	if !slices.Equal(c.NetRX, []uint64{40000, 80000}) || !slices.Equal(c.NetTX, []uint64{0, 5}) || len(c.OtherBusy) != 2 || c.OtherBusy[0] != 0 {
+		t.Errorf("per CPU: rx %v tx %v busy %v", c.NetRX, c.NetTX, c.OtherBusy)
+	}
+	if _, err := coreCost(a, b, 2); err == nil {
+		t.Error("a CPU beyond /proc/stat accepted")
+	}
+	if _, err := coreCost(b, a, 1); err == nil {
+		t.Error("samples out of order accepted")
+	}
+	// No packets: no cost, no division by zero.
+	b.RxPkts = a.RxPkts
+	if c, err := coreCost(a, b, 1); err != nil || c.MicrosPerPkt != 0 || c.Relayed != 0 {
+		t.Errorf("no packets: %+v, %v", c, err)
+	}
+}
+
+// series builds samples every 100 ms: the loader sends at rate(k) packets/s
+// in interval k and the server's core is busy busy(k) of its 10 ticks.
+func series(n int, rate func(k int) float64, busy func(k int) uint64) []CPUSample {
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	var s []CPUSample
+	var tx, b, total uint64
+	for k := range n {
+		if k > 0 {
+			tx += uint64(rate(k) / 10)
+			b += busy(k)
+			total += 10
+		}
+		s = append(s, CPUSample{
+			At:     t0.Add(time.Duration(k) * 100 * time.Millisecond),
+			CPUs:   []CPUTimes{{Idle: total}, {User: b, Idle: total - b}},
+			TxPkts: tx, RxPkts: tx,
+		})
+	}
+	return s
+}
+
+func TestSteadySpan(t *testing.T) {
+	// 0.3 s idle, 1 s of ramp-up, a 3 s window (intervals 14-43), then
+	// nothing but the drain: the window ends at sample 43.
+	rate := func(k int) float64 {
+		switch {
+		case k <= 3:
+			return 0
+		case k <= 13:
+			return float64(k-3) * 2000
+		case k <= 43:
+			return 20000
+		}
+		return 0
+	}
+	busy := func(k int) uint64 {
+		if k >= 14 && k <= 43 {
+			return 7
+		}
+		return 1
+	}
+	s := series(60, rate, busy)
+	i, j, ok := steadySpan(s, 3*time.Second)
+	// end = sample 43 (4.3 s); span = [1.3+0.25, 4.3-0.25] = samples 16..40.
+	if !ok || i != 16 || j != 40 {
+		t.Fatalf("steadySpan = %d, %d, %v; want 16, 40", i, j, ok)
+	}
+	c, err := steadyCost(s, 3*time.Second, 1, s[3].At.Add(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(c.Busy-0.7) > 1e-9 || c.Delivered != 48000 || c.Samples != 25 || math.Abs(c.BusyBefore-0.1) > 1e-9 {
+		t.Errorf("steadyCost = %+v", c)
+	}
+
+	// A loader that never sent, too few samples, a window longer than the run.
+	if _, _, ok := steadySpan(series(60, func(int) float64 { return 0 }, busy), 3*time.Second); ok {
+		t.Error("found a window without traffic")
+	}
+	if _, _, ok := steadySpan(s[:2], 3*time.Second); ok {
+		t.Error("found a window in 2 samples")
+	}
+	if _, _, ok := steadySpan(s, 30*time.Second); ok {
+		t.Error("found a 30 s window in 6 s of samples")
+	}
+	if _, err := steadyCost(s[:2], time.Second, 1, time.Time{}); err == nil || !strings.Contains(err.Error(), "steady window") {
+		t.Errorf("steadyCost without a window: %v", err)
+	}
+}
+
+func TestParseSoftnet(t *testing.T) {
+	b, err := os.ReadFile("testdata/softnet_stat-a.txt") // Linux 6.18, 15 columns
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := parseSoftnet(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || rows[1].Processed != 86158857 || rows[1].ReceivedRPS != 1417223 || rows[0].Dropped != 0 {
+		t.Errorf("rows = %+v", rows)
+	}
+	// An older kernel: 11 columns, the row is the CPU.
+	old := "00000010 00000001 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000005 00000000\n"
+	if rows, err := parseSoftnet([]byte(old)); err != nil || len(rows) != 1 || rows[0] != (Softnet{Processed: 16, Dropped: 1, ReceivedRPS: 5}) {
+		t.Errorf("old format: %+v, %v", rows, err)
+	}
+	if _, err := parseSoftnet([]byte("0001 0002\n")); err == nil {
+		t.Error("short row accepted")
+	}
+}
