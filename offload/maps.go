@@ -123,7 +123,8 @@ func (o *Offload) Bind(b Binding) (bool, error) {
 	if _, ok := o.alloc[b.Alloc]; !ok {
 		return false, fmt.Errorf("offload: allocation %d not added", b.Alloc)
 	}
-	if _, ok := o.binds[b]; ok {
+	key := b.key()
+	if _, ok := o.binds[key]; ok {
 		return false, nil
 	}
 	toPeer, err := lookupRoute(b.Relay.Addr(), b.Peer.Addr())
@@ -143,7 +144,7 @@ func (o *Offload) Bind(b Binding) (bool, error) {
 		_ = o.objs.Channels.Delete(&ck)
 		return false, fmt.Errorf("%w: peers: %v", ErrFull, err)
 	}
-	o.binds[b] = struct{}{}
+	o.binds[key] = struct{}{}
 	o.alloc[b.Alloc]++
 	return true, nil
 }
@@ -157,13 +158,14 @@ func (o *Offload) Unbind(b Binding) bool {
 }
 
 func (o *Offload) unbindLocked(b Binding) bool {
-	if _, ok := o.binds[b]; !ok {
+	key := b.key()
+	if _, ok := o.binds[key]; !ok {
 		return false
 	}
 	ck, _, pk, _, _ := b.entries()
 	_ = o.objs.Channels.Delete(&ck)
 	_ = o.objs.Peers.Delete(&pk)
-	delete(o.binds, b)
+	delete(o.binds, key)
 	o.alloc[b.Alloc]--
 	return true
 }
@@ -198,6 +200,14 @@ func (o *Offload) MapEntries() (map[string]int, error) {
 		out[name] = n
 	}
 	return out, nil
+}
+
+// key is b as the installed set holds it: the fleet mark is an attribute
+// (membership may change between Bind and Unbind), not part of its
+// identity.
+func (b Binding) key() Binding {
+	b.Fleet = false
+	return b
 }
 
 // entries builds b's map keys and values.
