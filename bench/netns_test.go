@@ -52,16 +52,23 @@ func listenIn(t *testing.T, ns, addr string) net.PacketConn {
 	return c
 }
 
-// TestNetns builds the namespace mode under its own names, checks the veth
-// pair, its addresses and RPS masks, echoes bounded UDP traffic across it
-// (only inside the pair) while sampling, and checks Close leaves nothing.
-func TestNetns(t *testing.T) {
+// needNetns skips a test that creates a network namespace where one
+// cannot be made (not root, no ip, -short).
+func needNetns(t *testing.T) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("creates a network namespace")
 	}
 	if why := netnsUsable(testSpec.ServerCPU, testSpec.LoaderCPU); why != "" {
 		t.Skip(why)
 	}
+}
+
+// TestNetns builds the namespace mode under its own names, checks the veth
+// pair, its addresses and RPS masks, echoes bounded UDP traffic across it
+// (only inside the pair) while sampling, and checks Close leaves nothing.
+func TestNetns(t *testing.T) {
+	needNetns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n, err := setupNetns(ctx, io.Discard, testSpec)
@@ -148,12 +155,7 @@ func TestNetns(t *testing.T) {
 // TestCleanStale: a namespace and veth left by a crashed run are removed
 // at start, with what was running in the namespace.
 func TestCleanStale(t *testing.T) {
-	if testing.Short() {
-		t.Skip("creates a network namespace")
-	}
-	if why := netnsUsable(testSpec.ServerCPU, testSpec.LoaderCPU); why != "" {
-		t.Skip(why)
-	}
+	needNetns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	sp := testSpec

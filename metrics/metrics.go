@@ -67,7 +67,7 @@ var DropReasons = []string{DropMalformed, DropOversized, DropRateLimit, DropPeer
 // space (OffloadPassed).
 const (
 	PassMTU      = "mtu"       // too big for the route's MTU once rewritten
-	PassRoute    = "route"     // no route, or a local destination not reached over loopback
+	PassRoute    = "route"     // a local destination, reached other than over loopback
 	PassNoServer = "no_server" // a wildcard listener's address not learned yet from the client
 	PassShape    = "shape"     // IP options, fragments, GSO, more than 1600 bytes, lengths that disagree
 )

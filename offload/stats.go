@@ -22,8 +22,9 @@ type Counters struct {
 	PassNoServer, PassShape        uint64
 }
 
-// Counters reads and sums the per-CPU counters.
-func (o *Offload) Counters() (Counters, error) {
+// Counters reads and sums the per-CPU counters; one that cannot be read
+// reads as zero.
+func (o *Offload) Counters() Counters {
 	var c Counters
 	read := func(i relayCounter) uint64 {
 		var per []uint64
@@ -52,7 +53,7 @@ func (o *Offload) Counters() (Counters, error) {
 	c.PassRoute = read(relayCounterCNT_PASS_ROUTE)
 	c.PassNoServer = read(relayCounterCNT_PASS_NO_SERVER)
 	c.PassShape = read(relayCounterCNT_PASS_SHAPE)
-	return c, nil
+	return c
 }
 
 // statsState is what the metrics have been given so far.
@@ -88,15 +89,13 @@ func (o *Offload) Register(m *metrics.Metrics) {
 		{m.OffloadPassed.WithLabelValues(metrics.PassShape), func(c Counters) uint64 { return c.PassShape }},
 	}
 	m.OnGather(func() {
-		now, err := o.Counters()
-		if err != nil {
-			return
-		}
+		now := o.Counters()
 		o.stats.mu.Lock()
 		defer o.stats.mu.Unlock()
 		for _, p := range pairs {
-			if d := p.get(now) - p.get(o.stats.last); d > 0 && p.get(now) >= p.get(o.stats.last) {
-				p.c.Add(float64(d))
+			// A counter that read as zero (a failed read) adds nothing.
+			if n, last := p.get(now), p.get(o.stats.last); n > last {
+				p.c.Add(float64(n - last))
 			}
 		}
 		o.stats.last = now

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 
@@ -120,7 +121,7 @@ func (s *Server) kernelFailed(err error) {
 		s.m.OffloadBindFailures.WithLabelValues(metrics.BindFamily).Inc()
 	default:
 		s.m.OffloadBindFailures.WithLabelValues(metrics.BindError).Inc()
-		if s.logs.allow(s.log, "", 0, "kernel path: cannot install a channel") {
+		if s.logs.allow(s.log, "", slog.LevelWarn, "kernel path: cannot install a channel") {
 			s.log.Warn("kernel path: cannot install a channel", "err", err)
 		}
 	}
