@@ -57,8 +57,13 @@ func TestOffloadRelaysInKernel(t *testing.T) {
 	if kernelOut != float64(tap.chanOut.Load()) || kernelOut < 50 {
 		t.Errorf("kernel relayed %v packets to the peer, want every ChannelData the client sent (%d), at least 50", kernelOut, tap.chanOut.Load())
 	}
-	if kernelIn != float64(tap.chanIn.Load()) || kernelIn < 50 {
-		t.Errorf("kernel relayed %v packets to the client, want every ChannelData the client got (%d), at least 50", kernelIn, tap.chanIn.Load())
+	// A peer's echo of one of those first packets can reach user space
+	// after the channel is bound there and before the kernel binding is
+	// installed; user space then frames it as ChannelData too. So every
+	// ChannelData the client got came from the kernel, except at most the
+	// packets user space relayed.
+	if chanIn := float64(tap.chanIn.Load()); kernelIn > chanIn || kernelIn < chanIn-userIn || kernelIn < 50 {
+		t.Errorf("kernel relayed %v packets to the client, user space %v; want between %v and %v (the ChannelData the client got, less user space's), at least 50", kernelIn, userIn, chanIn-userIn, chanIn)
 	}
 	// /metrics shows the kernel's counts as they are at the scrape.
 	if got := scrape(t, tn.http, "supernode_offload_enabled"); got != 1 {
