@@ -85,6 +85,10 @@ type Config struct {
 	MaxBPS int64
 	// AllocationLifetime is the default allocation lifetime; zero is 10m.
 	AllocationLifetime time.Duration
+	// PermissionLifetime is how long a permission lives unless refreshed;
+	// zero is RFC 8656's 300 s. ChannelLifetime is the same for a channel
+	// binding; zero is 600 s.
+	PermissionLifetime, ChannelLifetime time.Duration
 	// IdleTimeout closes a TCP/TLS/DTLS client connection that sends nothing
 	// for this long; zero is 10m.
 	IdleTimeout time.Duration
@@ -226,6 +230,12 @@ func (c *Config) validate() error {
 	}
 	if c.AllocationLifetime == 0 {
 		c.AllocationLifetime = 10 * time.Minute
+	}
+	if c.PermissionLifetime == 0 {
+		c.PermissionLifetime = 300 * time.Second
+	}
+	if c.ChannelLifetime == 0 {
+		c.ChannelLifetime = 600 * time.Second
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 10 * time.Minute
@@ -382,6 +392,8 @@ func New(cfg Config) (*Server, error) {
 			QuotaHandler:       st.quota,
 			EventHandler:       st.events(),
 			AllocationLifetime: cfg.AllocationLifetime,
+			PermissionTimeout:  cfg.PermissionLifetime,
+			ChannelBindTimeout: cfg.ChannelLifetime,
 			// RFC 6156 §4.2: without REQUESTED-ADDRESS-FAMILY the relayed
 			// address is IPv4, whatever family the client reached us over.
 			StrictAddressFamily: true,

@@ -77,6 +77,8 @@ type options struct {
 	offloadMax   int
 	lifetime     time.Duration
 	idleTimeout  time.Duration
+	permLifetime time.Duration
+	chanLifetime time.Duration
 	firstTimeout time.Duration
 	maxConnsIP   int
 	maxPending   int
@@ -144,6 +146,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.maxCredTTL, "max-credential-ttl", 7*24*time.Hour, "REST credentials expiring further in the future than this are refused (the /v1/ice-servers maximum)")
 	fs.IntVar(&o.udpRcvbuf, "udp-rcvbuf", defaultUDPRcvbuf, "receive buffer of each UDP listener socket in `bytes` (0 = the kernel's default)")
 	fs.DurationVar(&o.lifetime, "allocation-lifetime", 10*time.Minute, "allocation lifetime when the client asks for none")
+	fs.DurationVar(&o.permLifetime, "permission-lifetime", 300*time.Second, "how long a permission lives unless the client refreshes it (RFC 8656: 300s)")
+	fs.DurationVar(&o.chanLifetime, "channel-lifetime", 600*time.Second, "how long a channel binding lives unless the client refreshes it (RFC 8656: 600s)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 10*time.Minute, "close a TCP/TLS/DTLS client connection with an allocation that is silent for this long (without one: at most 30s)")
 	fs.DurationVar(&o.firstTimeout, "first-message-timeout", 10*time.Second, "close a TCP/TLS/DTLS client connection that sends no complete STUN message (handshake included) in this time")
 	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 256, "most TCP/TLS/DTLS client connections without an allocation one IP address (IPv6: /64) may hold at once (0 = unlimited)")
@@ -320,6 +324,12 @@ func (o *options) check() error {
 		return fmt.Errorf("--total-quota %d: want 0 (unlimited) or more", o.totalQuota)
 	case o.maxPending < 0:
 		return fmt.Errorf("--max-pending-conns %d: want 0 (unlimited) or more", o.maxPending)
+	case o.lifetime <= 0:
+		return fmt.Errorf("--allocation-lifetime %v: want more than 0", o.lifetime)
+	case o.permLifetime < time.Second:
+		return fmt.Errorf("--permission-lifetime %v: want at least 1s", o.permLifetime)
+	case o.chanLifetime < time.Second:
+		return fmt.Errorf("--channel-lifetime %v: want at least 1s", o.chanLifetime)
 	case o.authTimeout <= 0:
 		return fmt.Errorf("--auth-timeout %v: want more than 0", o.authTimeout)
 	case o.maxPerms < 1:

@@ -75,6 +75,9 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--public-host", "turn.example.com:443"}, nil, "--public-host"},
 		{[]string{"--public-host", "[2001:db8::1]"}, nil, "--public-host"},
 		{[]string{"--public-host", "bad_name.example"}, nil, "--public-host"},
+		{[]string{"--permission-lifetime", "500ms"}, nil, "--permission-lifetime"},
+		{nil, map[string]string{"SUPERNODE_CHANNEL_LIFETIME": "0s"}, "--channel-lifetime"},
+		{[]string{"--allocation-lifetime", "-1m"}, nil, "--allocation-lifetime"},
 	} {
 		_, err := parseOptions(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -404,6 +404,8 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		MaxPort:             o.maxPort,
 		MaxBPS:              o.maxBPS,
 		AllocationLifetime:  o.lifetime,
+		PermissionLifetime:  o.permLifetime,
+		ChannelLifetime:     o.chanLifetime,
 		IdleTimeout:         o.idleTimeout,
 		FirstMessageTimeout: o.firstTimeout,
 		MaxConnsPerIP:       o.maxConnsIP,
