@@ -79,7 +79,15 @@ func startNode(t *testing.T, args ...string) *testNode {
 		}
 	}
 	all = append(all, args...)
-	go func() { tn.done <- run(all, func(string) string { return "" }, io.Discard, logs, tn.sigs, ready) }()
+	// The environment reaches the node only for SUPERNODE_OFFLOAD, so CI can
+	// run a set of tests again with the kernel path off.
+	env := func(k string) string {
+		if k == "SUPERNODE_OFFLOAD" {
+			return os.Getenv(k)
+		}
+		return ""
+	}
+	go func() { tn.done <- run(all, env, io.Discard, logs, tn.sigs, ready) }()
 	select {
 	case tn.n = <-ready:
 	case err := <-tn.done:

@@ -155,6 +155,17 @@ func TestTurnloadReportsRelayLoss(t *testing.T) {
 	if rep.Packets.LossPercent < 20 || rep.Packets.LossPercent > 60 {
 		t.Fatalf("loss %.1f%%, want about 40%% (half the rate, less the burst)", rep.Packets.LossPercent)
 	}
+	// With the kernel path on, the limit is the kernel's bucket: the calls'
+	// media went through it, not through user space.
+	kernel := tn.counter("relay_packets", metrics.ClientToPeer, "udp", metrics.PathKernel)
+	user := tn.counter("relay_packets", metrics.ClientToPeer, "udp", metrics.PathUser)
+	t.Logf("offload %v: client-to-peer packets relayed by the kernel %v, by user space %v", tn.n.offload != nil, kernel, user)
+	if tn.n.offload != nil && kernel < user {
+		t.Errorf("the kernel relayed %v packets and user space %v: the limit was not the kernel's", kernel, user)
+	}
+	if tn.n.offload == nil && kernel != 0 {
+		t.Errorf("the kernel relayed %v packets with the kernel path off", kernel)
+	}
 }
 
 func TestTurnloadCredentials(t *testing.T) {
