@@ -88,9 +88,13 @@ func lookupRoute(src, dst netip.Addr) (routeInfo, error) {
 				return routeInfo{}, fmt.Errorf("offload: route to %s: %w", dst, err)
 			}
 			var ri routeInfo
+			var metricMTU uint32
 			for _, a := range attrs {
-				if a.Attr.Type == unix.RTA_OIF && len(a.Value) >= 4 {
+				switch {
+				case a.Attr.Type == unix.RTA_OIF && len(a.Value) >= 4:
 					ri.ifindex = binary.NativeEndian.Uint32(a.Value)
+				case a.Attr.Type == unix.RTA_METRICS:
+					metricMTU = routeMetricMTU(a.Value)
 				}
 			}
 			switch rtype {
@@ -107,9 +111,41 @@ func lookupRoute(src, dst netip.Addr) (routeInfo, error) {
 			if ifc.Flags&net.FlagLoopback != 0 {
 				return routeInfo{}, nil
 			}
+			// What the host's own output (user space's sends) is held to
+			// (ip_dst_mtu_maybe_forward, ip6_mtu): the route's mtu metric,
+			// locked or not, or a path MTU the host has learned for dst, when
+			// there is one; else the interface's. A metric above the
+			// interface's MTU would not fit the interface either. Read once,
+			// at Bind: a later change of the route or path MTU is not seen.
 			ri.mtu = uint32(ifc.MTU)
+			if metricMTU != 0 && metricMTU < ri.mtu {
+				ri.mtu = metricMTU
+			}
 			return ri, nil
 		}
 	}
 	return routeInfo{}, fmt.Errorf("offload: route to %s: no answer", dst)
+}
+
+// routeMetricMTU is the RTAX_MTU value in the nested attributes of an
+// RTA_METRICS attribute, as the kernel reports a route's `mtu` (with
+// `lock` or without, the lock being a separate RTAX_LOCK bit) or a learned
+// path MTU; 0 when there is none.
+func routeMetricMTU(b []byte) uint32 {
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(binary.NativeEndian.Uint16(b[0:]))
+		typ := binary.NativeEndian.Uint16(b[2:])
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return 0
+		}
+		if typ == unix.RTAX_MTU && l >= unix.SizeofRtAttr+4 {
+			return binary.NativeEndian.Uint32(b[unix.SizeofRtAttr:])
+		}
+		l = (l + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1)
+		if l > len(b) {
+			return 0
+		}
+		b = b[l:]
+	}
+	return 0
 }

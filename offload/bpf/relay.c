@@ -24,6 +24,7 @@
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
@@ -38,7 +39,11 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* The most application data one packet may carry through the kernel path:
  * pion reads peer datagrams into a buffer this size (and cuts longer ones),
- * so longer packets go up to keep exactly its behaviour. */
+ * so longer packets go up to keep exactly its behaviour. A client's
+ * datagram goes into a buffer of the same size, and user space
+ * (relay/clientconn.go, and pion's read loop) drops one that fills it: a
+ * client datagram of MAX_DATA bytes or more, ChannelData header and
+ * padding included, goes up to be dropped there. */
 #define MAX_DATA 1600
 #define CHUNK 256
 #define CHUNKS ((MAX_DATA + CHUNK - 1) / CHUNK)
@@ -182,6 +187,19 @@ struct pkt {
 	__u8 family;
 };
 
+/* ip_sum is the folded one's complement sum of a 20-byte IPv4 header:
+ * 0xffff when its checksum is right. */
+static __always_inline __u32 ip_sum(const __u16 *w)
+{
+	__u32 s = 0;
+
+	for (int i = 0; i < 10; i++)
+		s += w[i];
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return s;
+}
+
 /* parse reports 1 for a plain UDP datagram this program may rewrite, 0 for
  * anything else (counted as CNT_PASS_SHAPE when it is UDP we refuse). */
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
@@ -191,6 +209,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	struct udphdr *udp;
 	__u32 hdr;
 
+	/* A frame for another host's MAC address (a promiscuous device):
+	 * the stack drops it, so it is not ours to relay. */
+	if (skb->pkt_type == PACKET_OTHERHOST)
+		return 0;
 	if (skb->protocol == bpf_htons(ETH_P_IP))
 		hdr = sizeof(*eth) + sizeof(struct iphdr) + sizeof(*udp);
 	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
@@ -216,10 +238,12 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		if ((void *)(udp + 1) > end || ip->protocol != IPPROTO_UDP)
 			return 0;
 		tot = bpf_ntohs(ip->tot_len);
-		/* IP options, fragments, GSO and lengths that do not agree go up. */
-		if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || skb->gso_size ||
+		/* IP options, fragments, GSO and lengths that do not agree go
+		 * up; so does what the stack drops (a wrong version or header
+		 * checksum), which the rewrite would otherwise mend. */
+		if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || skb->gso_size ||
 		    tot != sizeof(*ip) + bpf_ntohs(udp->len) || bpf_ntohs(udp->len) < sizeof(*udp) ||
-		    skb->len < sizeof(*eth) + tot) {
+		    skb->len < sizeof(*eth) + tot || ip_sum((const __u16 *)ip) != 0xffff) {
 			count(CNT_PASS_SHAPE, 1);
 			return 0;
 		}
@@ -236,7 +260,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		if ((void *)(udp + 1) > end || ip6->nexthdr != IPPROTO_UDP)
 			return 0; /* extension headers included: user space */
 		/* a zero UDP checksum is invalid over IPv6: the stack drops it */
-		if (skb->gso_size || bpf_ntohs(ip6->payload_len) != bpf_ntohs(udp->len) ||
+		if (ip6->version != 6 || skb->gso_size || bpf_ntohs(ip6->payload_len) != bpf_ntohs(udp->len) ||
 		    bpf_ntohs(udp->len) < sizeof(*udp) || udp->check == 0 ||
 		    skb->len < sizeof(*eth) + sizeof(*ip6) + bpf_ntohs(udp->len)) {
 			count(CNT_PASS_SHAPE, 1);
@@ -390,12 +414,14 @@ static __noinline int rewrite(struct __sk_buff *skb, struct pkt *p, struct out *
 	__u64 flags = BPF_F_MARK_MANGLED_0;
 	__s64 diff;
 
-	/* Grow first, so the data has room to move into; shrink after. */
+	/* Grow first, so the data has room to move into; shrink after. The
+	 * frame may carry bytes after its IP packet (the Ethernet padding of
+	 * a short frame): the new frame ends where its IP packet does. */
 	if (new_end > old_end && bpf_skb_change_tail(skb, new_end, 0))
 		return -1;
 	if (from != hlen && move(skb, payload + hlen, payload + from, data_len))
 		return -1;
-	if (new_end < old_end && bpf_skb_change_tail(skb, new_end, 0))
+	if (skb->len != new_end && bpf_skb_change_tail(skb, new_end, 0))
 		return -1;
 	if (hlen && bpf_skb_store_bytes(skb, payload, &hdr, 4, 0))
 		return -1;
@@ -408,8 +434,6 @@ static __noinline int rewrite(struct __sk_buff *skb, struct pkt *p, struct out *
 
 	if (p->family == FAMILY_V4) {
 		struct iphdr ip;
-		__u16 *w = (__u16 *)&ip;
-		__u32 s = 0;
 
 		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip)))
 			return -1;
@@ -418,11 +442,7 @@ static __noinline int rewrite(struct __sk_buff *skb, struct pkt *p, struct out *
 		__builtin_memcpy(&ip.saddr, o->saddr, 4);
 		__builtin_memcpy(&ip.daddr, o->daddr, 4);
 		ip.check = 0;
-		for (int i = 0; i < sizeof(ip) / 2; i++)
-			s += w[i];
-		s = (s & 0xffff) + (s >> 16);
-		s = (s & 0xffff) + (s >> 16);
-		ip.check = ~s;
+		ip.check = ~ip_sum((const __u16 *)&ip);
 		if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip), 0))
 			return -1;
 		diff = bpf_csum_diff((__be32 *)p->saddr, 4, (__be32 *)o->saddr, 4, 0);
@@ -527,6 +547,12 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, struct pkt *p, 
 
 	if (!a)
 		return NEXT;
+	/* User space drops a client datagram of MAX_DATA bytes or more: so
+	 * must this path (see MAX_DATA). */
+	if (p->dlen >= MAX_DATA) {
+		count(CNT_PASS_SHAPE, 1);
+		return NEXT;
+	}
 	/* Learn the listener address a wildcard listener is reached on. */
 	if (wildcard && (!a->has_server_ip || !ip_equal(a->server_ip, p->daddr))) {
 		bpf_spin_lock(&a->lock);
@@ -662,7 +688,7 @@ int relay(struct __sk_buff *skb)
 		__u32 h = bpf_ntohl(hdr);
 		__u32 chlen = h & 0xffff;
 
-		if ((h >> 30) == 1 && chlen + 4 <= p.dlen && p.dlen - 4 - chlen <= 3 && chlen <= MAX_DATA) {
+		if ((h >> 30) == 1 && chlen + 4 <= p.dlen && p.dlen - 4 - chlen <= 3) {
 			struct chan_key k = {};
 			struct chan_peer *cp;
 

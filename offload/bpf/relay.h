@@ -39,9 +39,10 @@ struct chan_key {
 /*
  * Where a client's channel goes: the relayed address and the peer, and
  * the route to the peer as the Go side looked it up when it installed the
- * entry: the interface to send on (0: the peer is on this host) and its
- * MTU. (bpf_fib_lookup refuses to answer on a host with forwarding off,
- * as a relay normally is.)
+ * entry: the interface to send on (0: the peer is on this host) and the
+ * route's MTU (its mtu metric when it has one, else the interface's).
+ * (bpf_fib_lookup refuses to answer on a host with forwarding off, as a
+ * relay normally is.)
  */
 struct chan_peer {
 	__u32 alloc;
@@ -128,9 +129,12 @@ enum counter {
 	CNT_CROSS_IN_BYTES,  /* from another fleet member */
 	CNT_DROP_RATE,       /* dropped: the allocation's --max-bps bucket was empty */
 	CNT_PASS_MTU,        /* left to user space: too big for the route's MTU */
-	CNT_PASS_ROUTE,      /* left to user space: no route, or a local peer off loopback */
+	CNT_PASS_ROUTE,      /* left to user space: the destination is this host (the entry's
+	                      * ifindex is 0) and the packet did not arrive on loopback */
 	CNT_PASS_NO_SERVER,  /* left to user space: listener address not learned yet */
-	CNT_PASS_SHAPE,      /* left to user space: fragment, IP options, GSO, bad length */
+	CNT_PASS_SHAPE,      /* left to user space: fragment, IP options, GSO, bad length, bad
+	                      * IPv4 header checksum or IP version, a client datagram of 1600
+	                      * bytes or more, a peer datagram over 1600 */
 	CNT_ERR_REWRITE,     /* dropped: a helper failed mid-rewrite */
 	CNT_MAX,
 };
