@@ -69,7 +69,7 @@ const (
 	PassMTU      = "mtu"       // too big for the route's MTU once rewritten
 	PassRoute    = "route"     // a local destination, reached other than over loopback
 	PassNoServer = "no_server" // a wildcard listener's address not learned yet from the client
-	PassShape    = "shape"     // IP options, fragments, GSO, more than 1600 bytes, lengths that disagree
+	PassShape    = "shape"     // IP options, fragments, GSO, a client datagram of 1600 bytes or more, a bad IP header, lengths that disagree, a frame for another host
 )
 
 // PassReasons is the fixed set of OffloadPassed reasons.
@@ -80,6 +80,7 @@ var PassReasons = []string{PassMTU, PassRoute, PassNoServer, PassShape}
 const (
 	BindFull   = "full"   // the kernel's maps were full
 	BindFamily = "family" // client and relayed address of different families
+	BindRoute  = "route"  // no route to the peer or the client (unreachable, blackhole, broadcast)
 	BindError  = "error"  // any other failure to install it
 )
 
@@ -387,7 +388,7 @@ func New(version string) *Metrics {
 	for _, r := range PassReasons {
 		m.OffloadPassed.WithLabelValues(r)
 	}
-	for _, r := range []string{BindFull, BindFamily, BindError} {
+	for _, r := range []string{BindFull, BindFamily, BindRoute, BindError} {
 		m.OffloadBindFailures.WithLabelValues(r)
 	}
 

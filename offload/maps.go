@@ -18,6 +18,12 @@ var ErrFull = errors.New("offload: kernel maps full")
 // handle (mixed address families); it stays in user space.
 var ErrUnoffloadable = errors.New("offload: channel not offloadable")
 
+// ErrNoRoute is returned by Bind when the host has no route it would send
+// on to the peer or the client (unreachable, blackhole, prohibited, or a
+// broadcast address): the channel stays in user space. It is also an
+// ErrUnoffloadable.
+var ErrNoRoute = fmt.Errorf("%w: no usable route", ErrUnoffloadable)
+
 // Binding is one channel with a live permission, as the kernel relays it.
 type Binding struct {
 	// Alloc is the allocation's id, as given to AddAllocation.
@@ -129,11 +135,11 @@ func (o *Offload) Bind(b Binding) (bool, error) {
 	}
 	toPeer, err := lookupRoute(b.Relay.Addr(), b.Peer.Addr())
 	if err != nil {
-		return false, fmt.Errorf("%w: %v", ErrUnoffloadable, err)
+		return false, fmt.Errorf("%w: %v", ErrNoRoute, err)
 	}
 	toClient, err := lookupRoute(b.Server.Addr(), b.Client.Addr())
 	if err != nil {
-		return false, fmt.Errorf("%w: %v", ErrUnoffloadable, err)
+		return false, fmt.Errorf("%w: %v", ErrNoRoute, err)
 	}
 	cp.Ifindex, cp.Mtu = toPeer.ifindex, toPeer.mtu
 	cc.Ifindex, cc.Mtu = toClient.ifindex, toClient.mtu

@@ -241,7 +241,7 @@ func TestRouteMTU(t *testing.T) {
 
 // TestBindUnroutable: a binding one of whose routes the table does not
 // give as unicast (unreachable, blackhole, prohibit, no route at all,
-// broadcast) is refused by Bind with ErrUnoffloadable: nothing is
+// broadcast) is refused by Bind with ErrNoRoute (an ErrUnoffloadable): nothing is
 // installed, and its packets go up untouched and uncounted (they match no
 // entry). User space then relays them, or its send fails, as the route
 // says.
@@ -269,8 +269,8 @@ func TestBindUnroutable(t *testing.T) {
 			h.t = t
 			x := b
 			c.mutate(&x)
-			if err := h.tryBind(x); !errors.Is(err, ErrUnoffloadable) {
-				t.Errorf("Bind: %v, want ErrUnoffloadable", err)
+			if err := h.tryBind(x); !errors.Is(err, ErrNoRoute) || !errors.Is(err, ErrUnoffloadable) {
+				t.Errorf("Bind: %v, want ErrNoRoute, an ErrUnoffloadable", err)
 			}
 			if n := h.o.Bindings(); n != 0 {
 				t.Errorf("%d bindings installed", n)

@@ -117,6 +117,8 @@ func (s *Server) kernelFailed(err error) {
 	switch {
 	case errors.Is(err, offload.ErrFull):
 		s.m.OffloadBindFailures.WithLabelValues(metrics.BindFull).Inc()
+	case errors.Is(err, offload.ErrNoRoute):
+		s.m.OffloadBindFailures.WithLabelValues(metrics.BindRoute).Inc()
 	case errors.Is(err, offload.ErrUnoffloadable):
 		s.m.OffloadBindFailures.WithLabelValues(metrics.BindFamily).Inc()
 	default:
