@@ -95,6 +95,9 @@ func startNode(t *testing.T, args ...string) *testNode {
 	case <-time.After(10 * time.Second):
 		t.Fatal("node did not start in 10s")
 	}
+	if env("SUPERNODE_OFFLOAD") == "off" && !given["--offload"] && tn.n.offload != nil {
+		t.Fatal("SUPERNODE_OFFLOAD=off, yet the node started the kernel path")
+	}
 	tn.udp = tn.n.listens["udp"][0]
 	if l := tn.n.listens["tls"]; len(l) > 0 {
 		tn.tls = l[0]
