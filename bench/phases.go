@@ -112,7 +112,9 @@ func (h *Harness) phaseCPU(ctx context.Context) error {
 // cpu_us_per_packet, so the unit cannot drift with turnload's definition.
 func cpuPerHop(x *Result) float64 {
 	delivered := x.Rate.ReceivedPPS * x.Rate.WindowSeconds
-	if serverOf(x).CPUSeconds <= 0 || delivered < 1 {
+	// A process that relays in the kernel may use no measurable CPU (under
+	// one clock tick) in the window: that is 0, not missing.
+	if x.Server == nil || x.Server.PID == 0 || serverOf(x).CPUSeconds < 0 || delivered < 1 {
 		return math.NaN()
 	}
 	return serverOf(x).CPUSeconds * 1e6 / (2 * delivered)
