@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -173,6 +175,18 @@ func TestCleanStale(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	// `ip netns exec` enters the namespace after it starts: wait for that,
+	// or the cleanup may look before anything is there to find.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, _ := exec.Command("ip", "netns", "pids", sp.Netns).Output()
+		if slices.Contains(strings.Fields(string(out)), strconv.Itoa(cmd.Process.Pid)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("the process never showed in namespace %s", sp.Netns)
+		}
+	}
 	var log strings.Builder
 	cleanStaleNetns(ctx, &log, sp)
 	select {
