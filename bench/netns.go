@@ -80,12 +80,21 @@ func (n *Net) serverPrefix() []string {
 	return p
 }
 
+// loaderProcs is the loader's GOMAXPROCS on its one core. Pinned to one
+// CPU, Go would run it with one P, and a datagram that arrives while a
+// sending goroutine holds that P waits for the next scheduling point
+// (up to the 10 ms preemption tick) before its receiver runs: that was
+// most of the kernel path's p99 latency, a measurement of the loader. With
+// several Ps the threads share the core through the OS scheduler, which
+// wakes a receiver as its packet arrives.
+const loaderProcs = 4
+
 // loaderPrefix is what runs the loader pinned to its core.
 func (n *Net) loaderPrefix() []string {
 	if n == nil || n.LoaderCPU < 0 {
 		return nil
 	}
-	return []string{"taskset", "-c", strconv.Itoa(n.LoaderCPU)}
+	return []string{"env", "GOMAXPROCS=" + strconv.Itoa(loaderProcs), "taskset", "-c", strconv.Itoa(n.LoaderCPU)}
 }
 
 // withPrefix is the program and arguments that run bin args under prefix.
