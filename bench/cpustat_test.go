@@ -85,6 +85,7 @@ func TestCoreCost(t *testing.T) {
 	if b.CPUs, err = parseProcStatCPUs(statAt("5060 10 3040 20070 0 0 730 0 0 0")); err != nil {
 		t.Fatal(err)
 	}
+	b.CPUs[0].Idle += 200 // cpu0 idle throughout
 	c, err := coreCost(a, b, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +100,19 @@ func TestCoreCost(t *testing.T) {
 	}
 	if !slices.Equal(c.NetRX, []uint64{40000, 80000}) || !slices.Equal(c.NetTX, []uint64{0, 5}) || len(c.OtherBusy) != 2 || c.OtherBusy[0] != 0 {
 		t.Errorf("per CPU: rx %v tx %v busy %v", c.NetRX, c.NetTX, c.OtherBusy)
+	}
+	if !near(c.Ticked, 0.65) {
+		t.Errorf("ticked %v, want 0.65 (every busy moment was ticked)", c.Ticked)
+	}
+	// A tickless CPU that wakes for short softirq bursts: over 1 s (100
+	// ticks) the fields moved by 10 softirq and 80 idle; the 10 ticks'
+	// worth no field got was work too.
+	u := CPUSample{At: t0.Add(3 * time.Second), CPUs: slices.Clone(b.CPUs), RxPkts: b.RxPkts + 10000}
+	u.CPUs[1].SoftIRQ += 10
+	u.CPUs[1].Idle += 80
+	u.CPUs[0].Idle += 100
+	if c, err := coreCost(b, u, 1); err != nil || !near(c.Busy, 0.2) || !near(c.Ticked, 0.1) || !near(c.MicrosPerPkt, 10) {
+		t.Errorf("unticked work: busy %v ticked %v µs/pkt %v (%v), want 0.2, 0.1, 10", c.Busy, c.Ticked, c.MicrosPerPkt, err)
 	}
 	if _, err := coreCost(a, b, 2); err == nil {
 		t.Error("a CPU beyond /proc/stat accepted")

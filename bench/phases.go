@@ -92,7 +92,7 @@ func (h *Harness) phaseCPU(ctx context.Context) error {
 					Detail: fmt.Sprintf("loss %.3f%%", x.Packets.LossPercent)})
 				if c := run.Core; c != nil {
 					h.set(mCore, v.Name, r, Value{V: positive(c.MicrosPerPkt), Saturated: x.Loader.Saturated,
-						Detail: fmt.Sprintf("busy %.0f%%, softirq %.0f%%, %s relayed/s", 100*c.Busy, 100*c.SoftIRQ, thousands(c.Relayed/c.Seconds))})
+						Detail: fmt.Sprintf("busy %.0f%% (ticked %.0f%%), softirq %.0f%%, %s relayed/s", 100*c.Busy, 100*c.Ticked, 100*c.SoftIRQ, thousands(c.Relayed/c.Seconds))})
 					h.set(mCoreBusy, v.Name, r, Value{V: 100 * c.Busy, Saturated: x.Loader.Saturated,
 						Detail: fmt.Sprintf("user %.0f%%, system %.0f%%, softirq %.0f%%", 100*c.User, 100*c.System, 100*c.SoftIRQ)})
 				} else if run.CoreErr != "" {
