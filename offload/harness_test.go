@@ -222,12 +222,12 @@ func loadProgram(t testing.TB) *Offload {
 // harness is the loaded program with its maps and the namespace it runs
 // packets in.
 type harness struct {
-	t  *testing.T
+	t  testing.TB
 	o  *Offload
 	ns *testNetns
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	return &harness{t: t, o: loadProgram(t), ns: newTestNetns(t)}
 }
