@@ -51,6 +51,9 @@ type Config struct {
 	// Profiling mounts Go's runtime profiles under /debug/pprof/ (behind
 	// Token when one is set). Off by default: a profile reveals internals.
 	Profiling bool
+	// DebugUI serves the /debug/ice self-test page. Off by default. The
+	// page itself needs no token; the /v1/ice-servers call it makes does.
+	DebugUI bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -106,6 +109,9 @@ func New(cfg Config) (http.Handler, error) {
 	ice := &iceHandler{cfg: cfg}
 	mux.Handle("GET /v1/ice-servers", ice)
 	mux.Handle("POST /v1/ice-servers", ice)
+	if cfg.DebugUI {
+		mux.HandleFunc("GET /debug/ice", serveDebugICE)
+	}
 	if cfg.Profiling {
 		mux.Handle("/debug/pprof/", cfg.authorized(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/cmdline", cfg.authorized(http.HandlerFunc(pprof.Cmdline)))
