@@ -196,8 +196,22 @@ func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// local=true asks for this node's own URLs, whatever node the fleet
+	// would place the user on: for checking one node (the /debug/ice page).
+	local := false
+	if s := r.Form.Get("local"); s != "" {
+		var err error
+		if local, err = strconv.ParseBool(s); err != nil {
+			jsonError(w, http.StatusBadRequest, "local: want true or false")
+			return
+		}
+		if local && call != "" {
+			jsonError(w, http.StatusBadRequest, "local: not with call= (a call's credentials name the node the fleet places it on)")
+			return
+		}
+	}
 	urls, id := h.cfg.URLs, user
-	if h.cfg.Place != nil {
+	if h.cfg.Place != nil && !local {
 		var err error
 		if urls, id, err = h.cfg.Place(call, zone, user); err != nil {
 			jsonError(w, http.StatusBadRequest, err.Error())

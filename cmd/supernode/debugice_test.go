@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -232,5 +233,44 @@ func TestDebugUIOption(t *testing.T) {
 				t.Errorf("debugUI = %v, want %v", o.debugUI, tc.want)
 			}
 		})
+	}
+}
+
+// TestFleetIceServersLocal checks /v1/ice-servers?local=true, which the
+// /debug/ice page uses: in a fleet it answers with the asked node's own
+// URLs for a user id the fleet would place on another member.
+func TestFleetIceServersLocal(t *testing.T) {
+	nodes := startFleetNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	user := callOwnedBy(t, a, "node-1") // placement keys on the user id when no call is given
+	base := "http://" + a.http + "/v1/ice-servers?user=" + user
+	for _, tc := range []struct {
+		query, want string
+	}{
+		{"", b.udp},
+		{"&local=true", a.udp},
+		{"&local=false", b.udp},
+	} {
+		var r api.IceServersResponse
+		if code := getJSON(t, "GET", base+tc.query, "", &r); code != http.StatusOK || len(r.IceServers) != 1 {
+			t.Fatalf("%s: %d %+v", tc.query, code, r)
+		}
+		if urls := strings.Join(r.IceServers[0].URLs, " "); !strings.Contains(urls, "turn:"+tc.want+"?transport=udp") {
+			t.Errorf("%q: urls %s, want those of %s", tc.query, urls, tc.want)
+		}
+		if _, id, ok := strings.Cut(r.IceServers[0].Username, ":"); !ok || id != user {
+			t.Errorf("%q: username %q, want <expiry>:%s", tc.query, r.IceServers[0].Username, user)
+		}
+	}
+	for _, tc := range []struct{ query, want string }{
+		{"&local=maybe", "local: want true or false"},
+		{"&local=1&call=c1", "local: not with call="},
+	} {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if code := getJSON(t, "GET", base+tc.query, "", &e); code != http.StatusBadRequest || !strings.HasPrefix(e.Error, tc.want) {
+			t.Errorf("%q: %d %q, want 400 %q", tc.query, code, e.Error, tc.want)
+		}
 	}
 }
