@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,34 +109,9 @@ func TestBrowserDebugICEPage(t *testing.T) {
 	ctx, cancel := openBrowserTab(t, chromium, time.Now().Add(170*time.Second))
 	defer cancel()
 	page := "http://" + tn.http + "/debug/ice"
-	// The Run button's handler, called as a click would (a user gesture,
-	// which lets the page's AudioContext start).
-	gesture := func(p *runtime.EvaluateParams) { g := true; p.UserGesture = &g }
 	run := func(fragment string) (debugICEVerdict, string) {
 		t.Helper()
-		if err := chromedp.Do(ctx, chromedp.Navigate(page+fragment)); err != nil {
-			t.Fatalf("load %s: %v", page, err)
-		}
-		if _, err := chromedp.Run(ctx, chromedp.Evaluate[string]("window.runIceTest()", chromedp.EvalAwaitPromise, gesture)); err != nil {
-			t.Fatalf("run the page's test: %v", err)
-		}
-		// What the page shows, not what the function returned.
-		raw, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('verdict').textContent`))
-		if err != nil {
-			t.Fatalf("read the verdict: %v", err)
-		}
-		attr, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('verdict').dataset.verdict`))
-		if err != nil {
-			t.Fatalf("read the verdict: %v", err)
-		}
-		var v debugICEVerdict
-		if err := json.Unmarshal([]byte(raw), &v); err != nil {
-			t.Fatalf("decode the page's verdict %q: %v", raw, err)
-		}
-		if attr != v.Verdict {
-			t.Errorf("#verdict data-verdict=%q, but its JSON says %q", attr, v.Verdict)
-		}
-		return v, raw
+		return runDebugICEPage(t, ctx, page+fragment)
 	}
 
 	// A wrong token: the page says what is wrong, and drops the token from
@@ -194,6 +171,39 @@ func TestBrowserDebugICEPage(t *testing.T) {
 	waitFor(t, "allocations_active{udp,tcp} back to 0 after the page's calls", func() bool {
 		return tn.counter("allocations_active", "udp") == 0 && tn.counter("allocations_active", "tcp") == 0
 	})
+}
+
+// runDebugICEPage loads the /debug/ice page at url, runs its test as the
+// Run button does, and returns the verdict the page shows in #verdict
+// (decoded, and as the page's JSON).
+func runDebugICEPage(t *testing.T, ctx context.Context, url string) (debugICEVerdict, string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("load %s: %v", url, err)
+	}
+	// Called as a click would (a user gesture, which lets the page's
+	// AudioContext start).
+	gesture := func(p *runtime.EvaluateParams) { g := true; p.UserGesture = &g }
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[string]("window.runIceTest()", chromedp.EvalAwaitPromise, gesture)); err != nil {
+		t.Fatalf("run the page's test: %v", err)
+	}
+	// What the page shows, not what the function returned.
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('verdict').textContent`))
+	if err != nil {
+		t.Fatalf("read the verdict: %v", err)
+	}
+	attr, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('verdict').dataset.verdict`))
+	if err != nil {
+		t.Fatalf("read the verdict: %v", err)
+	}
+	var v debugICEVerdict
+	if err := json.Unmarshal([]byte(raw), &v); err != nil {
+		t.Fatalf("decode the page's verdict %q: %v", raw, err)
+	}
+	if attr != v.Verdict {
+		t.Errorf("#verdict data-verdict=%q, but its JSON says %q", attr, v.Verdict)
+	}
+	return v, raw
 }
 
 // fmtRTT is the page's round-trip time for a log line.
@@ -273,4 +283,47 @@ func TestFleetIceServersLocal(t *testing.T) {
 			t.Errorf("%q: %d %q, want 400 %q", tc.query, code, e.Error, tc.want)
 		}
 	}
+}
+
+// TestBrowserDebugICEPageReportsFailure runs the page against a node that
+// refuses one of the two allocations a call needs (a quota of one per
+// user): the page fails both transports and shows the node's 486 as an ICE
+// error.
+func TestBrowserDebugICEPageReportsFailure(t *testing.T) {
+	chromium := findChromium(t)
+	tn := startNode(t, "--auth-secret", "somesecret", "--debug-ui", "--user-quota", "1")
+	ctx, cancel := openBrowserTab(t, chromium, time.Now().Add(170*time.Second))
+	defer cancel()
+	v, raw := runDebugICEPage(t, ctx, "http://"+tn.http+"/debug/ice")
+	if v.Verdict != "fail" || v.Error == "" {
+		t.Fatalf("verdict %s, want fail", raw)
+	}
+	for _, tr := range []string{"udp", "tcp"} {
+		res := v.Transports[tr]
+		if res.Verdict != "fail" || len(res.Attempts) == 0 {
+			t.Errorf("%s: verdict %q after %d attempts, want fail", tr, res.Verdict, len(res.Attempts))
+			continue
+		}
+		a := res.Attempts[len(res.Attempts)-1]
+		var codes []int
+		for _, e := range a.IceErrors {
+			var ie struct {
+				ErrorCode int `json:"errorCode"`
+			}
+			if json.Unmarshal(e, &ie) == nil {
+				codes = append(codes, ie.ErrorCode)
+			}
+		}
+		if !slices.Contains(codes, 486) || len(a.Problems) == 0 {
+			t.Errorf("%s: ICE error codes %v, problems %q; want a 486 (Allocation Quota Reached) and a problem", tr, codes, a.Problems)
+		}
+		t.Logf("%s: problems %q, ICE error codes %v", tr, a.Problems, codes)
+	}
+	// The page tells the operator which flag is behind the error.
+	if text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`)); err != nil || !strings.Contains(text, "--user-quota") {
+		t.Errorf("page text does not point at --user-quota (%v):\n%s", err, text)
+	}
+	waitFor(t, "allocations_active{udp,tcp} back to 0 after the page's calls", func() bool {
+		return tn.counter("allocations_active", "udp") == 0 && tn.counter("allocations_active", "tcp") == 0
+	})
 }
