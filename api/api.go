@@ -51,6 +51,9 @@ type Config struct {
 	// Profiling mounts Go's runtime profiles under /debug/pprof/ (behind
 	// Token when one is set). Off by default: a profile reveals internals.
 	Profiling bool
+	// DebugUI serves the /debug/ice self-test page. Off by default. The
+	// page itself needs no token; the /v1/ice-servers call it makes does.
+	DebugUI bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -106,6 +109,9 @@ func New(cfg Config) (http.Handler, error) {
 	ice := &iceHandler{cfg: cfg}
 	mux.Handle("GET /v1/ice-servers", ice)
 	mux.Handle("POST /v1/ice-servers", ice)
+	if cfg.DebugUI {
+		mux.HandleFunc("GET /debug/ice", serveDebugICE)
+	}
 	if cfg.Profiling {
 		mux.Handle("/debug/pprof/", cfg.authorized(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/cmdline", cfg.authorized(http.HandlerFunc(pprof.Cmdline)))
@@ -190,8 +196,22 @@ func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// local=true asks for this node's own URLs, whatever node the fleet
+	// would place the user on: for checking one node (the /debug/ice page).
+	local := false
+	if s := r.Form.Get("local"); s != "" {
+		var err error
+		if local, err = strconv.ParseBool(s); err != nil {
+			jsonError(w, http.StatusBadRequest, "local: want true or false")
+			return
+		}
+		if local && call != "" {
+			jsonError(w, http.StatusBadRequest, "local: not with call= (a call's credentials name the node the fleet places it on)")
+			return
+		}
+	}
 	urls, id := h.cfg.URLs, user
-	if h.cfg.Place != nil {
+	if h.cfg.Place != nil && !local {
 		var err error
 		if urls, id, err = h.cfg.Place(call, zone, user); err != nil {
 			jsonError(w, http.StatusBadRequest, err.Error())

@@ -289,29 +289,13 @@ func browserFlags(chromium, profile string) []chromedp.ExecAllocatorOption {
 	}
 }
 
-// TestBrowserRelayOnlyCall makes a call in a real Chromium between two
-// relay-only RTCPeerConnections of one page, through an in-process node,
-// with ICE servers from the node's /v1/ice-servers: a data channel message
-// and fake camera and microphone media cross the node, and getStats shows
-// relay candidates on both ends of both sides' selected pair.
-func TestBrowserRelayOnlyCall(t *testing.T) {
-	chromium := findChromium(t)
-	tn := startNode(t, "--auth-secret", "somesecret")
-	deadline := time.Now().Add(40 * time.Second) // the call (the page's own waits add up to 35s)
-
-	ice := fetchICEServersJSON(context.Background(), t, tn.http, "browser")
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = io.WriteString(w, browserPage)
-	})
-	mux.HandleFunc("GET /ice-servers", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(ice)
-	})
-	site := httptest.NewServer(mux) // on 127.0.0.1
-	t.Cleanup(site.Close)
-
+// openBrowserTab starts Chromium (browserFlags, a fresh profile) and opens
+// a tab, returning a context for it that ends at deadline. The browser's
+// console and uncaught exceptions are logged if the test fails. Call it
+// after startNode: its cleanup closes Chromium before the node's goroutine
+// leak check runs.
+func openBrowserTab(t *testing.T, chromium string, deadline time.Time) (context.Context, context.CancelFunc) {
+	t.Helper()
 	// The browser's contexts do not derive from the call's deadline, so
 	// that the cleanup can still close Chromium gracefully after a timeout.
 	allocCtx, allocCancel := chromedp.NewExecAllocator(context.Background(), browserFlags(chromium, t.TempDir())...)
@@ -347,8 +331,6 @@ func TestBrowserRelayOnlyCall(t *testing.T) {
 	})
 
 	ctx, cancel := context.WithDeadline(bctx, deadline)
-	defer cancel()
-	start := time.Now()
 	// Listen starts the browser and opens the tab.
 	if err := chromedp.Listen(ctx, func(ev any) {
 		switch ev := ev.(type) {
@@ -370,8 +352,38 @@ func TestBrowserRelayOnlyCall(t *testing.T) {
 			logLine(fmt.Sprintf("exception: %s %v", ev.ExceptionDetails.Text, ev.ExceptionDetails.Exception))
 		}
 	}); err != nil {
+		cancel()
 		t.Fatalf("start browser: %v", err)
 	}
+	return ctx, cancel
+}
+
+// TestBrowserRelayOnlyCall makes a call in a real Chromium between two
+// relay-only RTCPeerConnections of one page, through an in-process node,
+// with ICE servers from the node's /v1/ice-servers: a data channel message
+// and fake camera and microphone media cross the node, and getStats shows
+// relay candidates on both ends of both sides' selected pair.
+func TestBrowserRelayOnlyCall(t *testing.T) {
+	chromium := findChromium(t)
+	tn := startNode(t, "--auth-secret", "somesecret")
+	deadline := time.Now().Add(40 * time.Second) // the call (the page's own waits add up to 35s)
+
+	ice := fetchICEServersJSON(context.Background(), t, tn.http, "browser")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, browserPage)
+	})
+	mux.HandleFunc("GET /ice-servers", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(ice)
+	})
+	site := httptest.NewServer(mux) // on 127.0.0.1
+	t.Cleanup(site.Close)
+
+	start := time.Now()
+	ctx, cancel := openBrowserTab(t, chromium, deadline)
+	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.Navigate(site.URL+"/")); err != nil {
 		t.Fatalf("load page: %v", err)
 	}

@@ -94,6 +94,7 @@ type options struct {
 	httpListen   string
 	apiToken     string
 	pprof        bool
+	debugUI      bool
 	nodeID       string
 	clusterAddr  string
 	join         listFlag
@@ -155,6 +156,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.authTimeout, "auth-timeout", 30*time.Second, "close a TCP/TLS/DTLS client connection that holds no allocation this long after it was accepted")
 	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz and /v1/ice-servers (empty disables)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
+	fs.BoolVar(&o.debugUI, "debug-ui", false, "serve the /debug/ice self-test page on --http-listen: a relay-only call through this node in the browser that opens it (it asks for --api-token to fetch credentials)")
 	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
 	fs.StringVar(&o.nodeID, "node-id", host, "this node's unique name in the fleet")
 	fs.StringVar(&o.clusterAddr, "cluster-listen", "", "gossip address `ip:port` (UDP and TCP) that other fleet members reach this node on; empty: a fleet of one")

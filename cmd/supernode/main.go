@@ -474,7 +474,7 @@ func (n *node) startHTTP() error {
 	}
 	h, err := api.New(api.Config{Metrics: n.m, Credentials: n.store, Node: n.relay, URLs: n.urls, Token: n.o.apiToken,
 		MaxTTL: n.o.maxCredTTL, DefaultTTL: min(24*time.Hour, n.o.maxCredTTL),
-		Profiling: n.o.pprof, Place: n.place, Logger: n.log})
+		Profiling: n.o.pprof, DebugUI: n.o.debugUI, Place: n.place, Logger: n.log})
 	if err != nil {
 		return err
 	}
