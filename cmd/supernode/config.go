@@ -304,13 +304,14 @@ func readConfigFile(path string, fs *flag.FlagSet) (map[string][]configLine, err
 			name, val, _ = strings.Cut(line, " ")
 		}
 		name = strings.TrimPrefix(strings.TrimSpace(name), "--")
-		val = strings.TrimSpace(val)
-		if len(val) >= 2 && val[0] == '"' && strings.IndexByte(val[1:], '"') >= 0 {
+		if q := strings.TrimSpace(val); len(q) >= 2 && q[0] == '"' && strings.IndexByte(q[1:], '"') >= 0 {
 			// "quoted": taken as is up to the closing quote, so a secret
 			// may contain " #"; anything after it is a comment.
-			val = val[1 : 1+strings.IndexByte(val[1:], '"')]
-		} else if i := strings.Index(val, " #"); i >= 0 {
-			val = strings.TrimSpace(val[:i]) // trailing comment
+			val = q[1 : 1+strings.IndexByte(q[1:], '"')]
+		} else if i := trailingComment(val); i >= 0 {
+			val = strings.TrimSpace(val[:i])
+		} else {
+			val = strings.TrimSpace(val)
 		}
 		fl := fs.Lookup(name)
 		if fl == nil || name == "config" {
@@ -325,6 +326,18 @@ func readConfigFile(path string, fs *flag.FlagSet) (map[string][]configLine, err
 		return nil, fmt.Errorf("--config %s: %w", path, err)
 	}
 	return vals, nil
+}
+
+// trailingComment is the index in val (what follows the '=' or the name)
+// of the '#' that starts a comment: one at the start or after a space or
+// tab; -1 if none. A '#' inside a word (a secret's, say) is kept.
+func trailingComment(val string) int {
+	for i := 0; i < len(val); i++ {
+		if val[i] == '#' && (i == 0 || val[i-1] == ' ' || val[i-1] == '\t') {
+			return i
+		}
+	}
+	return -1
 }
 
 func (o *options) check() error {

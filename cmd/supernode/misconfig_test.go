@@ -183,3 +183,44 @@ func TestBinaryMisconfigMessages(t *testing.T) {
 		t.Errorf("exit %v, printed:\n%s", err, out)
 	}
 }
+
+// TestConfigCommentRule: the comment rule deploy/systemd/supernode.conf.example
+// describes is the one the parser implements, and the example parses.
+func TestConfigCommentRule(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{"realm = plain", "plain"},
+		{"realm = a#b", "a#b"},
+		{"realm = value # a comment", "value"},
+		{"realm = value\t# a comment", "value"},
+		{"realm = #only a comment", ""},
+		{"realm=#x", ""},
+		{"realm value # space form", "value"},
+		{`realm = "quoted #kept" # comment`, "quoted #kept"},
+		{"  # an indented comment line\nrealm = x", "x"},
+	} {
+		conf := filepath.Join(t.TempDir(), "c.conf")
+		if err := os.WriteFile(conf, []byte(tc.line+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		vals, err := readConfigFile(conf, newFlagSet(&options{}, &bytes.Buffer{}))
+		if err != nil {
+			t.Errorf("%q: %v", tc.line, err)
+			continue
+		}
+		if got := vals["realm"]; len(got) != 1 || got[0].val != tc.want {
+			t.Errorf("%q: realm %+v, want %q", tc.line, got, tc.want)
+		}
+	}
+	example := "../../deploy/systemd/supernode.conf.example"
+	vals, err := readConfigFile(example, newFlagSet(&options{}, &bytes.Buffer{}))
+	if err != nil {
+		t.Fatalf("%s: %v", example, err)
+	}
+	if len(vals["listen"]) == 0 {
+		t.Errorf("%s: no listen line read: %v", example, vals)
+	}
+	text, _ := os.ReadFile(example)
+	if !strings.Contains(string(text), "follows a space or tab") {
+		t.Errorf("%s does not describe the trailing-comment rule", example)
+	}
+}
