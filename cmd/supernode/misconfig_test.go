@@ -36,15 +36,21 @@ func TestConfigValueErrorsNameWhereAndType(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseOptions(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
+			errorSays(t, err, tc.want...)
 		})
+	}
+}
+
+// errorSays fails t unless err contains every one of want.
+func errorSays(t *testing.T, err error, want ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want one saying %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
 	}
 }
 
@@ -113,15 +119,7 @@ func TestMisconfigRefusedAtStart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--user", "a:b"}, tc.args...)
-			err := run(args, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{}, nil, nil)
-			if err == nil {
-				t.Fatal("the node started")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
+			errorSays(t, run(args, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{}, nil, nil), tc.want...)
 		})
 	}
 }
