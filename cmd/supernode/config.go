@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"time"
@@ -193,7 +194,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 		fs.SetOutput(io.Discard)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		return nil, parseError(fs, err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
@@ -266,23 +267,44 @@ type configLine struct {
 // the config file does not parse: the flag package's own errors ("parse
 // error", "invalid syntax") name no type.
 func valueError(f *flag.Flag, err error) string {
-	var want string
+	if want := wantType(f); want != "" {
+		return "want " + want + " for --" + f.Name
+	}
+	return err.Error()
+}
+
+// wantType describes the values f takes, or "" for a string or list.
+func wantType(f *flag.Flag) string {
 	if g, ok := f.Value.(flag.Getter); ok {
 		switch g.Get().(type) {
 		case bool:
-			want = "true or false"
+			return "true or false"
 		case int, int64, uint, uint64:
-			want = "an integer"
+			return "an integer"
 		case float64:
-			want = "a number"
+			return "a number"
 		case time.Duration:
-			want = "a duration such as 90s, 10m or 1h30m"
+			return "a duration such as 90s, 10m or 1h30m"
 		}
 	}
-	if want == "" {
-		return err.Error()
+	return ""
+}
+
+// badFlagValue matches the flag package's error for a value that does not
+// parse, which names no type ("parse error", "invalid syntax").
+var badFlagValue = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([a-z0-9-]+): `)
+
+// parseError rewrites the flag package's error for a bad value on the
+// command line as the environment's and the file's are.
+func parseError(fs *flag.FlagSet, err error) error {
+	m := badFlagValue.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
 	}
-	return "want " + want + " for --" + f.Name
+	if f := fs.Lookup(m[2]); f != nil && wantType(f) != "" {
+		return fmt.Errorf("--%s %s: want %s", f.Name, m[1], wantType(f))
+	}
+	return err
 }
 
 // readConfigFile parses `name = value` (or `name value`) lines.

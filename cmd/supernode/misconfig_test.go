@@ -16,7 +16,7 @@ import (
 )
 
 // TestConfigValueErrorsNameWhereAndType: a value that does not parse names
-// the file and line, or the variable, and the type the setting wants.
+// the file and line, the variable or the flag, and the type it wants.
 func TestConfigValueErrorsNameWhereAndType(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "supernode.conf")
 	if err := os.WriteFile(conf, []byte("# settings\nrealm = example\n\nmax-bps = lots # oops\n"), 0o600); err != nil {
@@ -33,6 +33,9 @@ func TestConfigValueErrorsNameWhereAndType(t *testing.T) {
 		{"env bool", nil, map[string]string{"SUPERNODE_PPROF": "yes please"}, []string{"SUPERNODE_PPROF", "want true or false"}},
 		{"env float", nil, map[string]string{"SUPERNODE_CAPACITY": "half"}, []string{"SUPERNODE_CAPACITY", "want a number"}},
 		{"env int", nil, map[string]string{"SUPERNODE_UDP_SOCKETS": "4.5"}, []string{"SUPERNODE_UDP_SOCKETS", "want an integer"}},
+		{"flag int", []string{"--min-port", "abc"}, nil, []string{`--min-port "abc": want an integer`}},
+		{"flag duration", []string{"--drain-timeout=15"}, nil, []string{`--drain-timeout "15": want a duration`}},
+		{"flag bool", []string{"--pprof=maybe"}, nil, []string{`--pprof "maybe": want true or false`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseOptions(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
