@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/supernode/supernode/allocation"
 )
 
 // TestConfigValueErrorsNameWhereAndType: a value that does not parse names
@@ -223,5 +226,36 @@ func TestConfigCommentRule(t *testing.T) {
 	text, _ := os.ReadFile(example)
 	if !strings.Contains(string(text), "follows a space or tab") {
 		t.Errorf("%s does not describe the trailing-comment rule", example)
+	}
+}
+
+// TestReloadRefusesPlaceholder: a SIGHUP that would load a placeholder
+// secret on a node off loopback keeps the old secrets and says why. (The
+// node is not started: only its options say it listens on 0.0.0.0.)
+func TestReloadRefusesPlaceholder(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "auth-secrets")
+	good := "0123456789abcdef0123456789"
+	if err := os.WriteFile(file, []byte(good+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := parseOptions([]string{"--listen", "0.0.0.0:3478", "--auth-secret-file", file}, func(string) string { return "" }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := loadCredentials(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncWriter
+	n := &node{o: o, log: slog.New(slog.NewTextHandler(&logs, nil)), store: allocation.NewStore("r", creds, nil)}
+	if err := os.WriteFile(file, []byte("CHANGE-ME-rest-secret-generate-with-openssl-rand-base64-32\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.reload()
+	if got := n.store.Current().Secrets; len(got) != 1 || got[0] != good {
+		t.Errorf("secrets after reload %q, want the old one kept", got)
+	}
+	if !strings.Contains(logs.String(), "reload failed") || !strings.Contains(logs.String(), "CHANGE-ME") {
+		t.Errorf("reload log:\n%s", logs.String())
 	}
 }
