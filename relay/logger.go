@@ -150,7 +150,8 @@ func (lim *logLimiter) flush() {
 
 // loggerFactory adapts one *slog.Logger to pion's LoggerFactory. Pion's Info
 // lines are per-request details, so they go to slog's Debug level; pion's
-// Debug and Trace lines (per packet) are dropped unless debug is enabled.
+// Debug and Trace lines (per packet) go below it, where no --log-level
+// reaches, save the request failures of pionDebugLevel, which go to Debug.
 // Every line goes through lim, because most of pion's lines are written on
 // behalf of a remote host that need not even be authenticated.
 type loggerFactory struct {
