@@ -60,6 +60,21 @@ func errorSays(t *testing.T, err error, want ...string) {
 	}
 }
 
+// offHostIP is an address on no host (TEST-NET-1), which relay sockets
+// cannot bind.
+const offHostIP = "192.0.2.1"
+
+// needUnbindable fails t at once if offHostIP can be bound here (with
+// net.ipv4.ip_nonlocal_bind=1 any address can), rather than let a node
+// that should have refused to start run until the test times out.
+func needUnbindable(t *testing.T) {
+	t.Helper()
+	if pc, err := net.ListenPacket("udp4", offHostIP+":0"); err == nil {
+		_ = pc.Close()
+		t.Fatalf("%s can be bound on this host (net.ipv4.ip_nonlocal_bind=1?): the test needs an address that cannot", offHostIP)
+	}
+}
+
 // TestUsageBeforeError: an unknown flag prints the usage and returns the
 // error for main to print last; --help prints the usage alone.
 func TestUsageBeforeError(t *testing.T) {
@@ -98,6 +113,7 @@ func TestUnknownEnv(t *testing.T) {
 // TestMisconfigRefusedAtStart: each of these used to start a node that
 // failed later or not at all; now the start fails naming the setting.
 func TestMisconfigRefusedAtStart(t *testing.T) {
+	needUnbindable(t)
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "auth-secrets")
 	// The first line of deploy/kubernetes/secret.yaml's auth-secrets.
@@ -113,7 +129,7 @@ func TestMisconfigRefusedAtStart(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"relay ip not on host", []string{"--relay-ip", "192.0.2.1"}, []string{"--relay-ip 192.0.2.1", "cannot bind"}},
+		{"relay ip not on host", []string{"--relay-ip", offHostIP}, []string{"--relay-ip " + offHostIP, "cannot bind"}},
 		{"short secret", append(off, "--auth-secret", "demo-secret"), []string{"--auth-secret", "11 bytes", "at least 16"}},
 		{"placeholder secret", append(off, "--auth-secret", good, "--auth-secret", "CHANGE-ME-old-secret-0123"), []string{"--auth-secret", "secret 2", "CHANGE-ME"}},
 		{"placeholder secret file", append(off, "--auth-secret-file", secretFile), []string{"--auth-secret-file " + secretFile, "secret 1", "CHANGE-ME"}},
@@ -170,6 +186,7 @@ func TestRelayPortsExhaustedLogged(t *testing.T) {
 // is the last line it prints; a misspelt SUPERNODE_* variable is warned
 // about before a relay IP not on the host stops the start.
 func TestBinaryMisconfigMessages(t *testing.T) {
+	needUnbindable(t)
 	bin := buildBinary(t)
 	out, err := exec.Command(bin, "--relay-IP", "127.0.0.1").CombinedOutput()
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
@@ -179,11 +196,11 @@ func TestBinaryMisconfigMessages(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--listen", "127.0.0.1:0", "--http-listen", "", "--relay-ip", "192.0.2.1", "--user", "a:b")
+	cmd := exec.CommandContext(ctx, bin, "--listen", "127.0.0.1:0", "--http-listen", "", "--relay-ip", offHostIP, "--user", "a:b")
 	cmd.Env = append(os.Environ(), "SUPERNODE_RELAYIP=127.0.0.1")
 	out, err = cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "SUPERNODE_RELAYIP is not a setting and is ignored; did you mean SUPERNODE_RELAY_IP?") ||
-		!strings.Contains(string(out), "supernode: --relay-ip 192.0.2.1") {
+		!strings.Contains(string(out), "supernode: --relay-ip "+offHostIP) {
 		t.Errorf("exit %v, printed:\n%s", err, out)
 	}
 }
