@@ -467,6 +467,20 @@ func validHost(h string) bool {
 // one typo away from them.
 var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_REQUIRE_BROWSER"}
 
+// givenEnv keeps the entries of environ that getenv also sees: the
+// environment the node was given. main's getenv is os.Getenv, so that is
+// all of it; a test's node, given a few variables, is not warned about
+// whatever else the test process's environment holds.
+func givenEnv(environ []string, getenv func(string) string) []string {
+	var out []string
+	for _, kv := range environ {
+		if name, _, _ := strings.Cut(kv, "="); getenv(name) != "" {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // unknownEnv returns one message per SUPERNODE_* variable of environ
 // ("NAME=value" entries) that names no setting, with the setting meant when
 // the name differs from one only in its underscores.

@@ -591,7 +591,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	if err != nil {
 		return err
 	}
-	for _, msg := range unknownEnv(os.Environ()) {
+	for _, msg := range unknownEnv(givenEnv(os.Environ(), getenv)) {
 		log.Warn(msg)
 	}
 	n, err := start(o, log)

@@ -110,6 +110,20 @@ func TestUnknownEnv(t *testing.T) {
 	}
 }
 
+// TestGivenEnv: the warning covers the environment the node was given, so
+// in-process test nodes (given none) are not warned about the test
+// process's own SUPERNODE_* variables.
+func TestGivenEnv(t *testing.T) {
+	environ := []string{"SUPERNODE_RELAYIP=1", "SUPERNODE_FOO=", "PATH=/bin"}
+	env := map[string]string{"SUPERNODE_RELAYIP": "1", "PATH": "/bin"}
+	if got := givenEnv(environ, func(k string) string { return env[k] }); strings.Join(got, " ") != "SUPERNODE_RELAYIP=1 PATH=/bin" {
+		t.Errorf("givenEnv: %q", got)
+	}
+	if got := givenEnv(environ, func(string) string { return "" }); len(got) != 0 {
+		t.Errorf("givenEnv with no environment: %q", got)
+	}
+}
+
 // TestMisconfigRefusedAtStart: each of these used to start a node that
 // failed later or not at all; now the start fails naming the setting.
 func TestMisconfigRefusedAtStart(t *testing.T) {
