@@ -483,7 +483,7 @@ func givenEnv(environ []string, getenv func(string) string) []string {
 
 // unknownEnv returns one message per SUPERNODE_* variable of environ
 // ("NAME=value" entries) that names no setting, with the setting meant when
-// the name differs from one only in its underscores.
+// the name differs from one only in its underscores or case.
 func unknownEnv(environ []string) []string {
 	known := map[string]bool{}
 	squashed := map[string]string{}
