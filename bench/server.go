@@ -32,8 +32,9 @@ const (
 	listenPortLow  = 10000
 	listenPortHigh = 19999
 	// benchAPIToken protects supernode's /v1/* (and /debug/pprof/) when
-	// its HTTP listener is not on loopback, as supernode requires.
-	benchAPIToken = "bench"
+	// its HTTP listener is not on loopback, as supernode requires (with
+	// at least 16 bytes).
+	benchAPIToken = "bench-api-token-not-secret"
 )
 
 // Kind names a server under test.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -67,6 +68,25 @@ func reuseControl(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
+// allocFailed logs, rate-limited, why a relay socket could not be made.
+// Pion answers the Allocate with 508 and writes the reason only at its debug
+// level, so a node out of relay ports or unable to bind its relay IP would
+// otherwise fail every call in silence. A client asking for a family the
+// node has no relay IP for is the client's affair and is not logged here.
+func (g *generator) allocFailed(network string, bindIP netip.Addr, err error) {
+	if errors.Is(err, ErrNoRelayIP) {
+		return
+	}
+	s := g.l.srv
+	msg := "cannot open a relay socket: Allocate answered 508 (check --relay-ip)"
+	if errors.Is(err, ErrPortsExhausted) {
+		msg = "no free relay port: Allocate answered 508 (widen --min-port..--max-port, or lower --user-quota or --total-quota)"
+	}
+	if s.logs.allow(s.log, "", slog.LevelWarn, msg) {
+		s.log.Warn(msg, "network", network, "relay_ip", bindIP.String(), "err", err.Error())
+	}
+}
+
 func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
 	bindIP, adv, err := g.l.srv.addrs.forNetwork(conf.Network)
 	if err != nil {
@@ -83,6 +103,7 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 		return nil
 	})
 	if err != nil {
+		g.allocFailed(conf.Network, bindIP, err)
 		return nil, nil, err
 	}
 	g.l.srv.ports.set(conf.Network).add(port)
@@ -118,6 +139,7 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 		return nil
 	})
 	if err != nil {
+		g.allocFailed(conf.Network, bindIP, err)
 		return nil, nil, err
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}

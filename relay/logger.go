@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -149,7 +150,8 @@ func (lim *logLimiter) flush() {
 
 // loggerFactory adapts one *slog.Logger to pion's LoggerFactory. Pion's Info
 // lines are per-request details, so they go to slog's Debug level; pion's
-// Debug and Trace lines (per packet) are dropped unless debug is enabled.
+// Debug and Trace lines (per packet) go below it, where no --log-level
+// reaches, save the request failures of pionDebugLevel, which go to Debug.
 // Every line goes through lim, because most of pion's lines are written on
 // behalf of a remote host that need not even be authenticated.
 type loggerFactory struct {
@@ -188,16 +190,29 @@ func (l pionLogger) logMsg(lv slog.Level, msg string) {
 func (l pionLogger) Trace(msg string)                  { l.logMsg(slog.LevelDebug-4, msg) }
 func (l pionLogger) Tracef(format string, args ...any) { l.logf(slog.LevelDebug-4, format, args...) }
 func (l pionLogger) Debug(msg string)                  { l.logMsg(slog.LevelDebug-4, msg) }
-func (l pionLogger) Debugf(format string, args ...any) { l.logf(slog.LevelDebug-4, format, args...) }
-func (l pionLogger) Info(msg string)                   { l.logMsg(slog.LevelDebug, msg) }
-func (l pionLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args...) }
-func (l pionLogger) Warn(msg string)                   { l.logMsg(slog.LevelWarn, msg) }
+func (l pionLogger) Debugf(format string, args ...any) {
+	l.logf(pionDebugLevel(format), format, args...)
+}
+func (l pionLogger) Info(msg string)                  { l.logMsg(slog.LevelDebug, msg) }
+func (l pionLogger) Infof(format string, args ...any) { l.logf(slog.LevelDebug, format, args...) }
+func (l pionLogger) Warn(msg string)                  { l.logMsg(slog.LevelWarn, msg) }
 func (l pionLogger) Warnf(format string, args ...any) {
 	l.logf(clientGone(slog.LevelWarn, args), format, args...)
 }
 func (l pionLogger) Error(msg string) { l.logMsg(slog.LevelError, msg) }
 func (l pionLogger) Errorf(format string, args ...any) {
 	l.logf(clientGone(slog.LevelError, args), format, args...)
+}
+
+// pionDebugLevel is the level of a pion Debugf line. Pion writes why it
+// could not handle a request (an Allocate it answered with an error among
+// them) at its debug level; that is what an operator running with
+// --log-level debug is looking for, so it goes to slog's Debug, not below.
+func pionDebugLevel(format string) slog.Level {
+	if strings.HasPrefix(format, "Failed to handle datagram") {
+		return slog.LevelDebug
+	}
+	return slog.LevelDebug - 4
 }
 
 // clientGone lowers lv to Debug when one of args is an error that only says

@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"time"
@@ -181,14 +183,20 @@ func envName(flagName string) string {
 func parseOptions(args []string, getenv func(string) string, out io.Writer) (*options, error) {
 	o := &options{}
 	fs := newFlagSet(o, out)
+	// The flag package prints a parse error before the usage; the error is
+	// returned instead, so main prints it last, where an operator looks
+	// (and --help prints the usage alone).
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "supernode: a STUN/TURN relay node.\n\nUsage: supernode [flags]\n\n"+
 			"Every flag can also be set as SUPERNODE_<FLAG> in the environment (repeatable flags comma-separated)\n"+
 			"or as a line `flag = value` in the --config file. Command line beats environment beats file.\n\nFlags:\n")
+		fs.SetOutput(out)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		return nil, parseError(fs, err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
@@ -201,7 +209,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 			o.config = v
 		}
 	}
-	var fileVals map[string][]string
+	var fileVals map[string][]configLine
 	if o.config != "" {
 		var err error
 		if fileVals, err = readConfigFile(o.config, fs); err != nil {
@@ -221,14 +229,14 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 			}
 			for _, x := range vals {
 				if err := f.Value.Set(x); err != nil {
-					errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+					errs = append(errs, fmt.Errorf("%s=%q: %s", envName(f.Name), v, valueError(f, err)))
 				}
 			}
 			return
 		}
 		for _, x := range fileVals[f.Name] {
-			if err := f.Value.Set(x); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %s = %q: %w", o.config, f.Name, x, err))
+			if err := f.Value.Set(x.val); err != nil {
+				errs = append(errs, fmt.Errorf("%s:%d: %s = %q: %s", o.config, x.line, f.Name, x.val, valueError(f, err)))
 			}
 		}
 	})
@@ -251,14 +259,64 @@ func splitList(v string) []string {
 	return out
 }
 
+// configLine is one value of the config file and the line it is on.
+type configLine struct {
+	val  string
+	line int
+}
+
+// valueError says what a flag wants when a value from the environment or
+// the config file does not parse: the flag package's own errors ("parse
+// error", "invalid syntax") name no type.
+func valueError(f *flag.Flag, err error) string {
+	if want := wantType(f); want != "" {
+		return "want " + want + " for --" + f.Name
+	}
+	return err.Error()
+}
+
+// wantType describes the values f takes, or "" for a string or list.
+func wantType(f *flag.Flag) string {
+	if g, ok := f.Value.(flag.Getter); ok {
+		switch g.Get().(type) {
+		case bool:
+			return "true or false"
+		case int, int64, uint, uint64:
+			return "an integer"
+		case float64:
+			return "a number"
+		case time.Duration:
+			return "a duration such as 90s, 10m or 1h30m"
+		}
+	}
+	return ""
+}
+
+// badFlagValue matches the flag package's error for a value that does not
+// parse, which names no type ("parse error", "invalid syntax").
+var badFlagValue = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([a-z0-9-]+): `)
+
+// parseError rewrites the flag package's error for a bad value on the
+// command line as the environment's and the file's are.
+func parseError(fs *flag.FlagSet, err error) error {
+	m := badFlagValue.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	if f := fs.Lookup(m[2]); f != nil && wantType(f) != "" {
+		return fmt.Errorf("--%s %s: want %s", f.Name, m[1], wantType(f))
+	}
+	return err
+}
+
 // readConfigFile parses `name = value` (or `name value`) lines.
-func readConfigFile(path string, fs *flag.FlagSet) (map[string][]string, error) {
+func readConfigFile(path string, fs *flag.FlagSet) (map[string][]configLine, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
 	defer f.Close()
-	vals := map[string][]string{}
+	vals := map[string][]configLine{}
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -270,13 +328,14 @@ func readConfigFile(path string, fs *flag.FlagSet) (map[string][]string, error) 
 			name, val, _ = strings.Cut(line, " ")
 		}
 		name = strings.TrimPrefix(strings.TrimSpace(name), "--")
-		val = strings.TrimSpace(val)
-		if len(val) >= 2 && val[0] == '"' && strings.IndexByte(val[1:], '"') >= 0 {
+		if q := strings.TrimSpace(val); len(q) >= 2 && q[0] == '"' && strings.IndexByte(q[1:], '"') >= 0 {
 			// "quoted": taken as is up to the closing quote, so a secret
 			// may contain " #"; anything after it is a comment.
-			val = val[1 : 1+strings.IndexByte(val[1:], '"')]
-		} else if i := strings.Index(val, " #"); i >= 0 {
-			val = strings.TrimSpace(val[:i]) // trailing comment
+			val = q[1 : 1+strings.IndexByte(q[1:], '"')]
+		} else if i := trailingComment(val); i >= 0 {
+			val = strings.TrimSpace(val[:i])
+		} else {
+			val = strings.TrimSpace(val)
 		}
 		fl := fs.Lookup(name)
 		if fl == nil || name == "config" {
@@ -285,12 +344,24 @@ func readConfigFile(path string, fs *flag.FlagSet) (map[string][]string, error) 
 		if bf, ok := fl.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() && val == "" {
 			val = "true"
 		}
-		vals[name] = append(vals[name], val)
+		vals[name] = append(vals[name], configLine{val: val, line: n})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("--config %s: %w", path, err)
 	}
 	return vals, nil
+}
+
+// trailingComment is the index in val (what follows the '=' or the name)
+// of the '#' that starts a comment: one at the start or after a space or
+// tab; -1 if none. A '#' inside a word (a secret's, say) is kept.
+func trailingComment(val string) int {
+	for i := 0; i < len(val); i++ {
+		if val[i] == '#' && (i == 0 || val[i-1] == ' ' || val[i-1] == '\t') {
+			return i
+		}
+	}
+	return -1
 }
 
 func (o *options) check() error {
@@ -389,4 +460,125 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// harnessEnv are SUPERNODE_* variables that the test suite and .ci/run read
+// and the node does not. They count as known: CI sets them in the
+// environment every test node inherits, and a warning on every CI node's
+// start would teach readers of its logs to skip the warning. No setting is
+// one typo away from them.
+var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_REQUIRE_BROWSER"}
+
+// givenEnv keeps the entries of environ that getenv also sees: the
+// environment the node was given. main's getenv is os.Getenv, so that is
+// all of it; a test's node, given a few variables, is not warned about
+// whatever else the test process's environment holds.
+func givenEnv(environ []string, getenv func(string) string) []string {
+	var out []string
+	for _, kv := range environ {
+		if name, _, _ := strings.Cut(kv, "="); getenv(name) != "" {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// unknownEnv returns one message per SUPERNODE_* variable of environ
+// ("NAME=value" entries) that names no setting, with the setting meant when
+// the name differs from one only in its underscores or case.
+func unknownEnv(environ []string) []string {
+	known := map[string]bool{}
+	squashed := map[string]string{}
+	newFlagSet(&options{}, io.Discard).VisitAll(func(f *flag.Flag) {
+		n := envName(f.Name)
+		known[n] = true
+		squashed[strings.ReplaceAll(n, "_", "")] = n
+	})
+	for _, n := range harnessEnv {
+		known[n] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "SUPERNODE_") || known[name] {
+			continue
+		}
+		msg := name + " is not a setting and is ignored"
+		if m, ok := squashed[strings.ReplaceAll(strings.ToUpper(name), "_", "")]; ok {
+			msg += "; did you mean " + m + "?"
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+// minSecretLen is the shortest secret accepted on a node reachable off
+// loopback: 16 bytes, the size of an AES-128 or HMAC key worth the name,
+// and what `openssl rand -base64 12` gives; the examples suggest 32.
+const minSecretLen = 16
+
+// placeholder reports why s is not a secret to run a reachable node with,
+// or "" if it is: the CHANGE-ME values of deploy/'s examples, or too short.
+// checkLength is false for long-term user passwords, which people choose and
+// coturn-style set-ups keep short.
+func placeholder(s string, checkLength bool) string {
+	if u := strings.ToUpper(s); strings.Contains(u, "CHANGE-ME") || strings.Contains(u, "CHANGEME") {
+		return "is a placeholder (CHANGE-ME): generate one, e.g. with openssl rand -base64 32"
+	}
+	if checkLength && len(s) < minSecretLen {
+		return fmt.Sprintf("is %d bytes: want at least %d (e.g. openssl rand -base64 32)", len(s), minSecretLen)
+	}
+	return ""
+}
+
+// loopbackOnly reports whether every address the node listens on (TURN,
+// HTTP, gossip) is a loopback one, so no other host can reach it.
+func (o *options) loopbackOnly() bool {
+	addrs := append(append(append([]string(nil), o.listen...), o.tlsListen...), o.dtlsListen...)
+	addrs = append(addrs, o.httpListen, o.clusterAddr)
+	for _, a := range addrs {
+		if a == "" {
+			continue // HTTP or gossip off
+		}
+		h, _, err := net.SplitHostPort(a)
+		if err != nil {
+			return false
+		}
+		if ip, err := netip.ParseAddr(h); h != "localhost" && (err != nil || !ip.IsLoopback()) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkSecrets refuses placeholder and short secrets on a node other hosts
+// can reach. On loopback anything goes: tests and demos use short ones.
+func checkSecrets(o *options, secrets []string, users map[string]string) error {
+	if o.loopbackOnly() {
+		return nil
+	}
+	fromFlags := len(o.secrets)
+	for i, s := range secrets {
+		where, n := "--auth-secret", i+1
+		if i >= fromFlags {
+			where, n = "--auth-secret-file "+o.secretFile, i-fromFlags+1
+		}
+		if why := placeholder(s, true); why != "" {
+			return fmt.Errorf("%s: secret %d %s (the node listens off loopback)", where, n, why)
+		}
+	}
+	for _, kv := range []struct{ flag, val string }{{"--api-token", o.apiToken}, {"--cluster-key", o.clusterKey}} {
+		if kv.val == "" {
+			continue // a missing token or key is checked where it is needed
+		}
+		if why := placeholder(kv.val, true); why != "" {
+			return fmt.Errorf("%s %s (the node listens off loopback)", kv.flag, why)
+		}
+	}
+	for name, pw := range users {
+		if why := placeholder(pw, false); why != "" {
+			return fmt.Errorf("--user/--users-file: the password of %q %s (the node listens off loopback)", name, why)
+		}
+	}
+	return nil
 }

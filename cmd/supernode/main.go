@@ -197,6 +197,20 @@ func parseIPs(flagName string, vals []string) ([]netip.Addr, error) {
 	return out, nil
 }
 
+// bindable checks that relay sockets can bind to each --relay-ip: an
+// address that is not on this host would otherwise give a node that
+// reports ready and answers every Allocate with 508.
+func bindable(ips []netip.Addr) error {
+	for _, ip := range ips {
+		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+		if err != nil {
+			return fmt.Errorf("--relay-ip %s: relay sockets cannot bind to it (is it an address of this host?): %w", ip, err)
+		}
+		_ = pc.Close()
+	}
+	return nil
+}
+
 // node is a running supernode.
 type node struct {
 	o       *options
@@ -296,6 +310,9 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSecrets(o, creds.Secrets, creds.Users); err != nil {
+		return nil, err
+	}
 	if len(creds.Users) == 0 && len(creds.Secrets) == 0 {
 		b := make([]byte, 24)
 		_, _ = rand.Read(b)
@@ -311,6 +328,8 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	}
 	if len(relayIPs) == 0 {
 		relayIPs = []netip.Addr{defaultRelayIP()}
+	} else if err := bindable(relayIPs); err != nil {
+		return nil, err
 	}
 	externalIPs, err := parseIPs("external-ip", o.externalIP)
 	if err != nil {
@@ -496,6 +515,9 @@ func (n *node) startHTTP() error {
 // On any error the old values stay in force.
 func (n *node) reload() {
 	creds, err := loadCredentials(n.o)
+	if err == nil {
+		err = checkSecrets(n.o, creds.Secrets, creds.Users)
+	}
 	if err != nil {
 		n.log.Error("reload failed, keeping old credentials", "err", err)
 	} else if len(creds.Users) == 0 && len(creds.Secrets) == 0 {
@@ -568,6 +590,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	log, err := newLogger(o, stderr)
 	if err != nil {
 		return err
+	}
+	for _, msg := range unknownEnv(givenEnv(os.Environ(), getenv)) {
+		log.Warn(msg)
 	}
 	n, err := start(o, log)
 	if err != nil {
