@@ -425,6 +425,20 @@ func TestMonitoringLive(t *testing.T) {
 		t.Fatalf("%d of %d queries returned no data:\n%s", len(empty), len(names)+len(records), strings.Join(empty, "\n"))
 	}
 
+	// The events the panels are about reached Prometheus as more than the
+	// zeros every series starts at.
+	for _, e := range []string{
+		`sum(supernode_relay_bytes_total) > 0`,
+		`sum(supernode_fleet_placements_total{result=~"local|remote"}) > 0`,
+		`sum(supernode_allocation_lifetime_seconds_count) > 0`,
+		`sum(supernode_fleet_members{state="alive"}) > 0`,
+		`sum(supernode_connections_closed_total{transport="tcp"}) > 0`,
+	} {
+		if !hasNumber(prom.query(e)) {
+			t.Errorf("no data for %s", e)
+		}
+	}
+
 	// The template variables: label_values(selector, label).
 	lv := regexp.MustCompile(`^label_values\((.+),\s*(\w+)\)$`)
 	for _, q := range labelValues {
