@@ -317,8 +317,9 @@ func ruleQueries(t *testing.T, path string) (records []string, exprs map[string]
 }
 
 // TestMonitoringLive runs a fleet of two nodes, a Prometheus scraping both
-// and evaluating deploy/prometheus/rules.yml, and turnload calls placed
-// through /v1/ice-servers; one node then drains with an allocation held.
+// and evaluating deploy/prometheus/rules.yml, a call with a leg on each
+// node, and turnload calls placed through /v1/ice-servers; one node then
+// drains with an allocation held.
 // Every query of deploy/grafana/supernode.json, every recording rule (and
 // the series it records) and every alert expression (thresholds relaxed)
 // must return a number through Prometheus' HTTP API.
@@ -334,7 +335,14 @@ func TestMonitoringLive(t *testing.T) {
 		exprs[k] = v
 	}
 
-	nodes := startFleetNodes(t, 2)
+	// Node 1 on its own loopback address, so that traffic between the two
+	// nodes' relays counts as cross-host.
+	nodes := startFleetNodesEach(t, 2, func(i int) []string {
+		if i == 1 {
+			return []string{"--listen", "127.0.0.2:0", "--relay-ip", "127.0.0.2"}
+		}
+		return nil
+	})
 	prom := startPrometheus(t, rules, nodes[0].http, nodes[1].http)
 	// Prometheus' view trails by a scrape or two, more on a busy machine.
 	waitForProm := func(what string, cond func() bool) {
@@ -345,15 +353,32 @@ func TestMonitoringLive(t *testing.T) {
 		return len(prom.query(`up == 1 and on (instance) supernode_build_info`)) == 2
 	})
 
-	// An allocation held on node 1, so that its drain lasts.
+	// A call whose two legs sit on the two nodes (cross-host bytes); the
+	// leg on node 1 is held, so that its drain lasts.
 	user := fmt.Sprintf("%d:holder", time.Now().Add(time.Hour).Unix())
-	holder := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), nodes[1].udp, user,
-		allocation.RESTPassword("fleet-secret", user))
-	relayConn, err := holder.Allocate()
+	pass := allocation.RESTPassword("fleet-secret", user)
+	ca := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), nodes[0].udp, user, pass)
+	cb := newClient(t, mustListenUDP(t, "udp4", "127.0.0.2:0"), nodes[1].udp, user, pass)
+	ra, err := ca.Allocate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer relayConn.Close()
+	defer ra.Close()
+	rb, err := cb.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	waitFor(t, "each node to allow the other's relay addresses", func() bool {
+		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
+	})
+	echoPeer(rb)
+	if got := exchange(t, ra, rb.LocalAddr(), 10); got < 9 {
+		t.Fatalf("%d of 10 echoes came back across the two nodes", got)
+	}
+	if err := ra.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	// Calls placed by the fleet, relayed while Prometheus scrapes.
 	cfg := smallLoad("")
@@ -427,6 +452,7 @@ func TestMonitoringLive(t *testing.T) {
 		`sum(supernode_fleet_placements_total{result=~"local|remote"}) > 0`,
 		`sum(supernode_allocation_lifetime_seconds_count) > 0`,
 		`sum(supernode_fleet_members{state="alive"}) > 0`,
+		`sum(supernode_fleet_cross_host_bytes_total) > 0`,
 		`sum(supernode_connections_closed_total{transport="tcp"}) > 0`,
 	} {
 		if !hasNumber(prom.query(e)) {
