@@ -460,6 +460,41 @@ func TestMonitoringLive(t *testing.T) {
 		}
 	}
 
+	// Prometheus itself evaluated every rule without an error (a
+	// many-to-many match, say, shows only at evaluation).
+	resp, err := http.Get(prom.base + "/api/v1/rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rr struct {
+		Data struct {
+			Groups []struct {
+				Rules []struct {
+					Name      string `json:"name"`
+					Health    string `json:"health"`
+					LastError string `json:"lastError"`
+				} `json:"rules"`
+			} `json:"groups"`
+		} `json:"data"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&rr)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evaluated := 0
+	for _, g := range rr.Data.Groups {
+		for _, r := range g.Rules {
+			evaluated++
+			if r.Health != "ok" {
+				t.Errorf("Prometheus: rule %s health %q: %s", r.Name, r.Health, r.LastError)
+			}
+		}
+	}
+	if want := len(ruleExprs); evaluated != want {
+		t.Errorf("Prometheus loaded %d rules, rules.yml has %d", evaluated, want)
+	}
+
 	// The template variables: label_values(selector, label).
 	lv := regexp.MustCompile(`^label_values\((.+),\s*(\w+)\)$`)
 	for _, q := range labelValues {
