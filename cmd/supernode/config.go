@@ -467,7 +467,7 @@ func validHost(h string) bool {
 // environment every test node inherits, and a warning on every CI node's
 // start would teach readers of its logs to skip the warning. No setting is
 // one typo away from them.
-var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_REQUIRE_BROWSER"}
+var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_REQUIRE_BROWSER", "SUPERNODE_REQUIRE_MONITORING"}
 
 // givenEnv keeps the entries of environ that getenv also sees: the
 // environment the node was given. main's getenv is os.Getenv, so that is
