@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/pion/stun/v4"
 
@@ -274,7 +275,20 @@ func (q *request) check() bool {
 	case stun.MethodCreatePermission:
 		return q.checkAllocation() && q.checkPeers() && q.checkLimits()
 	case stun.MethodRefresh:
-		return q.checkAllocation()
+		if !q.checkAllocation() {
+			return false
+		}
+		// The session record and the admin API need to know: LIFETIME 0
+		// deletes the allocation (the client hung up), anything else
+		// moves its expiry.
+		v, err := q.m.Get(stun.AttrLifetime)
+		has := err == nil && len(v) == 4
+		var lifetime time.Duration
+		if has {
+			lifetime = time.Duration(binary.BigEndian.Uint32(v)) * time.Second
+		}
+		l.srv.noteRefresh(l.key(q.src), lifetime, has)
+		return true
 	case stun.MethodAllocate:
 		if l.srv.cfg.Redirect != nil && !q.checkRedirect() {
 			return false // another node takes it (also while draining)
