@@ -1,6 +1,6 @@
 // Package api is supernode's HTTP surface: Prometheus metrics, health and
-// readiness probes, and the credentials endpoint the signaling backend asks
-// for a call's ICE servers.
+// readiness probes, the credentials endpoint the signaling backend asks
+// for a call's ICE servers, and the operator's admin endpoints.
 package api
 
 import (
@@ -51,6 +51,9 @@ type Config struct {
 	// Profiling mounts Go's runtime profiles under /debug/pprof/ (behind
 	// Token when one is set). Off by default: a profile reveals internals.
 	Profiling bool
+	// Admin, when set, serves the admin endpoints (behind Token when one is
+	// set): /v1/allocations, /v1/drain and /v1/fleet (see admin.go).
+	Admin Admin
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -106,6 +109,9 @@ func New(cfg Config) (http.Handler, error) {
 	ice := &iceHandler{cfg: cfg}
 	mux.Handle("GET /v1/ice-servers", ice)
 	mux.Handle("POST /v1/ice-servers", ice)
+	if cfg.Admin != nil {
+		cfg.mountAdmin(mux)
+	}
 	if cfg.Profiling {
 		mux.Handle("/debug/pprof/", cfg.authorized(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/cmdline", cfg.authorized(http.HandlerFunc(pprof.Cmdline)))

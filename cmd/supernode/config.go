@@ -103,6 +103,7 @@ type options struct {
 	drainTimeout time.Duration
 	logLevel     string
 	logFormat    string
+	logSessions  bool
 	version      bool
 }
 
@@ -165,6 +166,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&o.logSessions, "log-sessions", true, "log one info line per ended allocation: user, call, transport, client, duration, bytes and packets each way, why it ended")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -180,7 +182,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	o := &options{}
 	fs := newFlagSet(o, out)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "supernode: a STUN/TURN relay node.\n\nUsage: supernode [flags]\n\n"+
+		fmt.Fprintf(out, "supernode: a STUN/TURN relay node.\n\nUsage: supernode [flags]\n       supernode <command> [flags]\n\nCommands (supernode <command> --help for their flags):\n%s\n", subcommandUsage())
+		fmt.Fprintf(out, ""+
 			"Every flag can also be set as SUPERNODE_<FLAG> in the environment (repeatable flags comma-separated)\n"+
 			"or as a line `flag = value` in the --config file. Command line beats environment beats file.\n\nFlags:\n")
 		fs.PrintDefaults()
