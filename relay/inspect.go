@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/pion/stun/v4"
 
@@ -281,12 +280,7 @@ func (q *request) check() bool {
 		// The session record and the admin API need to know: LIFETIME 0
 		// deletes the allocation (the client hung up), anything else
 		// moves its expiry.
-		v, err := q.m.Get(stun.AttrLifetime)
-		has := err == nil && len(v) == 4
-		var lifetime time.Duration
-		if has {
-			lifetime = time.Duration(binary.BigEndian.Uint32(v)) * time.Second
-		}
+		lifetime, has := lifetimeAttr(q.m)
 		l.srv.noteRefresh(l.key(q.src), lifetime, has)
 		return true
 	case stun.MethodAllocate:
@@ -295,6 +289,9 @@ func (q *request) check() bool {
 		}
 		if l.srv.draining.Load() {
 			return q.refuseWhileDraining()
+		}
+		if lifetime, has := lifetimeAttr(q.m); has {
+			l.srv.noteAllocate(l.key(q.src), lifetime)
 		}
 		// RFC 6062 §5.1: a TCP allocation requested over UDP or DTLS gets 400.
 		if v, err := q.m.Get(stun.AttrRequestedTransport); datagram && err == nil && len(v) > 0 && v[0] == protoTCP {

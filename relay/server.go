@@ -313,6 +313,10 @@ type Server struct {
 	guard    *authThrottle // nil: no backoff
 	draining atomic.Bool
 	closing  atomic.Bool // Close has begun: what ends now ends by shutdown
+	// lifetimes holds the LIFETIME of Allocates handed to pion until it
+	// creates them (see noteAllocate).
+	lifeMu    sync.Mutex
+	lifetimes map[allocation.Key]lifetimeNote
 	// fleet holds the relay addresses of the other fleet members (see
 	// SetFleetPeers); nil outside a fleet.
 	fleet     atomic.Pointer[map[netip.Addr][]FleetPeer]
@@ -661,7 +665,7 @@ func (l *listener) events() turn.EventHandler {
 		OnAllocationCreated: func(src, _ net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
 			defer l.recovered("allocation created")
 			s.cfg.Table.Commit(l.key(src), userID, l.transport, relayAddr)
-			s.cfg.Table.SetExpiry(l.key(src), s.now().Add(s.cfg.AllocationLifetime))
+			s.cfg.Table.SetExpiry(l.key(src), s.now().Add(s.grantedLifetime(l.key(src))))
 			s.linkClient(l.key(src), relayAddr, src, l.local)
 			if l.clients != nil {
 				l.clients.add(src)

@@ -2,9 +2,12 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"sync/atomic"
 	"time"
+
+	"github.com/pion/stun/v4"
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/cluster"
@@ -189,6 +192,49 @@ func (s *Server) noteRefresh(k allocation.Key, lifetime time.Duration, has bool)
 		return
 	}
 	s.cfg.Table.SetExpiry(k, s.now().Add(s.lifetimeOf(lifetime, has)))
+}
+
+// lifetimeAttr reads a request's LIFETIME.
+func lifetimeAttr(m *stun.Message) (time.Duration, bool) {
+	v, err := m.Get(stun.AttrLifetime)
+	if err != nil || len(v) != 4 {
+		return 0, false
+	}
+	return time.Duration(binary.BigEndian.Uint32(v)) * time.Second, true
+}
+
+// lifetimeNote is the LIFETIME of an Allocate handed to pion, until pion
+// reports the allocation created.
+type lifetimeNote struct {
+	d  time.Duration
+	at time.Time
+}
+
+// noteAllocate remembers the LIFETIME an Allocate on k asks for. Notes of
+// Allocates that never created anything go after pendingNote.
+func (s *Server) noteAllocate(k allocation.Key, lifetime time.Duration) {
+	const pendingNote = 30 * time.Second
+	now := s.now()
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if s.lifetimes == nil {
+		s.lifetimes = map[allocation.Key]lifetimeNote{}
+	}
+	for nk, n := range s.lifetimes {
+		if now.Sub(n.at) > pendingNote {
+			delete(s.lifetimes, nk)
+		}
+	}
+	s.lifetimes[k] = lifetimeNote{d: lifetime, at: now}
+}
+
+// grantedLifetime is the lifetime of the allocation pion just created on k.
+func (s *Server) grantedLifetime(k allocation.Key) time.Duration {
+	s.lifeMu.Lock()
+	n, ok := s.lifetimes[k]
+	delete(s.lifetimes, k)
+	s.lifeMu.Unlock()
+	return s.lifetimeOf(n.d, ok)
 }
 
 // lifetimeOf is the allocation lifetime pion grants for a requested one.
