@@ -64,11 +64,16 @@ func runSubcommand(name string, args []string, getenv func(string) string, stdou
 
 // apiFlags adds the flags of the commands that call a node's admin API.
 func (c *ctl) apiFlags() {
+	// Inside the node's own environment (kubectl exec into its pod) the
+	// node's --http-listen is the API.
 	def := c.getenv("SUPERNODE_API")
+	if l := c.getenv("SUPERNODE_HTTP_LISTEN"); def == "" && l != "" {
+		def = "http://" + l
+	}
 	if def == "" {
 		def = "http://127.0.0.1:9641"
 	}
-	c.fs.StringVar(&c.api, "api", def, "the node's admin API: the base `URL` of its --http-listen (env SUPERNODE_API)")
+	c.fs.StringVar(&c.api, "api", def, "the node's admin API: the base `URL` of its --http-listen (env SUPERNODE_API, else http:// and SUPERNODE_HTTP_LISTEN)")
 	c.fs.StringVar(&c.token, "api-token", "", "the node's --api-token (default: env SUPERNODE_API_TOKEN)")
 	c.fs.BoolVar(&c.json, "json", false, "print the node's JSON answer instead of a table")
 	c.fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for the node")
