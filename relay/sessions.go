@@ -74,8 +74,8 @@ type Session struct {
 	Call string `json:"call,omitempty"`
 	// Transport is the client's: udp, tcp, tls or dtls.
 	Transport string `json:"transport"`
-	// Relay is the relayed transport address, as advertised; RelayProtocol
-	// is udp, or tcp for an RFC 6062 allocation.
+	// Client is the client's transport address; Relay the relayed one, as
+	// advertised; RelayProtocol is udp, or tcp for an RFC 6062 allocation.
 	Client        string    `json:"client"`
 	Relay         string    `json:"relay"`
 	RelayProtocol string    `json:"relay_protocol"`
