@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +97,12 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	if len(all) != 2 {
 		t.Fatalf("listed %d allocations, want 2: %+v", len(all), all)
 	}
+	// A datagram is counted once the relay's write returns, which can be
+	// after its echo is back.
+	waitFor(t, "alice's 20 echoes counted", func() bool {
+		as := listAllocations(t, tn, "user=alice")
+		return len(as) == 1 && as[0].PacketsToPeer >= 20 && as[0].PacketsToClient >= 20
+	})
 	as := listAllocations(t, tn, "user=alice&transport=udp")
 	if len(as) != 1 {
 		t.Fatalf("user=alice: %+v", as)
@@ -193,7 +201,7 @@ func TestAdminAPIErrors(t *testing.T) {
 
 // TestAdminDrainOverHTTP starts and cancels a drain without a signal.
 func TestAdminDrainOverHTTP(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw")
+	tn := startNode(t, "--user", "alice:pw", "--log-level", "info", "--log-format", "json")
 	ready := func() int {
 		resp, err := http.Get("http://" + tn.http + "/readyz")
 		if err != nil {
@@ -227,6 +235,14 @@ func TestAdminDrainOverHTTP(t *testing.T) {
 	}
 	if _, err := ctlRun(t, nil, "drain", "--cancel", "--api", "http://"+tn.http); err != nil {
 		t.Fatal(err)
+	}
+	// A node stopped while draining ends what is left as drained.
+	if code := getJSON(t, http.MethodPost, "http://"+tn.http+"/v1/drain", "", &d); code != 200 || !d.Draining || d.Allocations != 1 {
+		t.Fatalf("POST /v1/drain: %d %+v", code, d)
+	}
+	tn.stop()
+	if l := sessionLines(t, tn.logs.String()); len(l) != 1 || l[0]["reason"] != relay.EndDrained || l[0]["user"] != "alice" {
+		t.Fatalf("session records after a drained stop: %v", l)
 	}
 }
 
@@ -425,5 +441,72 @@ func TestSessionEndReasons(t *testing.T) {
 	}
 	if n := len(sessionLines(t, tn.logs.String())); n != 3 {
 		t.Fatalf("%d session records, want 3", n)
+	}
+}
+
+// TestAdminKillTCPRelay: an RFC 6062 allocation is listed with what its
+// peer data connections carried, and a kill closes its listener and its
+// data connections.
+func TestAdminKillTCPRelay(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	control, err := net.Dial("tcp", tn.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer control.Close()
+	c := newClient(t, turn.NewSTUNConn(control), tn.udp, "alice", "pw")
+	alloc, err := c.AllocateTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alloc.Close()
+	data, err := alloc.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	msg := []byte("twenty bytes of data")
+	if _, err := data.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(msg))
+	_ = data.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(data, buf); err != nil {
+		t.Fatal(err)
+	}
+	// The relay counts a write once it returns, which can be after the
+	// echo is back: wait for both directions.
+	waitFor(t, "20 bytes each way on the TCP allocation", func() bool {
+		as := listAllocations(t, tn, "user=alice")
+		return len(as) == 1 && as[0].BytesToPeer == 20 && as[0].BytesToClient == 20
+	})
+	if as := listAllocations(t, tn, "user=alice"); as[0].RelayProtocol != "tcp" || as[0].Transport != "tcp" || as[0].PacketsToPeer != 1 {
+		t.Fatalf("the TCP allocation: %+v", as)
+	}
+	var kr api.KillResponse
+	if code := getJSON(t, http.MethodDelete, "http://"+tn.http+"/v1/allocations?user=alice", "", &kr); code != 200 || kr.Killed != 1 {
+		t.Fatalf("DELETE ?user=alice: %d %+v", code, kr)
+	}
+	waitFor(t, "the TCP allocation to go", func() bool { return len(listAllocations(t, tn, "")) == 0 })
+	_ = data.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := data.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the peer data connection outlived the kill: read %v", err)
 	}
 }
