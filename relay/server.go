@@ -678,7 +678,7 @@ func (l *listener) events() turn.EventHandler {
 			if l.group != nil {
 				l.group.forget(src)
 			}
-			s.endSession(l.key(src), s.clientPermits(l.key(src)))
+			s.endSession(l, l.key(src), s.clientPermits(l.key(src)))
 			s.unlinkClient(l.key(src))
 			if l.clients != nil {
 				l.clients.remove(src)

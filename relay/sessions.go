@@ -245,19 +245,16 @@ func (s *Server) lifetimeOf(lifetime time.Duration, has bool) time.Duration {
 	return s.cfg.AllocationLifetime
 }
 
-// endSession removes the allocation on k from the table, counts it and
-// writes its session record. p is its peer state (nil if unknown); the
-// first caller for k does the work, later ones do nothing.
-func (s *Server) endSession(k allocation.Key, p *permits) {
+// endSession removes the allocation on k (of listener l) from the table,
+// counts it and writes its session record. p is its peer state (nil if
+// unknown); the first caller for k does the work, later ones do nothing.
+func (s *Server) endSession(l *listener, k allocation.Key, p *permits) {
 	e, ok := s.cfg.Table.Delete(k)
 	if !ok {
 		return
 	}
-	if k.Listener >= 0 && k.Listener < len(s.listeners) {
-		l := s.listeners[k.Listener]
-		l.allocDeleted.Inc()
-		l.allocActive.Dec()
-	}
+	l.allocDeleted.Inc()
+	l.allocActive.Dec()
 	now := s.now()
 	d := now.Sub(e.Created)
 	s.m.AllocationLifetime.Observe(d.Seconds())
@@ -294,10 +291,13 @@ func (s *Server) endSession(k allocation.Key, p *permits) {
 
 // endRemaining ends what is still in the table once every pion server has
 // closed: pion reports those deletions later, or never if the process
-// exits first.
+// exits first. It runs on the goroutine that ran New, so s.listeners is
+// safe to read (pion's goroutines take their listener from the closure).
 func (s *Server) endRemaining() {
 	for _, e := range s.cfg.Table.List() {
-		s.endSession(e.Key, s.clientPermits(e.Key))
+		if e.Key.Listener >= 0 && e.Key.Listener < len(s.listeners) {
+			s.endSession(s.listeners[e.Key.Listener], e.Key, s.clientPermits(e.Key))
+		}
 	}
 }
 
