@@ -212,7 +212,9 @@ type node struct {
 	listens map[string][]string // transport -> actual listen addresses
 	closers []io.Closer
 	fleet   atomic.Pointer[fleet] // nil for a fleet of one
-	leaving atomic.Bool           // draining, as gossiped to the fleet
+	// stopFleet stops the fleet watcher and waits for it; nil outside a fleet.
+	stopFleet func()
+	leaving   atomic.Bool // draining, as gossiped to the fleet
 	// signalled is set by SIGTERM: the drain ends in an exit and the admin
 	// API cannot cancel it.
 	signalled atomic.Bool
@@ -525,6 +527,9 @@ func (n *node) close() {
 	}
 	if n.relay != nil {
 		_ = n.relay.Close()
+	}
+	if n.stopFleet != nil {
+		n.stopFleet()
 	}
 	if n.offload != nil {
 		_ = n.offload.Close()
