@@ -35,6 +35,9 @@ type Entry struct {
 	Transport string // client transport: udp, tcp, tls, dtls
 	Relay     string // relayed transport address
 	Created   time.Time
+	// Expires is when the allocation ends unless refreshed (SetExpiry);
+	// zero until set.
+	Expires time.Time
 }
 
 type pending struct {
@@ -147,6 +150,15 @@ func (t *Table) Commit(k Key, user, transport string, relay net.Addr) {
 		r = relay.String()
 	}
 	t.live[k] = &Entry{Key: k, UserID: user, Transport: transport, Relay: r, Created: t.cfg.Now()}
+}
+
+// SetExpiry records when the allocation on k ends unless refreshed.
+func (t *Table) SetExpiry(k Key, at time.Time) {
+	t.mu.Lock()
+	if e, ok := t.live[k]; ok {
+		e.Expires = at
+	}
+	t.mu.Unlock()
 }
 
 // Delete removes the allocation on k and returns it.

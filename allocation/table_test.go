@@ -83,3 +83,22 @@ func TestTablePendingExpires(t *testing.T) {
 		t.Fatalf("stale reservation not reclaimed: %v", err)
 	}
 }
+
+func TestTableSetExpiry(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tb := NewTable(TableConfig{Now: func() time.Time { return now }})
+	k := Key{Listener: 0, Client: "192.0.2.1:5000"}
+	tb.SetExpiry(k, now.Add(time.Minute)) // no allocation yet: nothing to set
+	if err := tb.Reserve(k, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	tb.Commit(k, "alice", "udp", nil)
+	if e := tb.List()[0]; !e.Expires.IsZero() {
+		t.Fatalf("expiry before SetExpiry: %v", e.Expires)
+	}
+	tb.SetExpiry(k, now.Add(10*time.Minute))
+	e, ok := tb.Delete(k)
+	if !ok || !e.Expires.Equal(now.Add(10*time.Minute)) || !e.Created.Equal(now) {
+		t.Fatalf("deleted %+v %v", e, ok)
+	}
+}

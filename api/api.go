@@ -1,6 +1,6 @@
 // Package api is supernode's HTTP surface: Prometheus metrics, health and
-// readiness probes, and the credentials endpoint the signaling backend asks
-// for a call's ICE servers.
+// readiness probes, the credentials endpoint the signaling backend asks
+// for a call's ICE servers, and the operator's admin endpoints.
 package api
 
 import (
@@ -54,6 +54,9 @@ type Config struct {
 	// DebugUI serves the /debug/ice self-test page. Off by default. The
 	// page itself needs no token; the /v1/ice-servers call it makes does.
 	DebugUI bool
+	// Admin, when set, serves the admin endpoints (behind Token when one is
+	// set): /v1/allocations, /v1/drain and /v1/fleet (see admin.go).
+	Admin Admin
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -111,6 +114,9 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle("POST /v1/ice-servers", ice)
 	if cfg.DebugUI {
 		mux.HandleFunc("GET /debug/ice", serveDebugICE)
+	}
+	if cfg.Admin != nil {
+		cfg.mountAdmin(mux)
 	}
 	if cfg.Profiling {
 		mux.Handle("/debug/pprof/", cfg.authorized(http.HandlerFunc(pprof.Index)))

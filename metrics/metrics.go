@@ -208,8 +208,11 @@ func New(version string) *Metrics {
 		}, []string{"transport"}),
 		AllocationLifetime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Name: "allocation_lifetime_seconds",
-			Help:    "How long allocations lived, observed when they are deleted.",
-			Buckets: []float64{1, 10, 30, 60, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600},
+			Help: "How long allocations lived, observed when they are deleted.",
+			// One- to three-minute steps up to a quarter hour, then five-minute steps up to
+			// an hour: a call of one to sixty minutes lands within a few
+			// minutes of its length.
+			Buckets: []float64{1, 10, 30, 60, 120, 180, 240, 300, 420, 600, 900, 1200, 1500, 1800, 2100, 2400, 2700, 3000, 3300, 3600, 2 * 3600, 4 * 3600, 24 * 3600},
 		}),
 		RelayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "relay_bytes_total",

@@ -111,6 +111,7 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	rc := g.l.wrapRelayPacketConn(pc, port)
 	rc.ports, rc.pool = g.l.srv.ports.set(conf.Network), pool
 	rc.relay, rc.permits = relay, g.l.srv.registerPermits(relay, g.l.newKernelState(pc))
+	rc.permits.closer = rc
 	return rc, relay, nil
 }
 
@@ -143,8 +144,10 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 		return nil, nil, err
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}
-	return &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network), pool: pool,
-		relay: relay, permits: g.l.srv.registerPermits(relay, nil)}, relay, nil
+	rl := &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network), pool: pool,
+		relay: relay, permits: g.l.srv.registerPermits(relay, nil)}
+	rl.permits.closer, rl.permits.tcp = rl, true
+	return rl, relay, nil
 }
 
 func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
@@ -174,5 +177,5 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	return g.l.wrapRelayConn(c), nil
+	return g.l.wrapRelayConn(c, g.l.srv.lookupPermits(conf.LocalAddr)), nil
 }

@@ -274,13 +274,24 @@ func (q *request) check() bool {
 	case stun.MethodCreatePermission:
 		return q.checkAllocation() && q.checkPeers() && q.checkLimits()
 	case stun.MethodRefresh:
-		return q.checkAllocation()
+		if !q.checkAllocation() {
+			return false
+		}
+		// The session record and the admin API need to know: LIFETIME 0
+		// deletes the allocation (the client hung up), anything else
+		// moves its expiry.
+		lifetime, has := lifetimeAttr(q.m)
+		l.srv.noteRefresh(l.key(q.src), lifetime, has)
+		return true
 	case stun.MethodAllocate:
 		if l.srv.cfg.Redirect != nil && !q.checkRedirect() {
 			return false // another node takes it (also while draining)
 		}
 		if l.srv.draining.Load() {
 			return q.refuseWhileDraining()
+		}
+		if lifetime, has := lifetimeAttr(q.m); has {
+			l.srv.noteAllocate(l.key(q.src), lifetime)
 		}
 		// RFC 6062 §5.1: a TCP allocation requested over UDP or DTLS gets 400.
 		if v, err := q.m.Get(stun.AttrRequestedTransport); datagram && err == nil && len(v) > 0 && v[0] == protoTCP {

@@ -107,6 +107,11 @@ func (s *Server) kernelEnd(p *permits) {
 	if k == nil || !k.added {
 		return
 	}
+	// What the kernel relayed for it goes with it: keep the count for the
+	// session record.
+	if st, err := s.cfg.Offload.AllocationStats(k.id); err == nil {
+		p.kernelFinal = st
+	}
 	n := s.cfg.Offload.RemoveAllocation(k.id)
 	s.m.OffloadBindings.Sub(float64(n))
 	k.added = false

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/metrics"
+	"github.com/supernode/supernode/offload"
 )
 
 // permits is one allocation's peer state as supernode mirrors it from pion's
@@ -33,6 +35,17 @@ type permits struct {
 	method atomic.Uint32
 	// closed is set when the allocation's relay socket closes.
 	closed atomic.Bool
+	// stats is the allocation's user-space traffic; kernelFinal what the
+	// kernel relayed for it, read when it left the kernel (under mu).
+	stats       allocCounters
+	kernelFinal offload.AllocationStats
+	// reason is why the allocation is ending, once the node knows better
+	// than "expired" (reasonNone): see sessions.go.
+	reason atomic.Uint32
+	// closer is the allocation's relay socket, closed to end it; tcp is set
+	// for an RFC 6062 allocation. Both are set before pion sees it.
+	closer io.Closer
+	tcp    bool
 }
 
 func newPermits() *permits {

@@ -96,6 +96,9 @@ func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		c.l.p2cPackets.Inc()
 		c.l.p2cBytes.Add(float64(n))
+		if c.permits != nil {
+			c.permits.stats.toClient(n)
+		}
 		if c.l.srv.fleet.Load() != nil && c.fleetAddr(addr) {
 			c.l.crossIn.Add(float64(n))
 		}
@@ -140,6 +143,9 @@ func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if err == nil {
 		c.l.c2pPackets.Inc()
 		c.l.c2pBytes.Add(float64(n))
+		if c.permits != nil {
+			c.permits.stats.toPeer(n)
+		}
 		if c.l.srv.fleet.Load() != nil && c.fleetAddr(addr) {
 			c.l.crossOut.Add(float64(n))
 		}
@@ -198,7 +204,7 @@ func (rl *relayListener) Accept() (net.Conn, error) {
 	for {
 		c, err := rl.Listener.Accept()
 		if err == nil {
-			return rl.l.wrapRelayConn(c), nil
+			return rl.l.wrapRelayConn(c, rl.permits), nil
 		}
 		if errors.Is(err, net.ErrClosed) {
 			return nil, err
@@ -208,19 +214,26 @@ func (rl *relayListener) Accept() (net.Conn, error) {
 	}
 }
 
-// relayConn wraps one RFC 6062 peer data connection and counts its bytes.
+// relayConn wraps one RFC 6062 peer data connection and counts its bytes,
+// on the node's counters and its allocation's (p; nil when unknown).
 type relayConn struct {
 	net.Conn
 	l *listener
+	p *permits
 }
 
-func (l *listener) wrapRelayConn(c net.Conn) net.Conn { return &relayConn{Conn: c, l: l} }
+func (l *listener) wrapRelayConn(c net.Conn, p *permits) net.Conn {
+	return &relayConn{Conn: c, l: l, p: p}
+}
 
 func (c *relayConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.l.p2cPackets.Inc()
 		c.l.p2cBytes.Add(float64(n))
+		if c.p != nil {
+			c.p.stats.toClient(n)
+		}
 	}
 	return n, err
 }
@@ -230,6 +243,9 @@ func (c *relayConn) Write(b []byte) (int, error) {
 	if n > 0 {
 		c.l.c2pPackets.Inc()
 		c.l.c2pBytes.Add(float64(n))
+		if c.p != nil {
+			c.p.stats.toPeer(n)
+		}
 	}
 	return n, err
 }

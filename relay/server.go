@@ -165,6 +165,11 @@ type Config struct {
 	// Now is the clock of nonces, budgets and backoffs; nil is time.Now.
 	Now func() time.Time
 
+	// LogSessions writes one info line per ended allocation (its session
+	// record: user, call, transport, duration, traffic, why it ended).
+	// False writes none.
+	LogSessions bool
+
 	// Redirect, when set, is asked about every authenticated Allocate that
 	// would create a new allocation, draining or not: user is the verified
 	// username, src the client and transport its listener's. A true answer
@@ -307,6 +312,11 @@ type Server struct {
 	budget   *sourceBudget // nil: unlimited
 	guard    *authThrottle // nil: no backoff
 	draining atomic.Bool
+	closing  atomic.Bool // Close has begun: what ends now ends by shutdown
+	// lifetimes holds the LIFETIME of Allocates handed to pion until it
+	// creates them (see noteAllocate).
+	lifeMu    sync.Mutex
+	lifetimes map[allocation.Key]lifetimeNote
 	// fleet holds the relay addresses of the other fleet members (see
 	// SetFleetPeers); nil outside a fleet.
 	fleet     atomic.Pointer[map[netip.Addr][]FleetPeer]
@@ -537,14 +547,24 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // AllocationCount returns the number of live allocations.
 func (s *Server) AllocationCount() int { return s.cfg.Table.Count() }
 
+// Undrain cancels Drain: new allocations are taken again.
+func (s *Server) Undrain() {
+	if s.draining.Swap(false) {
+		s.m.Draining.Set(0)
+		s.log.Info("drain cancelled: taking new allocations", "allocations", s.cfg.Table.Count())
+	}
+}
+
 // Close stops every listener and closes every allocation.
 func (s *Server) Close() error {
+	s.closing.Store(true)
 	var errs []error
 	for _, p := range s.pion {
 		if err := p.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	s.endRemaining()
 	s.logs.flush()
 	return errors.Join(errs...)
 }
@@ -645,6 +665,7 @@ func (l *listener) events() turn.EventHandler {
 		OnAllocationCreated: func(src, _ net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
 			defer l.recovered("allocation created")
 			s.cfg.Table.Commit(l.key(src), userID, l.transport, relayAddr)
+			s.cfg.Table.SetExpiry(l.key(src), s.now().Add(s.grantedLifetime(l.key(src))))
 			s.linkClient(l.key(src), relayAddr, src, l.local)
 			if l.clients != nil {
 				l.clients.add(src)
@@ -657,17 +678,13 @@ func (l *listener) events() turn.EventHandler {
 			if l.group != nil {
 				l.group.forget(src)
 			}
+			s.endSession(l, l.key(src), s.clientPermits(l.key(src)))
 			s.unlinkClient(l.key(src))
 			if l.clients != nil {
 				l.clients.remove(src)
 			}
 			if c, ok := s.streams.Load(l.key(src)); ok {
 				c.(*clientStreamConn).allocationEnded()
-			}
-			if e, ok := s.cfg.Table.Delete(l.key(src)); ok {
-				l.allocDeleted.Inc()
-				l.allocActive.Dec()
-				s.m.AllocationLifetime.Observe(time.Since(e.Created).Seconds())
 			}
 		},
 		OnAllocationError: func(src, _ net.Addr, _, _ string) {

@@ -106,6 +106,7 @@ type options struct {
 	drainTimeout time.Duration
 	logLevel     string
 	logFormat    string
+	logSessions  bool
 	version      bool
 }
 
@@ -156,7 +157,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 256, "most TCP/TLS/DTLS client connections without an allocation one IP address (IPv6: /64) may hold at once (0 = unlimited)")
 	fs.IntVar(&o.maxPending, "max-pending-conns", 4096, "most TCP/TLS/DTLS client connections without an allocation on the node at once (0 = unlimited)")
 	fs.DurationVar(&o.authTimeout, "auth-timeout", 30*time.Second, "close a TCP/TLS/DTLS client connection that holds no allocation this long after it was accepted")
-	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz and /v1/ice-servers (empty disables)")
+	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz, /v1/ice-servers and the admin API (/v1/allocations, /v1/drain, /v1/fleet); empty disables")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
 	fs.BoolVar(&o.debugUI, "debug-ui", false, "serve the /debug/ice self-test page on --http-listen: a relay-only call through this node in the browser that opens it (it asks for --api-token to fetch credentials)")
 	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
@@ -169,6 +170,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&o.logSessions, "log-sessions", true, "log one info line per ended allocation: user, call, transport, client, duration, bytes and packets each way, why it ended")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -188,7 +190,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	// (and --help prints the usage alone).
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "supernode: a STUN/TURN relay node.\n\nUsage: supernode [flags]\n\n"+
+		fmt.Fprintf(out, "supernode: a STUN/TURN relay node.\n\nUsage: supernode [flags]\n       supernode <command> [flags]\n\nCommands (supernode <command> --help for their flags):\n%s\n", subcommandUsage())
+		fmt.Fprintf(out, ""+
 			"Every flag can also be set as SUPERNODE_<FLAG> in the environment (repeatable flags comma-separated)\n"+
 			"or as a line `flag = value` in the --config file. Command line beats environment beats file.\n\nFlags:\n")
 		fs.SetOutput(out)
@@ -467,7 +470,10 @@ func validHost(h string) bool {
 // environment every test node inherits, and a warning on every CI node's
 // start would teach readers of its logs to skip the warning. No setting is
 // one typo away from them.
-var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_REQUIRE_BROWSER", "SUPERNODE_REQUIRE_MONITORING"}
+// SUPERNODE_API is read by the operator subcommands (ctl.go), not the node:
+// it may sit in the same environment.
+var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_REQUIRE_BROWSER",
+	"SUPERNODE_REQUIRE_MONITORING", "SUPERNODE_API"}
 
 // givenEnv keeps the entries of environ that getenv also sees: the
 // environment the node was given. main's getenv is os.Getenv, so that is

@@ -108,9 +108,14 @@ func (n *node) startFleet(relayIPs, externalIPs []netip.Addr) error {
 	}
 	f.c = c
 	n.fleet.Store(f)
-	stop := make(chan struct{})
-	go n.watchFleet(f, stop)
-	n.closers = append(n.closers, closerFunc(func() error { close(stop); return nil }))
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		n.watchFleet(f, stop)
+	}()
+	// The watcher reads the kernel path's counters: close stops it before
+	// it closes the kernel path.
+	n.stopFleet = func() { close(stop); <-done }
 	n.closers = append(n.closers, closerFunc(func() error { c.Leave(time.Second); return nil }))
 	n.log.Info("fleet member", "node_id", o.nodeID, "gossip", c.Addr(), "members", len(c.Nodes()))
 	return nil

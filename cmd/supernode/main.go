@@ -226,8 +226,13 @@ type node struct {
 	listens map[string][]string // transport -> actual listen addresses
 	closers []io.Closer
 	fleet   atomic.Pointer[fleet] // nil for a fleet of one
-	leaving atomic.Bool           // draining, as gossiped to the fleet
-	bps     atomic.Int64          // relayed bits per second over the last second, for gossip
+	// stopFleet stops the fleet watcher and waits for it; nil outside a fleet.
+	stopFleet func()
+	leaving   atomic.Bool // draining, as gossiped to the fleet
+	// signalled is set by SIGTERM: the drain ends in an exit and the admin
+	// API cannot cancel it.
+	signalled atomic.Bool
+	bps       atomic.Int64 // relayed bits per second over the last second, for gossip
 }
 
 // iceURLs builds one URL per listener for /v1/ice-servers.
@@ -437,6 +442,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		AuthFailures:        authFailures(o.authFailures),
 		AuthBackoff:         o.authBackoff,
 		Redirect:            redirectHook(o, n),
+		LogSessions:         o.logSessions,
 	})
 	if err != nil {
 		return nil, err
@@ -493,7 +499,7 @@ func (n *node) startHTTP() error {
 	}
 	h, err := api.New(api.Config{Metrics: n.m, Credentials: n.store, Node: n.relay, URLs: n.urls, Token: n.o.apiToken,
 		MaxTTL: n.o.maxCredTTL, DefaultTTL: min(24*time.Hour, n.o.maxCredTTL),
-		Profiling: n.o.pprof, DebugUI: n.o.debugUI, Place: n.place, Logger: n.log})
+		Profiling: n.o.pprof, DebugUI: n.o.debugUI, Place: n.place, Admin: nodeAdmin{n}, Logger: n.log})
 	if err != nil {
 		return err
 	}
@@ -544,6 +550,9 @@ func (n *node) close() {
 	if n.relay != nil {
 		_ = n.relay.Close()
 	}
+	if n.stopFleet != nil {
+		n.stopFleet()
+	}
 	if n.offload != nil {
 		_ = n.offload.Close()
 	}
@@ -579,6 +588,11 @@ func listenUDPAndTCP(addr string, sockets, rcvbuf int) ([]net.PacketConn, net.Li
 // run starts the node and handles signals until it should exit. ready, if
 // not nil, receives the node once it serves.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready chan<- *node) error {
+	if len(args) > 0 {
+		if _, ok := subcommands[args[0]]; ok {
+			return runSubcommand(args[0], args[1:], getenv, stdout, stderr)
+		}
+	}
 	o, err := parseOptions(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -612,6 +626,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 			case sig == syscall.SIGHUP:
 				n.reload()
 			case sig == syscall.SIGTERM && drainDeadline == nil:
+				n.signalled.Store(true)
 				if f := n.fleet.Load(); f != nil {
 					// Tell the fleet first, and only then send this node's
 					// late callers elsewhere: a member that has not heard of
