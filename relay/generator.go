@@ -103,7 +103,9 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 		return nil
 	})
 	if err != nil {
-		g.allocFailed(conf.Network, bindIP, err)
+		if conf.RequestedPort == 0 { // a port the client asked for (EVEN-PORT, a reservation) is its affair
+			g.allocFailed(conf.Network, bindIP, err)
+		}
 		return nil, nil, err
 	}
 	g.l.srv.ports.set(conf.Network).add(port)
@@ -140,7 +142,9 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 		return nil
 	})
 	if err != nil {
-		g.allocFailed(conf.Network, bindIP, err)
+		if conf.RequestedPort == 0 { // a port the client asked for (EVEN-PORT, a reservation) is its affair
+			g.allocFailed(conf.Network, bindIP, err)
+		}
 		return nil, nil, err
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}

@@ -317,6 +317,7 @@ type Server struct {
 	// creates them (see noteAllocate).
 	lifeMu    sync.Mutex
 	lifetimes map[allocation.Key]lifetimeNote
+	lifeSwept time.Time // the last sweep of old notes
 	// fleet holds the relay addresses of the other fleet members (see
 	// SetFleetPeers); nil outside a fleet.
 	fleet     atomic.Pointer[map[netip.Addr][]FleetPeer]

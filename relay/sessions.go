@@ -212,21 +212,31 @@ type lifetimeNote struct {
 
 // noteAllocate remembers the LIFETIME an Allocate on k asks for. Notes of
 // Allocates that never created anything go after pendingNote.
+// The sweep of old notes runs at most every pendingNote/6, not on every
+// Allocate: Allocates refused later (over quota) leave notes behind, and a
+// client with credentials can send many from many ports; a sweep per
+// Allocate would make each one cost the size of the map under lifeMu.
 func (s *Server) noteAllocate(k allocation.Key, lifetime time.Duration) {
-	const pendingNote = 30 * time.Second
 	now := s.now()
 	s.lifeMu.Lock()
 	defer s.lifeMu.Unlock()
 	if s.lifetimes == nil {
 		s.lifetimes = map[allocation.Key]lifetimeNote{}
 	}
-	for nk, n := range s.lifetimes {
-		if now.Sub(n.at) > pendingNote {
-			delete(s.lifetimes, nk)
+	if now.Sub(s.lifeSwept) > pendingNote/6 {
+		s.lifeSwept = now
+		for nk, n := range s.lifetimes {
+			if now.Sub(n.at) > pendingNote {
+				delete(s.lifetimes, nk)
+			}
 		}
 	}
 	s.lifetimes[k] = lifetimeNote{d: lifetime, at: now}
 }
+
+// pendingNote is how long a LIFETIME note waits for pion to create its
+// allocation; an older note belongs to an Allocate that created nothing.
+const pendingNote = 30 * time.Second
 
 // grantedLifetime is the lifetime of the allocation pion just created on k.
 func (s *Server) grantedLifetime(k allocation.Key) time.Duration {
@@ -234,6 +244,9 @@ func (s *Server) grantedLifetime(k allocation.Key) time.Duration {
 	n, ok := s.lifetimes[k]
 	delete(s.lifetimes, k)
 	s.lifeMu.Unlock()
+	if ok && s.now().Sub(n.at) > pendingNote {
+		ok = false // a failed Allocate's, not this one's
+	}
 	return s.lifetimeOf(n.d, ok)
 }
 

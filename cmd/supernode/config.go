@@ -528,7 +528,9 @@ const minSecretLen = 16
 // checkLength is false for long-term user passwords, which people choose and
 // coturn-style set-ups keep short.
 func placeholder(s string, checkLength bool) string {
-	if u := strings.ToUpper(s); strings.Contains(u, "CHANGE-ME") || strings.Contains(u, "CHANGEME") {
+	// The manifests' form (CHANGE-ME-…), or the bare word; not any value
+	// that merely contains "changeme" (a password like "exchangemessage").
+	if u := strings.ToUpper(s); strings.Contains(u, "CHANGE-ME") || u == "CHANGEME" {
 		return "is a placeholder (CHANGE-ME): generate one, e.g. with openssl rand -base64 32"
 	}
 	if checkLength && len(s) < minSecretLen {
