@@ -23,6 +23,8 @@ func (a nodeAdmin) Kill(f relay.Filter) int { return a.n.relay.Kill(f) }
 // exit: the fleet hears of it first, then the node refuses new allocations.
 func (a nodeAdmin) SetDraining(on bool) error {
 	n := a.n
+	n.drainMu.Lock()
+	defer n.drainMu.Unlock()
 	if on {
 		n.leaving.Store(true)
 		if f := n.fleet.Load(); f != nil {

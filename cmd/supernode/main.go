@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -232,7 +233,11 @@ type node struct {
 	// signalled is set by SIGTERM: the drain ends in an exit and the admin
 	// API cannot cancel it.
 	signalled atomic.Bool
-	bps       atomic.Int64 // relayed bits per second over the last second, for gossip
+	// drainMu orders a drain's start by SIGTERM against the admin API's
+	// start or cancel, so a cancel cannot undo a SIGTERM drain begun
+	// between its check and its Undrain.
+	drainMu sync.Mutex
+	bps     atomic.Int64 // relayed bits per second over the last second, for gossip
 }
 
 // iceURLs builds one URL per listener for /v1/ice-servers.
@@ -626,6 +631,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 			case sig == syscall.SIGHUP:
 				n.reload()
 			case sig == syscall.SIGTERM && drainDeadline == nil:
+				n.drainMu.Lock()
 				n.signalled.Store(true)
 				if f := n.fleet.Load(); f != nil {
 					// Tell the fleet first, and only then send this node's
@@ -635,6 +641,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 					f.c.Announce()
 				}
 				n.relay.Drain()
+				n.drainMu.Unlock()
 				log.Info("SIGTERM: draining; send SIGTERM again or SIGINT to exit now",
 					"allocations", n.relay.AllocationCount(), "drain_timeout", o.drainTimeout.String())
 				drainDeadline = time.After(o.drainTimeout)
