@@ -92,20 +92,26 @@ func Members(nodes []cluster.Node) []Member {
 
 func (cfg Config) mountAdmin(mux *http.ServeMux) {
 	a := cfg.Admin
+	// A browser on the node's host could otherwise drain a loopback node
+	// without a token from any web page: a bodyless POST is a CORS simple
+	// request. Requests that change state and come from another origin
+	// (Sec-Fetch-Site, or an Origin that is not the node's) are refused
+	// with 403; the CLI, curl and scripts send neither header.
+	sameOrigin := http.NewCrossOriginProtection().Handler
 	mux.Handle("GET /v1/allocations", cfg.authorized(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, ok := filterOf(w, r, false)
 		if ok {
 			writeJSON(w, http.StatusOK, AllocationsResponse{Allocations: a.Allocations(f)})
 		}
 	})))
-	mux.Handle("DELETE /v1/allocations", cfg.authorized(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("DELETE /v1/allocations", sameOrigin(cfg.authorized(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, ok := filterOf(w, r, true)
 		if ok {
 			writeJSON(w, http.StatusOK, KillResponse{Killed: a.Kill(f)})
 		}
-	})))
+	}))))
 	drain := func(on bool) http.Handler {
-		return cfg.authorized(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return sameOrigin(cfg.authorized(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !noParams(w, r) {
 				return
 			}
@@ -115,7 +121,7 @@ func (cfg Config) mountAdmin(mux *http.ServeMux) {
 			}
 			cfg.Logger.Info("drain set over the admin API", "draining", on, "remote", r.RemoteAddr)
 			writeJSON(w, http.StatusOK, DrainResponse{Draining: cfg.Node.Draining(), Allocations: cfg.Node.AllocationCount()})
-		}))
+		})))
 	}
 	mux.Handle("POST /v1/drain", drain(true))
 	mux.Handle("DELETE /v1/drain", drain(false))

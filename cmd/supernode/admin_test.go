@@ -197,6 +197,28 @@ func TestAdminDrainOverHTTP(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	// A web page in a browser on the node's host cannot drain it (no token
+	// is needed on loopback): a cross-site POST or DELETE is refused.
+	for _, m := range []string{http.MethodPost, http.MethodDelete} {
+		req, err := http.NewRequest(m, "http://"+tn.http+"/v1/drain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		req.Header.Set("Origin", "http://evil.example")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("cross-site %s /v1/drain: %d, want 403", m, resp.StatusCode)
+		}
+	}
+	if ready() != http.StatusOK {
+		t.Fatal("a cross-site POST /v1/drain drained the node")
+	}
 	out, err := ctlRun(t, nil, "drain", "--api", "http://"+tn.http)
 	if err != nil || !strings.Contains(out, "draining") {
 		t.Fatalf("supernode drain: %v %s", err, out)
