@@ -342,8 +342,6 @@ func TestHelpListsSubcommands(t *testing.T) {
 	}
 }
 
-// TestSessionEndReasons: the expiry the API lists follows the lifetime
-// granted, and each way an allocation ends is named in its record.
 // TestAdminKillTCPRelay: an RFC 6062 allocation is listed with what its
 // peer data connections carried, and a kill closes its listener and its
 // data connections.

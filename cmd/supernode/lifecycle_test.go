@@ -23,7 +23,13 @@ import (
 // scrape fetches /metrics over HTTP and returns one sample's value.
 func scrape(t *testing.T, httpAddr, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	return scrapeWith(t, http.DefaultClient, httpAddr, series)
+}
+
+// scrapeWith is scrape through client (one that dials into a namespace, say).
+func scrapeWith(t *testing.T, client *http.Client, httpAddr, series string) float64 {
+	t.Helper()
+	resp, err := client.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -220,23 +218,7 @@ func (l *netLab) startNode(bin string, args ...string) *labNode {
 // metric reads one series from the node's /metrics.
 func (n *labNode) metric(series string) float64 {
 	n.lab.t.Helper()
-	resp, err := n.http.Get("http://127.0.0.1:9641/metrics")
-	if err != nil {
-		n.lab.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				n.lab.t.Fatal(err)
-			}
-			return f
-		}
-	}
-	n.lab.t.Fatalf("series %s not in /metrics", series)
-	return 0
+	return scrapeWith(n.lab.t, n.http, "127.0.0.1:9641", series)
 }
 
 const (

@@ -78,6 +78,8 @@ func TestLogSessionsOff(t *testing.T) {
 	}
 }
 
+// TestSessionEndReasons: the expiry the API lists follows the lifetime
+// granted, and each way an allocation ends is named in its record.
 func TestSessionEndReasons(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--user", "bob:pw", "--log-level", "info", "--log-format", "json")
 	// An Allocate asking for 2 s expires after 2 s unless refreshed.
