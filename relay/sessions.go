@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+	"golang.org/x/sys/cpu"
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/cluster"
@@ -41,9 +42,12 @@ const (
 )
 
 // allocCounters is one allocation's user-space traffic, counted as it flows
-// by the relay socket (atomics: nothing allocates per packet).
+// by the relay socket (atomics: nothing allocates per packet). The two
+// directions are written by different goroutines (the client's reader and
+// the relay socket's), so a cache-line pad keeps them from false sharing.
 type allocCounters struct {
 	c2pPackets, c2pBytes atomic.Uint64
+	_                    cpu.CacheLinePad
 	p2cPackets, p2cBytes atomic.Uint64
 }
 
