@@ -101,7 +101,8 @@ func (n *node) startFleet(relayIPs, externalIPs []netip.Addr) error {
 			m.BitsPerSecond = n.bps.Load()
 			return m
 		},
-		Logger: n.log,
+		MemberLost: func(string) { n.m.FleetMembersLost.Inc() },
+		Logger:     n.log,
 	})
 	if err != nil {
 		return err
