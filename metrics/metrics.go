@@ -173,13 +173,13 @@ type Metrics struct {
 	gather   []func()
 
 	// Fleet (zero and unchanging without --cluster-listen).
-	FleetMembers   *prometheus.GaugeVec
+	FleetMembers *prometheus.GaugeVec
 	// FleetMembersLost counts members that left or died without draining.
 	FleetMembersLost prometheus.Counter
-	Placements     *prometheus.CounterVec
-	Redirects      prometheus.Counter
-	FleetLoadShare prometheus.Gauge
-	CrossHostBytes *prometheus.CounterVec
+	Placements       *prometheus.CounterVec
+	Redirects        prometheus.Counter
+	FleetLoadShare   prometheus.Gauge
+	CrossHostBytes   *prometheus.CounterVec
 }
 
 // MemberStates label supernode_fleet_members.
