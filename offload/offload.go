@@ -57,8 +57,8 @@ type Offload struct {
 	mu     sync.Mutex
 	closed bool                 // Close has run: the maps' descriptors are gone
 	binds  map[Binding]struct{} // installed channel pairs
-	alloc map[uint32]int       // allocation id -> installed bindings
-	stats statsState
+	alloc  map[uint32]int       // allocation id -> installed bindings
+	stats  statsState
 }
 
 // New loads the program and attaches it. Any error wraps ErrUnsupported
