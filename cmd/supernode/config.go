@@ -54,6 +54,11 @@ func (l *listFlag) Set(v string) error {
 
 // options is everything the daemon is configured with.
 type options struct {
+	// origin says where a flag's value came from when it was not the
+	// command line: "SUPERNODE_X" or "file:line" (a list flag from the
+	// file: the line of each value), so an error found later names it.
+	origin map[string][]origin
+
 	config       string
 	listen       listFlag
 	tlsListen    listFlag
@@ -220,6 +225,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 		}
 	}
 	var errs []error
+	o.origin = map[string][]origin{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] || f.Name == "config" || f.Name == "version" {
 			return // SUPERNODE_VERSION is often set by images for other reasons
@@ -235,12 +241,14 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 					errs = append(errs, fmt.Errorf("%s=%q: %s", envName(f.Name), v, valueError(f, err)))
 				}
 			}
+			o.origin[f.Name] = []origin{{where: envName(f.Name)}}
 			return
 		}
 		for _, x := range fileVals[f.Name] {
 			if err := f.Value.Set(x.val); err != nil {
 				errs = append(errs, fmt.Errorf("%s:%d: %s = %q: %s", o.config, x.line, f.Name, x.val, valueError(f, err)))
 			}
+			o.origin[f.Name] = append(o.origin[f.Name], origin{where: fmt.Sprintf("%s:%d", o.config, x.line), val: x.val})
 		}
 	})
 	if err := errors.Join(errs...); err != nil {
@@ -249,7 +257,39 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	if len(o.listen) == 0 {
 		o.listen = listFlag{"0.0.0.0:3478"}
 	}
-	return o, o.check()
+	return o, o.locate(o.check())
+}
+
+// origin is where one value of a flag was given outside the command line.
+type origin struct {
+	where string // SUPERNODE_X, or file:line
+	val   string // the file line's value
+}
+
+// flagInError matches the flag an error names first ("--relay-ip ...").
+var flagInError = regexp.MustCompile(`^--([a-z0-9-]+)`)
+
+// locate prefixes an error that names a flag with where that flag's value
+// came from, when that was the environment or the config file: the
+// operator then knows which line or variable to fix. Errors about flags
+// given on the command line are returned as they are.
+func (o *options) locate(err error) error {
+	if err == nil || o == nil {
+		return err
+	}
+	m := flagInError.FindStringSubmatch(err.Error())
+	if m == nil || len(o.origin[m[1]]) == 0 {
+		return err
+	}
+	from := o.origin[m[1]]
+	where := from[0].where
+	for _, f := range from { // a list flag from the file: the line whose value the error quotes
+		if f.val != "" && strings.Contains(err.Error(), f.val) {
+			where = f.where
+			break
+		}
+	}
+	return fmt.Errorf("%s: %w", where, err)
 }
 
 func splitList(v string) []string {
@@ -502,15 +542,19 @@ func unknownEnv(environ []string) []string {
 	})
 	for _, n := range harnessEnv {
 		known[n] = true
+		squashed[strings.ReplaceAll(n, "_", "")] = n
 	}
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "SUPERNODE_") || known[name] {
+		// supernode_relay_ip and Supernode_Relay_IP are misspellings too:
+		// the prefix is compared like the rest, without case or underscores.
+		squash := strings.ReplaceAll(strings.ToUpper(name), "_", "")
+		if !strings.HasPrefix(squash, "SUPERNODE") || known[name] {
 			continue
 		}
 		msg := name + " is not a setting and is ignored"
-		if m, ok := squashed[strings.ReplaceAll(strings.ToUpper(name), "_", "")]; ok {
+		if m, ok := squashed[squash]; ok {
 			msg += "; did you mean " + m + "?"
 		}
 		out = append(out, msg)

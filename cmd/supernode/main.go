@@ -608,14 +608,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	}
 	log, err := newLogger(o, stderr)
 	if err != nil {
-		return err
+		return o.locate(err)
 	}
 	for _, msg := range unknownEnv(givenEnv(os.Environ(), getenv)) {
 		log.Warn(msg)
 	}
 	n, err := start(o, log)
 	if err != nil {
-		return err
+		return o.locate(err)
 	}
 	defer n.close()
 	if ready != nil {
