@@ -21,24 +21,34 @@ func (a nodeAdmin) Kill(f relay.Filter) int { return a.n.relay.Kill(f) }
 
 // SetDraining starts or cancels a drain as SIGTERM starts one, without the
 // exit: the fleet hears of it first, then the node refuses new allocations.
+// drainMu orders it against SIGTERM and other API calls, but is not held
+// while the news spreads (up to 2s): signal handling would wait on it.
 func (a nodeAdmin) SetDraining(on bool) error {
 	n := a.n
-	n.drainMu.Lock()
-	defer n.drainMu.Unlock()
+	f := n.fleet.Load()
 	if on {
+		n.drainMu.Lock()
 		n.leaving.Store(true)
-		if f := n.fleet.Load(); f != nil {
+		n.drainMu.Unlock()
+		if f != nil {
 			f.c.Announce()
 		}
-		n.relay.Drain()
+		n.drainMu.Lock()
+		defer n.drainMu.Unlock()
+		if n.leaving.Load() { // not cancelled while the fleet was told
+			n.relay.Drain()
+		}
 		return nil
 	}
+	n.drainMu.Lock()
 	if n.signalled.Load() {
+		n.drainMu.Unlock()
 		return errSignalDrain
 	}
 	n.relay.Undrain()
 	n.leaving.Store(false)
-	if f := n.fleet.Load(); f != nil {
+	n.drainMu.Unlock()
+	if f != nil {
 		f.c.Announce()
 	}
 	return nil

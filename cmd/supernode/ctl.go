@@ -54,10 +54,14 @@ func runSubcommand(name string, args []string, getenv func(string) string, stdou
 	sc := subcommands[name]
 	c := &ctl{name: name, getenv: getenv, out: stdout, errOut: stderr}
 	c.fs = flag.NewFlagSet("supernode "+name, flag.ContinueOnError)
-	c.fs.SetOutput(stderr)
+	// As for the daemon's flags: the parse error is returned, for main to
+	// print last, rather than printed here too.
+	c.fs.SetOutput(io.Discard)
 	c.fs.Usage = func() {
 		fmt.Fprintf(stderr, "supernode %s: %s.\n\nUsage: supernode %s [flags]\n\nFlags:\n", name, sc.summary, name)
+		c.fs.SetOutput(stderr)
 		c.fs.PrintDefaults()
+		c.fs.SetOutput(io.Discard)
 	}
 	return sc.run(c, args)
 }
@@ -125,12 +129,12 @@ func (c *ctl) call(method, path string, q url.Values, v any) (raw []byte, err er
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s %s: %s: %s", method, u.Path, resp.Status, e.Error)
+			return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
 		}
-		return nil, fmt.Errorf("%s %s: %s (is --api a supernode's --http-listen?)", method, u.Path, resp.Status)
+		return nil, fmt.Errorf("%s %s: %s (is --api a supernode's --http-listen?)", method, path, resp.Status)
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
-		return nil, fmt.Errorf("%s %s: unreadable answer: %w", method, u.Path, err)
+		return nil, fmt.Errorf("%s %s: unreadable answer: %w", method, path, err)
 	}
 	return raw, nil
 }
@@ -295,7 +299,10 @@ func (c *ctl) credentials(args []string) error {
 		return err
 	}
 	if secret == "" {
-		secret, _, _ = strings.Cut(c.getenv("SUPERNODE_AUTH_SECRET"), ",")
+		// The first entry, split as the node splits the variable.
+		if s := splitList(c.getenv("SUPERNODE_AUTH_SECRET")); len(s) > 0 {
+			secret = s[0]
+		}
 	}
 	id := user
 	switch {
@@ -307,8 +314,8 @@ func (c *ctl) credentials(args []string) error {
 		return errors.New("credentials: --user: at most 128 bytes, no control characters")
 	case strings.HasPrefix(user, "c="):
 		return errors.New("credentials: --user may not start with c= (reserved for placed calls; pass --call)")
-	case ttl <= 0:
-		return fmt.Errorf("credentials: --ttl %s: want a positive duration", ttl)
+	case ttl < time.Second:
+		return fmt.Errorf("credentials: --ttl %s: want at least 1s (credentials expire on a whole second)", ttl)
 	case c.json && len(urls) == 0:
 		return errors.New("credentials: --json needs at least one --url")
 	}
