@@ -125,7 +125,7 @@ func (r *runner) dial(ctx context.Context, server, tlsName string, altDomain boo
 		}
 		sc := turn.NewSTUNConn(c)
 		l.pc, l.serverAddr = sc, sc.RemoteAddr()
-		l.writer = newStreamWriter(c, func() { r.countErr("send") })
+		l.writer = newStreamWriter(c, streamQueue(r.cfg.PPS), func() { r.countErr("send") })
 	}
 	client, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: server,
@@ -509,13 +509,18 @@ type streamWriter struct {
 	done  chan struct{}
 }
 
-// streamQueue is 160 ms of media at 50 pps.
-const streamQueue = 8
+// streamQueue is how many frames a stream leg may have waiting: one second
+// of its media, at least 8. A connection (or a loader starved of CPU) that
+// stalls for longer drops packets; shorter stalls, which a busy machine
+// has, only delay them, as a TCP sender's socket buffer would.
+func streamQueue(pps int) int {
+	return max(8, pps)
+}
 
-func newStreamWriter(c net.Conn, onErr func()) *streamWriter {
-	w := &streamWriter{conn: c, onErr: onErr, free: make(chan []byte, streamQueue), out: make(chan []byte, streamQueue),
+func newStreamWriter(c net.Conn, queue int, onErr func()) *streamWriter {
+	w := &streamWriter{conn: c, onErr: onErr, free: make(chan []byte, queue), out: make(chan []byte, queue),
 		quit: make(chan struct{}), done: make(chan struct{})}
-	for range streamQueue {
+	for range queue {
 		w.free <- nil // sized by the first frame that uses it
 	}
 	go w.loop()
