@@ -6,15 +6,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/supernode/supernode/netns"
 )
 
 // testSpec is a namespace of the test's own, apart from make bench's, so a
@@ -29,27 +27,13 @@ var testSpec = netnsSpec{
 // the namespace it was made in, whatever thread uses it later.
 func listenIn(t *testing.T, ns, addr string) net.PacketConn {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
+	var c net.PacketConn
+	var err error
+	if nerr := netns.Do(ns, func() { c, err = net.ListenPacket("udp", addr) }); nerr != nil {
+		t.Fatal(nerr)
+	}
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer self.Close()
-	target, err := os.Open(filepath.Join("/run/netns", ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatal(err)
-	}
-	c, lerr := net.ListenPacket("udp", addr)
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatalf("cannot return to the test's namespace: %v", err) // the thread is locked; it dies with the test
-	}
-	if lerr != nil {
-		t.Fatal(lerr)
 	}
 	return c
 }

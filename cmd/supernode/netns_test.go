@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/supernode/supernode/netns"
 )
 
 // netLab is three network namespaces made for one test — a client's, the
@@ -93,28 +95,9 @@ func (l *netLab) run(args ...string) {
 // fn belong to that namespace for good, whichever thread uses them later.
 func (l *netLab) in(role string, fn func()) {
 	l.t.Helper()
-	target, err := os.Open("/var/run/netns/" + l.ns[role])
-	if err != nil {
+	if err := netns.Do(l.ns[role], fn); err != nil {
 		l.t.Fatal(err)
 	}
-	defer target.Close()
-	runtime.LockOSThread()
-	home, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		l.t.Fatal(err)
-	}
-	defer home.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		l.t.Fatalf("setns %s: %v", l.ns[role], err)
-	}
-	fn()
-	if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays locked and dies with its goroutine.
-		l.t.Fatalf("setns back: %v", err)
-	}
-	runtime.UnlockOSThread()
 }
 
 // listenUDP opens a UDP socket in role's namespace.
