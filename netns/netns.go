@@ -11,6 +11,8 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 
@@ -19,6 +21,18 @@ import (
 
 // Dir is where `ip netns add NAME` binds a namespace: Dir/NAME.
 const Dir = "/run/netns"
+
+// Unavailable says why namespaces cannot be made here (`ip netns add`
+// needs root and iproute2), "" when they can.
+func Unavailable() string {
+	if os.Geteuid() != 0 {
+		return "not root"
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return "no ip command (iproute2)"
+	}
+	return ""
+}
 
 // ErrStranded reports that the thread that ran fn could not be moved back
 // to its own namespace. The thread is left locked to the calling goroutine

@@ -17,13 +17,7 @@ import (
 // or skips with SUPERNODE_OFFLOAD_OPTIONAL=1, as the kernel-path tests do.
 func newNamespace(t *testing.T) string {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		why = "no ip command (iproute2)"
-	}
-	if why != "" {
+	if why := Unavailable(); why != "" {
 		if os.Getenv("SUPERNODE_OFFLOAD_OPTIONAL") == "1" {
 			t.Skip("network namespaces unavailable: " + why)
 		}

@@ -38,12 +38,7 @@ type netLab struct {
 // unless SUPERNODE_OFFLOAD_OPTIONAL=1 (a machine without root or BPF).
 func needNetLab(t *testing.T) {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		why = "no ip command (iproute2)"
-	}
+	why := netns.Unavailable()
 	if why == "" {
 		return
 	}
