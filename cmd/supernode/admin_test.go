@@ -16,6 +16,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/supernode/supernode/api"
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/relay"
 )
@@ -85,7 +86,7 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	}
 	// A datagram is counted once the relay's write returns, which can be
 	// after its echo is back.
-	waitFor(t, "alice's 20 echoes counted", func() bool {
+	looptest.Eventually(t, "alice's 20 echoes counted", func() bool {
 		as := listAllocations(t, tn, "user=alice")
 		return len(as) == 1 && as[0].PacketsToPeer >= 20 && as[0].PacketsToClient >= 20
 	})
@@ -112,7 +113,7 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	if err != nil || !strings.Contains(out, "ended 1 allocations") {
 		t.Fatalf("supernode kill: %v\n%s", err, out)
 	}
-	waitFor(t, "alice's allocation to go", func() bool { return len(listAllocations(t, tn, "user=alice")) == 0 })
+	looptest.Eventually(t, "alice's allocation to go", func() bool { return len(listAllocations(t, tn, "user=alice")) == 0 })
 	if got := exchange(t, ar, peer.LocalAddr(), 1); got != 0 {
 		t.Fatal("alice's relay still relays after the kill")
 	}
@@ -127,7 +128,7 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	if code := getJSON(t, http.MethodDelete, "http://"+tn.http+"/v1/allocations?user=carol", "", &kr); code != 200 || kr.Killed != 1 {
 		t.Fatalf("DELETE ?user=carol: %d %+v", code, kr)
 	}
-	waitFor(t, "carol's allocation to go", func() bool { return len(listAllocations(t, tn, "user=carol")) == 0 })
+	looptest.Eventually(t, "carol's allocation to go", func() bool { return len(listAllocations(t, tn, "user=carol")) == 0 })
 	if code := errCode(raw.do(stun.MethodRefresh, "carol", "pw", lifetime(600))); code != int(stun.CodeAllocMismatch) {
 		t.Fatalf("Refresh after the kill: code %d, want 437", code)
 	}
@@ -262,7 +263,7 @@ func TestAdminFleetView(t *testing.T) {
 	if code := getJSON(t, http.MethodPost, "http://"+nodes[2].http+"/v1/drain", "", &d); code != 200 || !d.Draining {
 		t.Fatalf("POST /v1/drain: %d %+v", code, d)
 	}
-	waitFor(t, "node-0 to see node-2 draining", func() bool {
+	looptest.Eventually(t, "node-0 to see node-2 draining", func() bool {
 		var f api.FleetResponse
 		getJSON(t, http.MethodGet, "http://"+nodes[0].http+"/v1/fleet", "", &f)
 		return len(f.Members) == 3 && f.Members[2].State == "draining"
@@ -391,7 +392,7 @@ func TestAdminKillTCPRelay(t *testing.T) {
 	}
 	// The relay counts a write once it returns, which can be after the
 	// echo is back: wait for both directions.
-	waitFor(t, "20 bytes each way on the TCP allocation", func() bool {
+	looptest.Eventually(t, "20 bytes each way on the TCP allocation", func() bool {
 		as := listAllocations(t, tn, "user=alice")
 		return len(as) == 1 && as[0].BytesToPeer == 20 && as[0].BytesToClient == 20
 	})
@@ -402,7 +403,7 @@ func TestAdminKillTCPRelay(t *testing.T) {
 	if code := getJSON(t, http.MethodDelete, "http://"+tn.http+"/v1/allocations?user=alice", "", &kr); code != 200 || kr.Killed != 1 {
 		t.Fatalf("DELETE ?user=alice: %d %+v", code, kr)
 	}
-	waitFor(t, "the TCP allocation to go", func() bool { return len(listAllocations(t, tn, "")) == 0 })
+	looptest.Eventually(t, "the TCP allocation to go", func() bool { return len(listAllocations(t, tn, "")) == 0 })
 	_ = data.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := data.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the peer data connection outlived the kill: read %v", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -496,7 +497,7 @@ func TestBrowserRelayOnlyCall(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.hangUp()`)); err != nil {
 		t.Fatalf("hang up: %v", err)
 	}
-	waitFor(t, "allocations_active{udp,tcp} back to 0 after the page closed its connections", func() bool {
+	looptest.Eventually(t, "allocations_active{udp,tcp} back to 0 after the page closed its connections", func() bool {
 		return tn.counter("allocations_active", "udp") == 0 && tn.counter("allocations_active", "tcp") == 0
 	})
 	if got := tn.counter("dropped", metrics.DropPeerDenied); got != 0 {

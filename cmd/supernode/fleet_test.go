@@ -19,6 +19,7 @@ import (
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -41,7 +42,7 @@ func startFleetNodesEach(t *testing.T, n int, extra func(i int) []string) []*tes
 		}
 		nodes = append(nodes, startNode(t, args...))
 	}
-	waitFor(t, "every node to see the whole fleet", func() bool {
+	looptest.Eventually(t, "every node to see the whole fleet", func() bool {
 		for _, tn := range nodes {
 			if len(tn.n.fleet.Load().c.Nodes()) != n {
 				return false
@@ -56,7 +57,7 @@ func startFleetNodesEach(t *testing.T, n int, extra func(i int) []string) []*tes
 // allocations.
 func waitFleetIdle(t *testing.T, nodes []*testNode) {
 	t.Helper()
-	waitFor(t, "every member to report no allocations", func() bool {
+	looptest.Eventually(t, "every member to report no allocations", func() bool {
 		for _, tn := range nodes {
 			for _, m := range tn.n.fleet.Load().c.Nodes() {
 				if m.Meta.Allocations != 0 {
@@ -208,7 +209,7 @@ func TestFleetDrainingNodeGetsNoNewCalls(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	call := callOwnedBy(t, a, "node-1")
 	b.sigs <- syscall.SIGTERM // drain node-1
-	waitFor(t, "node-0 to see node-1 draining", func() bool {
+	looptest.Eventually(t, "node-0 to see node-1 draining", func() bool {
 		for _, m := range a.n.fleet.Load().c.Nodes() {
 			if m.ID == "node-1" {
 				return m.Meta.Draining
@@ -243,7 +244,7 @@ func TestFleetCrossHostLegs(t *testing.T) {
 	a := startNode(t, "--user", "alice:pw", "--cluster-listen", "127.0.0.1:0", "--node-id", "a")
 	b := startNode(t, "--user", "alice:pw", "--cluster-listen", "127.0.0.2:0", "--node-id", "b",
 		"--listen", "127.0.0.2:0", "--relay-ip", "127.0.0.2", "--join", a.n.fleet.Load().c.Addr())
-	waitFor(t, "both members to list the other's relay address", func() bool {
+	looptest.Eventually(t, "both members to list the other's relay address", func() bool {
 		return len(a.n.fleet.Load().c.Nodes()) == 2 && len(b.n.fleet.Load().c.Nodes()) == 2
 	})
 	ca := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), a.udp, "alice", "pw")
@@ -259,7 +260,7 @@ func TestFleetCrossHostLegs(t *testing.T) {
 	}
 	defer rb.Close()
 	// The fleet gauges (and the fleet peer set) refresh every second.
-	waitFor(t, "the fleet peer sets", func() bool {
+	looptest.Eventually(t, "the fleet peer sets", func() bool {
 		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
 	})
 	echoPeer(rb)

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/looptest"
 )
 
 // scrape fetches /metrics over HTTP and returns one sample's value.
@@ -119,7 +121,7 @@ func TestMetricsMoveDuringTransfer(t *testing.T) {
 			scrape(t, tn.http, `supernode_`+name+`{direction="`+dir+`",path="kernel",transport="udp"}`)
 	}
 	const active = `supernode_allocations_active{transport="udp"}`
-	waitFor(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
 	a1, b1 := paths("relay_bytes_total", "client_to_peer"), paths("relay_bytes_total", "peer_to_client")
 	time.Sleep(500 * time.Millisecond)
 	a2, b2 := paths("relay_bytes_total", "client_to_peer"), paths("relay_bytes_total", "peer_to_client")
@@ -145,14 +147,14 @@ func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startStreamer(t, relayConn, peer.LocalAddr())
-	waitFor(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
 
 	// A second, raw allocation to show refreshes still work while draining.
 	raw := newRawClient(t, tn.udp)
 	raw.allocate("alice", "pw")
 
 	tn.sigs <- syscall.SIGTERM
-	waitFor(t, "readyz to fail", func() bool {
+	looptest.Eventually(t, "readyz to fail", func() bool {
 		resp, err := http.Get("http://" + tn.http + "/readyz")
 		if err != nil {
 			return false
@@ -258,7 +260,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	defer relayConn.Close()
 	s := startStreamer(t, relayConn, peer.LocalAddr())
-	waitFor(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
 
 	if err := os.WriteFile(users, []byte("alice:new\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -274,7 +276,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		}
 	}
 	tn.sigs <- syscall.SIGHUP
-	waitFor(t, "new password accepted", func() bool {
+	looptest.Eventually(t, "new password accepted", func() bool {
 		return errCode(newRawClient(t, tn.udp).do(stun.MethodAllocate, "alice", "new", requestedTransport(17))) == 0
 	})
 	if code := errCode(newRawClient(t, tn.udp).do(stun.MethodAllocate, "alice", "old", requestedTransport(17))); code != 401 {

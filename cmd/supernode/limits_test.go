@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/turn/v5"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -34,7 +35,7 @@ func TestMaxBPS(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	waitFor(t, "all packets accounted for", func() bool {
+	looptest.Eventually(t, "all packets accounted for", func() bool {
 		return tn.counter("relay_packets", metrics.ClientToPeer, "udp")+tn.counter("dropped", "rate_limit") >= sent
 	})
 	passed := tn.counter("relay_bytes", metrics.ClientToPeer, "udp")
@@ -131,7 +132,7 @@ func TestUnpermittedPeerTraffic(t *testing.T) {
 			time.Sleep(2 * time.Millisecond) // stay within the socket's receive buffer
 		}
 	}
-	waitFor(t, "stranger's packets dropped", func() bool { return tn.counter("dropped", "no_permission") >= 100 })
+	looptest.Eventually(t, "stranger's packets dropped", func() bool { return tn.counter("dropped", "no_permission") >= 100 })
 	if got := tn.counter("relay_packets", metrics.PeerToClient, "udp"); got != 0 {
 		t.Fatalf("relay_packets{peer_to_client} = %v for a peer without permission", got)
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/looptest"
 )
 
 // The monitoring of deploy/ proven on the real tools: promtool checks a
@@ -106,7 +107,7 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	listen := freePort(t)
+	listen := looptest.FreeAddr(t, "127.0.0.1")
 	logs := &syncWriter{}
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+listen, "--log.level=warn")
@@ -347,7 +348,7 @@ func TestMonitoringLive(t *testing.T) {
 	// Prometheus' view trails by a scrape or two, more on a busy machine.
 	waitForProm := func(what string, cond func() bool) {
 		t.Helper()
-		waitForWithin(t, what, 60*time.Second, 250*time.Millisecond, cond)
+		looptest.EventuallyWithin(t, what, 60*time.Second, 250*time.Millisecond, cond)
 	}
 	waitForProm("Prometheus to scrape both nodes", func() bool {
 		return len(prom.query(`up == 1 and on (instance) supernode_build_info`)) == 2
@@ -369,7 +370,7 @@ func TestMonitoringLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rb.Close()
-	waitFor(t, "each node to allow the other's relay addresses", func() bool {
+	looptest.Eventually(t, "each node to allow the other's relay addresses", func() bool {
 		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
 	})
 	echoPeer(rb)

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/netns"
 )
 
@@ -177,7 +178,7 @@ func (l *netLab) startNode(bin string, args ...string) *labNode {
 			return c, err
 		},
 	}}
-	waitFor(l.t, "the node to be ready", func() bool {
+	looptest.Eventually(l.t, "the node to be ready", func() bool {
 		select {
 		case err := <-exited:
 			l.t.Fatalf("supernode exited: %v\n%s", err, n.logs.String())
@@ -276,7 +277,7 @@ func TestOffloadAcrossNamespaces(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				waitFor(t, "both permissions", func() bool { return node.metric("supernode_permissions_active") >= perms+2 })
+				looptest.Eventually(t, "both permissions", func() bool { return node.metric("supernode_permissions_active") >= perms+2 })
 				// Then both legs bind their channels toward each other.
 				for i := 0; a.chanOut.Load() == 0 || b.chanOut.Load() == 0; i++ {
 					if i == 100 {

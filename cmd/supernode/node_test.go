@@ -179,24 +179,6 @@ func (tn *testNode) counter(name string, labels ...string) float64 {
 	return 0
 }
 
-// waitFor polls cond until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	waitForWithin(t, what, 10*time.Second, 20*time.Millisecond, cond)
-}
-
-// waitForWithin is waitFor with its own bound and polling interval.
-func waitForWithin(t *testing.T, what string, bound, every time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(every)
-	}
-}
-
 // pionLogs silences pion clients in tests.
 var pionLogs = func() logging.LoggerFactory {
 	f := logging.NewDefaultLoggerFactory()

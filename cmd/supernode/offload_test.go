@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -79,7 +80,7 @@ func TestOffloadRelaysInKernel(t *testing.T) {
 	if err := relayConn.Close(); err != nil { // Refresh with lifetime 0
 		t.Fatal(err)
 	}
-	waitFor(t, "every kernel map empty after the allocation ended", func() bool {
+	looptest.Eventually(t, "every kernel map empty after the allocation ended", func() bool {
 		n, err := tn.n.offload.MapEntries()
 		if err != nil {
 			t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/looptest"
 )
 
 // kernelUDPDrops sums the drops column of /proc/net/udp over the sockets
@@ -69,7 +71,7 @@ func TestRcvbufDropsOnMetrics(t *testing.T) {
 			}
 		}
 		// Let the node empty its buffer, then the count stops moving.
-		waitFor(t, "the kernel's drop count to settle", func() bool {
+		looptest.Eventually(t, "the kernel's drop count to settle", func() bool {
 			before := kernelUDPDrops(t, port)
 			time.Sleep(100 * time.Millisecond)
 			kernel = kernelUDPDrops(t, port)

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -164,7 +165,7 @@ func TestRelayUDPChannelDataAndIndications(t *testing.T) {
 	if err := relayConn.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "allocation deleted", func() bool {
+	looptest.Eventually(t, "allocation deleted", func() bool {
 		return tn.counter("allocations_active", "udp") == 0 && tn.counter("allocations_deleted", "udp") == 1
 	})
 	if got := tn.counter("requests", "refresh", "success"); got < 1 {
