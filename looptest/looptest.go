@@ -1,7 +1,7 @@
 // Package looptest is what tests in several packages need to run real
 // servers on the machine's loopback addresses: ports that are free to
-// listen on, and waiting, with a bound, for a server or a cluster to reach
-// a state.
+// listen on, waiting, with a bound, for a server or a cluster to reach a
+// state, and a buffer for what a server logs while it runs.
 //
 // A free port is only a port that was free a moment ago: another process
 // may take it before the caller binds it. Tests that can listen on port 0
@@ -10,8 +10,11 @@
 package looptest
 
 import (
+	"bytes"
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -116,4 +119,36 @@ func EventuallyWithin(t testing.TB, what string, bound, every time.Duration, con
 		}
 		time.Sleep(every)
 	}
+}
+
+// Log collects what a server under test logs, written from its own
+// goroutines, for the test to read while the server runs.
+type Log struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String is everything written so far.
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Lines returns the lines written so far that contain substr.
+func (l *Log) Lines(substr string) []string {
+	var out []string
+	for line := range strings.SplitSeq(l.String(), "\n") {
+		if line != "" && strings.Contains(line, substr) {
+			out = append(out, line)
+		}
+	}
+	return out
 }

@@ -100,3 +100,28 @@ func TestEventually(t *testing.T) {
 		t.Errorf("failure %q does not name what it waited for", r.failed)
 	}
 }
+
+func TestLog(t *testing.T) {
+	var l Log
+	done := make(chan struct{})
+	for g := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 100 {
+				fmt.Fprintf(&l, "writer=%d line=%d\n", g, i)
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	if got := len(l.Lines("writer=")); got != 400 {
+		t.Errorf("%d lines, want 400", got)
+	}
+	if got := l.Lines("writer=3 line=99"); len(got) != 1 || got[0] != "writer=3 line=99" {
+		t.Errorf("Lines = %q", got)
+	}
+	if !strings.HasSuffix(l.String(), "\n") || l.Lines("absent") != nil {
+		t.Errorf("String or Lines: %q", l.Lines("absent"))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -232,12 +233,13 @@ func findChromium(t *testing.T) string {
 // as an app's backend passes it on to its page.
 func fetchICEServersJSON(ctx context.Context, t *testing.T, apiAddr, user string) []byte {
 	t.Helper()
-	u := "http://" + apiAddr + "/v1/ice-servers?user=" + user + "&ttl=600"
+	u := "http://" + apiAddr + "/v1/ice-servers?user=" + url.QueryEscape(user) + "&ttl=600"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// No keep-alive: an idle connection would outlive the node's leak check.
+	// No keep-alive: an idle client connection would outlive the test and
+	// trip the node's goroutine leak check.
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr}).Do(req)

@@ -19,7 +19,7 @@ type fleetProc struct {
 	id, listen, http string
 	cmd              *exec.Cmd
 	exited           chan error
-	logs             *syncWriter
+	logs             *looptest.Log
 }
 
 // TestBinaryFleet runs three real supernode processes, each on its own
@@ -34,7 +34,7 @@ func TestBinaryFleet(t *testing.T) {
 	for i := range 3 {
 		ip := fmt.Sprintf("127.0.0.%d", i+1)
 		p := &fleetProc{id: fmt.Sprintf("n%d", i+1), listen: looptest.FreeAddr(t, ip), http: looptest.FreeAddr(t, ip),
-			exited: make(chan error, 1), logs: &syncWriter{}}
+			exited: make(chan error, 1), logs: &looptest.Log{}}
 		gossip := looptest.FreeAddr(t, ip)
 		args := []string{"--node-id", p.id, "--listen", p.listen, "--relay-ip", ip, "--http-listen", p.http,
 			"--cluster-listen", gossip, "--auth-secret", "fleet-secret", "--realm", "fleet.test",

@@ -108,7 +108,7 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	listen := looptest.FreeAddr(t, "127.0.0.1")
-	logs := &syncWriter{}
+	logs := &looptest.Log{}
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+listen, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = logs, logs

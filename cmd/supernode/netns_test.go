@@ -146,12 +146,12 @@ func (l *netLab) txChecksum(role, dev string, on bool) {
 type labNode struct {
 	lab  *netLab
 	http *http.Client
-	logs *syncWriter
+	logs *looptest.Log
 }
 
 func (l *netLab) startNode(bin string, args ...string) *labNode {
 	l.t.Helper()
-	n := &labNode{lab: l, logs: &syncWriter{}}
+	n := &labNode{lab: l, logs: &looptest.Log{}}
 	all := append([]string{"netns", "exec", l.ns["node"], bin,
 		"--listen", "10.203.1.1:3478", "--listen", "[fd00:203:1::1]:3478",
 		"--relay-ip", "10.203.2.1", "--relay-ip", "fd00:203:2::1",
