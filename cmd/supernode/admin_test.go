@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
-	"github.com/pion/turn/v5"
 
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/looptest"
@@ -348,34 +346,8 @@ func TestHelpListsSubcommands(t *testing.T) {
 // data connections.
 func TestAdminKillTCPRelay(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	control, err := net.Dial("tcp", tn.udp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer control.Close()
-	c := newClient(t, turn.NewSTUNConn(control), tn.udp, "alice", "pw")
-	alloc, err := c.AllocateTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alloc.Close()
+	ln := tcpEchoPeer(t)
+	alloc := allocateTCP(t, tn, "alice", "pw")
 	data, err := alloc.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)

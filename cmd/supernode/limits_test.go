@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/turn/v5"
-
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
@@ -88,17 +86,7 @@ func TestConnectToDeniedPeer(t *testing.T) {
 			c.Close()
 		}
 	}()
-	control, err := net.Dial("tcp", tn.udp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer control.Close()
-	c := newClient(t, turn.NewSTUNConn(control), tn.udp, "alice", "pw")
-	alloc, err := c.AllocateTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alloc.Close()
+	alloc := allocateTCP(t, tn, "alice", "pw")
 	if _, err := alloc.Dial("tcp", ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("connect to loopback peer: %v, want 403", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync/atomic"
@@ -85,6 +86,55 @@ func echoPeer(pc net.PacketConn) {
 			_, _ = pc.WriteTo(buf[:n], a)
 		}
 	}()
+}
+
+// tcpEchoPeer is a TCP peer on 127.0.0.1 that echoes every connection it
+// accepts; it stops listening when the test ends.
+func tcpEchoPeer(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln
+}
+
+// tcpAllocation is pion's RFC 6062 client allocation (its type is internal
+// to pion): a listener for peers' connections that also dials peers.
+type tcpAllocation interface {
+	net.Listener
+	Dial(network, addr string) (net.Conn, error)
+}
+
+// allocateTCP makes an RFC 6062 TCP allocation on tn as user, over a TCP
+// control connection to its listener; both close when the test ends.
+func allocateTCP(t *testing.T, tn *testNode, user, pass string) tcpAllocation {
+	t.Helper()
+	control, err := net.Dial("tcp", tn.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { control.Close() })
+	c := newClient(t, turn.NewSTUNConn(control), tn.udp, user, pass)
+	alloc, err := c.AllocateTCP()
+	if err != nil {
+		t.Fatalf("allocate TCP: %v", err)
+	}
+	t.Cleanup(func() { alloc.Close() })
+	return alloc
 }
 
 // exchange sends count numbered messages through relay to peer and waits for
@@ -242,42 +292,8 @@ func TestRelayIPv6(t *testing.T) {
 
 func TestRelayTCPAllocation(t *testing.T) {
 	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.1")
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 1024)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					_, _ = c.Write(buf[:n])
-				}
-			}()
-		}
-	}()
-
-	control, err := net.Dial("tcp", tn.udp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer control.Close()
-	c := newClient(t, turn.NewSTUNConn(control), tn.udp, "alice", "secret1")
-	alloc, err := c.AllocateTCP()
-	if err != nil {
-		t.Fatalf("allocate TCP: %v", err)
-	}
-	defer alloc.Close()
+	ln := tcpEchoPeer(t)
+	alloc := allocateTCP(t, tn, "alice", "secret1")
 	dataConn, err := alloc.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatalf("connect through relay: %v", err)
