@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/supernode/supernode/api"
@@ -80,6 +81,37 @@ func callOwnedBy(t *testing.T, tn *testNode, id string) string {
 	}
 	t.Fatalf("no call placed on %s in 1000 tries", id)
 	return ""
+}
+
+// crossHostCall puts the two legs of a call as user on nodes a and b, the
+// first leg's client on 127.0.0.1 and the second's on 127.0.0.2 (b's
+// address: the fleet's two hosts), gives each leg a permission for the
+// other's relayed address once b and a allow it (the fleet peer set
+// refreshes every second), and checks that echoes cross between the two.
+// It returns the first leg's client and relayed connection; everything
+// closes when the test ends.
+func crossHostCall(t *testing.T, a, b *testNode, user, pass string) (*turn.Client, net.PacketConn) {
+	t.Helper()
+	ca := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), a.udp, user, pass)
+	cb := newClient(t, mustListenUDP(t, "udp4", "127.0.0.2:0"), b.udp, user, pass)
+	ra, err := ca.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ra.Close() })
+	rb, err := cb.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rb.Close() })
+	looptest.Eventually(t, "each node to allow the other's relay addresses", func() bool {
+		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
+	})
+	echoPeer(rb)
+	if got := exchange(t, ra, rb.LocalAddr(), 10); got < 9 {
+		t.Fatalf("%d of 10 echoes came back across the two nodes", got)
+	}
+	return ca, ra
 }
 
 func TestFleetPlacesCallsOnOneNode(t *testing.T) {
@@ -247,26 +279,7 @@ func TestFleetCrossHostLegs(t *testing.T) {
 	looptest.Eventually(t, "both members to list the other's relay address", func() bool {
 		return len(a.n.fleet.Load().c.Nodes()) == 2 && len(b.n.fleet.Load().c.Nodes()) == 2
 	})
-	ca := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), a.udp, "alice", "pw")
-	cb := newClient(t, mustListenUDP(t, "udp4", "127.0.0.2:0"), b.udp, "alice", "pw")
-	ra, err := ca.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	rb, err := cb.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	// The fleet gauges (and the fleet peer set) refresh every second.
-	looptest.Eventually(t, "the fleet peer sets", func() bool {
-		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
-	})
-	echoPeer(rb)
-	if got := exchange(t, ra, rb.LocalAddr(), 10); got < 9 {
-		t.Fatalf("%d of 10 echoes came back across the two members", got)
-	}
+	ca, ra := crossHostCall(t, a, b, "alice", "pw")
 	for _, tn := range []*testNode{a, b} {
 		tn.n.m.Refresh() // the kernel path's counts
 		for _, dir := range []string{metrics.ClientToPeer, metrics.PeerToClient} {

@@ -358,25 +358,7 @@ func TestMonitoringLive(t *testing.T) {
 	// leg on node 1 is held, so that its drain lasts.
 	user := fmt.Sprintf("%d:holder", time.Now().Add(time.Hour).Unix())
 	pass := allocation.RESTPassword("fleet-secret", user)
-	ca := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), nodes[0].udp, user, pass)
-	cb := newClient(t, mustListenUDP(t, "udp4", "127.0.0.2:0"), nodes[1].udp, user, pass)
-	ra, err := ca.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	rb, err := cb.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	looptest.Eventually(t, "each node to allow the other's relay addresses", func() bool {
-		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
-	})
-	echoPeer(rb)
-	if got := exchange(t, ra, rb.LocalAddr(), 10); got < 9 {
-		t.Fatalf("%d of 10 echoes came back across the two nodes", got)
-	}
+	_, ra := crossHostCall(t, nodes[0], nodes[1], user, pass)
 	if err := ra.Close(); err != nil {
 		t.Fatal(err)
 	}
