@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/netns"
 )
 
@@ -76,16 +77,7 @@ func TestNetns(t *testing.T) {
 
 	srv := listenIn(t, n.Netns, net.JoinHostPort(n.ServerIP, "0"))
 	defer srv.Close()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			k, from, err := srv.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = srv.WriteTo(buf[:k], from)
-		}
-	}()
+	looptest.Echo(srv)
 	cl, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(n.LoaderIP)}, srv.LocalAddr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)

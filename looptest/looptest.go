@@ -1,7 +1,8 @@
 // Package looptest is what tests in several packages need to run real
 // servers on the machine's loopback addresses: ports that are free to
-// listen on, waiting, with a bound, for a server or a cluster to reach a
-// state, and a buffer for what a server logs while it runs.
+// listen on, an echoing UDP peer, waiting, with a bound, for a server or a
+// cluster to reach a state, and a buffer for what a server logs while it
+// runs.
 //
 // A free port is only a port that was free a moment ago: another process
 // may take it before the caller binds it. Tests that can listen on port 0
@@ -119,6 +120,21 @@ func EventuallyWithin(t testing.TB, what string, bound, every time.Duration, con
 		}
 		time.Sleep(every)
 	}
+}
+
+// Echo answers every datagram on pc with the same bytes, to where it came
+// from, until pc is closed: a peer for relayed traffic.
+func Echo(pc net.PacketConn) {
+	go func() {
+		buf := make([]byte, 64*1024)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
 }
 
 // Log collects what a server under test logs, written from its own

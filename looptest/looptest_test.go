@@ -125,3 +125,31 @@ func TestLog(t *testing.T) {
 		t.Errorf("String or Lines: %q", l.Lines("absent"))
 	}
 }
+
+func TestEcho(t *testing.T) {
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	Echo(pc)
+	c, err := net.DialUDP("udp4", nil, pc.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Not a timing assertion: only how long a lost datagram is waited for.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64*1024)
+	for _, size := range []int{1, 1500, 9000} {
+		msg := make([]byte, size)
+		msg[0], msg[size-1] = byte(size), byte(size>>8)
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil || n != size || buf[0] != msg[0] || buf[n-1] != msg[size-1] {
+			t.Fatalf("%d bytes sent, %d came back (%v)", size, n, err)
+		}
+	}
+}

@@ -49,7 +49,7 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--user", "bob:pw", "--user", "carol:pw", "--allow-peer", "127.0.0.1",
 		"--log-level", "info", "--log-format", "json")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 
 	alice := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
 	bob := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "bob", "pw")

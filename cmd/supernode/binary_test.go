@@ -61,7 +61,7 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 	looptest.Eventually(t, "the node to be ready", func() bool { return ready() == http.StatusOK })
 
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), listen, "alice", "pw")
 	relayConn, err := c.Allocate()
 	if err != nil {

@@ -107,7 +107,7 @@ func crossHostCall(t *testing.T, a, b *testNode, user, pass string) (*turn.Clien
 	looptest.Eventually(t, "each node to allow the other's relay addresses", func() bool {
 		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
 	})
-	echoPeer(rb)
+	looptest.Echo(rb)
 	if got := exchange(t, ra, rb.LocalAddr(), 10); got < 9 {
 		t.Fatalf("%d of 10 echoes came back across the two nodes", got)
 	}

@@ -75,7 +75,7 @@ func TestHostileUDP(t *testing.T) {
 	}
 	// Still serving.
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
 	relayConn, err := c.Allocate()
 	if err != nil {

@@ -105,7 +105,7 @@ func (s *streamer) finish() {
 func TestMetricsMoveDuringTransfer(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
 	relayConn, err := c.Allocate()
 	if err != nil {
@@ -140,7 +140,7 @@ func TestMetricsMoveDuringTransfer(t *testing.T) {
 func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1", "--drain-timeout", "1m")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
 	relayConn, err := c.Allocate()
 	if err != nil {
@@ -252,7 +252,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	tn := startNode(t, "--users-file", users, "--allow-peer", "127.0.0.1", "--tls-listen", "127.0.0.1:0",
 		"--cert", cert, "--key", key)
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "old")
 	relayConn, err := c.Allocate()
 	if err != nil {

@@ -129,7 +129,7 @@ func TestUnpermittedPeerTraffic(t *testing.T) {
 	}
 	// A permitted peer still gets its full burst through.
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	if n := exchange(t, relayConn, peer.LocalAddr(), 5); n != 5 {
 		t.Fatalf("%d of 5 echoed for the permitted peer", n)
 	}

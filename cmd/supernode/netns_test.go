@@ -233,7 +233,7 @@ func TestOffloadAcrossNamespaces(t *testing.T) {
 			} {
 				t.Run(fam.name, func(t *testing.T) {
 					peer := lab.listenUDP("peer", fam.network, fam.peer)
-					echoPeer(peer)
+					looptest.Echo(peer)
 					tap := &tapConn{PacketConn: lab.listenUDP("client", fam.network, fam.client)}
 					c := newClient(t, tap, fam.server, "alice", "secret1")
 					relayConn, err := c.Allocate()

@@ -34,7 +34,7 @@ func TestOffloadRelaysInKernel(t *testing.T) {
 		t.Errorf("the log does not say the kernel path is on:\n%s", tn.logs.String())
 	}
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	tap := &tapConn{PacketConn: mustListenUDP(t, "udp4", "127.0.0.1:0")}
 	c := newClient(t, tap, tn.udp, "alice", "secret1")
 	relayConn, err := c.Allocate()
@@ -103,7 +103,7 @@ func TestOffloadOff(t *testing.T) {
 		t.Errorf("the log does not say the kernel path is off:\n%s", tn.logs.String())
 	}
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "secret1")
 	relayConn, err := c.Allocate()
 	if err != nil {

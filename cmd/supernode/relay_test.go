@@ -74,20 +74,6 @@ func newClient(t *testing.T, conn net.PacketConn, server, user, pass string) *tu
 	return c
 }
 
-// echoPeer answers every datagram on pc with the same bytes until pc closes.
-func echoPeer(pc net.PacketConn) {
-	go func() {
-		buf := make([]byte, 1600)
-		for {
-			n, a, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], a)
-		}
-	}()
-}
-
 // tcpEchoPeer is a TCP peer on 127.0.0.1 that echoes every connection it
 // accepts; it stops listening when the test ends.
 func tcpEchoPeer(t *testing.T) net.Listener {
@@ -165,7 +151,7 @@ func exchange(t *testing.T, relayConn net.PacketConn, peer net.Addr, count int) 
 func TestRelayUDPChannelDataAndIndications(t *testing.T) {
 	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.1")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 
 	tap := &tapConn{PacketConn: mustListenUDP(t, "udp4", "127.0.0.1:0")}
 	c := newClient(t, tap, tn.udp, "alice", "secret1")
@@ -248,7 +234,7 @@ func TestRelayStreamTransports(t *testing.T) {
 	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.1",
 		"--tls-listen", "127.0.0.1:0", "--dtls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	for _, tc := range []struct{ transport, addr string }{
 		{"tcp", tn.udp}, {"tls", tn.tls}, {"dtls", tn.dtls},
 	} {
@@ -275,7 +261,7 @@ func TestRelayIPv6(t *testing.T) {
 		"--user", "alice:secret1", "--allow-peer", "::1")
 	addr6 := tn.n.listens["udp"][1]
 	peer := mustListenUDP(t, "udp6", "[::1]:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp6", "[::1]:0"), addr6, "alice", "secret1")
 	relayConn, err := c.Allocate()
 	if err != nil {
