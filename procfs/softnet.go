@@ -20,7 +20,7 @@ type Softnet struct {
 }
 
 // ParseSoftnet reads /proc/net/softnet_stat: hex columns, one row per
-// online CPU, at least 10 columns (Linux 2.6.36 on). Since Linux 5.10 the
+// online CPU, at least 10 columns (every kernel since RPS, 2.6.35). Since Linux 5.10 the
 // 13th column is the CPU's number; before, the row's position is. The
 // result is indexed by CPU; an offline CPU stays zero.
 func ParseSoftnet(b []byte) ([]Softnet, error) {
