@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,168 +9,37 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/supernode/supernode/procfs"
 )
-
-// Busy is the ticks the CPU spent working for anyone: user (guest time is
-// already inside it), nice, system, hard and soft interrupts. Softirq is
-// where a kernel data path runs, so it is the part a per-process reading
-// misses. Idle, iowait and steal are not work done on this machine.
-func (t CPUTimes) Busy() uint64 { return t.User + t.Nice + t.System + t.IRQ + t.SoftIRQ }
-
-// parseProcStatCPUs returns the per-CPU lines of /proc/stat ("cpu0 ...",
-// "cpu1 ..."), indexed by CPU number; the all-CPU "cpu" line is skipped. An
-// offline CPU has no line and stays zero.
-func parseProcStatCPUs(b []byte) ([]CPUTimes, error) {
-	var cpus []CPUTimes
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
-			continue
-		}
-		n, err := strconv.Atoi(f[0][3:])
-		if err != nil || n < 0 || n > 4096 {
-			return nil, fmt.Errorf("bench: /proc/stat: bad CPU name %q", f[0])
-		}
-		if len(f) < 9 {
-			return nil, fmt.Errorf("bench: /proc/stat: %s has %d fields, want at least 8", f[0], len(f)-1)
-		}
-		var v [8]uint64
-		for i := range v {
-			if v[i], err = strconv.ParseUint(f[i+1], 10, 64); err != nil {
-				return nil, fmt.Errorf("bench: /proc/stat: %s: %w", f[0], err)
-			}
-		}
-		for len(cpus) <= n {
-			cpus = append(cpus, CPUTimes{})
-		}
-		cpus[n] = CPUTimes{User: v[0], Nice: v[1], System: v[2], Idle: v[3], IOWait: v[4], IRQ: v[5], SoftIRQ: v[6], Steal: v[7]}
-	}
-	if len(cpus) == 0 {
-		return nil, errors.New("bench: /proc/stat: no per-CPU lines")
-	}
-	return cpus, nil
-}
-
-// parseSoftirqs returns the per-CPU counts of the rows named in /proc/softirqs
-// (e.g. "NET_RX"), indexed by the CPU columns of its header line.
-func parseSoftirqs(b []byte, rows ...string) (map[string][]uint64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	if !sc.Scan() {
-		return nil, errors.New("bench: /proc/softirqs: empty")
-	}
-	ncpu := len(strings.Fields(sc.Text()))
-	if ncpu == 0 {
-		return nil, errors.New("bench: /proc/softirqs: no CPU columns")
-	}
-	out := map[string][]uint64{}
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 1+ncpu {
-			continue
-		}
-		name := strings.TrimSuffix(f[0], ":")
-		want := false
-		for _, r := range rows {
-			want = want || r == name
-		}
-		if !want {
-			continue
-		}
-		v := make([]uint64, ncpu)
-		for i := range v {
-			n, err := strconv.ParseUint(f[1+i], 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("bench: /proc/softirqs: %s: %w", name, err)
-			}
-			v[i] = n
-		}
-		out[name] = v
-	}
-	for _, r := range rows {
-		if out[r] == nil {
-			return nil, fmt.Errorf("bench: /proc/softirqs: no %s row", r)
-		}
-	}
-	return out, nil
-}
-
-// Softnet is one CPU's row of /proc/net/softnet_stat: what its backlog
-// (or NAPI) processing did.
-type Softnet struct {
-	Processed   uint64 `json:"processed"`    // packets taken off its backlog and processed
-	Dropped     uint64 `json:"dropped"`      // packets dropped because its backlog was full
-	ReceivedRPS uint64 `json:"received_rps"` // times another CPU woke it (IPI) to process packets RPS steered to it
-}
-
-// parseSoftnet reads /proc/net/softnet_stat (hex columns, one row per
-// online CPU; since Linux 5.10 the 13th column is the CPU's number).
-func parseSoftnet(b []byte) ([]Softnet, error) {
-	var out []Softnet
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for row := 0; sc.Scan(); row++ {
-		f := strings.Fields(sc.Text())
-		if len(f) < 10 {
-			return nil, fmt.Errorf("bench: /proc/net/softnet_stat: %d columns, want at least 10", len(f))
-		}
-		var v [13]uint64
-		for i := 0; i < len(v) && i < len(f); i++ {
-			n, err := strconv.ParseUint(f[i], 16, 64)
-			if err != nil {
-				return nil, fmt.Errorf("bench: /proc/net/softnet_stat: %w", err)
-			}
-			v[i] = n
-		}
-		cpu := row
-		if len(f) >= 13 {
-			cpu = int(v[12])
-		}
-		if cpu > 4096 {
-			return nil, fmt.Errorf("bench: /proc/net/softnet_stat: CPU %d", cpu)
-		}
-		for len(out) <= cpu {
-			out = append(out, Softnet{})
-		}
-		out[cpu] = Softnet{Processed: v[0], Dropped: v[1], ReceivedRPS: v[9]}
-	}
-	return out, sc.Err()
-}
 
 // CPUSample is one reading of the machine's CPU accounting and of the
 // loader-side veth's packet counters.
 type CPUSample struct {
 	At     time.Time
-	CPUs   []CPUTimes
-	NetRX  []uint64 // /proc/softirqs NET_RX per CPU
-	NetTX  []uint64 // /proc/softirqs NET_TX per CPU
-	Net    []Softnet
-	RxPkts uint64 // packets the loader's veth received (server to loader)
-	TxPkts uint64 // packets the loader's veth sent (loader to server)
+	CPUs   []procfs.CPUTimes // /proc/stat per CPU
+	NetRX  []uint64          // /proc/softirqs NET_RX per CPU
+	NetTX  []uint64          // /proc/softirqs NET_TX per CPU
+	Net    []procfs.Softnet  // /proc/net/softnet_stat per CPU
+	RxPkts uint64            // packets the loader's veth received (server to loader)
+	TxPkts uint64            // packets the loader's veth sent (loader to server)
 }
 
 // readCPUSample reads /proc/stat, /proc/softirqs and dev's statistics (in
 // this process's network namespace; "" reads no device).
 func readCPUSample(dev string) (CPUSample, error) {
 	s := CPUSample{At: time.Now()}
-	b, err := os.ReadFile("/proc/stat")
+	st, err := procfs.ReadStat()
 	if err != nil {
 		return s, err
 	}
-	if s.CPUs, err = parseProcStatCPUs(b); err != nil {
-		return s, err
-	}
-	if b, err = os.ReadFile("/proc/softirqs"); err != nil {
-		return s, err
-	}
-	rows, err := parseSoftirqs(b, "NET_RX", "NET_TX")
+	s.CPUs = st.CPUs
+	rows, err := procfs.ReadSoftirqs("NET_RX", "NET_TX")
 	if err != nil {
 		return s, err
 	}
 	s.NetRX, s.NetTX = rows["NET_RX"], rows["NET_TX"]
-	if b, err = os.ReadFile("/proc/net/softnet_stat"); err != nil {
-		return s, err
-	}
-	if s.Net, err = parseSoftnet(b); err != nil {
+	if s.Net, err = procfs.ReadSoftnet(); err != nil {
 		return s, err
 	}
 	if dev != "" {
@@ -301,24 +168,24 @@ func steadySpan(s []CPUSample, window time.Duration) (i, j int, ok bool) {
 // CoreCost is what one core did over the steady window of a run, with the
 // packets the server relayed in that time.
 type CoreCost struct {
-	CPU          int       `json:"cpu"`             // the server's core
-	Seconds      float64   `json:"seconds"`         // span measured (inside turnload's window)
-	BusySeconds  float64   `json:"busy_seconds"`    // the span less CPU's idle, iowait and steal time
-	Busy         float64   `json:"busy"`            // BusySeconds / Seconds
-	Ticked       float64   `json:"busy_ticked"`     // fraction of the span that ticks charged to user+nice+system+irq+softirq (at most Busy)
-	SoftIRQ      float64   `json:"softirq"`         // fraction of CPU's ticks in softirq
-	System       float64   `json:"system"`          // fraction in system (kernel on behalf of a process)
-	User         float64   `json:"user"`            // fraction in user and nice
-	Delivered    uint64    `json:"delivered"`       // packets the loader's veth received in the span
-	Sent         uint64    `json:"sent"`            // packets the loader's veth sent in the span
-	Relayed      float64   `json:"relayed"`         // relay hops: 2 x delivered
-	MicrosPerPkt float64   `json:"us_per_packet"`   // BusySeconds / Relayed, µs; 0 without packets
-	OtherBusy    []float64 `json:"busy_per_cpu"`    // busy fraction of every CPU, the server's included
-	NetRX        []uint64  `json:"net_rx_per_cpu"`  // NET_RX softirqs per CPU in the span
-	NetTX        []uint64  `json:"net_tx_per_cpu"`  // NET_TX softirqs per CPU in the span
-	Softnet      []Softnet `json:"softnet_per_cpu"` // backlog processing per CPU in the span
-	Samples      int       `json:"samples"`         // samples inside the span
-	BusyBefore   float64   `json:"busy_before_run"` // the server's core busy fraction just before turnload started (the server idle): noise from elsewhere; 0 if unread
+	CPU          int              `json:"cpu"`             // the server's core
+	Seconds      float64          `json:"seconds"`         // span measured (inside turnload's window)
+	BusySeconds  float64          `json:"busy_seconds"`    // the span less CPU's idle, iowait and steal time
+	Busy         float64          `json:"busy"`            // BusySeconds / Seconds
+	Ticked       float64          `json:"busy_ticked"`     // fraction of the span that ticks charged to user+nice+system+irq+softirq (at most Busy)
+	SoftIRQ      float64          `json:"softirq"`         // fraction of CPU's ticks in softirq
+	System       float64          `json:"system"`          // fraction in system (kernel on behalf of a process)
+	User         float64          `json:"user"`            // fraction in user and nice
+	Delivered    uint64           `json:"delivered"`       // packets the loader's veth received in the span
+	Sent         uint64           `json:"sent"`            // packets the loader's veth sent in the span
+	Relayed      float64          `json:"relayed"`         // relay hops: 2 x delivered
+	MicrosPerPkt float64          `json:"us_per_packet"`   // BusySeconds / Relayed, µs; 0 without packets
+	OtherBusy    []float64        `json:"busy_per_cpu"`    // busy fraction of every CPU, the server's included
+	NetRX        []uint64         `json:"net_rx_per_cpu"`  // NET_RX softirqs per CPU in the span
+	NetTX        []uint64         `json:"net_tx_per_cpu"`  // NET_TX softirqs per CPU in the span
+	Softnet      []procfs.Softnet `json:"softnet_per_cpu"` // backlog processing per CPU in the span
+	Samples      int              `json:"samples"`         // samples inside the span
+	BusyBefore   float64          `json:"busy_before_run"` // the server's core busy fraction just before turnload started (the server idle): noise from elsewhere; 0 if unread
 }
 
 // busySeconds is how long a CPU worked between two readings taken seconds
@@ -330,8 +197,8 @@ type CoreCost struct {
 // idle core — is charged to no field at all, while idle time is measured
 // exactly when the CPU leaves it. Measured here: a kernel-path run at
 // 20,000 pps left 10% of the core's wall time in no field.
-func busySeconds(a, b CPUTimes, seconds float64) float64 {
-	notBusy := float64((b.Idle+b.IOWait+b.Steal)-(a.Idle+a.IOWait+a.Steal)) / userHZ
+func busySeconds(a, b procfs.CPUTimes, seconds float64) float64 {
+	notBusy := float64((b.Idle+b.IOWait+b.Steal)-(a.Idle+a.IOWait+a.Steal)) / procfs.UserHZ
 	return min(max(seconds-notBusy, 0), seconds)
 }
 
@@ -359,7 +226,7 @@ func coreCost(a, b CPUSample, cpu int) (CoreCost, error) {
 	total := tb.Total() - ta.Total()
 	c.BusySeconds = busySeconds(ta, tb, c.Seconds)
 	c.Busy = c.BusySeconds / c.Seconds
-	c.Ticked = float64(tb.Busy()-ta.Busy()) / userHZ / c.Seconds
+	c.Ticked = float64(tb.Busy()-ta.Busy()) / procfs.UserHZ / c.Seconds
 	c.SoftIRQ = frac(ta.SoftIRQ, tb.SoftIRQ, total)
 	c.System = frac(ta.System, tb.System, total)
 	c.User = frac(ta.User+ta.Nice, tb.User+tb.Nice, total)
@@ -373,7 +240,7 @@ func coreCost(a, b CPUSample, cpu int) (CoreCost, error) {
 		c.NetTX = append(c.NetTX, b.NetTX[k]-a.NetTX[k])
 	}
 	for k := 0; k < len(a.Net) && k < len(b.Net); k++ {
-		c.Softnet = append(c.Softnet, Softnet{
+		c.Softnet = append(c.Softnet, procfs.Softnet{
 			Processed:   b.Net[k].Processed - a.Net[k].Processed,
 			Dropped:     b.Net[k].Dropped - a.Net[k].Dropped,
 			ReceivedRPS: b.Net[k].ReceivedRPS - a.Net[k].ReceivedRPS,

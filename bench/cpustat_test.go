@@ -2,89 +2,31 @@ package main
 
 import (
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/supernode/supernode/procfs"
 )
 
-func TestParseProcStatCPUs(t *testing.T) {
-	b, err := os.ReadFile("testdata/proc-stat-a.txt") // this 2-core machine, as read
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpus, err := parseProcStatCPUs(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want1 := CPUTimes{User: 186693, Nice: 349, System: 89705, Idle: 532970, IOWait: 2263, IRQ: 0, SoftIRQ: 18819, Steal: 4185}
-	if len(cpus) != 2 || cpus[1] != want1 {
-		t.Fatalf("cpus = %+v, want 2 with cpu1 %+v", cpus, want1)
-	}
-	if got := cpus[1].Busy(); got != 186693+349+89705+18819 {
-		t.Errorf("Busy = %d", got)
-	}
-	if got := cpus[1].Total(); got != cpus[1].Busy()+532970+2263+4185 {
-		t.Errorf("Total = %d", got)
-	}
-	// The aggregate line agrees with the per-CPU lines' sum (to a tick or
-	// two: the kernel sums them while they move).
-	agg, err := parseProcStat(b)
-	if d := int64(agg.Total()) - int64(cpus[0].Total()+cpus[1].Total()); err != nil || d < -2 || d > 2 {
-		t.Errorf("aggregate %+v (%v) is not the sum of %+v", agg, err, cpus)
-	}
-
-	// An older kernel's 8 columns, a hole for an offline CPU 2.
-	old := "cpu  10 0 10 100 0 0 0 0\ncpu0 5 0 5 50 0 0 0 0\ncpu1 4 0 4 40 0 0 0 0\ncpu3 1 0 1 10 0 0 0 0\nintr 1\n"
-	cpus, err = parseProcStatCPUs([]byte(old))
-	if err != nil || len(cpus) != 4 || cpus[2] != (CPUTimes{}) || cpus[3].User != 1 {
-		t.Errorf("sparse: %+v, %v", cpus, err)
-	}
-	for _, bad := range []string{"", "cpu  1 2 3 4 5 6 7 8\n", "cpu0 1 2 3\n", "cpu0 1 2 x 4 5 6 7 8\n", "cpuX 1 2 3 4 5 6 7 8\n"} {
-		if _, err := parseProcStatCPUs([]byte(bad)); err == nil {
-			t.Errorf("parseProcStatCPUs(%q) accepted", bad)
-		}
-	}
-}
-
-func TestParseSoftirqs(t *testing.T) {
-	b, err := os.ReadFile("testdata/softirqs-a.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := parseSoftirqs(b, "NET_RX", "NET_TX")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(rows["NET_RX"], []uint64{85540784, 83515397}) || !slices.Equal(rows["NET_TX"], []uint64{14, 3}) {
-		t.Errorf("rows = %v", rows)
-	}
-	if _, err := parseSoftirqs(b, "NET_RX", "NO_SUCH"); err == nil {
-		t.Error("a missing row was not reported")
-	}
-	if _, err := parseSoftirqs(nil, "NET_RX"); err == nil {
-		t.Error("empty input accepted")
-	}
-}
-
 // statAt is a /proc/stat for 2 CPUs whose cpu1 line is given.
-func statAt(cpu1 string) []byte {
-	return []byte("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 1000 0 500 9000 0 0 100 0 0 0\ncpu1 " + cpu1 + "\nintr 1 2 3\nctxt 99\n")
+func statAt(t *testing.T, cpu1 string) []procfs.CPUTimes {
+	t.Helper()
+	s, err := procfs.ParseStat([]byte("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 1000 0 500 9000 0 0 100 0 0 0\ncpu1 " + cpu1 + "\nintr 1 2 3\nctxt 99\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CPUs
 }
 
 func TestCoreCost(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	a := CPUSample{At: t0, NetRX: []uint64{100, 200}, NetTX: []uint64{0, 0}, RxPkts: 1000, TxPkts: 1000}
 	b := CPUSample{At: t0.Add(2 * time.Second), NetRX: []uint64{40100, 80200}, NetTX: []uint64{0, 5}, RxPkts: 41000, TxPkts: 41100}
-	var err error
 	// cpu1 over 2 s = 200 ticks: +60 user, +40 system, +30 softirq, +70 idle.
-	if a.CPUs, err = parseProcStatCPUs(statAt("5000 10 3000 20000 0 0 700 0 0 0")); err != nil {
-		t.Fatal(err)
-	}
-	if b.CPUs, err = parseProcStatCPUs(statAt("5060 10 3040 20070 0 0 730 0 0 0")); err != nil {
-		t.Fatal(err)
-	}
+	a.CPUs = statAt(t, "5000 10 3000 20000 0 0 700 0 0 0")
+	b.CPUs = statAt(t, "5060 10 3040 20070 0 0 730 0 0 0")
 	b.CPUs[0].Idle += 200 // cpu0 idle throughout
 	c, err := coreCost(a, b, 1)
 	if err != nil {
@@ -141,7 +83,7 @@ func series(n int, rate func(k int) float64, busy func(k int) uint64) []CPUSampl
 		}
 		s = append(s, CPUSample{
 			At:     t0.Add(time.Duration(k) * 100 * time.Millisecond),
-			CPUs:   []CPUTimes{{Idle: total}, {User: b, Idle: total - b}},
+			CPUs:   []procfs.CPUTimes{{Idle: total}, {User: b, Idle: total - b}},
 			TxPkts: tx, RxPkts: tx,
 		})
 	}
@@ -194,27 +136,5 @@ func TestSteadySpan(t *testing.T) {
 	}
 	if _, err := steadyCost(s[:2], time.Second, 1, time.Time{}); err == nil || !strings.Contains(err.Error(), "steady window") {
 		t.Errorf("steadyCost without a window: %v", err)
-	}
-}
-
-func TestParseSoftnet(t *testing.T) {
-	b, err := os.ReadFile("testdata/softnet_stat-a.txt") // Linux 6.18, 15 columns
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := parseSoftnet(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rows) != 2 || rows[1].Processed != 86158857 || rows[1].ReceivedRPS != 1417223 || rows[0].Dropped != 0 {
-		t.Errorf("rows = %+v", rows)
-	}
-	// An older kernel: 11 columns, the row is the CPU.
-	old := "00000010 00000001 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000005 00000000\n"
-	if rows, err := parseSoftnet([]byte(old)); err != nil || len(rows) != 1 || rows[0] != (Softnet{Processed: 16, Dropped: 1, ReceivedRPS: 5}) {
-		t.Errorf("old format: %+v, %v", rows, err)
-	}
-	if _, err := parseSoftnet([]byte("0001 0002\n")); err == nil {
-		t.Error("short row accepted")
 	}
 }

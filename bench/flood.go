@@ -14,6 +14,8 @@ import (
 
 	"github.com/pion/stun/v4"
 	"golang.org/x/net/ipv4"
+
+	"github.com/supernode/supernode/procfs"
 )
 
 // Flood limits: every flood stops by itself at the first of them.
@@ -102,7 +104,7 @@ func (f Flood) Run(ctx context.Context) (*FloodResult, error) {
 	res := &FloodResult{ByKind: map[string]int64{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	cpu0 := selfCPUSeconds()
+	cpu0 := procfs.SelfCPU().Seconds()
 	start := time.Now()
 	to := net.UDPAddrFromAddrPort(f.Target)
 	for i, c := range conns {
@@ -130,7 +132,7 @@ func (f Flood) Run(ctx context.Context) (*FloodResult, error) {
 	}
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
-	res.CPUSeconds = selfCPUSeconds() - cpu0
+	res.CPUSeconds = procfs.SelfCPU().Seconds() - cpu0
 	if res.Seconds > 0 {
 		res.PPS = float64(res.Sent) / res.Seconds
 	}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/supernode/supernode/procfs"
 )
 
 // HostileConfig is the hostile-flood measurement (bench -hostile): calls
@@ -44,7 +46,7 @@ type Point struct {
 	CPUSeconds float64   `json:"server_cpu_seconds"`
 	at         time.Time // when
 	metrics    Series
-	machine    CPUTimes
+	machine    procfs.CPUTimes
 	softnet    uint64
 }
 
@@ -354,10 +356,13 @@ func (h *hostileRun) point(ctx context.Context) (Point, error) {
 	}
 	p.Goroutines = p.metrics["go_goroutines"]
 	p.HeapInuse = p.metrics["go_memstats_heap_inuse_bytes"]
-	if p.machine, err = readCPUTimes(); err != nil {
+	st, err := procfs.ReadStat()
+	if err != nil {
 		return p, err
 	}
-	p.softnet, _ = readSoftnetDrops()
+	p.machine = st.All
+	softnet, _ := procfs.ReadSoftnet()
+	p.softnet = procfs.SoftnetDropped(softnet)
 	return p, nil
 }
 

@@ -6,15 +6,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/supernode/supernode/looptest"
+	"github.com/supernode/supernode/netns"
 )
 
 // testSpec is a namespace of the test's own, apart from make bench's, so a
@@ -29,27 +28,13 @@ var testSpec = netnsSpec{
 // the namespace it was made in, whatever thread uses it later.
 func listenIn(t *testing.T, ns, addr string) net.PacketConn {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
+	var c net.PacketConn
+	var err error
+	if nerr := netns.Do(ns, func() { c, err = net.ListenPacket("udp", addr) }); nerr != nil {
+		t.Fatal(nerr)
+	}
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer self.Close()
-	target, err := os.Open(filepath.Join("/run/netns", ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatal(err)
-	}
-	c, lerr := net.ListenPacket("udp", addr)
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatalf("cannot return to the test's namespace: %v", err) // the thread is locked; it dies with the test
-	}
-	if lerr != nil {
-		t.Fatal(lerr)
 	}
 	return c
 }
@@ -92,16 +77,7 @@ func TestNetns(t *testing.T) {
 
 	srv := listenIn(t, n.Netns, net.JoinHostPort(n.ServerIP, "0"))
 	defer srv.Close()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			k, from, err := srv.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = srv.WriteTo(buf[:k], from)
-		}
-	}()
+	looptest.Echo(srv)
 	cl, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(n.LoaderIP)}, srv.LocalAddr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)

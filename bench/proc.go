@@ -4,17 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
-)
 
-// userHZ is the unit of utime and stime in /proc/PID/stat: USER_HZ, which is
-// 100 on every Linux ABI Go runs on.
-const userHZ = 100
+	"github.com/supernode/supernode/procfs"
+)
 
 // ProcSample is what the harness reads of a server process itself, as a
 // cross-check of what turnload reports.
@@ -24,60 +20,14 @@ type ProcSample struct {
 	HWMBytes   int64   // VmHWM: peak resident set
 }
 
-// readProc samples /proc/PID/stat and /proc/PID/status.
+// readProc samples /proc/PID/stat and /proc/PID/status. A process without
+// memory lines (a zombie) reads as 0 bytes.
 func readProc(pid int) (ProcSample, error) {
-	var p ProcSample
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return p, err
+	p, err := procfs.ReadProcess(pid)
+	if err != nil && !errors.Is(err, procfs.ErrNoMemory) {
+		return ProcSample{}, err
 	}
-	if p.CPUSeconds, err = parseStatCPU(stat); err != nil {
-		return p, err
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return p, err
-	}
-	p.RSSBytes = statusKB(status, "VmRSS:") * 1024
-	p.HWMBytes = statusKB(status, "VmHWM:") * 1024
-	return p, nil
-}
-
-// parseStatCPU returns utime+stime in seconds from a /proc/PID/stat line.
-// The command name (field 2) may hold spaces and parentheses, so fields are
-// counted from the last ')'.
-func parseStatCPU(stat []byte) (float64, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("bench: /proc/PID/stat: no command name")
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, errors.New("bench: /proc/PID/stat: too few fields")
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64)
-	s, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("bench: /proc/PID/stat: %w", err)
-	}
-	return float64(u+s) / userHZ, nil
-}
-
-// statusKB returns the kB value of key in /proc/PID/status, 0 if absent.
-func statusKB(status []byte, key string) int64 {
-	sc := bufio.NewScanner(bytes.NewReader(status))
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, key); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				v, _ := strconv.ParseInt(f[0], 10, 64)
-				return v
-			}
-		}
-	}
-	return 0
+	return ProcSample{CPUSeconds: float64(p.CPUTicks) / procfs.UserHZ, RSSBytes: p.RSS, HWMBytes: p.HWM}, nil
 }
 
 // Machine describes where the numbers were taken.

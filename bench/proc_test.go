@@ -5,20 +5,6 @@ import (
 	"testing"
 )
 
-func TestParseStatCPU(t *testing.T) {
-	// The command name may hold spaces and parentheses.
-	stat := "1234 (my (odd) proc) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 3 0 100 1000000 500 18446744073709551615"
-	got, err := parseStatCPU([]byte(stat))
-	if err != nil || got != 4 {
-		t.Errorf("parseStatCPU = %v, %v; want 4s", got, err)
-	}
-	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 10 a b"} {
-		if _, err := parseStatCPU([]byte(bad)); err == nil {
-			t.Errorf("parseStatCPU(%q) accepted", bad)
-		}
-	}
-}
-
 func TestReadProcSelf(t *testing.T) {
 	p, err := readProc(os.Getpid())
 	if err != nil {

@@ -2,18 +2,16 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/supernode/supernode/procfs"
 )
 
 // Series are the samples of one /metrics page, keyed by the series as
@@ -160,49 +158,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// CPUTimes is the machine-wide "cpu" line of /proc/stat, in USER_HZ ticks.
-type CPUTimes struct {
-	User, Nice, System, Idle, IOWait, IRQ, SoftIRQ, Steal uint64
-}
-
-// Total is every tick counted.
-func (c CPUTimes) Total() uint64 {
-	return c.User + c.Nice + c.System + c.Idle + c.IOWait + c.IRQ + c.SoftIRQ + c.Steal
-}
-
-// parseProcStat reads the aggregate "cpu" line of /proc/stat.
-func parseProcStat(b []byte) (CPUTimes, error) {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 || f[0] != "cpu" {
-			continue
-		}
-		if len(f) < 9 {
-			return CPUTimes{}, errors.New("bench: /proc/stat: short cpu line")
-		}
-		var v [8]uint64
-		for i := range v {
-			n, err := strconv.ParseUint(f[i+1], 10, 64)
-			if err != nil {
-				return CPUTimes{}, fmt.Errorf("bench: /proc/stat: %w", err)
-			}
-			v[i] = n
-		}
-		return CPUTimes{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]}, nil
-	}
-	return CPUTimes{}, errors.New("bench: /proc/stat: no cpu line")
-}
-
-// readCPUTimes samples /proc/stat.
-func readCPUTimes() (CPUTimes, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return CPUTimes{}, err
-	}
-	return parseProcStat(b)
-}
-
 // CPUShare is how the machine's CPU time was spent between two samples, in
 // percent of all cores (100 = every core busy the whole time).
 type CPUShare struct {
@@ -215,7 +170,7 @@ type CPUShare struct {
 }
 
 // cpuShare compares two samples.
-func cpuShare(a, b CPUTimes) CPUShare {
+func cpuShare(a, b procfs.CPUTimes) CPUShare {
 	total := float64(b.Total() - a.Total())
 	if total <= 0 {
 		return CPUShare{}
@@ -230,42 +185,4 @@ func cpuShare(a, b CPUTimes) CPUShare {
 	}
 	s.Busy = 100 - s.Idle
 	return s
-}
-
-// parseSoftnetDrops sums the second column of /proc/net/softnet_stat (hex,
-// one row per CPU): packets dropped because a CPU's input backlog was full,
-// before any socket saw them.
-func parseSoftnetDrops(b []byte) (uint64, error) {
-	var sum uint64
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 2 {
-			continue
-		}
-		n, err := strconv.ParseUint(f[1], 16, 64)
-		if err != nil {
-			return 0, fmt.Errorf("bench: /proc/net/softnet_stat: %w", err)
-		}
-		sum += n
-	}
-	return sum, sc.Err()
-}
-
-// readSoftnetDrops samples /proc/net/softnet_stat.
-func readSoftnetDrops() (uint64, error) {
-	b, err := os.ReadFile("/proc/net/softnet_stat")
-	if err != nil {
-		return 0, err
-	}
-	return parseSoftnetDrops(b)
-}
-
-// selfCPUSeconds is this process's user+system CPU so far.
-func selfCPUSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }

@@ -4,6 +4,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/supernode/supernode/procfs"
 )
 
 const metricsPage = `# HELP supernode_packets_dropped_total Packets the node received and did not relay or answer, by reason.
@@ -86,21 +88,8 @@ func TestSplitSeries(t *testing.T) {
 	}
 }
 
-const procStat = `cpu  1000 10 300 5000 20 5 65 0 0 0
-cpu0 500 5 150 2500 10 2 33 0 0 0
-cpu1 500 5 150 2500 10 3 32 0 0 0
-intr 12345
-ctxt 999
-`
-
-func TestProcStat(t *testing.T) {
-	a, err := parseProcStat([]byte(procStat))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (CPUTimes{1000, 10, 300, 5000, 20, 5, 65, 0}); a != want {
-		t.Fatalf("got %+v, want %+v", a, want)
-	}
+func TestCPUShare(t *testing.T) {
+	a := procfs.CPUTimes{User: 1000, Nice: 10, System: 300, Idle: 5000, IOWait: 20, IRQ: 5, SoftIRQ: 65}
 	// 200 ticks later: 100 user, 40 system, 20 softirq, 40 idle.
 	b := a
 	b.User += 100
@@ -113,21 +102,5 @@ func TestProcStat(t *testing.T) {
 	}
 	if got := cpuShare(a, a); got != (CPUShare{}) {
 		t.Errorf("no time passed: %+v", got)
-	}
-	for _, bad := range []string{"", "cpu 1 2 3\n", "cpu0 1 2 3 4 5 6 7 8\n", "cpu 1 2 x 4 5 6 7 8\n"} {
-		if _, err := parseProcStat([]byte(bad)); err == nil {
-			t.Errorf("parsed %q", bad)
-		}
-	}
-}
-
-func TestSoftnetDrops(t *testing.T) {
-	page := "0001a2b3 0000000a 00000000 00000000\n00000100 000000ff 00000001 00000000\n"
-	n, err := parseSoftnetDrops([]byte(page))
-	if err != nil || n != 0x0a+0xff {
-		t.Errorf("got %d, %v; want %d", n, err, 0x0a+0xff)
-	}
-	if _, err := parseSoftnetDrops([]byte("1 zz\n")); err == nil {
-		t.Error("parsed a column that is not hex")
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/looptest"
 )
 
 // Spec constants shared by both servers, so they run with equivalent settings.
@@ -314,21 +316,9 @@ var errNoPort = errors.New("bench: no free port in 10000-19999 on 127.0.0.1")
 func freePort(udp bool) (int, error) {
 	for range 200 {
 		p := listenPortLow + rand.IntN(listenPortHigh-listenPortLow+1)
-		addr := net.JoinHostPort(benchIP, strconv.Itoa(p))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
+		if looptest.PortFree(net.JoinHostPort(benchIP, strconv.Itoa(p)), udp) {
+			return p, nil
 		}
-		if udp {
-			u, err := net.ListenPacket("udp", addr)
-			if err != nil {
-				l.Close()
-				continue
-			}
-			u.Close()
-		}
-		l.Close()
-		return p, nil
 	}
 	return 0, errNoPort
 }

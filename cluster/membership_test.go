@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/supernode/supernode/looptest"
 )
 
 type testMeta struct{ allocs, draining atomic.Int64 }
@@ -41,19 +43,9 @@ func startFleet(t *testing.T, n int) ([]*Cluster, []*testMeta) {
 	return cs, metas
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestFleetAgreesOnOwners(t *testing.T) {
 	cs, metas := startFleet(t, 3)
-	eventually(t, "every node sees three members", func() bool {
+	looptest.Eventually(t, "every node sees three members", func() bool {
 		for _, c := range cs {
 			if len(c.Nodes()) != 3 {
 				return false
@@ -72,7 +64,7 @@ func TestFleetAgreesOnOwners(t *testing.T) {
 	}
 	// Draining is gossiped and placement stops choosing the node.
 	metas[1].draining.Store(1)
-	eventually(t, "node-1 seen draining everywhere", func() bool {
+	looptest.Eventually(t, "node-1 seen draining everywhere", func() bool {
 		for _, c := range cs {
 			for _, n := range c.Nodes() {
 				if n.ID == "node-1" && !n.Meta.Draining {
@@ -89,7 +81,7 @@ func TestFleetAgreesOnOwners(t *testing.T) {
 	}
 	// A node that leaves disappears from the others' view.
 	cs[2].Leave(time.Second)
-	eventually(t, "node-2 gone", func() bool { return len(cs[0].Nodes()) == 2 && len(cs[1].Nodes()) == 2 })
+	looptest.Eventually(t, "node-2 gone", func() bool { return len(cs[0].Nodes()) == 2 && len(cs[1].Nodes()) == 2 })
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -131,7 +123,7 @@ func TestJoinBeforeSeedIsUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { seed.Leave(time.Second) })
-	eventually(t, "the early member to join the seed", func() bool {
+	looptest.Eventually(t, "the early member to join the seed", func() bool {
 		return len(early.Nodes()) == 2 && len(seed.Nodes()) == 2
 	})
 }

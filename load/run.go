@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/procfs"
 )
 
 // runner is one Run's shared state.
@@ -118,7 +120,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r.base = time.Now()
 	r.runID = strconv.FormatInt(r.base.UnixNano()%1e9, 36)
-	cpuStart := selfCPU()
+	cpuStart := procfs.SelfCPU()
 
 	stopProgress := r.startProgress()
 	defer stopProgress()
@@ -167,7 +169,7 @@ launch:
 	winStart := r.now()
 	recv0 := r.received.Load()
 	sent0 := r.sent.Load()
-	cpu0 := selfCPU()
+	cpu0 := procfs.SelfCPU()
 	var srv0, srv1 procSample
 	var srvErr error
 	if cfg.ServerPID != 0 {
@@ -185,7 +187,7 @@ launch:
 	r.stopAt.Store(int64(winEnd))
 	recv1 := r.received.Load()
 	sent1 := r.sent.Load()
-	cpu1 := selfCPU()
+	cpu1 := procfs.SelfCPU()
 	if cfg.ServerPID != 0 && srvErr == nil {
 		srv1, srvErr = readProc(cfg.ServerPID)
 	}
@@ -195,7 +197,7 @@ launch:
 	}
 	r.closeAll()
 	r.hc.CloseIdleConnections()
-	cpuEnd := selfCPU()
+	cpuEnd := procfs.SelfCPU()
 
 	rep := r.report(cpuEnd-cpuStart, r.now(), winEnd-winStart, recv1-recv0, sent1-sent0, cpu1-cpu0)
 	rep.Interrupted = interrupted
@@ -557,14 +559,14 @@ func (r *runner) startProgress() (stop func()) {
 		defer close(done)
 		t := time.NewTicker(r.cfg.ProgressInterval)
 		defer t.Stop()
-		lastCPU, lastAt := selfCPU(), r.now()
+		lastCPU, lastAt := procfs.SelfCPU(), r.now()
 		for {
 			select {
 			case <-quit:
 				return
 			case <-t.C:
 			}
-			cpu, at := selfCPU(), r.now()
+			cpu, at := procfs.SelfCPU(), r.now()
 			s := Snapshot{
 				Elapsed:     at,
 				Started:     int(r.started.Load()),

@@ -8,13 +8,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
+
+	"github.com/supernode/supernode/netns"
 )
 
 // This file is the BPF_PROG_TEST_RUN harness: it loads the program, makes a
@@ -76,7 +76,6 @@ var (
 // testNetns is a network namespace made for one test.
 type testNetns struct {
 	name string
-	fd   int
 	d0   int // ifindex of d0
 	m0   int // ifindex of m0
 }
@@ -126,11 +125,8 @@ func newTestNetns(t testing.TB) *testNetns {
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		unavailable(t, "cannot make a network namespace: ip netns add: %v: %s", err, out)
 	}
-	ns := &testNetns{name: name, fd: -1}
+	ns := &testNetns{name: name}
 	t.Cleanup(func() {
-		if ns.fd >= 0 {
-			unix.Close(ns.fd)
-		}
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}
@@ -141,11 +137,6 @@ func newTestNetns(t testing.TB) *testNetns {
 			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
-	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	ns.fd = fd
 	ns.do(t, func() {
 		for _, d := range []struct {
 			name string
@@ -167,30 +158,7 @@ func newTestNetns(t testing.TB) *testNetns {
 // skb a device (loopback, or the one the context names) of that namespace.
 func (ns *testNetns) do(t testing.TB, f func()) {
 	t.Helper()
-	done := make(chan error)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("setns %s: %w", ns.name, err)
-			return
-		}
-		f()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			// The thread stays locked and dies with this goroutine.
-			done <- fmt.Errorf("setns back: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- nil
-	}()
-	if err := <-done; err != nil {
+	if err := netns.Do(ns.name, f); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,12 +1,10 @@
 package relay
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -15,38 +13,14 @@ import (
 	"github.com/pion/logging"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/supernode/supernode/looptest"
 )
-
-// logBuffer collects log output; the limiter's timers write from their own
-// goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the lines logged so far that contain substr.
-func (b *logBuffer) lines(substr string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		if l != "" && strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
 
 // newTestPionLogger returns a pion logger writing at level lv and above,
 // what it writes, and the counter of suppressed lines.
-func newTestPionLogger(lv slog.Level) (logging.LeveledLogger, *logBuffer, prometheus.Counter, *logLimiter) {
-	out := &logBuffer{}
+func newTestPionLogger(lv slog.Level) (logging.LeveledLogger, *looptest.Log, prometheus.Counter, *logLimiter) {
+	out := &looptest.Log{}
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "suppressed_total"})
 	lim := newLogLimiter(c)
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: lv}))
@@ -72,19 +46,19 @@ func TestLogLimiterWindow(t *testing.T) {
 		l, out, c, _ := newTestPionLogger(slog.LevelInfo)
 		const n = 1000
 		floodUnknownAttr(l, n)
-		if got := len(out.lines("unknown comprehension-required")); got != logBurst {
+		if got := len(out.Lines("unknown comprehension-required")); got != logBurst {
 			t.Fatalf("%d lines written during the flood, want %d", got, logBurst)
 		}
 		if got := testutil.ToFloat64(c); got != n-logBurst {
 			t.Fatalf("counter %v, want %d", got, n-logBurst)
 		}
-		if got := out.lines("suppressed="); len(got) != 0 {
+		if got := out.Lines("suppressed="); len(got) != 0 {
 			t.Fatalf("summary before the window ended: %q", got)
 		}
 
 		time.Sleep(logWindow)
 		synctest.Wait()
-		sum := out.lines("suppressed=")
+		sum := out.Lines("suppressed=")
 		if len(sum) != 1 {
 			t.Fatalf("got %d summary lines, want 1: %q", len(sum), sum)
 		}
@@ -96,12 +70,12 @@ func TestLogLimiterWindow(t *testing.T) {
 		// A new window writes logBurst lines again, and reports only its own
 		// suppressed lines.
 		floodUnknownAttr(l, logBurst+3)
-		if got := len(out.lines("from 198.51.100.")); got != 2*logBurst {
+		if got := len(out.Lines("from 198.51.100.")); got != 2*logBurst {
 			t.Fatalf("%d lines written after two windows, want %d", got, 2*logBurst)
 		}
 		time.Sleep(logWindow)
 		synctest.Wait()
-		if sum := out.lines("suppressed="); len(sum) != 2 || !strings.HasSuffix(sum[1], "suppressed=3") {
+		if sum := out.Lines("suppressed="); len(sum) != 2 || !strings.HasSuffix(sum[1], "suppressed=3") {
 			t.Fatalf("second window's summary: %q", sum)
 		}
 		if got := testutil.ToFloat64(c); got != n-logBurst+3 {
@@ -112,7 +86,7 @@ func TestLogLimiterWindow(t *testing.T) {
 		floodUnknownAttr(l, 1)
 		time.Sleep(logWindow)
 		synctest.Wait()
-		if sum := out.lines("suppressed="); len(sum) != 2 {
+		if sum := out.Lines("suppressed="); len(sum) != 2 {
 			t.Fatalf("a quiet window wrote a summary: %q", sum)
 		}
 	})
@@ -139,12 +113,12 @@ func TestLogLimiterKeys(t *testing.T) {
 			l.Errorf("Failed to close conn: %s", fmt.Errorf("write: %w", syscall.EPIPE))
 		}
 		for _, msg := range []string{"first ", "second ", "plain one", "plain two", "third ", "plain three"} {
-			if got := len(out.lines("msg=\"" + msg)); got != logBurst {
+			if got := len(out.Lines("msg=\"" + msg)); got != logBurst {
 				t.Errorf("%q: %d lines, want %d", msg, got, logBurst)
 			}
 		}
 		for _, msg := range []string{"per request", "per packet", "Failed to close"} {
-			if got := out.lines(msg); len(got) != 0 {
+			if got := out.Lines(msg); len(got) != 0 {
 				t.Errorf("%q below the level was written: %q", msg, got)
 			}
 		}
@@ -153,7 +127,7 @@ func TestLogLimiterKeys(t *testing.T) {
 		}
 		time.Sleep(logWindow)
 		synctest.Wait()
-		sum := out.lines("suppressed=")
+		sum := out.Lines("suppressed=")
 		if len(sum) != 6 {
 			t.Fatalf("got %d summary lines, want 6: %q", len(sum), sum)
 		}
@@ -187,10 +161,10 @@ func TestLogLimiterClientGoneDebug(t *testing.T) {
 			l.Errorf("Failed to close conn: %s", gone)
 			l.Errorf("Failed to close conn: %s", net.ErrClosed) // not a client going away
 		}
-		if got := len(out.lines("level=DEBUG msg=\"Failed to close conn")); got != logBurst {
+		if got := len(out.Lines("level=DEBUG msg=\"Failed to close conn")); got != logBurst {
 			t.Errorf("%d DEBUG lines, want %d", got, logBurst)
 		}
-		if got := len(out.lines("level=ERROR msg=\"Failed to close conn")); got != logBurst {
+		if got := len(out.Lines("level=ERROR msg=\"Failed to close conn")); got != logBurst {
 			t.Errorf("%d ERROR lines, want %d", got, logBurst)
 		}
 	})
@@ -207,7 +181,7 @@ func TestLogLimiterKeyLimit(t *testing.T) {
 		for i := range 3 * logBurst {
 			l.Error(fmt.Sprintf("late message %d", i))
 		}
-		if got := len(out.lines("late message")); got != logBurst {
+		if got := len(out.Lines("late message")); got != logBurst {
 			t.Errorf("%d late messages written, want %d (they share one key)", got, logBurst)
 		}
 		if got := testutil.ToFloat64(c); got != 2*logBurst {
@@ -221,7 +195,7 @@ func TestLogLimiterKeyLimit(t *testing.T) {
 		}
 		time.Sleep(logWindow)
 		synctest.Wait()
-		if got := out.lines(logOverflowMsg); len(got) != 1 || !strings.HasSuffix(got[0], fmt.Sprintf("suppressed=%d", 2*logBurst)) {
+		if got := out.Lines(logOverflowMsg); len(got) != 1 || !strings.HasSuffix(got[0], fmt.Sprintf("suppressed=%d", 2*logBurst)) {
 			t.Errorf("overflow summary: %q", got)
 		}
 		lim.mu.Lock()
@@ -241,12 +215,12 @@ func TestLogLimiterFlush(t *testing.T) {
 		floodUnknownAttr(l, logBurst+7)
 		l.Warn("quiet")
 		lim.flush()
-		if sum := out.lines("suppressed="); len(sum) != 1 || !strings.HasSuffix(sum[0], "suppressed=7") {
+		if sum := out.Lines("suppressed="); len(sum) != 1 || !strings.HasSuffix(sum[0], "suppressed=7") {
 			t.Fatalf("after flush: %q", sum)
 		}
 		time.Sleep(logWindow)
 		synctest.Wait()
-		if sum := out.lines("suppressed="); len(sum) != 1 {
+		if sum := out.Lines("suppressed="); len(sum) != 1 {
 			t.Fatalf("reported twice: %q", sum)
 		}
 	})
@@ -281,7 +255,7 @@ func TestLogSuppressedAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() { ln.notePanic("inspect", r) }); n != 0 {
 		t.Errorf("suppressed notePanic: %v allocations", n)
 	}
-	if got := len(out.lines("recovered panic")); got != logBurst {
+	if got := len(out.Lines("recovered panic")); got != logBurst {
 		t.Errorf("%d recovered panic lines, want %d", got, logBurst)
 	}
 	if got := testutil.ToFloat64(c); got < 3000 {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
+
+	"github.com/supernode/supernode/looptest"
 )
 
 // fakeBinds is a bind function that counts its calls and fails for the
@@ -274,35 +276,13 @@ func TestPortPoolIndexes(t *testing.T) {
 	}
 }
 
-// udpPortRange returns a range of n ports below the kernel's ephemeral
-// range that nothing on the host holds right now (for real binds).
-func udpPortRange(t testing.TB, n int) (lo, hi int) {
-	t.Helper()
-	for lo = 20000; lo+n <= 32000; lo += n {
-		free := true
-		for port := lo; port < lo+n && free; port++ {
-			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-			if err != nil {
-				free = false
-				break
-			}
-			_ = c.Close()
-		}
-		if free {
-			return lo, lo + n - 1
-		}
-	}
-	t.Skipf("no %d free UDP ports in a row below 32000", n)
-	return 0, 0
-}
-
 // TestGeneratorPortPool runs the pool under the real relay sockets: every
 // port of a small range allocated, the next refused, a closed socket's port
 // reused, and the live-port bitmap consistent throughout.
 func TestGeneratorPortPool(t *testing.T) {
 	l := newInspectListener(t, false)
 	l.srv.perms = map[string]*permits{}
-	lo, hi := udpPortRange(t, 8)
+	lo, hi := looptest.FreeUDPRange(t, 20000, 8)
 	l.srv.cfg.MinPort, l.srv.cfg.MaxPort = lo, hi
 	g := &generator{l: l}
 	conns := map[int]net.PacketConn{}
@@ -381,7 +361,7 @@ func TestGeneratorSkipsPortHeldByHost(t *testing.T) {
 func TestGeneratorTCPPortsExclusive(t *testing.T) {
 	l := newInspectListener(t, false)
 	l.srv.perms = map[string]*permits{}
-	lo, hi := udpPortRange(t, 2)
+	lo, hi := looptest.FreeUDPRange(t, 20000, 2)
 	l.srv.cfg.MinPort, l.srv.cfg.MaxPort = lo, hi
 	g := &generator{l: l}
 	var lns []net.Listener
@@ -424,7 +404,7 @@ func BenchmarkAllocateRefused(b *testing.B) {
 		b.Run(fmt.Sprintf("ports=%d", n), func(b *testing.B) {
 			l := newInspectListener(b, false)
 			l.srv.perms = map[string]*permits{}
-			lo, hi := udpPortRange(b, n)
+			lo, hi := looptest.FreeUDPRange(b, 20000, n)
 			l.srv.cfg.MinPort, l.srv.cfg.MaxPort = lo, hi
 			g := &generator{l: l}
 			var conns []net.PacketConn

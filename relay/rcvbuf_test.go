@@ -3,7 +3,6 @@
 package relay
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/supernode/supernode/metrics"
+	"github.com/supernode/supernode/procfs"
 )
 
 // procInt reads one integer file under /proc/sys.
@@ -100,32 +100,14 @@ func TestListenUDPRcvbuf(t *testing.T) {
 // bound to port: the kernel's own report, read apart from SO_MEMINFO.
 func procNetUDPDrops(t *testing.T, port int) uint64 {
 	t.Helper()
-	f, err := os.Open("/proc/net/udp")
+	n, sockets, err := procfs.ReadUDPDrops(port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	suffix := fmt.Sprintf(":%04X", port)
-	var sum uint64
-	found := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		// sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
-		if len(fs) < 13 || !strings.HasSuffix(fs[1], suffix) {
-			continue
-		}
-		n, err := strconv.ParseUint(fs[12], 10, 64)
-		if err != nil {
-			t.Fatalf("/proc/net/udp drops %q: %v", fs[12], err)
-		}
-		sum += n
-		found = true
-	}
-	if !found {
+	if sockets == 0 {
 		t.Fatalf("no socket on port %d in /proc/net/udp", port)
 	}
-	return sum
+	return n
 }
 
 // flood sends count datagrams to addr from senders loopback sockets in

@@ -6,29 +6,9 @@ import (
 	"testing"
 
 	"github.com/pion/turn/v5"
-)
 
-// v4Forms writes an IPv4 address in every form that carries it
-// (embedded.go), keyed by the form's name.
-func v4Forms(v4 string) map[string]netip.Addr {
-	b := netip.MustParseAddr(v4).As4()
-	form := func(prefix []byte, at int) netip.Addr {
-		var a [16]byte
-		copy(a[:], prefix)
-		copy(a[at:], b[:])
-		return netip.AddrFrom16(a)
-	}
-	return map[string]netip.Addr{
-		"plain":               netip.AddrFrom4(b),
-		"mapped":              form([]byte{10: 0xff, 11: 0xff}, 12),
-		"compatible":          form(nil, 12),
-		"nat64":               form([]byte{0x00, 0x64, 0xff, 0x9b}, 12),
-		"nat64 local-use":     form([]byte{0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 12),
-		"nat64 local-use /96": form([]byte{0x00, 0x64, 0xff, 0x9b, 0x00, 0x01, 0xab, 0xcd, 0, 1, 0, 2}, 12),
-		"6to4":                form([]byte{0x20, 0x02}, 2),
-		"6to4 host":           form([]byte{0x20, 0x02, 6: 0x12, 7: 0x34, 15: 0x01}, 2),
-	}
-}
+	"github.com/supernode/supernode/relay/relaytest"
+)
 
 var verdictNames = map[portVerdict]string{portAllowed: "allowed", portDenied: "denied", portGone: "gone"}
 
@@ -92,7 +72,7 @@ func TestSelfAddressForms(t *testing.T) {
 			"": {false, map[int]portVerdict{live: portAllowed}}, // the policy refuses it; no per-packet rule
 		}},
 	} {
-		for form, a := range v4Forms(tc.v4) {
+		for form, a := range relaytest.V4Forms(netip.MustParseAddr(tc.v4)) {
 			w, ok := tc.want[form]
 			if !ok {
 				w = tc.want[""]
@@ -115,7 +95,7 @@ func TestSelfAddressForms(t *testing.T) {
 // every form of it, on every port; a range does not (TestSelfAddressForms).
 func TestSelfAddressExactAllow(t *testing.T) {
 	s, _ := newSelfServer(t, "198.51.100.20")
-	for form, a := range v4Forms("198.51.100.20") {
+	for form, a := range relaytest.V4Forms(netip.MustParseAddr("198.51.100.20")) {
 		if !s.peerAllowed(a) {
 			t.Errorf("%s %s refused despite --allow-peer of the address", form, a)
 		}
@@ -143,7 +123,7 @@ func TestSelfIPv6LoopbackIsItself(t *testing.T) {
 func TestFleetMemberForms(t *testing.T) {
 	s, _ := newSelfServer(t)
 	s.SetFleetPeers([]FleetPeer{{Addr: netip.MustParseAddr("203.0.113.50"), MinPort: 40000, MaxPort: 40999}})
-	for form, a := range v4Forms("203.0.113.50") {
+	for form, a := range relaytest.V4Forms(netip.MustParseAddr("203.0.113.50")) {
 		if !s.peerAllowed(a) {
 			t.Errorf("%s %s: fleet member refused", form, a)
 		}
@@ -161,7 +141,7 @@ func TestFleetMemberForms(t *testing.T) {
 func TestSelfLookupAllocatesNothing(t *testing.T) {
 	s, live := newSelfServer(t)
 	s.SetFleetPeers([]FleetPeer{{Addr: netip.MustParseAddr("203.0.113.50"), MinPort: 40000, MaxPort: 40999}})
-	for form, a := range v4Forms("127.0.0.1") {
+	for form, a := range relaytest.V4Forms(netip.MustParseAddr("127.0.0.1")) {
 		ip := a.AsSlice()
 		if n := testing.AllocsPerRun(1000, func() { s.selfPortVerdict(ip, live, false) }); n != 0 {
 			t.Errorf("%s: %v allocations per packet, want 0", form, n)

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/looptest"
 )
 
 // publicPeer is the i-th of a run of public IPv4 addresses (11.0.0.0/8). The
@@ -109,7 +110,7 @@ func TestPermissionFloodIsBounded(t *testing.T) {
 	if asked.Load() == 0 || answered.Load() != asked.Load() {
 		t.Errorf("bob: %d of %d Bindings answered while alice's allocation closed", answered.Load(), asked.Load())
 	}
-	waitFor(t, "gauges back to zero", func() bool {
+	looptest.Eventually(t, "gauges back to zero", func() bool {
 		return scrape(t, tn.http, "supernode_permissions_active") == 0 && scrape(t, tn.http, "supernode_channels_active") == 0
 	})
 }

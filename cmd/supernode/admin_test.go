@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -14,9 +13,9 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
-	"github.com/pion/turn/v5"
 
 	"github.com/supernode/supernode/api"
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/relay"
 )
@@ -50,7 +49,7 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--user", "bob:pw", "--user", "carol:pw", "--allow-peer", "127.0.0.1",
 		"--log-level", "info", "--log-format", "json")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 
 	alice := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
 	bob := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "bob", "pw")
@@ -85,7 +84,7 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	}
 	// A datagram is counted once the relay's write returns, which can be
 	// after its echo is back.
-	waitFor(t, "alice's 20 echoes counted", func() bool {
+	looptest.Eventually(t, "alice's 20 echoes counted", func() bool {
 		as := listAllocations(t, tn, "user=alice")
 		return len(as) == 1 && as[0].PacketsToPeer >= 20 && as[0].PacketsToClient >= 20
 	})
@@ -112,7 +111,7 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	if err != nil || !strings.Contains(out, "ended 1 allocations") {
 		t.Fatalf("supernode kill: %v\n%s", err, out)
 	}
-	waitFor(t, "alice's allocation to go", func() bool { return len(listAllocations(t, tn, "user=alice")) == 0 })
+	looptest.Eventually(t, "alice's allocation to go", func() bool { return len(listAllocations(t, tn, "user=alice")) == 0 })
 	if got := exchange(t, ar, peer.LocalAddr(), 1); got != 0 {
 		t.Fatal("alice's relay still relays after the kill")
 	}
@@ -127,14 +126,14 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	if code := getJSON(t, http.MethodDelete, "http://"+tn.http+"/v1/allocations?user=carol", "", &kr); code != 200 || kr.Killed != 1 {
 		t.Fatalf("DELETE ?user=carol: %d %+v", code, kr)
 	}
-	waitFor(t, "carol's allocation to go", func() bool { return len(listAllocations(t, tn, "user=carol")) == 0 })
+	looptest.Eventually(t, "carol's allocation to go", func() bool { return len(listAllocations(t, tn, "user=carol")) == 0 })
 	if code := errCode(raw.do(stun.MethodRefresh, "carol", "pw", lifetime(600))); code != int(stun.CodeAllocMismatch) {
 		t.Fatalf("Refresh after the kill: code %d, want 437", code)
 	}
 
 	// A record is logged just after its allocation leaves the list.
 	var killed []map[string]any
-	waitFor(t, "the session records of both kills", func() bool {
+	looptest.Eventually(t, "the session records of both kills", func() bool {
 		killed = nil
 		for _, l := range sessionLines(t, tn.logs.String()) {
 			if l["reason"] == relay.EndKilled {
@@ -265,7 +264,7 @@ func TestAdminCannotCancelSignalDrain(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw")
 	newRawClient(t, tn.udp).allocate("alice", "pw") // keeps the node from exiting at once
 	tn.sigs <- syscall.SIGTERM
-	waitFor(t, "the SIGTERM drain", func() bool {
+	looptest.Eventually(t, "the SIGTERM drain", func() bool {
 		var d api.DrainResponse
 		return getJSON(t, http.MethodGet, "http://"+tn.http+"/v1/drain", "", &d) == 200 && d.Draining
 	})
@@ -292,7 +291,7 @@ func TestAdminFleetView(t *testing.T) {
 	if code := getJSON(t, http.MethodPost, "http://"+nodes[2].http+"/v1/drain", "", &d); code != 200 || !d.Draining {
 		t.Fatalf("POST /v1/drain: %d %+v", code, d)
 	}
-	waitFor(t, "node-0 to see node-2 draining", func() bool {
+	looptest.Eventually(t, "node-0 to see node-2 draining", func() bool {
 		var f api.FleetResponse
 		getJSON(t, http.MethodGet, "http://"+nodes[0].http+"/v1/fleet", "", &f)
 		return len(f.Members) == 3 && f.Members[2].State == "draining"
@@ -381,34 +380,8 @@ func TestHelpListsSubcommands(t *testing.T) {
 // data connections.
 func TestAdminKillTCPRelay(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	control, err := net.Dial("tcp", tn.udp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer control.Close()
-	c := newClient(t, turn.NewSTUNConn(control), tn.udp, "alice", "pw")
-	alloc, err := c.AllocateTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alloc.Close()
+	ln := tcpEchoPeer(t)
+	alloc := allocateTCP(t, tn, "alice", "pw")
 	data, err := alloc.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -425,7 +398,7 @@ func TestAdminKillTCPRelay(t *testing.T) {
 	}
 	// The relay counts a write once it returns, which can be after the
 	// echo is back: wait for both directions.
-	waitFor(t, "20 bytes each way on the TCP allocation", func() bool {
+	looptest.Eventually(t, "20 bytes each way on the TCP allocation", func() bool {
 		as := listAllocations(t, tn, "user=alice")
 		return len(as) == 1 && as[0].BytesToPeer == 20 && as[0].BytesToClient == 20
 	})
@@ -436,7 +409,7 @@ func TestAdminKillTCPRelay(t *testing.T) {
 	if code := getJSON(t, http.MethodDelete, "http://"+tn.http+"/v1/allocations?user=alice", "", &kr); code != 200 || kr.Killed != 1 {
 		t.Fatalf("DELETE ?user=alice: %d %+v", code, kr)
 	}
-	waitFor(t, "the TCP allocation to go", func() bool { return len(listAllocations(t, tn, "")) == 0 })
+	looptest.Eventually(t, "the TCP allocation to go", func() bool { return len(listAllocations(t, tn, "")) == 0 })
 	_ = data.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := data.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the peer data connection outlived the kill: read %v", err)

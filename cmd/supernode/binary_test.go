@@ -10,11 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// freePort returns a port that was free a moment ago on 127.0.0.1 for both
-// UDP and TCP.
-func freePort(t *testing.T) string { return freePortOn(t, "127.0.0.1") }
+	"github.com/supernode/supernode/looptest"
+)
 
 // buildBinary builds supernode into the test's temporary directory
 // (skipped with -short).
@@ -35,7 +33,7 @@ func buildBinary(t *testing.T) string {
 // readiness fails, the process exits 0 once the call ends).
 func TestBinarySIGTERMDrain(t *testing.T) {
 	bin := buildBinary(t)
-	listen, httpAddr := freePort(t), freePort(t)
+	listen, httpAddr := looptest.FreeAddr(t, "127.0.0.1"), looptest.FreeAddr(t, "127.0.0.1")
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "--listen", listen, "--http-listen", httpAddr, "--relay-ip", "127.0.0.1",
 		"--realm", "supernode.test", "--user", "alice:pw", "--allow-peer", "127.0.0.1", "--drain-timeout", "1m")
@@ -60,22 +58,22 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	waitFor(t, "the node to be ready", func() bool { return ready() == http.StatusOK })
+	looptest.Eventually(t, "the node to be ready", func() bool { return ready() == http.StatusOK })
 
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), listen, "alice", "pw")
 	relayConn, err := c.Allocate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := startStreamer(t, relayConn, peer.LocalAddr())
-	waitFor(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
+	looptest.Eventually(t, "readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
 	before := s.got.Load()
 	time.Sleep(time.Second)
 	if s.got.Load()-before < 20 {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -231,12 +233,13 @@ func findChromium(t *testing.T) string {
 // as an app's backend passes it on to its page.
 func fetchICEServersJSON(ctx context.Context, t *testing.T, apiAddr, user string) []byte {
 	t.Helper()
-	u := "http://" + apiAddr + "/v1/ice-servers?user=" + user + "&ttl=600"
+	u := "http://" + apiAddr + "/v1/ice-servers?user=" + url.QueryEscape(user) + "&ttl=600"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// No keep-alive: an idle connection would outlive the node's leak check.
+	// No keep-alive: an idle client connection would outlive the test and
+	// trip the node's goroutine leak check.
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
@@ -496,7 +499,7 @@ func TestBrowserRelayOnlyCall(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`window.hangUp()`)); err != nil {
 		t.Fatalf("hang up: %v", err)
 	}
-	waitFor(t, "allocations_active{udp,tcp} back to 0 after the page closed its connections", func() bool {
+	looptest.Eventually(t, "allocations_active{udp,tcp} back to 0 after the page closed its connections", func() bool {
 		return tn.counter("allocations_active", "udp") == 0 && tn.counter("allocations_active", "tcp") == 0
 	})
 	if got := tn.counter("dropped", metrics.DropPeerDenied); got != 0 {

@@ -13,6 +13,8 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/supernode/supernode/looptest"
 )
 
 func testutilPending(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.ConnectionsPending) }
@@ -118,7 +120,7 @@ func TestConnAuthTimeout(t *testing.T) {
 				t.Fatal("server kept the busy connection without an allocation open for 5s")
 			}
 			t.Logf("closed after %v", time.Since(start).Round(time.Millisecond))
-			waitFor(t, "close counted as auth_timeout", func() bool {
+			looptest.Eventually(t, "close counted as auth_timeout", func() bool {
 				return testutilClosed(tn, tc.transport, "auth_timeout") > before
 			})
 		})
@@ -133,7 +135,7 @@ func TestConnAuthTimeout(t *testing.T) {
 		defer c.Close()
 		stop := busy(c, bindingRequest)
 		defer stop()
-		waitFor(t, "close counted as auth_timeout", func() bool {
+		looptest.Eventually(t, "close counted as auth_timeout", func() bool {
 			return testutilClosed(tn, "dtls", "auth_timeout") > before
 		})
 	})
@@ -143,7 +145,7 @@ func TestConnAuthTimeout(t *testing.T) {
 	t.Run("dtls stalled handshake", func(t *testing.T) {
 		before := testutilClosed(tn, "dtls", "auth_timeout")
 		stallDTLSHandshake(t, tn.dtls)
-		waitFor(t, "stalled handshake counted as auth_timeout", func() bool {
+		looptest.Eventually(t, "stalled handshake counted as auth_timeout", func() bool {
 			return testutilClosed(tn, "dtls", "auth_timeout") > before
 		})
 	})
@@ -208,7 +210,7 @@ func TestConnAuthTimeout(t *testing.T) {
 			t.Fatalf("connect through relay: %v", err)
 		}
 		defer data.Close()
-		waitFor(t, "no pending connections", func() bool { return testutilPending(tn) == 0 })
+		looptest.Eventually(t, "no pending connections", func() bool { return testutilPending(tn) == 0 })
 		time.Sleep(2 * time.Second) // past the auth deadline of both connections
 		msg := []byte("still relaying")
 		if _, err := data.Write(msg); err != nil {
@@ -231,7 +233,7 @@ func closeAllAndCheck(t *testing.T, tn *testNode, conns []net.Conn) {
 	for _, c := range conns {
 		_ = c.Close()
 	}
-	waitFor(t, "every close noticed", func() bool {
+	looptest.Eventually(t, "every close noticed", func() bool {
 		return testutilClosed(tn, "tcp", "peer_closed") >= before+float64(len(conns))
 	})
 	if p := testutilPending(tn); p != 0 {
@@ -249,7 +251,7 @@ func TestConnPendingLimit(t *testing.T) {
 	for range 5 {
 		conns = append(conns, dialStream(t, "tcp", tn.udp))
 	}
-	waitFor(t, "5 pending", func() bool { return testutilPending(tn) == 5 })
+	looptest.Eventually(t, "5 pending", func() bool { return testutilPending(tn) == 5 })
 
 	refuse := func(want float64) {
 		t.Helper()
@@ -257,7 +259,7 @@ func TestConnPendingLimit(t *testing.T) {
 		if !closedWithin(c, 5*time.Second) {
 			t.Fatal("connection over --max-pending-conns kept open")
 		}
-		waitFor(t, "counted pending_limit", func() bool { return testutilClosed(tn, "tcp", "pending_limit") == want })
+		looptest.Eventually(t, "counted pending_limit", func() bool { return testutilClosed(tn, "tcp", "pending_limit") == want })
 		if p := testutilPending(tn); p != 5 {
 			t.Fatalf("pending gauge %v, want 5", p)
 		}
@@ -265,9 +267,9 @@ func TestConnPendingLimit(t *testing.T) {
 	refuse(1)
 
 	streamRaw(t, conns[0]).allocate("alice", "pw")
-	waitFor(t, "the allocated connection no longer pending", func() bool { return testutilPending(tn) == 4 })
+	looptest.Eventually(t, "the allocated connection no longer pending", func() bool { return testutilPending(tn) == 4 })
 	c := dialStream(t, "tcp", tn.udp)
-	waitFor(t, "5 pending again", func() bool { return testutilPending(tn) == 5 })
+	looptest.Eventually(t, "5 pending again", func() bool { return testutilPending(tn) == 5 })
 	if closedWithin(c, 300*time.Millisecond) {
 		t.Fatal("connection refused although an allocation freed a slot")
 	}
@@ -299,18 +301,18 @@ func TestConnLimitPerIPCountsPendingOnly(t *testing.T) {
 	for range 3 {
 		conns = append(conns, dialStream(t, "tcp", tn.udp))
 	}
-	waitFor(t, "3 pending", func() bool { return testutilPending(tn) == 3 })
+	looptest.Eventually(t, "3 pending", func() bool { return testutilPending(tn) == 3 })
 	before := testutilClosed(tn, "tcp", "limit")
 	c := dialStream(t, "tcp", tn.udp)
 	if !closedWithin(c, 5*time.Second) {
 		t.Fatal("4th pending connection from one IP kept open")
 	}
-	waitFor(t, "counted limit", func() bool { return testutilClosed(tn, "tcp", "limit") == before+1 })
+	looptest.Eventually(t, "counted limit", func() bool { return testutilClosed(tn, "tcp", "limit") == before+1 })
 	if got := tn.counter("allocations_active", "tcp"); got != 10 {
 		t.Fatalf("allocations_active{tcp} = %v, want 10", got)
 	}
 	closeAllAndCheck(t, tn, conns)
-	waitFor(t, "allocations gone", func() bool { return tn.counter("allocations_active", "tcp") == 0 })
+	looptest.Eventually(t, "allocations gone", func() bool { return tn.counter("allocations_active", "tcp") == 0 })
 }
 
 // TestConnPendingAgainAfterDeallocate tries what held thousands of
@@ -325,19 +327,19 @@ func TestConnPendingAgainAfterDeallocate(t *testing.T) {
 	if code := errCode(ra.do(stun.MethodAllocate, "alice", "pw", requestedTransport(17))); code != 0 {
 		t.Fatalf("allocate: code %d", code)
 	}
-	waitFor(t, "no pending connection", func() bool { return testutilPending(tn) == 0 })
+	looptest.Eventually(t, "no pending connection", func() bool { return testutilPending(tn) == 0 })
 	before := testutilClosed(tn, "tcp", "auth_timeout")
 	if code := errCode(ra.do(stun.MethodRefresh, "alice", "pw", lifetime(0))); code != 0 {
 		t.Fatalf("Refresh(0): code %d", code)
 	}
-	waitFor(t, "the connection pending again", func() bool { return testutilPending(tn) == 1 })
+	looptest.Eventually(t, "the connection pending again", func() bool { return testutilPending(tn) == 1 })
 	stop := busy(a, bindingRequest) // keeps it busy: the deadline does not move
 	defer stop()
 	if !closedWithin(a, 5*time.Second) {
 		t.Fatal("a connection without an allocation any more kept open past --auth-timeout")
 	}
-	waitFor(t, "counted auth_timeout", func() bool { return testutilClosed(tn, "tcp", "auth_timeout") == before+1 })
-	waitFor(t, "no pending connection", func() bool { return testutilPending(tn) == 0 })
+	looptest.Eventually(t, "counted auth_timeout", func() bool { return testutilClosed(tn, "tcp", "auth_timeout") == before+1 })
+	looptest.Eventually(t, "no pending connection", func() bool { return testutilPending(tn) == 0 })
 
 	// With the per-IP cap full of pending connections, a connection whose
 	// allocation ends cannot take a slot back: it is closed and counted.
@@ -348,7 +350,7 @@ func TestConnPendingAgainAfterDeallocate(t *testing.T) {
 	}
 	dialStream(t, "tcp", tn.udp)
 	dialStream(t, "tcp", tn.udp)
-	waitFor(t, "2 pending", func() bool { return testutilPending(tn) == 2 })
+	looptest.Eventually(t, "2 pending", func() bool { return testutilPending(tn) == 2 })
 	limited := testutilClosed(tn, "tcp", "limit")
 	refresh := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest), lifetime(0),
 		stun.NewUsername("alice"), stun.NewRealm(rb.realm), stun.NewNonce(rb.nonce),
@@ -359,7 +361,7 @@ func TestConnPendingAgainAfterDeallocate(t *testing.T) {
 	if !closedWithin(b, 5*time.Second) {
 		t.Fatal("a connection over the per-IP cap after its allocation ended kept open")
 	}
-	waitFor(t, "counted limit", func() bool { return testutilClosed(tn, "tcp", "limit") == limited+1 })
+	looptest.Eventually(t, "counted limit", func() bool { return testutilClosed(tn, "tcp", "limit") == limited+1 })
 	if p := testutilPending(tn); p != 2 {
 		t.Fatalf("pending gauge %v, want 2 (the slot was not taken)", p)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/supernode/supernode/api"
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -168,7 +169,7 @@ func TestBrowserDebugICEPage(t *testing.T) {
 		}
 	}
 	// The page closes its connections when a call ends.
-	waitFor(t, "allocations_active{udp,tcp} back to 0 after the page's calls", func() bool {
+	looptest.Eventually(t, "allocations_active{udp,tcp} back to 0 after the page's calls", func() bool {
 		return tn.counter("allocations_active", "udp") == 0 && tn.counter("allocations_active", "tcp") == 0
 	})
 }
@@ -323,7 +324,7 @@ func TestBrowserDebugICEPageReportsFailure(t *testing.T) {
 	if text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`)); err != nil || !strings.Contains(text, "--user-quota") {
 		t.Errorf("page text does not point at --user-quota (%v):\n%s", err, text)
 	}
-	waitFor(t, "allocations_active{udp,tcp} back to 0 after the page's calls", func() bool {
+	looptest.Eventually(t, "allocations_active{udp,tcp} back to 0 after the page's calls", func() bool {
 		return tn.counter("allocations_active", "udp") == 0 && tn.counter("allocations_active", "tcp") == 0
 	})
 }

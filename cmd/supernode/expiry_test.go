@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/turn/v5"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -136,14 +137,14 @@ func TestExpiryStopsData(t *testing.T) {
 				for i := range 3 {
 					c.send(t, 100+i)
 				}
-				waitFor(t, "user space to drop the client's 3 packets for want of a permission", func() bool {
+				looptest.Eventually(t, "user space to drop the client's 3 packets for want of a permission", func() bool {
 					return c.tn.counter("dropped", metrics.DropNoPermission) >= noPerm+3
 				})
 				c.nothingAtPeer(t)
 				for i := range 3 {
 					c.peerSend(t, 100+i)
 				}
-				waitFor(t, "user space to drop the peer's 3 packets for want of a permission", func() bool {
+				looptest.Eventually(t, "user space to drop the peer's 3 packets for want of a permission", func() bool {
 					return c.tn.counter("dropped", metrics.DropNoPermission) >= noPerm+6
 				})
 				c.nothingAtClient(t)
@@ -180,7 +181,7 @@ func TestExpiryStopsData(t *testing.T) {
 				// pion's Close does not wait for the answer: wait for the
 				// node to have handled it. The kernel's state goes with the
 				// relay socket, before the allocation is counted as gone.
-				waitFor(t, "the allocation to end", func() bool { return c.tn.counter("allocations_active", "udp") == 0 })
+				looptest.Eventually(t, "the allocation to end", func() bool { return c.tn.counter("allocations_active", "udp") == 0 })
 				if offload == "on" {
 					n, err := c.tn.n.offload.MapEntries()
 					if err != nil {
@@ -206,7 +207,7 @@ func TestExpiryStopsData(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				waitFor(t, "the node to drop 3 ChannelData without an allocation", func() bool {
+				looptest.Eventually(t, "the node to drop 3 ChannelData without an allocation", func() bool {
 					return c.tn.counter("dropped", metrics.DropNoAllocation) >= noAlloc+3
 				})
 				c.nothingAtPeer(t)
@@ -230,7 +231,7 @@ func TestExpiryStopsData(t *testing.T) {
 // kernel path, for the binding to be gone from the kernel too.
 func (c *expiryCall) waitExpired(t *testing.T, offload, gauge string) {
 	t.Helper()
-	waitFor(t, gauge+" to fall to 0", func() bool { return scrape(t, c.tn.http, gauge) == 0 })
+	looptest.Eventually(t, gauge+" to fall to 0", func() bool { return scrape(t, c.tn.http, gauge) == 0 })
 	if offload == "on" {
 		if got := scrape(t, c.tn.http, "supernode_offload_bindings"); got != 0 {
 			t.Fatalf("supernode_offload_bindings = %v once %s is 0, want 0", got, gauge)

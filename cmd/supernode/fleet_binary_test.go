@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -13,32 +12,14 @@ import (
 
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/looptest"
 )
-
-// freePortOn returns a port free a moment ago on ip for UDP and TCP.
-func freePortOn(t *testing.T, ip string) string {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp4", ip+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		_ = l.Close()
-		if u, err := net.ListenPacket("udp4", addr); err == nil {
-			_ = u.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port")
-	return ""
-}
 
 type fleetProc struct {
 	id, listen, http string
 	cmd              *exec.Cmd
 	exited           chan error
-	logs             *syncWriter
+	logs             *looptest.Log
 }
 
 // TestBinaryFleet runs three real supernode processes, each on its own
@@ -52,9 +33,9 @@ func TestBinaryFleet(t *testing.T) {
 	var seed string
 	for i := range 3 {
 		ip := fmt.Sprintf("127.0.0.%d", i+1)
-		p := &fleetProc{id: fmt.Sprintf("n%d", i+1), listen: freePortOn(t, ip), http: freePortOn(t, ip),
-			exited: make(chan error, 1), logs: &syncWriter{}}
-		gossip := freePortOn(t, ip)
+		p := &fleetProc{id: fmt.Sprintf("n%d", i+1), listen: looptest.FreeAddr(t, ip), http: looptest.FreeAddr(t, ip),
+			exited: make(chan error, 1), logs: &looptest.Log{}}
+		gossip := looptest.FreeAddr(t, ip)
 		args := []string{"--node-id", p.id, "--listen", p.listen, "--relay-ip", ip, "--http-listen", p.http,
 			"--cluster-listen", gossip, "--auth-secret", "fleet-secret", "--realm", "fleet.test",
 			"--log-level", "info", "--drain-timeout", "1m"}
@@ -77,7 +58,7 @@ func TestBinaryFleet(t *testing.T) {
 			}
 		})
 		nodes = append(nodes, p)
-		waitFor(t, p.id+" to serve", func() bool {
+		looptest.Eventually(t, p.id+" to serve", func() bool {
 			resp, err := http.Get("http://" + p.http + "/readyz")
 			if err != nil {
 				return false
@@ -86,7 +67,7 @@ func TestBinaryFleet(t *testing.T) {
 			return resp.StatusCode == http.StatusOK
 		})
 	}
-	waitFor(t, "every node to see three alive members", func() bool {
+	looptest.Eventually(t, "every node to see three alive members", func() bool {
 		for _, p := range nodes {
 			if scrape(t, p.http, `supernode_fleet_members{state="alive"}`) != 3 {
 				return false
@@ -140,7 +121,7 @@ func TestBinaryFleet(t *testing.T) {
 	// some still report theirs, bounded load skips them and could place
 	// all 30 calls on n2 (then none is redirected). A node's share of the
 	// fleet's load reads 1 when it sees no allocations anywhere.
-	waitFor(t, "every member to see the fleet idle", func() bool {
+	looptest.Eventually(t, "every member to see the fleet idle", func() bool {
 		for _, p := range nodes {
 			if scrape(t, p.http, "supernode_fleet_load_share_ratio") != 1 {
 				return false
@@ -172,7 +153,7 @@ func TestBinaryFleet(t *testing.T) {
 		r, _ := load.Run(ctx, onN1)
 		n1Done <- r
 	}()
-	waitFor(t, "the calls on n1", func() bool { return created(nodes[0]) >= n1Before+40 })
+	looptest.Eventually(t, "the calls on n1", func() bool { return created(nodes[0]) >= n1Before+40 })
 	time.Sleep(500 * time.Millisecond) // media flowing
 	const gone = `msg="fleet member lost without draining" node=n3`
 	goneBefore := [2]int{strings.Count(nodes[0].logs.String(), gone), strings.Count(nodes[1].logs.String(), gone)}
@@ -189,7 +170,7 @@ func TestBinaryFleet(t *testing.T) {
 	// gossiped, which bounded load may skip for a while by chance. The
 	// members are dropped when the node logs it (the gauge below follows
 	// within a second).
-	waitFor(t, "n1 and n2 to declare the killed n3 dead", func() bool {
+	looptest.Eventually(t, "n1 and n2 to declare the killed n3 dead", func() bool {
 		return strings.Count(nodes[0].logs.String(), gone) > goneBefore[0] &&
 			strings.Count(nodes[1].logs.String(), gone) > goneBefore[1]
 	})
@@ -198,7 +179,7 @@ func TestBinaryFleet(t *testing.T) {
 	} else {
 		t.Logf("n3 left the fleet %v after SIGKILL", d.Round(time.Millisecond))
 	}
-	waitFor(t, "the members gauges to count two alive", func() bool {
+	looptest.Eventually(t, "the members gauges to count two alive", func() bool {
 		return scrape(t, nodes[0].http, `supernode_fleet_members{state="alive"}`) == 2 &&
 			scrape(t, nodes[1].http, `supernode_fleet_members{state="alive"}`) == 2
 	})
@@ -228,7 +209,7 @@ func TestBinaryFleet(t *testing.T) {
 		r, _ := load.Run(ctx, cfg)
 		done <- r
 	}()
-	waitFor(t, "calls on n2", func() bool { return created(nodes[1]) > before+10 })
+	looptest.Eventually(t, "calls on n2", func() bool { return created(nodes[1]) > before+10 })
 	_ = nodes[1].cmd.Process.Signal(syscall.SIGTERM)
 	rep = <-done
 	if rep == nil || rep.Calls.Established != 60 || rep.Packets.Lost != 0 {
@@ -249,7 +230,7 @@ func TestBinaryFleet(t *testing.T) {
 	// the alert on supernode_fleet_members_lost_total stays quiet through
 	// a rolling update.
 	// (Either log line comes after the counter has moved.)
-	waitFor(t, "n1 to see n2 leave", func() bool {
+	looptest.Eventually(t, "n1 to see n2 leave", func() bool {
 		l := nodes[0].logs.String()
 		return strings.Contains(l, `node=n2`) && (strings.Contains(l, `msg="fleet member left or died" node=n2`) ||
 			strings.Contains(l, `msg="fleet member lost without draining" node=n2`))

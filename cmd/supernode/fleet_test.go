@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -41,7 +43,7 @@ func startFleetNodesEach(t *testing.T, n int, extra func(i int) []string) []*tes
 		}
 		nodes = append(nodes, startNode(t, args...))
 	}
-	waitFor(t, "every node to see the whole fleet", func() bool {
+	looptest.Eventually(t, "every node to see the whole fleet", func() bool {
 		for _, tn := range nodes {
 			if len(tn.n.fleet.Load().c.Nodes()) != n {
 				return false
@@ -56,7 +58,7 @@ func startFleetNodesEach(t *testing.T, n int, extra func(i int) []string) []*tes
 // allocations.
 func waitFleetIdle(t *testing.T, nodes []*testNode) {
 	t.Helper()
-	waitFor(t, "every member to report no allocations", func() bool {
+	looptest.Eventually(t, "every member to report no allocations", func() bool {
 		for _, tn := range nodes {
 			for _, m := range tn.n.fleet.Load().c.Nodes() {
 				if m.Meta.Allocations != 0 {
@@ -79,6 +81,37 @@ func callOwnedBy(t *testing.T, tn *testNode, id string) string {
 	}
 	t.Fatalf("no call placed on %s in 1000 tries", id)
 	return ""
+}
+
+// crossHostCall puts the two legs of a call as user on nodes a and b, the
+// first leg's client on 127.0.0.1 and the second's on 127.0.0.2 (b's
+// address: the fleet's two hosts), gives each leg a permission for the
+// other's relayed address once b and a allow it (the fleet peer set
+// refreshes every second), and checks that echoes cross between the two.
+// It returns the first leg's client and relayed connection; everything
+// closes when the test ends.
+func crossHostCall(t *testing.T, a, b *testNode, user, pass string) (*turn.Client, net.PacketConn) {
+	t.Helper()
+	ca := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), a.udp, user, pass)
+	cb := newClient(t, mustListenUDP(t, "udp4", "127.0.0.2:0"), b.udp, user, pass)
+	ra, err := ca.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ra.Close() })
+	rb, err := cb.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rb.Close() })
+	looptest.Eventually(t, "each node to allow the other's relay addresses", func() bool {
+		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
+	})
+	looptest.Echo(rb)
+	if got := exchange(t, ra, rb.LocalAddr(), 10); got < 9 {
+		t.Fatalf("%d of 10 echoes came back across the two nodes", got)
+	}
+	return ca, ra
 }
 
 func TestFleetPlacesCallsOnOneNode(t *testing.T) {
@@ -208,7 +241,7 @@ func TestFleetDrainingNodeGetsNoNewCalls(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	call := callOwnedBy(t, a, "node-1")
 	b.sigs <- syscall.SIGTERM // drain node-1
-	waitFor(t, "node-0 to see node-1 draining", func() bool {
+	looptest.Eventually(t, "node-0 to see node-1 draining", func() bool {
 		for _, m := range a.n.fleet.Load().c.Nodes() {
 			if m.ID == "node-1" {
 				return m.Meta.Draining
@@ -243,29 +276,10 @@ func TestFleetCrossHostLegs(t *testing.T) {
 	a := startNode(t, "--user", "alice:pw", "--cluster-listen", "127.0.0.1:0", "--node-id", "a")
 	b := startNode(t, "--user", "alice:pw", "--cluster-listen", "127.0.0.2:0", "--node-id", "b",
 		"--listen", "127.0.0.2:0", "--relay-ip", "127.0.0.2", "--join", a.n.fleet.Load().c.Addr())
-	waitFor(t, "both members to list the other's relay address", func() bool {
+	looptest.Eventually(t, "both members to list the other's relay address", func() bool {
 		return len(a.n.fleet.Load().c.Nodes()) == 2 && len(b.n.fleet.Load().c.Nodes()) == 2
 	})
-	ca := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), a.udp, "alice", "pw")
-	cb := newClient(t, mustListenUDP(t, "udp4", "127.0.0.2:0"), b.udp, "alice", "pw")
-	ra, err := ca.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	rb, err := cb.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	// The fleet gauges (and the fleet peer set) refresh every second.
-	waitFor(t, "the fleet peer sets", func() bool {
-		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
-	})
-	echoPeer(rb)
-	if got := exchange(t, ra, rb.LocalAddr(), 10); got < 9 {
-		t.Fatalf("%d of 10 echoes came back across the two members", got)
-	}
+	ca, ra := crossHostCall(t, a, b, "alice", "pw")
 	for _, tn := range []*testNode{a, b} {
 		tn.n.m.Refresh() // the kernel path's counts
 		for _, dir := range []string{metrics.ClientToPeer, metrics.PeerToClient} {

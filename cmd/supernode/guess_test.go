@@ -8,6 +8,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/looptest"
 )
 
 // once sends one message and waits up to d for its answer (nil if none).
@@ -91,7 +92,7 @@ func TestPasswordGuessingBackoff(t *testing.T) {
 		t.Fatalf("alice from another IP during her backoff was answered: %d", errCode(resp))
 	}
 	// When the backoff ends the right password works.
-	waitFor(t, "alice to be let in after the backoff", func() bool {
+	looptest.Eventually(t, "alice to be let in after the backoff", func() bool {
 		return errCode(other.allocateOnce(500*time.Millisecond, "alice", "right")) == 0
 	})
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/looptest"
 )
 
 // TestHostileUDP throws garbage, truncated and oversized datagrams at the
@@ -64,7 +66,7 @@ func TestHostileUDP(t *testing.T) {
 	}
 	// About 2,000 malformed and 500 oversized datagrams were sent; a busy
 	// machine may lose some in the kernel before the node reads them.
-	waitFor(t, "drops counted", func() bool {
+	looptest.Eventually(t, "drops counted", func() bool {
 		return tn.counter("dropped", "malformed") >= 1500 && tn.counter("dropped", "oversized") >= 250
 	})
 	t.Logf("dropped: malformed %v, oversized %v", tn.counter("dropped", "malformed"), tn.counter("dropped", "oversized"))
@@ -73,7 +75,7 @@ func TestHostileUDP(t *testing.T) {
 	}
 	// Still serving.
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
 	relayConn, err := c.Allocate()
 	if err != nil {
@@ -145,7 +147,7 @@ func TestHostileStreams(t *testing.T) {
 			if !closedWithin(c, 5*time.Second) {
 				t.Fatal("server kept the connection open")
 			}
-			waitFor(t, "close counted", func() bool { return testutilClosed(tn, tc.transport, tc.reason) > before })
+			looptest.Eventually(t, "close counted", func() bool { return testutilClosed(tn, tc.transport, tc.reason) > before })
 		})
 	}
 	// A real TLS client still works.
@@ -177,7 +179,7 @@ func TestStalledDTLSHandshake(t *testing.T) {
 	for range 3 {
 		stallDTLSHandshake(t, tn.dtls)
 	}
-	waitFor(t, "stalled handshakes closed", func() bool {
+	looptest.Eventually(t, "stalled handshakes closed", func() bool {
 		return testutilClosed(tn, "dtls", "first_message_timeout") >= 3
 	})
 }
@@ -195,7 +197,7 @@ func TestConnectionLimitPerIP(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		conns = append(conns, c)
 	}
-	waitFor(t, "two connections refused", func() bool { return testutilClosed(tn, "tcp", "limit") == 2 })
+	looptest.Eventually(t, "two connections refused", func() bool { return testutilClosed(tn, "tcp", "limit") == 2 })
 	closed := 0
 	for _, c := range conns {
 		if closedWithin(c, 300*time.Millisecond) {
@@ -206,7 +208,7 @@ func TestConnectionLimitPerIP(t *testing.T) {
 		t.Fatalf("%d connections closed by the node, want 2", closed)
 	}
 	_ = conns[0].Close()
-	waitFor(t, "the close noticed", func() bool { return testutilClosed(tn, "tcp", "peer_closed") >= 1 })
+	looptest.Eventually(t, "the close noticed", func() bool { return testutilClosed(tn, "tcp", "peer_closed") >= 1 })
 	tc := streamClient(t, "tcp", tn.udp, "alice", "pw")
 	if _, err := tc.SendBindingRequest(); err != nil {
 		t.Fatalf("a slot freed by a close is usable again: %v", err)
@@ -242,11 +244,11 @@ func TestTLSClientReset(t *testing.T) {
 		_ = raw.(*net.TCPConn).SetLinger(0) // close sends RST
 		_ = raw.Close()
 	}
-	waitFor(t, "the resets counted as peer_reset", func() bool {
+	looptest.Eventually(t, "the resets counted as peer_reset", func() bool {
 		return testutilClosed(tn, "tls", "peer_reset") >= before+n
 	})
 	// pion closes its side after the count; its close_notify then fails.
-	waitFor(t, "the failed close_notify logged", func() bool {
+	looptest.Eventually(t, "the failed close_notify logged", func() bool {
 		return strings.Count(tn.logs.String(), "Failed to close conn") >= n
 	})
 	for _, line := range strings.Split(tn.logs.String(), "\n") {

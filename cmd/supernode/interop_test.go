@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -111,22 +112,11 @@ func parseUclient(out string) (uclientResult, error) {
 	return r, errors.Join(errs...)
 }
 
-// freeUDPPort returns a loopback UDP port that was free a moment ago.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
 // startEchoPeer runs turnutils_peer on 127.0.0.1 and returns its port once
 // it echoes a probe. It is killed when the test ends.
 func startEchoPeer(t *testing.T, bin string) int {
 	t.Helper()
-	port := freeUDPPort(t)
+	port := looptest.FreePort(t, "127.0.0.1")
 	ctx, cancel := context.WithTimeout(context.Background(), interopTimeout)
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, "-L", "127.0.0.1", "-p", strconv.Itoa(port))

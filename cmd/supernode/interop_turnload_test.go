@@ -13,6 +13,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/looptest"
 )
 
 // startCoturn runs coturn's turnserver on 127.0.0.1 (UDP and TCP on one
@@ -28,7 +29,7 @@ func startCoturn(t *testing.T) string {
 		}
 		t.Skip(msg)
 	}
-	port := freeUDPPort(t)
+	port := looptest.FreePort(t, "127.0.0.1")
 	ctx, cancel := context.WithTimeout(context.Background(), interopTimeout)
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, "-n", "--listening-ip", "127.0.0.1", "--listening-port", strconv.Itoa(port),

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/looptest"
 )
 
 // scrape fetches /metrics over HTTP and returns one sample's value.
@@ -103,7 +105,7 @@ func (s *streamer) finish() {
 func TestMetricsMoveDuringTransfer(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
 	relayConn, err := c.Allocate()
 	if err != nil {
@@ -119,7 +121,7 @@ func TestMetricsMoveDuringTransfer(t *testing.T) {
 			scrape(t, tn.http, `supernode_`+name+`{direction="`+dir+`",path="kernel",transport="udp"}`)
 	}
 	const active = `supernode_allocations_active{transport="udp"}`
-	waitFor(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
 	a1, b1 := paths("relay_bytes_total", "client_to_peer"), paths("relay_bytes_total", "peer_to_client")
 	time.Sleep(500 * time.Millisecond)
 	a2, b2 := paths("relay_bytes_total", "client_to_peer"), paths("relay_bytes_total", "peer_to_client")
@@ -138,21 +140,21 @@ func TestMetricsMoveDuringTransfer(t *testing.T) {
 func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1", "--drain-timeout", "1m")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
 	relayConn, err := c.Allocate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := startStreamer(t, relayConn, peer.LocalAddr())
-	waitFor(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
 
 	// A second, raw allocation to show refreshes still work while draining.
 	raw := newRawClient(t, tn.udp)
 	raw.allocate("alice", "pw")
 
 	tn.sigs <- syscall.SIGTERM
-	waitFor(t, "readyz to fail", func() bool {
+	looptest.Eventually(t, "readyz to fail", func() bool {
 		resp, err := http.Get("http://" + tn.http + "/readyz")
 		if err != nil {
 			return false
@@ -250,7 +252,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	tn := startNode(t, "--users-file", users, "--allow-peer", "127.0.0.1", "--tls-listen", "127.0.0.1:0",
 		"--cert", cert, "--key", key)
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "old")
 	relayConn, err := c.Allocate()
 	if err != nil {
@@ -258,7 +260,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	defer relayConn.Close()
 	s := startStreamer(t, relayConn, peer.LocalAddr())
-	waitFor(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
 
 	if err := os.WriteFile(users, []byte("alice:new\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -274,7 +276,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		}
 	}
 	tn.sigs <- syscall.SIGHUP
-	waitFor(t, "new password accepted", func() bool {
+	looptest.Eventually(t, "new password accepted", func() bool {
 		return errCode(newRawClient(t, tn.udp).do(stun.MethodAllocate, "alice", "new", requestedTransport(17))) == 0
 	})
 	if code := errCode(newRawClient(t, tn.udp).do(stun.MethodAllocate, "alice", "old", requestedTransport(17))); code != 401 {

@@ -6,8 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/turn/v5"
-
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -34,7 +33,7 @@ func TestMaxBPS(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	waitFor(t, "all packets accounted for", func() bool {
+	looptest.Eventually(t, "all packets accounted for", func() bool {
 		return tn.counter("relay_packets", metrics.ClientToPeer, "udp")+tn.counter("dropped", "rate_limit") >= sent
 	})
 	passed := tn.counter("relay_bytes", metrics.ClientToPeer, "udp")
@@ -87,17 +86,7 @@ func TestConnectToDeniedPeer(t *testing.T) {
 			c.Close()
 		}
 	}()
-	control, err := net.Dial("tcp", tn.udp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer control.Close()
-	c := newClient(t, turn.NewSTUNConn(control), tn.udp, "alice", "pw")
-	alloc, err := c.AllocateTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alloc.Close()
+	alloc := allocateTCP(t, tn, "alice", "pw")
 	if _, err := alloc.Dial("tcp", ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("connect to loopback peer: %v, want 403", err)
 	}
@@ -131,7 +120,7 @@ func TestUnpermittedPeerTraffic(t *testing.T) {
 			time.Sleep(2 * time.Millisecond) // stay within the socket's receive buffer
 		}
 	}
-	waitFor(t, "stranger's packets dropped", func() bool { return tn.counter("dropped", "no_permission") >= 100 })
+	looptest.Eventually(t, "stranger's packets dropped", func() bool { return tn.counter("dropped", "no_permission") >= 100 })
 	if got := tn.counter("relay_packets", metrics.PeerToClient, "udp"); got != 0 {
 		t.Fatalf("relay_packets{peer_to_client} = %v for a peer without permission", got)
 	}
@@ -140,7 +129,7 @@ func TestUnpermittedPeerTraffic(t *testing.T) {
 	}
 	// A permitted peer still gets its full burst through.
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	if n := exchange(t, relayConn, peer.LocalAddr(), 5); n != 5 {
 		t.Fatalf("%d of 5 echoed for the permitted peer", n)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/looptest"
 )
 
 // TestConfigValueErrorsNameWhereAndType: a value that does not parse names
@@ -340,7 +341,7 @@ func TestReloadRefusesPlaceholder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncWriter
+	var logs looptest.Log
 	n := &node{o: o, log: slog.New(slog.NewTextHandler(&logs, nil)), store: allocation.NewStore("r", creds, nil)}
 	if err := os.WriteFile(file, []byte("CHANGE-ME-rest-secret-generate-with-openssl-rand-base64-32\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/looptest"
 )
 
 // The monitoring of deploy/ proven on the real tools: promtool checks a
@@ -106,8 +107,8 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	listen := freePort(t)
-	logs := &syncWriter{}
+	listen := looptest.FreeAddr(t, "127.0.0.1")
+	logs := &looptest.Log{}
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+listen, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -347,7 +348,7 @@ func TestMonitoringLive(t *testing.T) {
 	// Prometheus' view trails by a scrape or two, more on a busy machine.
 	waitForProm := func(what string, cond func() bool) {
 		t.Helper()
-		waitForWithin(t, what, 60*time.Second, 250*time.Millisecond, cond)
+		looptest.EventuallyWithin(t, what, 60*time.Second, 250*time.Millisecond, cond)
 	}
 	waitForProm("Prometheus to scrape both nodes", func() bool {
 		return len(prom.query(`up == 1 and on (instance) supernode_build_info`)) == 2
@@ -357,25 +358,7 @@ func TestMonitoringLive(t *testing.T) {
 	// leg on node 1 is held, so that its drain lasts.
 	user := fmt.Sprintf("%d:holder", time.Now().Add(time.Hour).Unix())
 	pass := allocation.RESTPassword("fleet-secret", user)
-	ca := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), nodes[0].udp, user, pass)
-	cb := newClient(t, mustListenUDP(t, "udp4", "127.0.0.2:0"), nodes[1].udp, user, pass)
-	ra, err := ca.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	rb, err := cb.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
-	waitFor(t, "each node to allow the other's relay addresses", func() bool {
-		return ca.CreatePermission(rb.LocalAddr()) == nil && cb.CreatePermission(ra.LocalAddr()) == nil
-	})
-	echoPeer(rb)
-	if got := exchange(t, ra, rb.LocalAddr(), 10); got < 9 {
-		t.Fatalf("%d of 10 echoes came back across the two nodes", got)
-	}
+	_, ra := crossHostCall(t, nodes[0], nodes[1], user, pass)
 	if err := ra.Close(); err != nil {
 		t.Fatal(err)
 	}

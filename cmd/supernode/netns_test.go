@@ -14,6 +14,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/supernode/supernode/looptest"
+	"github.com/supernode/supernode/netns"
 )
 
 // netLab is three network namespaces made for one test — a client's, the
@@ -36,12 +39,7 @@ type netLab struct {
 // unless SUPERNODE_OFFLOAD_OPTIONAL=1 (a machine without root or BPF).
 func needNetLab(t *testing.T) {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		why = "no ip command (iproute2)"
-	}
+	why := netns.Unavailable()
 	if why == "" {
 		return
 	}
@@ -93,28 +91,9 @@ func (l *netLab) run(args ...string) {
 // fn belong to that namespace for good, whichever thread uses them later.
 func (l *netLab) in(role string, fn func()) {
 	l.t.Helper()
-	target, err := os.Open("/var/run/netns/" + l.ns[role])
-	if err != nil {
+	if err := netns.Do(l.ns[role], fn); err != nil {
 		l.t.Fatal(err)
 	}
-	defer target.Close()
-	runtime.LockOSThread()
-	home, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		l.t.Fatal(err)
-	}
-	defer home.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		l.t.Fatalf("setns %s: %v", l.ns[role], err)
-	}
-	fn()
-	if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays locked and dies with its goroutine.
-		l.t.Fatalf("setns back: %v", err)
-	}
-	runtime.UnlockOSThread()
 }
 
 // listenUDP opens a UDP socket in role's namespace.
@@ -167,12 +146,12 @@ func (l *netLab) txChecksum(role, dev string, on bool) {
 type labNode struct {
 	lab  *netLab
 	http *http.Client
-	logs *syncWriter
+	logs *looptest.Log
 }
 
 func (l *netLab) startNode(bin string, args ...string) *labNode {
 	l.t.Helper()
-	n := &labNode{lab: l, logs: &syncWriter{}}
+	n := &labNode{lab: l, logs: &looptest.Log{}}
 	all := append([]string{"netns", "exec", l.ns["node"], bin,
 		"--listen", "10.203.1.1:3478", "--listen", "[fd00:203:1::1]:3478",
 		"--relay-ip", "10.203.2.1", "--relay-ip", "fd00:203:2::1",
@@ -199,7 +178,7 @@ func (l *netLab) startNode(bin string, args ...string) *labNode {
 			return c, err
 		},
 	}}
-	waitFor(l.t, "the node to be ready", func() bool {
+	looptest.Eventually(l.t, "the node to be ready", func() bool {
 		select {
 		case err := <-exited:
 			l.t.Fatalf("supernode exited: %v\n%s", err, n.logs.String())
@@ -254,7 +233,7 @@ func TestOffloadAcrossNamespaces(t *testing.T) {
 			} {
 				t.Run(fam.name, func(t *testing.T) {
 					peer := lab.listenUDP("peer", fam.network, fam.peer)
-					echoPeer(peer)
+					looptest.Echo(peer)
 					tap := &tapConn{PacketConn: lab.listenUDP("client", fam.network, fam.client)}
 					c := newClient(t, tap, fam.server, "alice", "secret1")
 					relayConn, err := c.Allocate()
@@ -298,7 +277,7 @@ func TestOffloadAcrossNamespaces(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				waitFor(t, "both permissions", func() bool { return node.metric("supernode_permissions_active") >= perms+2 })
+				looptest.Eventually(t, "both permissions", func() bool { return node.metric("supernode_permissions_active") >= perms+2 })
 				// Then both legs bind their channels toward each other.
 				for i := 0; a.chanOut.Load() == 0 || b.chanOut.Load() == 0; i++ {
 					if i == 100 {

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -29,25 +28,7 @@ type testNode struct {
 	tls  string
 	dtls string
 	http string
-	logs *syncWriter // what the node logged
-}
-
-// syncWriter lets the node's logger write to the test log safely.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
+	logs *looptest.Log // what the node logged
 }
 
 // baseArgs are flags every test node gets: loopback only, ephemeral ports.
@@ -61,7 +42,7 @@ var baseArgs = []string{
 func startNode(t *testing.T, args ...string) *testNode {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
-	logs := &syncWriter{}
+	logs := &looptest.Log{}
 	tn := &testNode{t: t, sigs: make(chan os.Signal, 4), done: make(chan error, 1), logs: logs}
 	ready := make(chan *node, 1)
 	// A flag given by the test replaces the base value (so --relay-ip or
@@ -177,24 +158,6 @@ func (tn *testNode) counter(name string, labels ...string) float64 {
 	}
 	tn.t.Fatalf("unknown metric %q", name)
 	return 0
-}
-
-// waitFor polls cond until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	waitForWithin(t, what, 10*time.Second, 20*time.Millisecond, cond)
-}
-
-// waitForWithin is waitFor with its own bound and polling interval.
-func waitForWithin(t *testing.T, what string, bound, every time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(every)
-	}
 }
 
 // pionLogs silences pion clients in tests.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -33,7 +34,7 @@ func TestOffloadRelaysInKernel(t *testing.T) {
 		t.Errorf("the log does not say the kernel path is on:\n%s", tn.logs.String())
 	}
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	tap := &tapConn{PacketConn: mustListenUDP(t, "udp4", "127.0.0.1:0")}
 	c := newClient(t, tap, tn.udp, "alice", "secret1")
 	relayConn, err := c.Allocate()
@@ -79,7 +80,7 @@ func TestOffloadRelaysInKernel(t *testing.T) {
 	if err := relayConn.Close(); err != nil { // Refresh with lifetime 0
 		t.Fatal(err)
 	}
-	waitFor(t, "every kernel map empty after the allocation ended", func() bool {
+	looptest.Eventually(t, "every kernel map empty after the allocation ended", func() bool {
 		n, err := tn.n.offload.MapEntries()
 		if err != nil {
 			t.Fatal(err)
@@ -102,7 +103,7 @@ func TestOffloadOff(t *testing.T) {
 		t.Errorf("the log does not say the kernel path is off:\n%s", tn.logs.String())
 	}
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "secret1")
 	relayConn, err := c.Allocate()
 	if err != nil {

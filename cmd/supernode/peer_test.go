@@ -7,6 +7,8 @@ import (
 
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
+
+	"github.com/supernode/supernode/looptest"
 )
 
 // TestPeerPolicy runs against a node whose relay IP is 127.0.0.3, so the
@@ -98,10 +100,10 @@ func TestPeerSelfPorts(t *testing.T) {
 				}
 			}
 			if tc.open {
-				waitFor(t, "packets relayed", func() bool { return tn.counter("relay_packets", "client_to_peer", "udp") >= 5 })
+				looptest.Eventually(t, "packets relayed", func() bool { return tn.counter("relay_packets", "client_to_peer", "udp") >= 5 })
 				return
 			}
-			waitFor(t, "self-port drops counted", func() bool { return tn.counter("dropped", "peer_denied") >= 5 })
+			looptest.Eventually(t, "self-port drops counted", func() bool { return tn.counter("dropped", "peer_denied") >= 5 })
 			if got := tn.counter("relay_packets", "client_to_peer", "udp"); got != 0 {
 				t.Fatalf("%v packets relayed to a non-relay port on the node's own address", got)
 			}

@@ -1,37 +1,15 @@
 package main
 
 import (
-	"net"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v4"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
-
-// freeUDPRange finds n consecutive ports below the kernel's ephemeral range
-// (where the tests' own client sockets land) that nothing holds right now.
-func freeUDPRange(t *testing.T, n int) (lo, hi int) {
-	t.Helper()
-	for lo = 21000; lo+n <= 32000; lo += n {
-		free := true
-		for port := lo; port < lo+n && free; port++ {
-			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-			if err != nil {
-				free = false
-				break
-			}
-			_ = c.Close()
-		}
-		if free {
-			return lo, lo + n - 1
-		}
-	}
-	t.Skipf("no %d free UDP ports in a row below 32000", n)
-	return 0, 0
-}
 
 // signedAllocate builds an Allocate for UDP relaying signed with c's nonce.
 func (c *rawClient) signedAllocate(user, pass string) *stun.Message {
@@ -51,7 +29,7 @@ func (c *rawClient) signedAllocate(user, pass string) *stun.Message {
 // same socket, queued behind them, are all answered.
 func TestPortRangeExhausted(t *testing.T) {
 	const ports = 64
-	lo, hi := freeUDPRange(t, ports)
+	lo, hi := looptest.FreeUDPRange(t, 21000, ports)
 	tn := startNode(t, "--udp-sockets", "1", "--min-port", strconv.Itoa(lo), "--max-port", strconv.Itoa(hi),
 		"--user-quota", "0", "--user-alloc-rate", "0", "--unauth-rate", "0",
 		"--user", "hog:pw", "--user", "bob:pw")
@@ -120,7 +98,7 @@ func TestPortRangeExhausted(t *testing.T) {
 // TestPortFreedOnDeallocate: a port the range ran out of comes back when its
 // allocation is deleted, and the next Allocate gets it.
 func TestPortFreedOnDeallocate(t *testing.T) {
-	lo, hi := freeUDPRange(t, 4)
+	lo, hi := looptest.FreeUDPRange(t, 21000, 4)
 	tn := startNode(t, "--min-port", strconv.Itoa(lo), "--max-port", strconv.Itoa(hi), "--user", "alice:pw")
 	var clients []*rawClient
 	var ports []int

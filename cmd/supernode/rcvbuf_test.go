@@ -3,41 +3,32 @@
 package main
 
 import (
-	"bufio"
-	"fmt"
+	"errors"
+	"io/fs"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/looptest"
+	"github.com/supernode/supernode/procfs"
 )
 
 // kernelUDPDrops sums the drops column of /proc/net/udp over the sockets
 // bound to port.
 func kernelUDPDrops(t *testing.T, port int) float64 {
 	t.Helper()
-	f, err := os.Open("/proc/net/udp")
-	if err != nil {
+	n, _, err := procfs.ReadUDPDrops(port)
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
 		t.Skipf("no /proc/net/udp: %v", err)
 	}
-	defer f.Close()
-	suffix := fmt.Sprintf(":%04X", port)
-	var sum float64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) >= 13 && strings.HasSuffix(fs[1], suffix) {
-			n, err := strconv.ParseFloat(fs[12], 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum += n
-		}
+	if err != nil {
+		t.Fatal(err)
 	}
-	return sum
+	return float64(n)
 }
 
 // TestRcvbufDropsOnMetrics floods a node whose listener has a 4 KiB
@@ -69,7 +60,7 @@ func TestRcvbufDropsOnMetrics(t *testing.T) {
 			}
 		}
 		// Let the node empty its buffer, then the count stops moving.
-		waitFor(t, "the kernel's drop count to settle", func() bool {
+		looptest.Eventually(t, "the kernel's drop count to settle", func() bool {
 			before := kernelUDPDrops(t, port)
 			time.Sleep(100 * time.Millisecond)
 			kernel = kernelUDPDrops(t, port)

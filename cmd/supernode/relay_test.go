@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -72,18 +74,53 @@ func newClient(t *testing.T, conn net.PacketConn, server, user, pass string) *tu
 	return c
 }
 
-// echoPeer answers every datagram on pc with the same bytes until pc closes.
-func echoPeer(pc net.PacketConn) {
+// tcpEchoPeer is a TCP peer on 127.0.0.1 that echoes every connection it
+// accepts; it stops listening when the test ends.
+func tcpEchoPeer(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
 	go func() {
-		buf := make([]byte, 1600)
 		for {
-			n, a, err := pc.ReadFrom(buf)
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			_, _ = pc.WriteTo(buf[:n], a)
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
 		}
 	}()
+	return ln
+}
+
+// tcpAllocation is pion's RFC 6062 client allocation (its type is internal
+// to pion): a listener for peers' connections that also dials peers.
+type tcpAllocation interface {
+	net.Listener
+	Dial(network, addr string) (net.Conn, error)
+}
+
+// allocateTCP makes an RFC 6062 TCP allocation on tn as user, over a TCP
+// control connection to its listener; both close when the test ends.
+func allocateTCP(t *testing.T, tn *testNode, user, pass string) tcpAllocation {
+	t.Helper()
+	control, err := net.Dial("tcp", tn.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { control.Close() })
+	c := newClient(t, turn.NewSTUNConn(control), tn.udp, user, pass)
+	alloc, err := c.AllocateTCP()
+	if err != nil {
+		t.Fatalf("allocate TCP: %v", err)
+	}
+	t.Cleanup(func() { alloc.Close() })
+	return alloc
 }
 
 // exchange sends count numbered messages through relay to peer and waits for
@@ -114,7 +151,7 @@ func exchange(t *testing.T, relayConn net.PacketConn, peer net.Addr, count int) 
 func TestRelayUDPChannelDataAndIndications(t *testing.T) {
 	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.1")
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 
 	tap := &tapConn{PacketConn: mustListenUDP(t, "udp4", "127.0.0.1:0")}
 	c := newClient(t, tap, tn.udp, "alice", "secret1")
@@ -164,7 +201,7 @@ func TestRelayUDPChannelDataAndIndications(t *testing.T) {
 	if err := relayConn.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "allocation deleted", func() bool {
+	looptest.Eventually(t, "allocation deleted", func() bool {
 		return tn.counter("allocations_active", "udp") == 0 && tn.counter("allocations_deleted", "udp") == 1
 	})
 	if got := tn.counter("requests", "refresh", "success"); got < 1 {
@@ -197,7 +234,7 @@ func TestRelayStreamTransports(t *testing.T) {
 	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.1",
 		"--tls-listen", "127.0.0.1:0", "--dtls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
 	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	for _, tc := range []struct{ transport, addr string }{
 		{"tcp", tn.udp}, {"tls", tn.tls}, {"dtls", tn.dtls},
 	} {
@@ -224,7 +261,7 @@ func TestRelayIPv6(t *testing.T) {
 		"--user", "alice:secret1", "--allow-peer", "::1")
 	addr6 := tn.n.listens["udp"][1]
 	peer := mustListenUDP(t, "udp6", "[::1]:0")
-	echoPeer(peer)
+	looptest.Echo(peer)
 	c := newClient(t, mustListenUDP(t, "udp6", "[::1]:0"), addr6, "alice", "secret1")
 	relayConn, err := c.Allocate()
 	if err != nil {
@@ -241,42 +278,8 @@ func TestRelayIPv6(t *testing.T) {
 
 func TestRelayTCPAllocation(t *testing.T) {
 	tn := startNode(t, "--user", "alice:secret1", "--allow-peer", "127.0.0.1")
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 1024)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					_, _ = c.Write(buf[:n])
-				}
-			}()
-		}
-	}()
-
-	control, err := net.Dial("tcp", tn.udp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer control.Close()
-	c := newClient(t, turn.NewSTUNConn(control), tn.udp, "alice", "secret1")
-	alloc, err := c.AllocateTCP()
-	if err != nil {
-		t.Fatalf("allocate TCP: %v", err)
-	}
-	defer alloc.Close()
+	ln := tcpEchoPeer(t)
+	alloc := allocateTCP(t, tn, "alice", "secret1")
 	dataConn, err := alloc.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatalf("connect through relay: %v", err)

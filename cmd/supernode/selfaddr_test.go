@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/relay/relaytest"
 )
 
 // peerAddr6 is an XOR-PEER-ADDRESS written as an IPv6 address (family 2)
@@ -38,26 +40,6 @@ type requestIPv6 struct{}
 func (requestIPv6) AddTo(m *stun.Message) error {
 	m.Add(stun.AttrRequestedAddressFamily, []byte{0x02, 0, 0, 0})
 	return nil
-}
-
-// embeddedForms writes an IPv4 address in the IPv6 forms that carry it:
-// IPv4-mapped, IPv4-compatible, NAT64 well-known and local-use prefixes,
-// and 6to4.
-func embeddedForms(v4 netip.Addr) map[string]netip.Addr {
-	b := v4.As4()
-	form := func(prefix []byte, at int) netip.Addr {
-		var a [16]byte
-		copy(a[:], prefix)
-		copy(a[at:], b[:])
-		return netip.AddrFrom16(a)
-	}
-	return map[string]netip.Addr{
-		"mapped":          form([]byte{10: 0xff, 11: 0xff}, 12),
-		"compatible":      form(nil, 12),
-		"nat64":           form([]byte{0x00, 0x64, 0xff, 0x9b}, 12),
-		"nat64 local-use": form([]byte{0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 12),
-		"6to4":            form([]byte{0x20, 0x02}, 2),
-	}
 }
 
 // TestSelfAddressEmbeddedForms: the host's other addresses stay unreachable
@@ -98,7 +80,10 @@ func TestSelfAddressEmbeddedForms(t *testing.T) {
 	}
 
 	refused := 0
-	for name, a := range embeddedForms(local) {
+	for name, a := range relaytest.V4Forms(local) {
+		if name == "plain" {
+			continue // the IPv4 address itself: this test is about its IPv6 forms
+		}
 		t.Run("other local address/"+name+"/"+a.String(), func(t *testing.T) {
 			if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr6{a, 9})); code != 403 {
 				t.Fatalf("CreatePermission %s: code %d, want 403", a, code)
@@ -106,8 +91,8 @@ func TestSelfAddressEmbeddedForms(t *testing.T) {
 		})
 		refused++
 	}
-	for name, a := range embeddedForms(netip.MustParseAddr("127.0.0.1")) {
-		if name == "mapped" {
+	for name, a := range relaytest.V4Forms(netip.MustParseAddr("127.0.0.1")) {
+		if name == "plain" || name == "mapped" {
 			continue // an IPv4 peer: pion answers 443 on an IPv6 allocation
 		}
 		t.Run("relay address/"+name+"/"+a.String(), func(t *testing.T) {

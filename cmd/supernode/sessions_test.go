@@ -11,6 +11,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/relay"
 )
 
@@ -36,7 +37,7 @@ func TestSessionRecordCountsTurnload(t *testing.T) {
 	checkClean(t, rep, cfg.Calls)
 	// An allocation leaves the table just before its record is logged, on
 	// the goroutine that ended it: wait for the records themselves.
-	waitFor(t, "a session record per allocation", func() bool { return len(sessionLines(t, tn.logs.String())) >= 2*cfg.Calls })
+	looptest.Eventually(t, "a session record per allocation", func() bool { return len(sessionLines(t, tn.logs.String())) >= 2*cfg.Calls })
 	lines := sessionLines(t, tn.logs.String())
 	if len(lines) != 2*cfg.Calls {
 		t.Fatalf("%d session records, want %d", len(lines), 2*cfg.Calls)
@@ -74,7 +75,7 @@ func TestLogSessionsOff(t *testing.T) {
 	if code := errCode(raw.do(stun.MethodRefresh, "alice", "pw", lifetime(0))); code != 0 {
 		t.Fatalf("Refresh 0: %d", code)
 	}
-	waitFor(t, "the allocation to go", func() bool { return tn.n.relay.AllocationCount() == 0 })
+	looptest.Eventually(t, "the allocation to go", func() bool { return tn.n.relay.AllocationCount() == 0 })
 	if l := sessionLines(t, tn.logs.String()); len(l) != 0 {
 		t.Fatalf("session records with --log-sessions=false: %v", l)
 	}
@@ -102,7 +103,7 @@ func TestSessionEndReasons(t *testing.T) {
 	if bs := listAllocations(t, tn, "user=bob"); len(bs) != 1 || bs[0].Expires.Sub(bs[0].Created) < 1100*time.Second {
 		t.Fatalf("bob after a Refresh of 1200 s: %+v", bs)
 	}
-	waitFor(t, "alice's allocation to expire", func() bool { return len(listAllocations(t, tn, "user=alice")) == 0 })
+	looptest.Eventually(t, "alice's allocation to expire", func() bool { return len(listAllocations(t, tn, "user=alice")) == 0 })
 
 	// A TCP client's allocation ends with its connection.
 	conn, err := net.Dial("tcp", tn.udp)
@@ -120,10 +121,10 @@ func TestSessionEndReasons(t *testing.T) {
 		t.Fatalf("bob's TCP-client allocation: %+v", got)
 	}
 	_ = conn.Close()
-	waitFor(t, "the TCP client's allocation to go", func() bool { return len(listAllocations(t, tn, "transport=tcp")) == 0 })
+	looptest.Eventually(t, "the TCP client's allocation to go", func() bool { return len(listAllocations(t, tn, "transport=tcp")) == 0 })
 
 	reasons := map[string]string{}
-	waitFor(t, "the records of alice's and the TCP client's allocations", func() bool {
+	looptest.Eventually(t, "the records of alice's and the TCP client's allocations", func() bool {
 		for _, l := range sessionLines(t, tn.logs.String()) {
 			reasons[l["user"].(string)+"/"+l["transport"].(string)] = l["reason"].(string)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
 
@@ -97,7 +98,7 @@ func TestTurnloadCleanRun(t *testing.T) {
 			if got := tn.counter("relay_packets", metrics.ClientToPeer, tc.transport) - before; got != float64(rep.Packets.Sent)+hellos {
 				t.Fatalf("node relayed %v packets client->peer, turnload sent %d (+%v hellos)", got, rep.Packets.Sent, hellos)
 			}
-			waitFor(t, "allocations released", func() bool { return tn.n.relay.AllocationCount() == 0 })
+			looptest.Eventually(t, "allocations released", func() bool { return tn.n.relay.AllocationCount() == 0 })
 		})
 	}
 }
@@ -206,7 +207,7 @@ func TestTurnloadIdleCallsAndServerPID(t *testing.T) {
 	if rep.Server == nil || rep.Server.PID != os.Getpid() || rep.Server.RSSBeforeBytes <= 0 || rep.Server.RSSLoadedBytes <= 0 {
 		t.Fatalf("server report %+v", rep.Server)
 	}
-	waitFor(t, "allocations released", func() bool { return tn.n.relay.AllocationCount() == 0 })
+	looptest.Eventually(t, "allocations released", func() bool { return tn.n.relay.AllocationCount() == 0 })
 }
 
 // TestTurnloadLeavesNoAllocations: when a run ends, every allocation it made

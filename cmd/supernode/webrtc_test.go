@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -27,27 +25,10 @@ const rtpWant = 40
 // JSON straight into pion's type.
 func fetchICEServers(ctx context.Context, t *testing.T, apiAddr, user string) []webrtc.ICEServer {
 	t.Helper()
-	u := "http://" + apiAddr + "/v1/ice-servers?user=" + url.QueryEscape(user) + "&ttl=600"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// No keep-alive: an idle client connection would outlive the test and
-	// trip the node's goroutine leak check.
-	tr := &http.Transport{DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", u, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", u, resp.Status)
-	}
 	var body struct {
 		IceServers []webrtc.ICEServer `json:"iceServers"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	if err := json.Unmarshal(fetchICEServersJSON(ctx, t, apiAddr, user), &body); err != nil {
 		t.Fatalf("decode ice servers: %v", err)
 	}
 	if len(body.IceServers) == 0 {
