@@ -4,7 +4,6 @@ import (
 	"errors"
 
 	"github.com/supernode/supernode/api"
-	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/relay"
 )
 
@@ -20,42 +19,21 @@ func (a nodeAdmin) Allocations(f relay.Filter) []relay.Session { return a.n.rela
 func (a nodeAdmin) Kill(f relay.Filter) int { return a.n.relay.Kill(f) }
 
 // SetDraining starts or cancels a drain as SIGTERM starts one, without the
-// exit: the fleet hears of it first, then the node refuses new allocations.
+// exit (fleet.Drain, fleet.Undrain).
 func (a nodeAdmin) SetDraining(on bool) error {
 	n := a.n
 	n.drainMu.Lock()
 	defer n.drainMu.Unlock()
 	if on {
-		n.leaving.Store(true)
-		if f := n.fleet.Load(); f != nil {
-			f.c.Announce()
-		}
-		n.relay.Drain()
+		n.fleet.Drain()
 		return nil
 	}
 	if n.signalled.Load() {
 		return errSignalDrain
 	}
-	n.relay.Undrain()
-	n.leaving.Store(false)
-	if f := n.fleet.Load(); f != nil {
-		f.c.Announce()
-	}
+	n.fleet.Undrain()
 	return nil
 }
 
 // Fleet is the fleet as this node sees it; a fleet of one is this node.
-func (a nodeAdmin) Fleet() []api.Member {
-	n := a.n
-	if f := n.fleet.Load(); f != nil {
-		return api.Members(f.c.Nodes())
-	}
-	host := ""
-	if len(n.urls) > 0 {
-		host = hostOfURL(n.urls[0])
-	}
-	return api.Members([]cluster.Node{{ID: n.o.nodeID, Self: true, Meta: cluster.Meta{
-		Zone: n.o.zone, Host: host, Capacity: n.o.capacity, Allocations: n.relay.AllocationCount(),
-		BitsPerSecond: n.bps.Load(), Draining: n.relay.Draining(), Version: version,
-	}}})
-}
+func (a nodeAdmin) Fleet() []api.Member { return api.Members(a.n.fleet.Members()) }

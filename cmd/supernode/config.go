@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/offload"
 	"github.com/supernode/supernode/relay"
@@ -441,6 +442,11 @@ func (o *options) check() error {
 		}
 	}
 	return nil
+}
+
+// credentials are where the node's credentials come from.
+func (o *options) credentials() allocation.Sources {
+	return allocation.Sources{Users: o.users, UsersFile: o.usersFile, Secrets: o.secrets, SecretFile: o.secretFile}
 }
 
 // validHost reports whether h is an IP address or a DNS host name (RFC 1123

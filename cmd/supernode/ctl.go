@@ -305,7 +305,7 @@ func (c *ctl) credentials(args []string) error {
 		return errors.New("credentials: --user is required")
 	case len(user) > 128 || strings.ContainsAny(user, "\x00\r\n"):
 		return errors.New("credentials: --user: at most 128 bytes, no control characters")
-	case strings.HasPrefix(user, "c="):
+	case cluster.ReservedID(user):
 		return errors.New("credentials: --user may not start with c= (reserved for placed calls; pass --call)")
 	case ttl <= 0:
 		return fmt.Errorf("credentials: --ttl %s: want a positive duration", ttl)

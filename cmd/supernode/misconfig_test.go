@@ -273,7 +273,7 @@ func TestReloadRefusesPlaceholder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := loadCredentials(o)
+	creds, err := o.credentials().Load()
 	if err != nil {
 		t.Fatal(err)
 	}
