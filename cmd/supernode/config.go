@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,13 +8,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"runtime"
 	"strings"
 	"time"
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/cluster"
+	"github.com/supernode/supernode/config"
 	"github.com/supernode/supernode/offload"
 	"github.com/supernode/supernode/relay"
 )
@@ -43,36 +42,26 @@ const (
 	defaultUDPRcvbuf = 4 << 20
 )
 
-// listFlag is a repeatable string flag; from the environment it takes a
-// comma-separated list.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error {
-	*l = append(*l, v)
-	return nil
-}
-
 // options is everything the daemon is configured with.
 type options struct {
 	config       string
-	listen       listFlag
-	tlsListen    listFlag
-	dtlsListen   listFlag
+	listen       config.List
+	tlsListen    config.List
+	dtlsListen   config.List
 	cert, key    string
 	udpSockets   int
-	relayIP      listFlag
-	externalIP   listFlag
+	relayIP      config.List
+	externalIP   config.List
 	publicHost   string
 	minPort      int
 	maxPort      int
 	realm        string
-	users        listFlag
+	users        config.List
 	usersFile    string
-	secrets      listFlag
+	secrets      config.List
 	secretFile   string
-	allowPeer    listFlag
-	denyPeer     listFlag
+	allowPeer    config.List
+	denyPeer     config.List
 	userQuota    int
 	totalQuota   int
 	maxBPS       int64
@@ -100,7 +89,7 @@ type options struct {
 	debugUI      bool
 	nodeID       string
 	clusterAddr  string
-	join         listFlag
+	join         config.List
 	clusterKey   string
 	zone         string
 	capacity     float64
@@ -176,11 +165,6 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// envName is the environment variable for a flag: SUPERNODE_RELAY_IP for relay-ip.
-func envName(flagName string) string {
-	return "SUPERNODE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
 // parseOptions reads, in rising precedence, the config file, SUPERNODE_*
 // environment variables and the command line.
 func parseOptions(args []string, getenv func(string) string, out io.Writer) (*options, error) {
@@ -199,173 +183,13 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, parseError(fs, err)
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
-	if !set["config"] {
-		if v := getenv(envName("config")); v != "" {
-			o.config = v
-		}
-	}
-	var fileVals map[string][]configLine
-	if o.config != "" {
-		var err error
-		if fileVals, err = readConfigFile(o.config, fs); err != nil {
-			return nil, err
-		}
-	}
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "config" || f.Name == "version" {
-			return // SUPERNODE_VERSION is often set by images for other reasons
-		}
-		_, isList := f.Value.(*listFlag)
-		if v := getenv(envName(f.Name)); v != "" {
-			vals := []string{v}
-			if isList {
-				vals = splitList(v)
-			}
-			for _, x := range vals {
-				if err := f.Value.Set(x); err != nil {
-					errs = append(errs, fmt.Errorf("%s=%q: %s", envName(f.Name), v, valueError(f, err)))
-				}
-			}
-			return
-		}
-		for _, x := range fileVals[f.Name] {
-			if err := f.Value.Set(x.val); err != nil {
-				errs = append(errs, fmt.Errorf("%s:%d: %s = %q: %s", o.config, x.line, f.Name, x.val, valueError(f, err)))
-			}
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
+	if err := config.Parse(fs, args, getenv, "config", "version"); err != nil {
 		return nil, err
 	}
 	if len(o.listen) == 0 {
-		o.listen = listFlag{"0.0.0.0:3478"}
+		o.listen = config.List{"0.0.0.0:3478"}
 	}
 	return o, o.check()
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, x := range strings.Split(v, ",") {
-		if x = strings.TrimSpace(x); x != "" {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// configLine is one value of the config file and the line it is on.
-type configLine struct {
-	val  string
-	line int
-}
-
-// valueError says what a flag wants when a value from the environment or
-// the config file does not parse: the flag package's own errors ("parse
-// error", "invalid syntax") name no type.
-func valueError(f *flag.Flag, err error) string {
-	if want := wantType(f); want != "" {
-		return "want " + want + " for --" + f.Name
-	}
-	return err.Error()
-}
-
-// wantType describes the values f takes, or "" for a string or list.
-func wantType(f *flag.Flag) string {
-	if g, ok := f.Value.(flag.Getter); ok {
-		switch g.Get().(type) {
-		case bool:
-			return "true or false"
-		case int, int64, uint, uint64:
-			return "an integer"
-		case float64:
-			return "a number"
-		case time.Duration:
-			return "a duration such as 90s, 10m or 1h30m"
-		}
-	}
-	return ""
-}
-
-// badFlagValue matches the flag package's error for a value that does not
-// parse, which names no type ("parse error", "invalid syntax").
-var badFlagValue = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([a-z0-9-]+): `)
-
-// parseError rewrites the flag package's error for a bad value on the
-// command line as the environment's and the file's are.
-func parseError(fs *flag.FlagSet, err error) error {
-	m := badFlagValue.FindStringSubmatch(err.Error())
-	if m == nil {
-		return err
-	}
-	if f := fs.Lookup(m[2]); f != nil && wantType(f) != "" {
-		return fmt.Errorf("--%s %s: want %s", f.Name, m[1], wantType(f))
-	}
-	return err
-}
-
-// readConfigFile parses `name = value` (or `name value`) lines.
-func readConfigFile(path string, fs *flag.FlagSet) (map[string][]configLine, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("--config: %w", err)
-	}
-	defer f.Close()
-	vals := map[string][]configLine{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, val, ok := strings.Cut(line, "=")
-		if !ok {
-			name, val, _ = strings.Cut(line, " ")
-		}
-		name = strings.TrimPrefix(strings.TrimSpace(name), "--")
-		if q := strings.TrimSpace(val); len(q) >= 2 && q[0] == '"' && strings.IndexByte(q[1:], '"') >= 0 {
-			// "quoted": taken as is up to the closing quote, so a secret
-			// may contain " #"; anything after it is a comment.
-			val = q[1 : 1+strings.IndexByte(q[1:], '"')]
-		} else if i := trailingComment(val); i >= 0 {
-			val = strings.TrimSpace(val[:i])
-		} else {
-			val = strings.TrimSpace(val)
-		}
-		fl := fs.Lookup(name)
-		if fl == nil || name == "config" {
-			return nil, fmt.Errorf("%s:%d: unknown setting %q", path, n, name)
-		}
-		if bf, ok := fl.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() && val == "" {
-			val = "true"
-		}
-		vals[name] = append(vals[name], configLine{val: val, line: n})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("--config %s: %w", path, err)
-	}
-	return vals, nil
-}
-
-// trailingComment is the index in val (what follows the '=' or the name)
-// of the '#' that starts a comment: one at the start or after a space or
-// tab; -1 if none. A '#' inside a word (a secret's, say) is kept.
-func trailingComment(val string) int {
-	for i := 0; i < len(val); i++ {
-		if val[i] == '#' && (i == 0 || val[i-1] == ' ' || val[i-1] == '\t') {
-			return i
-		}
-	}
-	return -1
 }
 
 func (o *options) check() error {
@@ -481,47 +305,11 @@ func validHost(h string) bool {
 var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_REQUIRE_BROWSER",
 	"SUPERNODE_REQUIRE_MONITORING", "SUPERNODE_API"}
 
-// givenEnv keeps the entries of environ that getenv also sees: the
-// environment the node was given. main's getenv is os.Getenv, so that is
-// all of it; a test's node, given a few variables, is not warned about
-// whatever else the test process's environment holds.
-func givenEnv(environ []string, getenv func(string) string) []string {
-	var out []string
-	for _, kv := range environ {
-		if name, _, _ := strings.Cut(kv, "="); getenv(name) != "" {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
 // unknownEnv returns one message per SUPERNODE_* variable of environ
-// ("NAME=value" entries) that names no setting, with the setting meant when
-// the name differs from one only in its underscores or case.
+// ("NAME=value" entries) that is neither a setting nor in harnessEnv
+// (config.UnknownEnv).
 func unknownEnv(environ []string) []string {
-	known := map[string]bool{}
-	squashed := map[string]string{}
-	newFlagSet(&options{}, io.Discard).VisitAll(func(f *flag.Flag) {
-		n := envName(f.Name)
-		known[n] = true
-		squashed[strings.ReplaceAll(n, "_", "")] = n
-	})
-	for _, n := range harnessEnv {
-		known[n] = true
-	}
-	var out []string
-	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "SUPERNODE_") || known[name] {
-			continue
-		}
-		msg := name + " is not a setting and is ignored"
-		if m, ok := squashed[strings.ReplaceAll(strings.ToUpper(name), "_", "")]; ok {
-			msg += "; did you mean " + m + "?"
-		}
-		out = append(out, msg)
-	}
-	return out
+	return config.UnknownEnv(newFlagSet(&options{}, io.Discard), environ, harnessEnv)
 }
 
 // minSecretLen is the shortest secret accepted on a node reachable off

@@ -16,6 +16,7 @@ import (
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/cluster"
+	"github.com/supernode/supernode/config"
 )
 
 // subcommand is one of the operator's commands: supernode <name> [flags].
@@ -283,7 +284,7 @@ func (c *ctl) fleet(args []string) error {
 
 func (c *ctl) credentials(args []string) error {
 	var secret, user, call string
-	var urls listFlag
+	var urls config.List
 	var ttl time.Duration
 	c.fs.StringVar(&secret, "secret", "", "the nodes' TURN REST `secret` (their first --auth-secret; default: env SUPERNODE_AUTH_SECRET, its first entry)")
 	c.fs.StringVar(&user, "user", "", "the user id the credentials are for")

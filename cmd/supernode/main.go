@@ -25,6 +25,7 @@ import (
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/api"
+	"github.com/supernode/supernode/config"
 	"github.com/supernode/supernode/endpoint"
 	"github.com/supernode/supernode/fleet"
 	"github.com/supernode/supernode/metrics"
@@ -418,7 +419,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	if err != nil {
 		return err
 	}
-	for _, msg := range unknownEnv(givenEnv(os.Environ(), getenv)) {
+	for _, msg := range unknownEnv(config.GivenEnv(os.Environ(), getenv)) {
 		log.Warn(msg)
 	}
 	n, err := start(o, log)
