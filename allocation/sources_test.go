@@ -54,3 +54,55 @@ func TestSourcesLoadErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestWeakSecret(t *testing.T) {
+	for _, tc := range []struct {
+		s           string
+		checkLength bool
+		want        string
+	}{
+		{"CHANGE-ME-rest-secret-generate-with-openssl", true, "is a placeholder (CHANGE-ME)"},
+		{"changeme", false, "is a placeholder"},
+		{"exchangemessage-is-a-long-one", true, ""},
+		{"short", true, "is 5 bytes: want at least 16"},
+		{"short", false, ""},
+		{"0123456789abcdef", true, ""},
+	} {
+		if got := WeakSecret(tc.s, tc.checkLength); (tc.want == "") != (got == "") || !strings.HasPrefix(got, tc.want) {
+			t.Errorf("WeakSecret(%q, %v) = %q, want %q", tc.s, tc.checkLength, got, tc.want)
+		}
+	}
+}
+
+func TestCheckReachable(t *testing.T) {
+	good := "0123456789abcdef0123"
+	src := Sources{Secrets: []string{good}, SecretFile: "/etc/supernode/secrets"}
+	for _, tc := range []struct {
+		name string
+		c    Credentials
+		keys [][2]string
+		want string
+	}{
+		{"all good", Credentials{Secrets: []string{good, good}, Users: map[string]string{"a": "pw"}},
+			[][2]string{{"--api-token", good}, {"--cluster-key", ""}}, ""},
+		{"flag secret", Credentials{Secrets: []string{"short"}}, nil, "--auth-secret: secret 1 is 5 bytes"},
+		{"file secret", Credentials{Secrets: []string{good, good, "CHANGE-ME"}}, nil,
+			"--auth-secret-file /etc/supernode/secrets: secret 2 is a placeholder"},
+		{"key", Credentials{}, [][2]string{{"--api-token", "CHANGE-ME-token-0123456789"}}, "--api-token is a placeholder"},
+		{"password", Credentials{Users: map[string]string{"alice": "CHANGE-ME"}}, nil,
+			`--user/--users-file: the password of "alice" is a placeholder`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := src.CheckReachable(tc.c, tc.keys...)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) || !strings.HasSuffix(err.Error(), "(the node listens off loopback)") {
+				t.Fatalf("error %v, want %s ... (the node listens off loopback)", err, tc.want)
+			}
+		})
+	}
+}

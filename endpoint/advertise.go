@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/supernode/supernode/cluster"
 )
@@ -185,6 +186,29 @@ func MemberURLs(m cluster.Meta) []string {
 		}
 	}
 	return urls
+}
+
+// ValidHost reports whether h may be a --public-host: an IP address or a
+// DNS host name (RFC 1123 labels of letters, digits and inner hyphens, at
+// most 253 characters), without port or brackets.
+func ValidHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // CertName is host when it is a DNS name (a --public-host, which the

@@ -145,3 +145,15 @@ func TestCertName(t *testing.T) {
 		}
 	}
 }
+
+func TestValidHost(t *testing.T) {
+	for h, want := range map[string]bool{
+		"turn.example.com": true, "turn.example.com.": true, "a-b.c": true, "192.0.2.1": true, "2001:db8::1": true,
+		"turn.example.com:443": false, "[2001:db8::1]": false, "bad_name.example": false, "-a.example": false,
+		"a..b": false, "": false, strings.Repeat("a", 64) + ".example": false, strings.Repeat("a.", 127) + "ab": false,
+	} {
+		if got := ValidHost(h); got != want {
+			t.Errorf("ValidHost(%q) = %v, want %v", h, got, want)
+		}
+	}
+}

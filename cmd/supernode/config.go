@@ -15,6 +15,7 @@ import (
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/config"
+	"github.com/supernode/supernode/endpoint"
 	"github.com/supernode/supernode/offload"
 	"github.com/supernode/supernode/relay"
 )
@@ -126,6 +127,28 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.secretFile, "auth-secret-file", "", "file of REST secrets, one per line, first mints (re-read on SIGHUP)")
 	fs.Var(&o.allowPeer, "allow-peer", "`CIDR` or IP peers may be in even if a default range refuses it, repeatable; the most specific rule wins; only an exact IP opens the node's own addresses beyond its relay ports")
 	fs.Var(&o.denyPeer, "deny-peer", "`CIDR` or IP peers may not be in, repeatable; the most specific rule wins")
+	addLimitFlags(fs, o)
+	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz, /v1/ice-servers and the admin API (/v1/allocations, /v1/drain, /v1/fleet); empty disables")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
+	fs.BoolVar(&o.debugUI, "debug-ui", false, "serve the /debug/ice self-test page on --http-listen: a relay-only call through this node in the browser that opens it (it asks for --api-token to fetch credentials)")
+	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
+	fs.StringVar(&o.nodeID, "node-id", host, "this node's unique name in the fleet")
+	fs.StringVar(&o.clusterAddr, "cluster-listen", "", "gossip address `ip:port` (UDP and TCP) that other fleet members reach this node on; empty: a fleet of one")
+	fs.Var(&o.join, "join", "`host:port` of a fleet member's --cluster-listen to join, repeatable; a DNS name stands for all its addresses")
+	fs.StringVar(&o.clusterKey, "cluster-key", "", "base64 of a 16, 24 or 32-byte key encrypting gossip (AES); required unless --cluster-listen is loopback")
+	fs.StringVar(&o.zone, "zone", "", "this node's zone; /v1/ice-servers?zone= prefers nodes in it")
+	fs.Float64Var(&o.capacity, "capacity", 1, "this node's share of new calls relative to other members (weight)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&o.logSessions, "log-sessions", true, "log one info line per ended allocation: user, call, transport, client, duration, bytes and packets each way, why it ended")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	return fs
+}
+
+// addLimitFlags adds the flags that bound what clients may do and hold:
+// quotas, rates, lifetimes and timeouts (the README's "Abuse and limits").
+func addLimitFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.userQuota, "user-quota", defaultUserQuota, "most allocations one user id may hold at once (0 = unlimited)")
 	fs.IntVar(&o.totalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
 	fs.StringVar(&o.offload, "offload", "auto", "kernel data path for UDP ChannelData (eBPF, TCX): auto uses it when it can and logs why not, on refuses to start without it, off never uses it")
@@ -147,22 +170,6 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 256, "most TCP/TLS/DTLS client connections without an allocation one IP address (IPv6: /64) may hold at once (0 = unlimited)")
 	fs.IntVar(&o.maxPending, "max-pending-conns", 4096, "most TCP/TLS/DTLS client connections without an allocation on the node at once (0 = unlimited)")
 	fs.DurationVar(&o.authTimeout, "auth-timeout", 30*time.Second, "close a TCP/TLS/DTLS client connection that holds no allocation this long after it was accepted")
-	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz, /v1/ice-servers and the admin API (/v1/allocations, /v1/drain, /v1/fleet); empty disables")
-	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
-	fs.BoolVar(&o.debugUI, "debug-ui", false, "serve the /debug/ice self-test page on --http-listen: a relay-only call through this node in the browser that opens it (it asks for --api-token to fetch credentials)")
-	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
-	fs.StringVar(&o.nodeID, "node-id", host, "this node's unique name in the fleet")
-	fs.StringVar(&o.clusterAddr, "cluster-listen", "", "gossip address `ip:port` (UDP and TCP) that other fleet members reach this node on; empty: a fleet of one")
-	fs.Var(&o.join, "join", "`host:port` of a fleet member's --cluster-listen to join, repeatable; a DNS name stands for all its addresses")
-	fs.StringVar(&o.clusterKey, "cluster-key", "", "base64 of a 16, 24 or 32-byte key encrypting gossip (AES); required unless --cluster-listen is loopback")
-	fs.StringVar(&o.zone, "zone", "", "this node's zone; /v1/ice-servers?zone= prefers nodes in it")
-	fs.Float64Var(&o.capacity, "capacity", 1, "this node's share of new calls relative to other members (weight)")
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
-	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-	fs.BoolVar(&o.logSessions, "log-sessions", true, "log one info line per ended allocation: user, call, transport, client, duration, bytes and packets each way, why it ended")
-	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	return fs
 }
 
 // parseOptions reads, in rising precedence, the config file, SUPERNODE_*
@@ -205,9 +212,23 @@ func (o *options) check() error {
 	if o.capacity <= 0 {
 		return fmt.Errorf("--capacity %g: want more than 0", o.capacity)
 	}
-	if o.publicHost != "" && !validHost(o.publicHost) {
+	if o.publicHost != "" && !endpoint.ValidHost(o.publicHost) {
 		return fmt.Errorf("--public-host %q: want a host name or an IP address, without port or brackets", o.publicHost)
 	}
+	if err := o.checkValues(); err != nil {
+		return err
+	}
+	for _, u := range o.users {
+		if n, p, ok := strings.Cut(u, ":"); !ok || n == "" || p == "" {
+			return fmt.Errorf("--user %q: want name:password", u)
+		}
+	}
+	return nil
+}
+
+// checkValues checks the ranges of numbers and durations and the choices
+// of enumerated settings, in the order --help lists most of them.
+func (o *options) checkValues() error {
 	switch {
 	case o.minPort < 1 || o.minPort > 65535:
 		return fmt.Errorf("--min-port %d: want 1..65535", o.minPort)
@@ -260,39 +281,12 @@ func (o *options) check() error {
 	case o.logFormat != "text" && o.logFormat != "json":
 		return fmt.Errorf("--log-format %q: want text or json", o.logFormat)
 	}
-	for _, u := range o.users {
-		if n, p, ok := strings.Cut(u, ":"); !ok || n == "" || p == "" {
-			return fmt.Errorf("--user %q: want name:password", u)
-		}
-	}
 	return nil
 }
 
 // credentials are where the node's credentials come from.
 func (o *options) credentials() allocation.Sources {
 	return allocation.Sources{Users: o.users, UsersFile: o.usersFile, Secrets: o.secrets, SecretFile: o.secretFile}
-}
-
-// validHost reports whether h is an IP address or a DNS host name (RFC 1123
-// labels of letters, digits and inner hyphens, at most 253 characters).
-func validHost(h string) bool {
-	if _, err := netip.ParseAddr(h); err == nil {
-		return true
-	}
-	if len(h) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // harnessEnv are SUPERNODE_* variables that the test suite and .ci/run read
@@ -310,27 +304,6 @@ var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTER
 // (config.UnknownEnv).
 func unknownEnv(environ []string) []string {
 	return config.UnknownEnv(newFlagSet(&options{}, io.Discard), environ, harnessEnv)
-}
-
-// minSecretLen is the shortest secret accepted on a node reachable off
-// loopback: 16 bytes, the size of an AES-128 or HMAC key worth the name,
-// and what `openssl rand -base64 12` gives; the examples suggest 32.
-const minSecretLen = 16
-
-// placeholder reports why s is not a secret to run a reachable node with,
-// or "" if it is: the CHANGE-ME values of deploy/'s examples, or too short.
-// checkLength is false for long-term user passwords, which people choose and
-// coturn-style set-ups keep short.
-func placeholder(s string, checkLength bool) string {
-	// The manifests' form (CHANGE-ME-…), or the bare word; not any value
-	// that merely contains "changeme" (a password like "exchangemessage").
-	if u := strings.ToUpper(s); strings.Contains(u, "CHANGE-ME") || u == "CHANGEME" {
-		return "is a placeholder (CHANGE-ME): generate one, e.g. with openssl rand -base64 32"
-	}
-	if checkLength && len(s) < minSecretLen {
-		return fmt.Sprintf("is %d bytes: want at least %d (e.g. openssl rand -base64 32)", len(s), minSecretLen)
-	}
-	return ""
 }
 
 // loopbackOnly reports whether every address the node listens on (TURN,
@@ -355,32 +328,9 @@ func (o *options) loopbackOnly() bool {
 
 // checkSecrets refuses placeholder and short secrets on a node other hosts
 // can reach. On loopback anything goes: tests and demos use short ones.
-func checkSecrets(o *options, secrets []string, users map[string]string) error {
+func checkSecrets(o *options, c allocation.Credentials) error {
 	if o.loopbackOnly() {
 		return nil
 	}
-	fromFlags := len(o.secrets)
-	for i, s := range secrets {
-		where, n := "--auth-secret", i+1
-		if i >= fromFlags {
-			where, n = "--auth-secret-file "+o.secretFile, i-fromFlags+1
-		}
-		if why := placeholder(s, true); why != "" {
-			return fmt.Errorf("%s: secret %d %s (the node listens off loopback)", where, n, why)
-		}
-	}
-	for _, kv := range []struct{ flag, val string }{{"--api-token", o.apiToken}, {"--cluster-key", o.clusterKey}} {
-		if kv.val == "" {
-			continue // a missing token or key is checked where it is needed
-		}
-		if why := placeholder(kv.val, true); why != "" {
-			return fmt.Errorf("%s %s (the node listens off loopback)", kv.flag, why)
-		}
-	}
-	for name, pw := range users {
-		if why := placeholder(pw, false); why != "" {
-			return fmt.Errorf("--user/--users-file: the password of %q %s (the node listens off loopback)", name, why)
-		}
-	}
-	return nil
+	return o.credentials().CheckReachable(c, [2]string{"--api-token", o.apiToken}, [2]string{"--cluster-key", o.clusterKey})
 }

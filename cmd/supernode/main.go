@@ -151,7 +151,7 @@ func (n *node) openStore() error {
 	if err != nil {
 		return err
 	}
-	if err := checkSecrets(n.o, creds.Secrets, creds.Users); err != nil {
+	if err := checkSecrets(n.o, creds); err != nil {
 		return err
 	}
 	if len(creds.Users) == 0 && len(creds.Secrets) == 0 {
@@ -336,7 +336,7 @@ func (n *node) startHTTP() error {
 func (n *node) reload() {
 	creds, err := n.o.credentials().Load()
 	if err == nil {
-		err = checkSecrets(n.o, creds.Secrets, creds.Users)
+		err = checkSecrets(n.o, creds)
 	}
 	if err != nil {
 		n.log.Error("reload failed, keeping old credentials", "err", err)
@@ -430,7 +430,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	if ready != nil {
 		ready <- n
 	}
+	return n.serve(sigs)
+}
 
+// serve handles signals until the node should exit: SIGHUP reloads,
+// SIGTERM drains (and exits once drained or at --drain-timeout), another
+// SIGTERM or SIGINT exits at once.
+func (n *node) serve(sigs <-chan os.Signal) error {
+	log, o := n.log, n.o
 	var drainDeadline <-chan time.Time
 	var poll <-chan time.Time
 	for {
