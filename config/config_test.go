@@ -140,15 +140,20 @@ func TestCommentRule(t *testing.T) {
 }
 
 func TestUnknownEnv(t *testing.T) {
-	var s settings
-	got := UnknownEnv(newFlags(&s), []string{
-		"PATH=/bin", "SUPERNODE_MIN_PORT=1", "SUPERNODE_MINPORT=1", "SUPERNODE_REALMS=x", "SUPERNODE_VERSION=1.2",
-		"SUPERNODE_HARNESS=1", "SUPERNODE_Drain_Timeout=1s", "SUPERNODE_=",
-	}, []string{"SUPERNODE_HARNESS"})
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	for _, name := range []string{"relay-ip", "api-token", "log-level", "version"} {
+		fs.String(name, "", name)
+	}
+	harness := []string{"SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_BROWSER"}
+	got := UnknownEnv(fs, []string{
+		"PATH=/bin", "SUPERNODE_RELAY_IP=10.0.0.1", "SUPERNODE_RELAYIP=10.0.0.1", "SUPERNODE_API_TOKENS=x",
+		"SUPERNODE_VERSION=1.2", "SUPERNODE_REQUIRE_INTEROP=1", "SUPERNODE_OFFLOAD_OPTIONAL=1",
+		"SUPERNODE_REQUIRE_BROWSER=1", "SUPERNODE_Log_Level=debug", "SUPERNODE_=",
+	}, harness)
 	want := []string{
-		"SUPERNODE_MINPORT is not a setting and is ignored; did you mean SUPERNODE_MIN_PORT?",
-		"SUPERNODE_REALMS is not a setting and is ignored",
-		"SUPERNODE_Drain_Timeout is not a setting and is ignored; did you mean SUPERNODE_DRAIN_TIMEOUT?",
+		"SUPERNODE_RELAYIP is not a setting and is ignored; did you mean SUPERNODE_RELAY_IP?",
+		"SUPERNODE_API_TOKENS is not a setting and is ignored",
+		"SUPERNODE_Log_Level is not a setting and is ignored; did you mean SUPERNODE_LOG_LEVEL?",
 		"SUPERNODE_ is not a setting and is ignored",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

@@ -136,3 +136,14 @@ func RelayIPs(vals []string) ([]netip.Addr, error) {
 	}
 	return ips, Bindable(ips)
 }
+
+// Loopback reports whether the listen address hostport (host:port) is
+// reachable from this host only: its host is "localhost" or a loopback IP.
+func Loopback(hostport string) (bool, error) {
+	h, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false, err
+	}
+	ip, err := netip.ParseAddr(h)
+	return h == "localhost" || (err == nil && ip.IsLoopback()), nil
+}

@@ -74,3 +74,17 @@ func TestRelayIPs(t *testing.T) {
 		t.Fatalf("unbindable --relay-ip: %v", err)
 	}
 }
+
+func TestLoopback(t *testing.T) {
+	for hp, want := range map[string]bool{
+		"127.0.0.1:9641": true, "127.0.0.2:0": true, "[::1]:80": true, "localhost:9641": true,
+		"0.0.0.0:9641": false, "[::]:1": false, "192.0.2.1:80": false, "example.com:80": false, ":9641": false,
+	} {
+		if got, err := Loopback(hp); err != nil || got != want {
+			t.Errorf("Loopback(%q) = %v, %v; want %v", hp, got, err, want)
+		}
+	}
+	if _, err := Loopback("127.0.0.1"); err == nil {
+		t.Error("an address without a port accepted")
+	}
+}

@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -315,11 +313,7 @@ func (o *options) loopbackOnly() bool {
 		if a == "" {
 			continue // HTTP or gossip off
 		}
-		h, _, err := net.SplitHostPort(a)
-		if err != nil {
-			return false
-		}
-		if ip, err := netip.ParseAddr(h); h != "localhost" && (err != nil || !ip.IsLoopback()) {
+		if lo, err := endpoint.Loopback(a); err != nil || !lo {
 			return false
 		}
 	}

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -302,12 +301,10 @@ func (n *node) iceURLExample() string {
 }
 
 func (n *node) startHTTP() error {
-	host, _, err := net.SplitHostPort(n.o.httpListen)
+	loopback, err := endpoint.Loopback(n.o.httpListen)
 	if err != nil {
 		return fmt.Errorf("--http-listen %q: %w", n.o.httpListen, err)
 	}
-	ip, perr := netip.ParseAddr(host)
-	loopback := host == "localhost" || (perr == nil && ip.IsLoopback())
 	if !loopback && n.o.apiToken == "" {
 		return fmt.Errorf("--http-listen %s is not a loopback address: set --api-token to protect /v1/*", n.o.httpListen)
 	}
