@@ -90,14 +90,18 @@ func Members(nodes []cluster.Node) []Member {
 	return out
 }
 
-func (cfg Config) mountAdmin(mux *http.ServeMux) {
+func (cfg Config) mountAdmin(mux *router) {
 	a := cfg.Admin
 	// A browser on the node's host could otherwise drain a loopback node
 	// without a token from any web page: a bodyless POST is a CORS simple
 	// request. Requests that change state and come from another origin
 	// (Sec-Fetch-Site, or an Origin that is not the node's) are refused
 	// with 403; the CLI, curl and scripts send neither header.
-	sameOrigin := http.NewCrossOriginProtection().Handler
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		jsonError(w, http.StatusForbidden, "cross-origin request refused: "+r.Method+" "+r.URL.Path+" changes the node's state and came from a web page of another origin")
+	}))
+	sameOrigin := cop.Handler
 	mux.Handle("GET /v1/allocations", cfg.authorized(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, ok := filterOf(w, r, false)
 		if ok {

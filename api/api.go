@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,7 +100,7 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	mux := http.NewServeMux()
+	mux := newRouter()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -125,6 +128,7 @@ func New(cfg Config) (http.Handler, error) {
 		mux.Handle("/debug/pprof/symbol", cfg.authorized(http.HandlerFunc(pprof.Symbol)))
 		mux.Handle("/debug/pprof/trace", cfg.authorized(http.HandlerFunc(pprof.Trace)))
 	}
+	mux.notFound("/v1/")
 	return mux, nil
 }
 
@@ -139,8 +143,16 @@ func (cfg Config) authorized(h http.Handler) http.Handler {
 }
 
 // tokenOK reports whether r carries Config.Token, answering 401 if not.
+// Without a token (a loopback node), it admits only a Host that is an IP
+// address or localhost: a web page that rebinds its own DNS name to
+// 127.0.0.1 makes the browser's requests same-origin, so nothing but the
+// name in Host tells them from the operator's.
 func (cfg Config) tokenOK(w http.ResponseWriter, r *http.Request) bool {
 	if cfg.Token == "" {
+		if !loopbackHost(r.Host) {
+			jsonError(w, http.StatusMisdirectedRequest, fmt.Sprintf("Host %q: a node without --api-token answers /v1/* only when addressed by IP address or as localhost (a defence against DNS rebinding)", r.Host))
+			return false
+		}
 		return true
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -152,7 +164,23 @@ func (cfg Config) tokenOK(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// loopbackHost reports whether a request's Host names this machine in a way
+// no web page can take over: an IP address or localhost.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return strings.EqualFold(host, "localhost")
+}
+
 type iceHandler struct{ cfg Config }
+
+// iceParams are the parameters /v1/ice-servers takes.
+var iceParams = []string{"user", "ttl", "call", "zone", "local"}
 
 func jsonError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
@@ -167,6 +195,12 @@ func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		jsonError(w, http.StatusBadRequest, "bad query: "+err.Error())
 		return
+	}
+	for k := range r.Form {
+		if !slices.Contains(iceParams, k) {
+			jsonError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: want %s", k, strings.Join(iceParams, ", ")))
+			return
+		}
 	}
 	user := r.Form.Get("user")
 	if user == "" {

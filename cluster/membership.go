@@ -56,6 +56,10 @@ type Config struct {
 	// Refresh is how often the metadata (load, draining) is re-gossiped.
 	// Zero is 1s.
 	Refresh time.Duration
+	// MemberLost, when set, is called once for each other member that
+	// leaves or is declared dead while its last gossiped metadata did not
+	// say it was draining: its calls were cut rather than drained.
+	MemberLost func(id string)
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -366,9 +370,21 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 }
 func (e *events) NotifyLeave(n *memberlist.Node) {
 	e.membersMu.Lock()
+	meta, known := e.members[n.Name]
 	delete(e.members, n.Name)
 	e.membersMu.Unlock()
-	e.cfg.Logger.Info("fleet member left or died", "node", n.Name, "addr", n.Address())
+	// A member gone without draining first (crash, kill, partition) cut
+	// its calls; one that drained let them end. Which of the two is read
+	// from what it last gossiped: a drain is announced before the node
+	// sends a call elsewhere, and long before it leaves.
+	if known && !meta.Draining && n.Name != e.cfg.NodeID {
+		if e.cfg.MemberLost != nil {
+			e.cfg.MemberLost(n.Name)
+		}
+		e.cfg.Logger.Warn("fleet member lost without draining", "node", n.Name, "addr", n.Address())
+		return
+	}
+	e.cfg.Logger.Info("fleet member left or died", "node", n.Name, "addr", n.Address(), "draining", meta.Draining)
 }
 func (e *events) NotifyUpdate(n *memberlist.Node) {
 	(*Cluster)(e).setMember(n)

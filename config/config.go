@@ -45,12 +45,15 @@ func EnvName(flagName string) string {
 // taken from the command line alone (a variable such as SUPERNODE_VERSION
 // is often set by images for other reasons). fs should not print its parse
 // errors (give it io.Discard output): the error Parse returns says more.
-func Parse(fs *flag.FlagSet, args []string, getenv func(string) string, file string, skip ...string) error {
+//
+// The Origins it returns say where each value taken from the environment
+// or the file came from.
+func Parse(fs *flag.FlagSet, args []string, getenv func(string) string, file string, skip ...string) (Origins, error) {
 	if err := fs.Parse(args); err != nil {
-		return parseError(fs, err)
+		return nil, parseError(fs, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
 	set := map[string]bool{file: true}
 	for _, s := range skip {
@@ -67,10 +70,11 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string, file str
 	if path != "" {
 		var err error
 		if fileVals, err = ReadFile(path, fs, file); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var errs []error
+	origins := Origins{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if cmdline[f.Name] || set[f.Name] {
 			return
@@ -79,25 +83,71 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string, file str
 		if v := getenv(EnvName(f.Name)); v != "" {
 			vals := []string{v}
 			if isList {
-				vals = splitList(v)
+				vals = SplitList(v)
 			}
 			for _, x := range vals {
 				if err := f.Value.Set(x); err != nil {
 					errs = append(errs, fmt.Errorf("%s=%q: %s", EnvName(f.Name), v, valueError(f, err)))
 				}
 			}
+			origins[f.Name] = []origin{{where: EnvName(f.Name)}}
 			return
 		}
 		for _, x := range fileVals[f.Name] {
 			if err := f.Value.Set(x.Value); err != nil {
 				errs = append(errs, fmt.Errorf("%s:%d: %s = %q: %s", path, x.Line, f.Name, x.Value, valueError(f, err)))
 			}
+			origins[f.Name] = append(origins[f.Name], origin{where: fmt.Sprintf("%s:%d", path, x.Line), val: x.Value})
 		}
 	})
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return origins, nil
 }
 
-func splitList(v string) []string {
+// Origins say, by flag name, where the values of each flag set from the
+// environment or the config file came from: "SUPERNODE_X", or "file:line"
+// for each value of a flag from the file.
+type Origins map[string][]origin
+
+// origin is where one value of a flag came from.
+type origin struct {
+	where string // SUPERNODE_X, or file:line
+	val   string // the file line's value
+}
+
+// flagInError matches the flag an error names first ("--relay-ip ...").
+var flagInError = regexp.MustCompile(`^--([a-z0-9-]+)`)
+
+// Locate prefixes an error that names a flag first ("--relay-ip ...") with
+// where that flag's value came from, when that was the environment or the
+// config file: the operator then knows which line or variable to fix. For
+// a list flag from the file, that is the line whose value the error
+// quotes. Errors about flags given on the command line, and nil, are
+// returned as they are.
+func (o Origins) Locate(err error) error {
+	if err == nil {
+		return err
+	}
+	m := flagInError.FindStringSubmatch(err.Error())
+	if m == nil || len(o[m[1]]) == 0 {
+		return err
+	}
+	from := o[m[1]]
+	where := from[0].where
+	for _, f := range from {
+		if f.val != "" && strings.Contains(err.Error(), f.val) {
+			where = f.where
+			break
+		}
+	}
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+// SplitList splits a list flag's value from the environment: comma-
+// separated, spaces around values and empty values dropped.
+func SplitList(v string) []string {
 	var out []string
 	for _, x := range strings.Split(v, ",") {
 		if x = strings.TrimSpace(x); x != "" {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"flag"
 	"io"
 	"os"
@@ -49,7 +50,8 @@ func TestParsePrecedence(t *testing.T) {
 		"SUPERNODE_VERSION": "1.2.3"}
 	var s settings
 	fs := newFlags(&s)
-	if err := Parse(fs, []string{"--realm", "cmdline"}, func(k string) string { return env[k] }, "config", "version"); err != nil {
+	origins, err := Parse(fs, []string{"--realm", "cmdline"}, func(k string) string { return env[k] }, "config", "version")
+	if err != nil {
 		t.Fatal(err)
 	}
 	switch {
@@ -67,12 +69,29 @@ func TestParsePrecedence(t *testing.T) {
 		t.Error("version taken from the environment or the file")
 	}
 
+	// A value refused after parsing names where it came from.
+	for _, tc := range []struct{ err, want string }{
+		{"--min-port 6: too low", "SUPERNODE_MIN_PORT: --min-port 6: too low"},
+		{`--user "b:2": refused`, conf + `:5: --user "b:2": refused`},
+		{"--user: none valid", conf + ":4: --user: none valid"},
+		{"--realm x: from the command line", "--realm x: from the command line"},
+		{"--rate 0.5: no", conf + ":3: --rate 0.5: no"},
+		{"no flag named", "no flag named"},
+	} {
+		if got := origins.Locate(errors.New(tc.err)); got.Error() != tc.want {
+			t.Errorf("Locate(%q) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+	if origins.Locate(nil) != nil {
+		t.Error("Locate(nil) is not nil")
+	}
+
 	// A list from the environment is comma-separated; the command line
 	// names the file over the environment.
 	s = settings{}
 	env = map[string]string{"SUPERNODE_USER": " a:1, ,b:2 ", "SUPERNODE_CONFIG": "/nonexistent"}
 	conf = writeConf(t, "realm = other\n")
-	if err := Parse(newFlags(&s), []string{"--config", conf}, func(k string) string { return env[k] }, "config", "version"); err != nil {
+	if _, err := Parse(newFlags(&s), []string{"--config", conf}, func(k string) string { return env[k] }, "config", "version"); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Join(s.users, " ") != "a:1 b:2" || s.realm != "other" {
@@ -105,7 +124,7 @@ func TestParseErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s settings
-			err := Parse(newFlags(&s), tc.args, func(k string) string { return tc.env[k] }, "config", "version")
+			_, err := Parse(newFlags(&s), tc.args, func(k string) string { return tc.env[k] }, "config", "version")
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one saying %s", err, tc.want)
 			}
@@ -141,20 +160,25 @@ func TestCommentRule(t *testing.T) {
 
 func TestUnknownEnv(t *testing.T) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	for _, name := range []string{"relay-ip", "api-token", "log-level", "version"} {
+	for _, name := range []string{"relay-ip", "api-token", "log-level", "max-bps", "version"} {
 		fs.String(name, "", name)
 	}
-	harness := []string{"SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_BROWSER"}
+	harness := []string{"SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_BROWSER", "SUPERNODE_API"}
 	got := UnknownEnv(fs, []string{
 		"PATH=/bin", "SUPERNODE_RELAY_IP=10.0.0.1", "SUPERNODE_RELAYIP=10.0.0.1", "SUPERNODE_API_TOKENS=x",
 		"SUPERNODE_VERSION=1.2", "SUPERNODE_REQUIRE_INTEROP=1", "SUPERNODE_OFFLOAD_OPTIONAL=1",
 		"SUPERNODE_REQUIRE_BROWSER=1", "SUPERNODE_Log_Level=debug", "SUPERNODE_=",
+		"supernode_relay_ip=1", "Supernode_Max_Bps=1", "SUPERNODERELAY_IP=1", "supernode_api=x", "SUPERVISOR_X=1",
 	}, harness)
 	want := []string{
 		"SUPERNODE_RELAYIP is not a setting and is ignored; did you mean SUPERNODE_RELAY_IP?",
 		"SUPERNODE_API_TOKENS is not a setting and is ignored",
 		"SUPERNODE_Log_Level is not a setting and is ignored; did you mean SUPERNODE_LOG_LEVEL?",
 		"SUPERNODE_ is not a setting and is ignored",
+		"supernode_relay_ip is not a setting and is ignored; did you mean SUPERNODE_RELAY_IP?",
+		"Supernode_Max_Bps is not a setting and is ignored; did you mean SUPERNODE_MAX_BPS?",
+		"SUPERNODERELAY_IP is not a setting and is ignored; did you mean SUPERNODE_RELAY_IP?",
+		"supernode_api is not a setting and is ignored; did you mean SUPERNODE_API?",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -21,9 +21,10 @@ func GivenEnv(environ []string, getenv func(string) string) []string {
 }
 
 // UnknownEnv returns one message per SUPERNODE_* variable of environ
-// ("NAME=value" entries) that names no flag of fs and is not in known,
-// with the variable meant when the name differs from one only in its
-// underscores or case.
+// ("NAME=value" entries, the prefix in any case, with or without its
+// underscore) that names no flag of fs and is not in known, with the
+// variable meant when the name differs from one only in its underscores
+// or case.
 func UnknownEnv(fs *flag.FlagSet, environ, known []string) []string {
 	names := map[string]bool{}
 	squashed := map[string]string{}
@@ -34,15 +35,19 @@ func UnknownEnv(fs *flag.FlagSet, environ, known []string) []string {
 	})
 	for _, n := range known {
 		names[n] = true
+		squashed[strings.ReplaceAll(n, "_", "")] = n
 	}
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "SUPERNODE_") || names[name] {
+		// supernode_relay_ip and Supernode_Relay_IP are misspellings too:
+		// the prefix is compared like the rest, without case or underscores.
+		squash := strings.ReplaceAll(strings.ToUpper(name), "_", "")
+		if !strings.HasPrefix(squash, "SUPERNODE") || names[name] {
 			continue
 		}
 		msg := name + " is not a setting and is ignored"
-		if m, ok := squashed[strings.ReplaceAll(strings.ToUpper(name), "_", "")]; ok {
+		if m, ok := squashed[squash]; ok {
 			msg += "; did you mean " + m + "?"
 		}
 		out = append(out, msg)

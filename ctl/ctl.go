@@ -65,12 +65,12 @@ func (c *Client) call(method, path string, q url.Values, v any) (raw []byte, err
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s %s: %s: %s", method, u.Path, resp.Status, e.Error)
+			return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
 		}
-		return nil, fmt.Errorf("%s %s: %s (is --api a supernode's --http-listen?)", method, u.Path, resp.Status)
+		return nil, fmt.Errorf("%s %s: %s (is --api a supernode's --http-listen?)", method, path, resp.Status)
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
-		return nil, fmt.Errorf("%s %s: unreadable answer: %w", method, u.Path, err)
+		return nil, fmt.Errorf("%s %s: unreadable answer: %w", method, path, err)
 	}
 	return raw, nil
 }

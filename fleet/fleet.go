@@ -14,7 +14,7 @@
 //   - What this node gossips about itself (cluster.Meta): its advertised
 //     listeners and relay addresses (endpoint.Addresses.Fill), its load,
 //     its relayed bit rate (estimated each second from the relay's byte
-//     counters) and whether it drains (Fleet.Drain).
+//     counters) and whether it drains (Fleet.SetDraining).
 //   - What it reads back each second: the fleet gauges, and the other
 //     members' relay addresses, which the relay lets clients reach as
 //     peers so that the legs of a call split across two hosts still meet.
@@ -40,8 +40,6 @@ import (
 type Relay interface {
 	AllocationCount() int
 	Draining() bool
-	Drain()
-	Undrain()
 	SetFleetPeers([]relay.FleetPeer)
 }
 
@@ -126,7 +124,9 @@ func (f *Fleet) Start(r Relay, addrs endpoint.Addresses, urls []string) error {
 		key = k
 	}
 	c, err := cluster.New(cluster.Config{NodeID: f.cfg.NodeID, Listen: f.cfg.Gossip, Join: f.cfg.Join, Key: key,
-		Meta: func() cluster.Meta { return f.meta(s) }, Logger: f.cfg.Logger})
+		Meta:       func() cluster.Meta { return f.meta(s) },
+		MemberLost: func(string) { f.cfg.Metrics.FleetMembersLost.Inc() },
+		Logger:     f.cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -171,25 +171,21 @@ func (f *Fleet) Members() []cluster.Node {
 	return []cluster.Node{{ID: f.cfg.NodeID, Self: true, Meta: f.meta(s)}}
 }
 
-// Drain starts a drain: the fleet hears of it first, and only then does
-// the relay send this node's late callers elsewhere (a member that had not
-// heard yet would send them straight back).
-func (f *Fleet) Drain() {
-	s := f.state.Load()
-	f.leaving.Store(true)
-	if s.c != nil {
-		s.c.Announce()
-	}
-	s.relay.Drain()
-}
+// SetDraining sets whether this node gossips that it drains. A drain is
+// gossiped (Announce) before the relay refuses new allocations, so that a
+// member that had not heard of it does not send this node's late callers
+// straight back; a cancelled drain is gossiped after the relay takes them
+// again.
+func (f *Fleet) SetDraining(on bool) { f.leaving.Store(on) }
 
-// Undrain cancels a drain: the relay takes new allocations again, then
-// the fleet hears of it.
-func (f *Fleet) Undrain() {
-	s := f.state.Load()
-	s.relay.Undrain()
-	f.leaving.Store(false)
-	if s.c != nil {
+// Draining reports what SetDraining last set.
+func (f *Fleet) Draining() bool { return f.leaving.Load() }
+
+// Announce gossips this node's metadata now, changed or not, waiting up to
+// 2s for it to spread (cluster.Cluster.Announce); a fleet of one has no
+// one to tell.
+func (f *Fleet) Announce() {
+	if s := f.state.Load(); s != nil && s.c != nil {
 		s.c.Announce()
 	}
 }

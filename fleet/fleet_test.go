@@ -76,6 +76,22 @@ func startMember(t *testing.T, id, gossip, join string, addrs endpoint.Addresses
 	return mb
 }
 
+// drain drains the member as the node does: the fleet hears first, then
+// the relay refuses.
+func (mb *member) drain() {
+	mb.f.SetDraining(true)
+	mb.f.Announce()
+	mb.relay.Drain()
+}
+
+// undrain cancels the drain: the relay takes allocations, then the fleet
+// hears.
+func (mb *member) undrain() {
+	mb.relay.Undrain()
+	mb.f.SetDraining(false)
+	mb.f.Announce()
+}
+
 // startFleet starts n members on loopback and waits until each sees all.
 func startFleet(t *testing.T, n int, addrs func(i int) endpoint.Addresses) []*member {
 	t.Helper()
@@ -188,9 +204,9 @@ func TestRedirectWhileDraining(t *testing.T) {
 	ms := startFleet(t, 2, nil)
 	a, b := ms[0], ms[1]
 	here := callOn(t, a.f, "node-0")
-	a.f.Drain()
+	a.drain()
 	if !a.relay.Draining() || !a.f.meta(a.f.state.Load()).Draining {
-		t.Fatal("Drain did not drain the relay and the gossip")
+		t.Fatal("the drain is not in the gossip")
 	}
 	// Drain, don't drop: calls placed here, or not placed, go to the
 	// member placement picks without this node.
@@ -199,16 +215,16 @@ func TestRedirectWhileDraining(t *testing.T) {
 			t.Fatalf("%s while draining: %+v %v, want node-1", user, alt, ok)
 		}
 	}
-	a.f.Undrain()
+	a.undrain()
 	if a.relay.Draining() || a.f.meta(a.f.state.Load()).Draining {
-		t.Fatal("Undrain left the node draining")
+		t.Fatal("the cancelled drain is still in the gossip")
 	}
 	if _, ok := a.f.Redirect(callUser(t, here, "node-0"), client(40011), "udp"); ok {
 		t.Fatal("redirected after Undrain")
 	}
 
 	// A draining member is not redirected to: the call is served here.
-	b.f.Drain()
+	b.drain()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if m, ok := a.f.Cluster().Member("node-1"); ok && m.Meta.Draining {
 			break
@@ -350,13 +366,13 @@ func TestFleetOfOne(t *testing.T) {
 	if got := testutil.ToFloat64(a.m.Placements.WithLabelValues("local")); got != 0 {
 		t.Fatalf("a fleet of one counted %v placements", got)
 	}
-	a.f.Drain()
+	a.drain()
 	ms := a.f.Members()
 	if len(ms) != 1 || ms[0].ID != "solo" || !ms[0].Self || !ms[0].Meta.Draining || ms[0].Meta.Host != "127.0.0.1" ||
 		ms[0].Meta.Zone != "z1" || ms[0].Meta.Version != "test" {
 		t.Fatalf("members %+v", ms)
 	}
-	a.f.Undrain()
+	a.undrain()
 	if a.f.Members()[0].Meta.Draining {
 		t.Fatal("still draining after Undrain")
 	}

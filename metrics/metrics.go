@@ -173,11 +173,13 @@ type Metrics struct {
 	gather   []func()
 
 	// Fleet (zero and unchanging without --cluster-listen).
-	FleetMembers   *prometheus.GaugeVec
-	Placements     *prometheus.CounterVec
-	Redirects      prometheus.Counter
-	FleetLoadShare prometheus.Gauge
-	CrossHostBytes *prometheus.CounterVec
+	FleetMembers *prometheus.GaugeVec
+	// FleetMembersLost counts members that left or died without draining.
+	FleetMembersLost prometheus.Counter
+	Placements       *prometheus.CounterVec
+	Redirects        prometheus.Counter
+	FleetLoadShare   prometheus.Gauge
+	CrossHostBytes   *prometheus.CounterVec
 }
 
 // MemberStates label supernode_fleet_members.
@@ -282,6 +284,10 @@ func New(version string) *Metrics {
 			Namespace: ns, Name: "fleet_members",
 			Help: "Fleet members this node sees (itself included), alive and not draining, or draining.",
 		}, []string{"state"}),
+		FleetMembersLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "fleet_members_lost_total",
+			Help: "Fleet members this node saw leave or be declared dead while not draining (a crash, a kill, a partition of the gossip network): the calls on them were cut. A member that drained first is not counted.",
+		}),
 		Placements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "fleet_placements_total",
 			Help: "Calls placed by /v1/ice-servers on this node, by where they went.",
@@ -400,7 +406,7 @@ func New(version string) *Metrics {
 		m.gathered(m.RelayBytes), m.gathered(m.RelayPackets), m.gathered(m.PacketsDropped), m.Requests, m.AuthFailures,
 		m.QuotaRejections, m.PeerDenials, m.PermissionsActive, m.ChannelsActive,
 		m.ConnectionsClosed, m.ConnectionsPending, m.LimitRejections, m.AuthBackoffs, m.LogSuppressed, m.Draining, m.DrainRefusals, m.HandlerPanics, m.ClientPacketsInput,
-		m.BuildInfo, m.FleetMembers, m.Placements, m.Redirects, m.FleetLoadShare, m.gathered(m.CrossHostBytes),
+		m.BuildInfo, m.FleetMembers, m.FleetMembersLost, m.Placements, m.Redirects, m.FleetLoadShare, m.gathered(m.CrossHostBytes),
 		m.OffloadEnabled, m.OffloadBindings, m.OffloadBindFailures, m.gathered(m.OffloadPassed),
 		m.gathered(m.OffloadOnePassPackets), m.gathered(m.OffloadOnePassBytes),
 		collectors.NewGoCollector(),

@@ -14,6 +14,9 @@ import (
 // user space.
 var ErrFull = errors.New("offload: kernel maps full")
 
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("offload: closed")
+
 // ErrUnoffloadable is returned by Bind for a channel the program does not
 // handle (mixed address families); it stays in user space.
 var ErrUnoffloadable = errors.New("offload: channel not offloadable")
@@ -60,6 +63,11 @@ func (o *Offload) AddAllocation(id uint32, bitsPerSecond int64, maxMessage int) 
 		now := monotonicNow()
 		a.LastNs = [2]uint64{now, now}
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return ErrClosed
+	}
 	if err := o.objs.Allocations.Update(id, &a, ebpf.UpdateNoExist); err != nil {
 		if errors.Is(err, ebpf.ErrKeyExist) {
 			return fmt.Errorf("offload: allocation %d exists", id)
@@ -71,9 +79,7 @@ func (o *Offload) AddAllocation(id uint32, bitsPerSecond int64, maxMessage int) 
 		_ = o.objs.Allocations.Delete(id)
 		return fmt.Errorf("%w: alloc_counters: %v", ErrFull, err)
 	}
-	o.mu.Lock()
 	o.alloc[id] = 0
-	o.mu.Unlock()
 	return nil
 }
 
@@ -85,6 +91,11 @@ type AllocationStats struct {
 
 // AllocationStats sums allocation id's per-CPU counters.
 func (o *Offload) AllocationStats(id uint32) (AllocationStats, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return AllocationStats{}, ErrClosed
+	}
 	var per []relayAllocStats
 	if err := o.objs.AllocCounters.Lookup(id, &per); err != nil {
 		return AllocationStats{}, fmt.Errorf("offload: allocation %d: %w", id, err)
@@ -103,6 +114,10 @@ func (o *Offload) AllocationStats(id uint32) (AllocationStats, error) {
 // returning how many bindings that was.
 func (o *Offload) RemoveAllocation(id uint32) int {
 	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return 0
+	}
 	n := 0
 	for b := range o.binds {
 		if b.Alloc == id && o.unbindLocked(b) {
@@ -110,7 +125,6 @@ func (o *Offload) RemoveAllocation(id uint32) int {
 		}
 	}
 	delete(o.alloc, id)
-	o.mu.Unlock()
 	_ = o.objs.Allocations.Delete(id)
 	_ = o.objs.AllocCounters.Delete(id)
 	return n
@@ -126,6 +140,9 @@ func (o *Offload) Bind(b Binding) (bool, error) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed {
+		return false, ErrClosed
+	}
 	if _, ok := o.alloc[b.Alloc]; !ok {
 		return false, fmt.Errorf("offload: allocation %d not added", b.Alloc)
 	}
@@ -160,6 +177,9 @@ func (o *Offload) Bind(b Binding) (bool, error) {
 func (o *Offload) Unbind(b Binding) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
 	return o.unbindLocked(b)
 }
 

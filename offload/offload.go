@@ -54,10 +54,11 @@ type Offload struct {
 	links  []link.Link
 	ifaces []string
 
-	mu    sync.Mutex
-	binds map[Binding]struct{} // installed channel pairs
-	alloc map[uint32]int       // allocation id -> installed bindings
-	stats statsState
+	mu     sync.Mutex
+	closed bool                 // Close has run: the maps' descriptors are gone
+	binds  map[Binding]struct{} // installed channel pairs
+	alloc  map[uint32]int       // allocation id -> installed bindings
+	stats  statsState
 }
 
 // New loads the program and attaches it. Any error wraps ErrUnsupported
@@ -110,6 +111,15 @@ func (o *Offload) Interfaces() []string { return o.ifaces }
 // Close detaches the program and frees its maps. Nothing stays behind:
 // the links are not pinned, so a killed process detaches too.
 func (o *Offload) Close() error {
+	// Every method that touches a map holds mu and checks closed, so none
+	// uses a descriptor that is being closed (an allocation's socket may
+	// still be closing on another goroutine when the node shuts down).
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return nil
+	}
+	o.closed = true
 	var errs []error
 	for _, l := range o.links {
 		errs = append(errs, l.Close())

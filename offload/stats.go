@@ -26,6 +26,11 @@ type Counters struct {
 // reads as zero.
 func (o *Offload) Counters() Counters {
 	var c Counters
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return c
+	}
 	read := func(i relayCounter) uint64 {
 		var per []uint64
 		if err := o.objs.Counters.Lookup(uint32(i), &per); err != nil {
@@ -56,10 +61,10 @@ func (o *Offload) Counters() Counters {
 	return c
 }
 
-// statsState is what the metrics have been given so far.
+// statsState serializes the gathers that add the kernel's counts to the
+// metrics.
 type statsState struct {
-	mu   sync.Mutex
-	last Counters
+	mu sync.Mutex
 }
 
 // Register makes m report the kernel path: supernode_offload_enabled is 1,
@@ -88,17 +93,20 @@ func (o *Offload) Register(m *metrics.Metrics) {
 		{m.OffloadPassed.WithLabelValues(metrics.PassNoServer), func(c Counters) uint64 { return c.PassNoServer }},
 		{m.OffloadPassed.WithLabelValues(metrics.PassShape), func(c Counters) uint64 { return c.PassShape }},
 	}
+	last := make([]uint64, len(pairs)) // what each metric has been given; under o.stats.mu
 	m.OnGather(func() {
 		now := o.Counters()
 		o.stats.mu.Lock()
 		defer o.stats.mu.Unlock()
-		for _, p := range pairs {
-			// A counter that read as zero (a failed read) adds nothing.
-			if n, last := p.get(now), p.get(o.stats.last); n > last {
-				p.c.Add(float64(n - last))
+		for i, p := range pairs {
+			// A counter that read as zero (a failed read, or after Close)
+			// adds nothing and is not taken as the new base: the next
+			// good read adds only what is new.
+			if n := p.get(now); n > last[i] {
+				p.c.Add(float64(n - last[i]))
+				last[i] = n
 			}
 		}
-		o.stats.last = now
 	})
 }
 

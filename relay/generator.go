@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -112,8 +113,8 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	relay := &net.UDPAddr{IP: adv.AsSlice(), Port: port}
 	rc := g.l.wrapRelayPacketConn(pc, port)
 	rc.ports, rc.pool = g.l.srv.ports.set(conf.Network), pool
-	rc.relay, rc.permits = relay, g.l.srv.registerPermits(relay, g.l.newKernelState(pc))
-	rc.permits.closer = rc
+	rc.relay = relay
+	g.l.srv.registerPermits(relay, g.l.newKernelState(pc), func(p *permits) io.Closer { rc.permits = p; return rc })
 	return rc, relay, nil
 }
 
@@ -148,9 +149,8 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 		return nil, nil, err
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}
-	rl := &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network), pool: pool,
-		relay: relay, permits: g.l.srv.registerPermits(relay, nil)}
-	rl.permits.closer, rl.permits.tcp = rl, true
+	rl := &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network), pool: pool, relay: relay}
+	g.l.srv.registerPermits(relay, nil, func(p *permits) io.Closer { rl.permits, p.tcp = p, true; return rl })
 	return rl, relay, nil
 }
 

@@ -290,17 +290,19 @@ func (q *request) check() bool {
 		if l.srv.draining.Load() {
 			return q.refuseWhileDraining()
 		}
-		if lifetime, has := lifetimeAttr(q.m); has {
-			l.srv.noteAllocate(l.key(q.src), lifetime)
-		}
 		// RFC 6062 §5.1: a TCP allocation requested over UDP or DTLS gets 400.
 		if v, err := q.m.Get(stun.AttrRequestedTransport); datagram && err == nil && len(v) > 0 && v[0] == protoTCP {
 			q.refuse(stun.CodeBadRequest)
 			return false
 		}
-		if !l.srv.addrs.dualStack() {
-			return q.checkFamily()
+		if !l.srv.addrs.dualStack() && !q.checkFamily() {
+			return false
 		}
+		// Every Allocate handed to pion replaces the 5-tuple's note, with
+		// or without a LIFETIME: a note left by an earlier Allocate that
+		// pion refused (486, 508) must not give this one its lifetime.
+		lifetime, has := lifetimeAttr(q.m)
+		l.srv.noteAllocate(l.key(q.src), lifetime, has)
 	}
 	return true
 }

@@ -36,7 +36,7 @@ func TestPerAllocationLimits(t *testing.T) {
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	relayAddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
 	l.srv.cfg.Table.Commit(l.key(src), "alice", "udp", relayAddr)
-	p := l.srv.registerPermits(relayAddr, nil)
+	p := l.srv.registerPermits(relayAddr, nil, nil)
 	l.srv.linkClient(l.key(src), relayAddr, src, relayAddr)
 	nonce := testNonces.issue(netip.MustParseAddr("127.0.0.1"))
 	try := func(method stun.Method, extra ...stun.Setter) (bool, []int) {
@@ -110,7 +110,7 @@ func BenchmarkPermitsClose(b *testing.B) {
 		ips[i] = net.IPv4(11, 0, byte(i>>8), byte(i))
 	}
 	for b.Loop() {
-		p := l.srv.registerPermits(relayAddr, nil)
+		p := l.srv.registerPermits(relayAddr, nil, nil)
 		for _, ip := range ips {
 			l.srv.permissionChanged(relayAddr, ip, true)
 		}
@@ -128,7 +128,7 @@ func TestChannelNumberRange(t *testing.T) {
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	relayAddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50001}
 	l.srv.cfg.Table.Commit(l.key(src), "alice", "udp", relayAddr)
-	l.srv.registerPermits(relayAddr, nil)
+	l.srv.registerPermits(relayAddr, nil, nil)
 	l.srv.linkClient(l.key(src), relayAddr, src, relayAddr)
 	nonce := testNonces.issue(netip.MustParseAddr("127.0.0.1"))
 	for _, tc := range []struct {

@@ -140,10 +140,15 @@ func permitsKey(relay net.Addr) string {
 }
 
 // registerPermits makes the peer state of the allocation whose relayed
-// address is relay; k is its kernel state (nil: user space only).
-func (s *Server) registerPermits(relay net.Addr, k *kernelState) *permits {
+// address is relay; k is its kernel state (nil: user space only), closer
+// makes its relay socket given p (set before p is shared: Kill and Close
+// read it; nil in tests that need no socket).
+func (s *Server) registerPermits(relay net.Addr, k *kernelState, closer func(*permits) io.Closer) *permits {
 	p := newPermits()
 	p.k = k
+	if closer != nil {
+		p.closer = closer(p)
+	}
 	s.permMu.Lock()
 	s.perms[permitsKey(relay)] = p
 	s.permMu.Unlock()
@@ -167,6 +172,21 @@ func (s *Server) unregisterPermits(relay net.Addr, p *permits) {
 		p.mu.Unlock()
 	}
 	s.permMu.Unlock()
+}
+
+// closeRelaySockets closes every allocation's relay socket (node shutdown).
+func (s *Server) closeRelaySockets() {
+	s.permMu.Lock()
+	closers := make([]io.Closer, 0, len(s.perms))
+	for _, p := range s.perms {
+		if p.closer != nil {
+			closers = append(closers, p.closer)
+		}
+	}
+	s.permMu.Unlock()
+	for _, c := range closers {
+		_ = c.Close()
+	}
 }
 
 // lookupPermits returns the peer state of the allocation whose relayed

@@ -565,6 +565,11 @@ func (s *Server) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	// pion closes its allocations' sockets later, on its read loops'
+	// goroutines, after Close has returned: close them here, so that
+	// their kernel state is gone before the caller closes the kernel path
+	// (a socket closes once; pion's own Close of it is then a no-op).
+	s.closeRelaySockets()
 	s.endRemaining()
 	s.logs.flush()
 	return errors.Join(errs...)

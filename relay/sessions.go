@@ -210,17 +210,19 @@ func lifetimeAttr(m *stun.Message) (time.Duration, bool) {
 // lifetimeNote is the LIFETIME of an Allocate handed to pion, until pion
 // reports the allocation created.
 type lifetimeNote struct {
-	d  time.Duration
-	at time.Time
+	d   time.Duration
+	has bool // the Allocate carried a LIFETIME; else pion's default
+	at  time.Time
 }
 
-// noteAllocate remembers the LIFETIME an Allocate on k asks for. Notes of
+// noteAllocate remembers the LIFETIME an Allocate on k asks for (has:
+// whether it carried one). Notes of
 // Allocates that never created anything go after pendingNote.
 // The sweep of old notes runs at most every pendingNote/6, not on every
 // Allocate: Allocates refused later (over quota) leave notes behind, and a
 // client with credentials can send many from many ports; a sweep per
 // Allocate would make each one cost the size of the map under lifeMu.
-func (s *Server) noteAllocate(k allocation.Key, lifetime time.Duration) {
+func (s *Server) noteAllocate(k allocation.Key, lifetime time.Duration, has bool) {
 	now := s.now()
 	s.lifeMu.Lock()
 	defer s.lifeMu.Unlock()
@@ -235,7 +237,7 @@ func (s *Server) noteAllocate(k allocation.Key, lifetime time.Duration) {
 			}
 		}
 	}
-	s.lifetimes[k] = lifetimeNote{d: lifetime, at: now}
+	s.lifetimes[k] = lifetimeNote{d: lifetime, has: has, at: now}
 }
 
 // pendingNote is how long a LIFETIME note waits for pion to create its
@@ -251,7 +253,7 @@ func (s *Server) grantedLifetime(k allocation.Key) time.Duration {
 	if ok && s.now().Sub(n.at) > pendingNote {
 		ok = false // a failed Allocate's, not this one's
 	}
-	return s.lifetimeOf(n.d, ok)
+	return s.lifetimeOf(n.d, ok && n.has)
 }
 
 // lifetimeOf is the allocation lifetime pion grants for a requested one.

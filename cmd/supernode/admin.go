@@ -19,19 +19,32 @@ func (a nodeAdmin) Allocations(f relay.Filter) []relay.Session { return a.n.rela
 func (a nodeAdmin) Kill(f relay.Filter) int { return a.n.relay.Kill(f) }
 
 // SetDraining starts or cancels a drain as SIGTERM starts one, without the
-// exit (fleet.Drain, fleet.Undrain).
+// exit: the fleet hears of it first, then the node refuses new allocations.
+// drainMu orders it against SIGTERM and other API calls, but is not held
+// while the news spreads (up to 2s): signal handling would wait on it.
 func (a nodeAdmin) SetDraining(on bool) error {
 	n := a.n
-	n.drainMu.Lock()
-	defer n.drainMu.Unlock()
 	if on {
-		n.fleet.Drain()
+		n.drainMu.Lock()
+		n.fleet.SetDraining(true)
+		n.drainMu.Unlock()
+		n.fleet.Announce()
+		n.drainMu.Lock()
+		defer n.drainMu.Unlock()
+		if n.fleet.Draining() { // not cancelled while the fleet was told
+			n.relay.Drain()
+		}
 		return nil
 	}
+	n.drainMu.Lock()
 	if n.signalled.Load() {
+		n.drainMu.Unlock()
 		return errSignalDrain
 	}
-	n.fleet.Undrain()
+	n.relay.Undrain()
+	n.fleet.SetDraining(false)
+	n.drainMu.Unlock()
+	n.fleet.Announce()
 	return nil
 }
 

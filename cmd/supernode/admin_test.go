@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +41,6 @@ func listAllocations(t *testing.T, tn *testNode, query string) []relay.Session {
 	return resp.Allocations
 }
 
-// sessionLines returns the node's JSON session records.
 // TestAdminKillDuringTraffic kills one user's allocation while two users
 // relay media: the victim's relay stops at once, the other's does not, and
 // a client of the killed allocation sees its next request fail with 437 as
@@ -254,6 +254,31 @@ func TestAdminDrainOverHTTP(t *testing.T) {
 	}
 }
 
+// TestAdminCannotCancelSignalDrain: a drain SIGTERM started ends in an
+// exit, so the API and the CLI refuse to cancel it with 409, saying why.
+func TestAdminCannotCancelSignalDrain(t *testing.T) {
+	tn := startNode(t, "--user", "alice:pw")
+	newRawClient(t, tn.udp).allocate("alice", "pw") // keeps the node from exiting at once
+	tn.sigs <- syscall.SIGTERM
+	waitFor(t, "the SIGTERM drain", func() bool {
+		var d api.DrainResponse
+		return getJSON(t, http.MethodGet, "http://"+tn.http+"/v1/drain", "", &d) == 200 && d.Draining
+	})
+	var e struct {
+		Error string `json:"error"`
+	}
+	if code := getJSON(t, http.MethodDelete, "http://"+tn.http+"/v1/drain", "", &e); code != http.StatusConflict || !strings.Contains(e.Error, "SIGTERM") {
+		t.Fatalf("DELETE /v1/drain during a SIGTERM drain: %d %q, want 409 naming SIGTERM", code, e.Error)
+	}
+	if out, err := ctlRun(t, nil, "drain", "--cancel", "--api", "http://"+tn.http); err == nil || !strings.Contains(err.Error(), "DELETE /v1/drain: 409") {
+		t.Fatalf("supernode drain --cancel during a SIGTERM drain: %v %s", err, out)
+	}
+	var d api.DrainResponse
+	if code := getJSON(t, http.MethodGet, "http://"+tn.http+"/v1/drain", "", &d); code != 200 || !d.Draining {
+		t.Fatalf("after the refused cancel: %d %+v", code, d)
+	}
+}
+
 // TestAdminFleetView: each member of a three-node fleet lists all three,
 // and sees one drained over HTTP as draining.
 func TestAdminFleetView(t *testing.T) {
@@ -281,9 +306,6 @@ func TestAdminFleetView(t *testing.T) {
 	}
 }
 
-// TestSessionRecordCountsTurnload: the session records of a turnload run
-// add up to exactly what turnload sent, on whichever data path relayed it.
-// TestLogSessionsOff: --log-sessions=false writes no session record.
 // TestCredentialsSubcommand mints credentials offline that a node with the
 // same secret accepts.
 func TestCredentialsSubcommand(t *testing.T) {
@@ -301,7 +323,8 @@ func TestCredentialsSubcommand(t *testing.T) {
 		t.Fatalf("dave's allocation: %+v", got)
 	}
 
-	out, err = ctlRun(t, map[string]string{"SUPERNODE_AUTH_SECRET": "a-long-enough-secret,old"}, "credentials", "--user", "erin",
+	// The secret from the environment is split as the node splits it.
+	out, err = ctlRun(t, map[string]string{"SUPERNODE_AUTH_SECRET": " a-long-enough-secret , old"}, "credentials", "--user", "erin",
 		"--call", "call-1", "--url", "turn:"+tn.udp+"?transport=udp")
 	var ice api.IceServersResponse
 	if err != nil || json.Unmarshal([]byte(out), &ice) != nil || len(ice.IceServers) != 1 || ice.TTL != 86400 ||
@@ -320,6 +343,7 @@ func TestCredentialsSubcommand(t *testing.T) {
 		{[]string{"credentials", "--user", "x"}, "--secret"},
 		{[]string{"credentials", "--secret", "s"}, "--user"},
 		{[]string{"credentials", "--secret", "s", "--user", "x", "--ttl", "-1s"}, "--ttl"},
+		{[]string{"credentials", "--secret", "s", "--user", "x", "--ttl", "500ms"}, "--ttl 500ms: want at least 1s"},
 		{[]string{"credentials", "--secret", "s", "--user", "x", "--json"}, "--url"},
 		{[]string{"credentials", "--secret", "s", "--user", "x", "--call", "a b"}, "--call"},
 		{[]string{"kill", "--user", "x", "--call", "y"}, "one of --user or --call"},
@@ -328,6 +352,11 @@ func TestCredentialsSubcommand(t *testing.T) {
 		if _, err := ctlRun(t, nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want an error naming %s", tc.args, err, tc.want)
 		}
+	}
+	// An unknown flag: the usage, and the error once (main prints it last).
+	out, err = ctlRun(t, nil, "allocations", "--bogus")
+	if err == nil || !strings.Contains(err.Error(), "-bogus") || strings.Contains(out, "bogus") || !strings.Contains(out, "Usage: supernode allocations") {
+		t.Errorf("allocations --bogus: %v, printed:\n%s", err, out)
 	}
 }
 

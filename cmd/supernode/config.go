@@ -43,6 +43,10 @@ const (
 
 // options is everything the daemon is configured with.
 type options struct {
+	// origin says where each flag's values came from when it was not the
+	// command line, so that an error found later names it.
+	origin config.Origins
+
 	config       string
 	listen       config.List
 	tlsListen    config.List
@@ -188,13 +192,24 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
-	if err := config.Parse(fs, args, getenv, "config", "version"); err != nil {
+	var err error
+	if o.origin, err = config.Parse(fs, args, getenv, "config", "version"); err != nil {
 		return nil, err
 	}
 	if len(o.listen) == 0 {
 		o.listen = config.List{"0.0.0.0:3478"}
 	}
-	return o, o.check()
+	return o, o.locate(o.check())
+}
+
+// locate prefixes an error that names a flag with where that flag's value
+// came from, when that was the environment or the config file
+// (config.Origins.Locate).
+func (o *options) locate(err error) error {
+	if o == nil {
+		return err
+	}
+	return o.origin.Locate(err)
 }
 
 func (o *options) check() error {

@@ -46,10 +46,14 @@ func runSubcommand(name string, args []string, getenv func(string) string, stdou
 	sc := subcommands[name]
 	c := &command{name: name, getenv: getenv, client: ctl.Client{Out: stdout}}
 	c.fs = flag.NewFlagSet("supernode "+name, flag.ContinueOnError)
-	c.fs.SetOutput(stderr)
+	// As for the daemon's flags: the parse error is returned, for main to
+	// print last, rather than printed here too.
+	c.fs.SetOutput(io.Discard)
 	c.fs.Usage = func() {
 		fmt.Fprintf(stderr, "supernode %s: %s.\n\nUsage: supernode %s [flags]\n\nFlags:\n", name, sc.summary, name)
+		c.fs.SetOutput(stderr)
 		c.fs.PrintDefaults()
+		c.fs.SetOutput(io.Discard)
 	}
 	return sc.run(c, args)
 }
@@ -152,7 +156,10 @@ func (c *command) credentials(args []string) error {
 		return err
 	}
 	if secret == "" {
-		secret, _, _ = strings.Cut(c.getenv("SUPERNODE_AUTH_SECRET"), ",")
+		// The first entry, split as the node splits the variable.
+		if s := config.SplitList(c.getenv("SUPERNODE_AUTH_SECRET")); len(s) > 0 {
+			secret = s[0]
+		}
 	}
 	id := user
 	switch {
@@ -164,8 +171,8 @@ func (c *command) credentials(args []string) error {
 		return errors.New("credentials: --user: at most 128 bytes, no control characters")
 	case cluster.ReservedID(user):
 		return errors.New("credentials: --user may not start with c= (reserved for placed calls; pass --call)")
-	case ttl <= 0:
-		return fmt.Errorf("credentials: --ttl %s: want a positive duration", ttl)
+	case ttl < time.Second:
+		return fmt.Errorf("credentials: --ttl %s: want at least 1s (credentials expire on a whole second)", ttl)
 	case c.client.JSON && len(urls) == 0:
 		return errors.New("credentials: --json needs at least one --url")
 	}

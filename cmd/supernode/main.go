@@ -414,14 +414,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	}
 	log, err := newLogger(o, stderr)
 	if err != nil {
-		return err
+		return o.locate(err)
 	}
 	for _, msg := range unknownEnv(config.GivenEnv(os.Environ(), getenv)) {
 		log.Warn(msg)
 	}
 	n, err := start(o, log)
 	if err != nil {
-		return err
+		return o.locate(err)
 	}
 	defer n.close()
 	if ready != nil {
@@ -446,7 +446,12 @@ func (n *node) serve(sigs <-chan os.Signal) error {
 			case sig == syscall.SIGTERM && drainDeadline == nil:
 				n.drainMu.Lock()
 				n.signalled.Store(true)
-				n.fleet.Drain()
+				// Tell the fleet first, and only then send this node's
+				// late callers elsewhere: a member that has not heard of
+				// the drain yet would send them straight back.
+				n.fleet.SetDraining(true)
+				n.fleet.Announce()
+				n.relay.Drain()
 				n.drainMu.Unlock()
 				log.Info("SIGTERM: draining; send SIGTERM again or SIGINT to exit now",
 					"allocations", n.relay.AllocationCount(), "drain_timeout", o.drainTimeout.String())
