@@ -132,12 +132,17 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 		t.Fatalf("Refresh after the kill: code %d, want 437", code)
 	}
 
+	// A record is logged just after its allocation leaves the list.
 	var killed []map[string]any
-	for _, l := range sessionLines(t, tn.logs.String()) {
-		if l["reason"] == relay.EndKilled {
-			killed = append(killed, l)
+	waitFor(t, "the session records of both kills", func() bool {
+		killed = nil
+		for _, l := range sessionLines(t, tn.logs.String()) {
+			if l["reason"] == relay.EndKilled {
+				killed = append(killed, l)
+			}
 		}
-	}
+		return len(killed) >= 2
+	})
 	if len(killed) != 2 || killed[0]["user"] != "alice" || killed[0]["transport"] != "udp" ||
 		killed[0]["packets_to_peer"].(float64) < 20 || killed[0]["client"] != a.Client {
 		t.Fatalf("session records of the kills: %+v", killed)
