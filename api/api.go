@@ -224,7 +224,7 @@ func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = time.Duration(secs) * time.Second
 	}
-	if strings.HasPrefix(user, "c=") {
+	if cluster.ReservedID(user) {
 		// Reserved: such an id names a call and the node it is placed on.
 		jsonError(w, http.StatusBadRequest, "user: may not start with c= (reserved for placed calls; pass call=)")
 		return

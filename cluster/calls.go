@@ -21,6 +21,14 @@ import (
 // load depends on loads that change between the two moments; the REST
 // password signs the whole username, so a client cannot pick its node.
 
+// callPrefix starts every id CallUser makes.
+const callPrefix = "c="
+
+// ReservedID reports whether a user id starts as the ids CallUser makes
+// do. Such an id may not be minted for a plain user: it would name a call
+// and the node it is placed on, and so let the client pick its node.
+func ReservedID(user string) bool { return strings.HasPrefix(user, callPrefix) }
+
 // ErrBadCallID reports a call id or zone outside the allowed characters.
 var ErrBadCallID = errors.New("cluster: call id and zone: 1-64 of A-Z a-z 0-9 . - _")
 
@@ -44,7 +52,7 @@ func CallUser(call, zone, node, user string) (string, error) {
 	if !ValidToken(call) || (zone != "" && !ValidToken(zone)) || (node != "" && !ValidToken(node)) {
 		return "", ErrBadCallID
 	}
-	id := "c=" + call
+	id := callPrefix + call
 	if zone != "" {
 		id += "@" + zone
 	}
@@ -61,7 +69,7 @@ func ParseCallUser(username string) (call, zone, node, user string, ok bool) {
 	if expiry, rest, found := strings.Cut(username, ":"); found && expiry != "" && strings.Trim(expiry, "0123456789") == "" {
 		id = rest
 	}
-	rest, found := strings.CutPrefix(id, "c=")
+	rest, found := strings.CutPrefix(id, callPrefix)
 	if !found {
 		return "", "", "", "", false
 	}

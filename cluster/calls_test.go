@@ -62,3 +62,15 @@ func TestRedirected(t *testing.T) {
 		t.Fatalf("bounded memory: %v", r.at)
 	}
 }
+
+func TestReservedID(t *testing.T) {
+	id, err := CallUser("room", "", "", "alice")
+	if err != nil || !ReservedID(id) {
+		t.Fatalf("CallUser's id %q (%v) is not reserved", id, err)
+	}
+	for _, user := range []string{"alice", "", "C=room~x", " c=room"} {
+		if ReservedID(user) {
+			t.Errorf("%q reserved", user)
+		}
+	}
+}

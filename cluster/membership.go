@@ -21,36 +21,6 @@ import (
 // ErrConfig is wrapped by every Config validation error.
 var ErrConfig = errors.New("cluster: bad config")
 
-// Meta is what a node gossips about itself. It must fit memberlist's 512
-// bytes of node metadata, so the JSON keys are short.
-type Meta struct {
-	// Zone is the node's failure domain.
-	Zone string `json:"z,omitempty"`
-	// Host is the name or address clients reach the node's listeners on
-	// (--public-host, else the first relay or external IP).
-	Host string `json:"h"`
-	// Listen holds the node's client-facing UDP/TCP listener per address
-	// family as ip:port ("4" and "6"), for ALTERNATE-SERVER.
-	Listen map[string]string `json:"l,omitempty"`
-	// Ports are the listener ports by transport: udp (also tcp), tls, dtls.
-	Ports map[string]int `json:"p,omitempty"`
-	// Relay are the node's relay addresses (external where set): peers in
-	// the fleet may send to them even when they are private.
-	Relay []string `json:"r,omitempty"`
-	// RelayPorts is the node's relay port range, inclusive.
-	RelayPorts [2]int `json:"rp,omitempty"`
-	// Capacity is the node's weight for placement; zero counts as 1.
-	Capacity float64 `json:"c,omitempty"`
-	// Allocations is the node's current allocation count (its load).
-	Allocations int `json:"a"`
-	// BitsPerSecond is the node's recent relayed bit rate.
-	BitsPerSecond int64 `json:"b,omitempty"`
-	// Draining is set from SIGTERM on: no new calls.
-	Draining bool `json:"d,omitempty"`
-	// Version is the node's build.
-	Version string `json:"v,omitempty"`
-}
-
 // Node is one fleet member with its latest metadata. Members declared dead
 // or gone are not Nodes; suspect ones still are.
 type Node struct {

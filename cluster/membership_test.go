@@ -15,7 +15,7 @@ type testMeta struct{ allocs, draining atomic.Int64 }
 func (m *testMeta) get(zone string) func() Meta {
 	return func() Meta {
 		return Meta{Zone: zone, Host: "127.0.0.1", Allocations: int(m.allocs.Load()), Draining: m.draining.Load() == 1,
-			Ports: map[string]int{"udp": 3478}}
+			Ports: Ports{UDP: 3478}}
 	}
 }
 

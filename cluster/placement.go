@@ -1,5 +1,10 @@
-// Package cluster is the fleet: membership of supernodes and the placement
-// of calls onto them, so that both legs of a call meet on one host.
+// Package cluster holds the fleet's mechanisms: membership of supernodes
+// over gossip (hashicorp/memberlist), each carrying its metadata (Meta);
+// placement of a call on a member by rendezvous hashing with bounded load
+// (Place), so that both legs of a call meet on one host; and the call ids
+// that credentials carry (CallUser). Package fleet applies them for this
+// node: it decides which member a call is placed on and whether an
+// Allocate is redirected.
 package cluster
 
 import (

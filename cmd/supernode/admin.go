@@ -4,7 +4,6 @@ import (
 	"errors"
 
 	"github.com/supernode/supernode/api"
-	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/relay"
 )
 
@@ -25,17 +24,14 @@ func (a nodeAdmin) Kill(f relay.Filter) int { return a.n.relay.Kill(f) }
 // while the news spreads (up to 2s): signal handling would wait on it.
 func (a nodeAdmin) SetDraining(on bool) error {
 	n := a.n
-	f := n.fleet.Load()
 	if on {
 		n.drainMu.Lock()
-		n.leaving.Store(true)
+		n.fleet.SetDraining(true)
 		n.drainMu.Unlock()
-		if f != nil {
-			f.c.Announce()
-		}
+		n.fleet.Announce()
 		n.drainMu.Lock()
 		defer n.drainMu.Unlock()
-		if n.leaving.Load() { // not cancelled while the fleet was told
+		if n.fleet.Draining() { // not cancelled while the fleet was told
 			n.relay.Drain()
 		}
 		return nil
@@ -46,26 +42,11 @@ func (a nodeAdmin) SetDraining(on bool) error {
 		return errSignalDrain
 	}
 	n.relay.Undrain()
-	n.leaving.Store(false)
+	n.fleet.SetDraining(false)
 	n.drainMu.Unlock()
-	if f != nil {
-		f.c.Announce()
-	}
+	n.fleet.Announce()
 	return nil
 }
 
 // Fleet is the fleet as this node sees it; a fleet of one is this node.
-func (a nodeAdmin) Fleet() []api.Member {
-	n := a.n
-	if f := n.fleet.Load(); f != nil {
-		return api.Members(f.c.Nodes())
-	}
-	host := ""
-	if len(n.urls) > 0 {
-		host = hostOfURL(n.urls[0])
-	}
-	return api.Members([]cluster.Node{{ID: n.o.nodeID, Self: true, Meta: cluster.Meta{
-		Zone: n.o.zone, Host: host, Capacity: n.o.capacity, Allocations: n.relay.AllocationCount(),
-		BitsPerSecond: n.bps.Load(), Draining: n.relay.Draining(), Version: version,
-	}}})
-}
+func (a nodeAdmin) Fleet() []api.Member { return api.Members(a.n.fleet.Members()) }

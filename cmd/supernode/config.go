@@ -1,20 +1,19 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"os"
-	"regexp"
 	"runtime"
 	"strings"
 	"time"
 
+	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/cluster"
+	"github.com/supernode/supernode/config"
+	"github.com/supernode/supernode/endpoint"
 	"github.com/supernode/supernode/offload"
 	"github.com/supernode/supernode/relay"
 )
@@ -42,41 +41,30 @@ const (
 	defaultUDPRcvbuf = 4 << 20
 )
 
-// listFlag is a repeatable string flag; from the environment it takes a
-// comma-separated list.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error {
-	*l = append(*l, v)
-	return nil
-}
-
 // options is everything the daemon is configured with.
 type options struct {
-	// origin says where a flag's value came from when it was not the
-	// command line: "SUPERNODE_X" or "file:line" (a list flag from the
-	// file: the line of each value), so an error found later names it.
-	origin map[string][]origin
+	// origin says where each flag's values came from when it was not the
+	// command line, so that an error found later names it.
+	origin config.Origins
 
 	config       string
-	listen       listFlag
-	tlsListen    listFlag
-	dtlsListen   listFlag
+	listen       config.List
+	tlsListen    config.List
+	dtlsListen   config.List
 	cert, key    string
 	udpSockets   int
-	relayIP      listFlag
-	externalIP   listFlag
+	relayIP      config.List
+	externalIP   config.List
 	publicHost   string
 	minPort      int
 	maxPort      int
 	realm        string
-	users        listFlag
+	users        config.List
 	usersFile    string
-	secrets      listFlag
+	secrets      config.List
 	secretFile   string
-	allowPeer    listFlag
-	denyPeer     listFlag
+	allowPeer    config.List
+	denyPeer     config.List
 	userQuota    int
 	totalQuota   int
 	maxBPS       int64
@@ -104,7 +92,7 @@ type options struct {
 	debugUI      bool
 	nodeID       string
 	clusterAddr  string
-	join         listFlag
+	join         config.List
 	clusterKey   string
 	zone         string
 	capacity     float64
@@ -141,6 +129,28 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.secretFile, "auth-secret-file", "", "file of REST secrets, one per line, first mints (re-read on SIGHUP)")
 	fs.Var(&o.allowPeer, "allow-peer", "`CIDR` or IP peers may be in even if a default range refuses it, repeatable; the most specific rule wins; only an exact IP opens the node's own addresses beyond its relay ports")
 	fs.Var(&o.denyPeer, "deny-peer", "`CIDR` or IP peers may not be in, repeatable; the most specific rule wins")
+	addLimitFlags(fs, o)
+	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz, /v1/ice-servers and the admin API (/v1/allocations, /v1/drain, /v1/fleet); empty disables")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
+	fs.BoolVar(&o.debugUI, "debug-ui", false, "serve the /debug/ice self-test page on --http-listen: a relay-only call through this node in the browser that opens it (it asks for --api-token to fetch credentials)")
+	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
+	fs.StringVar(&o.nodeID, "node-id", host, "this node's unique name in the fleet")
+	fs.StringVar(&o.clusterAddr, "cluster-listen", "", "gossip address `ip:port` (UDP and TCP) that other fleet members reach this node on; empty: a fleet of one")
+	fs.Var(&o.join, "join", "`host:port` of a fleet member's --cluster-listen to join, repeatable; a DNS name stands for all its addresses")
+	fs.StringVar(&o.clusterKey, "cluster-key", "", "base64 of a 16, 24 or 32-byte key encrypting gossip (AES); required unless --cluster-listen is loopback")
+	fs.StringVar(&o.zone, "zone", "", "this node's zone; /v1/ice-servers?zone= prefers nodes in it")
+	fs.Float64Var(&o.capacity, "capacity", 1, "this node's share of new calls relative to other members (weight)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&o.logSessions, "log-sessions", true, "log one info line per ended allocation: user, call, transport, client, duration, bytes and packets each way, why it ended")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	return fs
+}
+
+// addLimitFlags adds the flags that bound what clients may do and hold:
+// quotas, rates, lifetimes and timeouts (the README's "Abuse and limits").
+func addLimitFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.userQuota, "user-quota", defaultUserQuota, "most allocations one user id may hold at once (0 = unlimited)")
 	fs.IntVar(&o.totalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
 	fs.StringVar(&o.offload, "offload", "auto", "kernel data path for UDP ChannelData (eBPF, TCX): auto uses it when it can and logs why not, on refuses to start without it, off never uses it")
@@ -162,27 +172,6 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 256, "most TCP/TLS/DTLS client connections without an allocation one IP address (IPv6: /64) may hold at once (0 = unlimited)")
 	fs.IntVar(&o.maxPending, "max-pending-conns", 4096, "most TCP/TLS/DTLS client connections without an allocation on the node at once (0 = unlimited)")
 	fs.DurationVar(&o.authTimeout, "auth-timeout", 30*time.Second, "close a TCP/TLS/DTLS client connection that holds no allocation this long after it was accepted")
-	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz, /v1/ice-servers and the admin API (/v1/allocations, /v1/drain, /v1/fleet); empty disables")
-	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
-	fs.BoolVar(&o.debugUI, "debug-ui", false, "serve the /debug/ice self-test page on --http-listen: a relay-only call through this node in the browser that opens it (it asks for --api-token to fetch credentials)")
-	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
-	fs.StringVar(&o.nodeID, "node-id", host, "this node's unique name in the fleet")
-	fs.StringVar(&o.clusterAddr, "cluster-listen", "", "gossip address `ip:port` (UDP and TCP) that other fleet members reach this node on; empty: a fleet of one")
-	fs.Var(&o.join, "join", "`host:port` of a fleet member's --cluster-listen to join, repeatable; a DNS name stands for all its addresses")
-	fs.StringVar(&o.clusterKey, "cluster-key", "", "base64 of a 16, 24 or 32-byte key encrypting gossip (AES); required unless --cluster-listen is loopback")
-	fs.StringVar(&o.zone, "zone", "", "this node's zone; /v1/ice-servers?zone= prefers nodes in it")
-	fs.Float64Var(&o.capacity, "capacity", 1, "this node's share of new calls relative to other members (weight)")
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
-	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-	fs.BoolVar(&o.logSessions, "log-sessions", true, "log one info line per ended allocation: user, call, transport, client, duration, bytes and packets each way, why it ended")
-	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	return fs
-}
-
-// envName is the environment variable for a flag: SUPERNODE_RELAY_IP for relay-ip.
-func envName(flagName string) string {
-	return "SUPERNODE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // parseOptions reads, in rising precedence, the config file, SUPERNODE_*
@@ -203,208 +192,24 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, parseError(fs, err)
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
-	if !set["config"] {
-		if v := getenv(envName("config")); v != "" {
-			o.config = v
-		}
-	}
-	var fileVals map[string][]configLine
-	if o.config != "" {
-		var err error
-		if fileVals, err = readConfigFile(o.config, fs); err != nil {
-			return nil, err
-		}
-	}
-	var errs []error
-	o.origin = map[string][]origin{}
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "config" || f.Name == "version" {
-			return // SUPERNODE_VERSION is often set by images for other reasons
-		}
-		_, isList := f.Value.(*listFlag)
-		if v := getenv(envName(f.Name)); v != "" {
-			vals := []string{v}
-			if isList {
-				vals = splitList(v)
-			}
-			for _, x := range vals {
-				if err := f.Value.Set(x); err != nil {
-					errs = append(errs, fmt.Errorf("%s=%q: %s", envName(f.Name), v, valueError(f, err)))
-				}
-			}
-			o.origin[f.Name] = []origin{{where: envName(f.Name)}}
-			return
-		}
-		for _, x := range fileVals[f.Name] {
-			if err := f.Value.Set(x.val); err != nil {
-				errs = append(errs, fmt.Errorf("%s:%d: %s = %q: %s", o.config, x.line, f.Name, x.val, valueError(f, err)))
-			}
-			o.origin[f.Name] = append(o.origin[f.Name], origin{where: fmt.Sprintf("%s:%d", o.config, x.line), val: x.val})
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
+	var err error
+	if o.origin, err = config.Parse(fs, args, getenv, "config", "version"); err != nil {
 		return nil, err
 	}
 	if len(o.listen) == 0 {
-		o.listen = listFlag{"0.0.0.0:3478"}
+		o.listen = config.List{"0.0.0.0:3478"}
 	}
 	return o, o.locate(o.check())
 }
 
-// origin is where one value of a flag was given outside the command line.
-type origin struct {
-	where string // SUPERNODE_X, or file:line
-	val   string // the file line's value
-}
-
-// flagInError matches the flag an error names first ("--relay-ip ...").
-var flagInError = regexp.MustCompile(`^--([a-z0-9-]+)`)
-
 // locate prefixes an error that names a flag with where that flag's value
-// came from, when that was the environment or the config file: the
-// operator then knows which line or variable to fix. Errors about flags
-// given on the command line are returned as they are.
+// came from, when that was the environment or the config file
+// (config.Origins.Locate).
 func (o *options) locate(err error) error {
-	if err == nil || o == nil {
+	if o == nil {
 		return err
 	}
-	m := flagInError.FindStringSubmatch(err.Error())
-	if m == nil || len(o.origin[m[1]]) == 0 {
-		return err
-	}
-	from := o.origin[m[1]]
-	where := from[0].where
-	for _, f := range from { // a list flag from the file: the line whose value the error quotes
-		if f.val != "" && strings.Contains(err.Error(), f.val) {
-			where = f.where
-			break
-		}
-	}
-	return fmt.Errorf("%s: %w", where, err)
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, x := range strings.Split(v, ",") {
-		if x = strings.TrimSpace(x); x != "" {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// configLine is one value of the config file and the line it is on.
-type configLine struct {
-	val  string
-	line int
-}
-
-// valueError says what a flag wants when a value from the environment or
-// the config file does not parse: the flag package's own errors ("parse
-// error", "invalid syntax") name no type.
-func valueError(f *flag.Flag, err error) string {
-	if want := wantType(f); want != "" {
-		return "want " + want + " for --" + f.Name
-	}
-	return err.Error()
-}
-
-// wantType describes the values f takes, or "" for a string or list.
-func wantType(f *flag.Flag) string {
-	if g, ok := f.Value.(flag.Getter); ok {
-		switch g.Get().(type) {
-		case bool:
-			return "true or false"
-		case int, int64, uint, uint64:
-			return "an integer"
-		case float64:
-			return "a number"
-		case time.Duration:
-			return "a duration such as 90s, 10m or 1h30m"
-		}
-	}
-	return ""
-}
-
-// badFlagValue matches the flag package's error for a value that does not
-// parse, which names no type ("parse error", "invalid syntax").
-var badFlagValue = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([a-z0-9-]+): `)
-
-// parseError rewrites the flag package's error for a bad value on the
-// command line as the environment's and the file's are.
-func parseError(fs *flag.FlagSet, err error) error {
-	m := badFlagValue.FindStringSubmatch(err.Error())
-	if m == nil {
-		return err
-	}
-	if f := fs.Lookup(m[2]); f != nil && wantType(f) != "" {
-		return fmt.Errorf("--%s %s: want %s", f.Name, m[1], wantType(f))
-	}
-	return err
-}
-
-// readConfigFile parses `name = value` (or `name value`) lines.
-func readConfigFile(path string, fs *flag.FlagSet) (map[string][]configLine, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("--config: %w", err)
-	}
-	defer f.Close()
-	vals := map[string][]configLine{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, val, ok := strings.Cut(line, "=")
-		if !ok {
-			name, val, _ = strings.Cut(line, " ")
-		}
-		name = strings.TrimPrefix(strings.TrimSpace(name), "--")
-		if q := strings.TrimSpace(val); len(q) >= 2 && q[0] == '"' && strings.IndexByte(q[1:], '"') >= 0 {
-			// "quoted": taken as is up to the closing quote, so a secret
-			// may contain " #"; anything after it is a comment.
-			val = q[1 : 1+strings.IndexByte(q[1:], '"')]
-		} else if i := trailingComment(val); i >= 0 {
-			val = strings.TrimSpace(val[:i])
-		} else {
-			val = strings.TrimSpace(val)
-		}
-		fl := fs.Lookup(name)
-		if fl == nil || name == "config" {
-			return nil, fmt.Errorf("%s:%d: unknown setting %q", path, n, name)
-		}
-		if bf, ok := fl.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() && val == "" {
-			val = "true"
-		}
-		vals[name] = append(vals[name], configLine{val: val, line: n})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("--config %s: %w", path, err)
-	}
-	return vals, nil
-}
-
-// trailingComment is the index in val (what follows the '=' or the name)
-// of the '#' that starts a comment: one at the start or after a space or
-// tab; -1 if none. A '#' inside a word (a secret's, say) is kept.
-func trailingComment(val string) int {
-	for i := 0; i < len(val); i++ {
-		if val[i] == '#' && (i == 0 || val[i-1] == ' ' || val[i-1] == '\t') {
-			return i
-		}
-	}
-	return -1
+	return o.origin.Locate(err)
 }
 
 func (o *options) check() error {
@@ -420,9 +225,23 @@ func (o *options) check() error {
 	if o.capacity <= 0 {
 		return fmt.Errorf("--capacity %g: want more than 0", o.capacity)
 	}
-	if o.publicHost != "" && !validHost(o.publicHost) {
+	if o.publicHost != "" && !endpoint.ValidHost(o.publicHost) {
 		return fmt.Errorf("--public-host %q: want a host name or an IP address, without port or brackets", o.publicHost)
 	}
+	if err := o.checkValues(); err != nil {
+		return err
+	}
+	for _, u := range o.users {
+		if n, p, ok := strings.Cut(u, ":"); !ok || n == "" || p == "" {
+			return fmt.Errorf("--user %q: want name:password", u)
+		}
+	}
+	return nil
+}
+
+// checkValues checks the ranges of numbers and durations and the choices
+// of enumerated settings, in the order --help lists most of them.
+func (o *options) checkValues() error {
 	switch {
 	case o.minPort < 1 || o.minPort > 65535:
 		return fmt.Errorf("--min-port %d: want 1..65535", o.minPort)
@@ -475,34 +294,12 @@ func (o *options) check() error {
 	case o.logFormat != "text" && o.logFormat != "json":
 		return fmt.Errorf("--log-format %q: want text or json", o.logFormat)
 	}
-	for _, u := range o.users {
-		if n, p, ok := strings.Cut(u, ":"); !ok || n == "" || p == "" {
-			return fmt.Errorf("--user %q: want name:password", u)
-		}
-	}
 	return nil
 }
 
-// validHost reports whether h is an IP address or a DNS host name (RFC 1123
-// labels of letters, digits and inner hyphens, at most 253 characters).
-func validHost(h string) bool {
-	if _, err := netip.ParseAddr(h); err == nil {
-		return true
-	}
-	if len(h) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
+// credentials are where the node's credentials come from.
+func (o *options) credentials() allocation.Sources {
+	return allocation.Sources{Users: o.users, UsersFile: o.usersFile, Secrets: o.secrets, SecretFile: o.secretFile}
 }
 
 // harnessEnv are SUPERNODE_* variables that the test suite and .ci/run read
@@ -515,72 +312,11 @@ func validHost(h string) bool {
 var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_REQUIRE_BROWSER",
 	"SUPERNODE_REQUIRE_MONITORING", "SUPERNODE_API"}
 
-// givenEnv keeps the entries of environ that getenv also sees: the
-// environment the node was given. main's getenv is os.Getenv, so that is
-// all of it; a test's node, given a few variables, is not warned about
-// whatever else the test process's environment holds.
-func givenEnv(environ []string, getenv func(string) string) []string {
-	var out []string
-	for _, kv := range environ {
-		if name, _, _ := strings.Cut(kv, "="); getenv(name) != "" {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
 // unknownEnv returns one message per SUPERNODE_* variable of environ
-// ("NAME=value" entries) that names no setting, with the setting meant when
-// the name differs from one only in its underscores or case.
+// ("NAME=value" entries) that is neither a setting nor in harnessEnv
+// (config.UnknownEnv).
 func unknownEnv(environ []string) []string {
-	known := map[string]bool{}
-	squashed := map[string]string{}
-	newFlagSet(&options{}, io.Discard).VisitAll(func(f *flag.Flag) {
-		n := envName(f.Name)
-		known[n] = true
-		squashed[strings.ReplaceAll(n, "_", "")] = n
-	})
-	for _, n := range harnessEnv {
-		known[n] = true
-		squashed[strings.ReplaceAll(n, "_", "")] = n
-	}
-	var out []string
-	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		// supernode_relay_ip and Supernode_Relay_IP are misspellings too:
-		// the prefix is compared like the rest, without case or underscores.
-		squash := strings.ReplaceAll(strings.ToUpper(name), "_", "")
-		if !strings.HasPrefix(squash, "SUPERNODE") || known[name] {
-			continue
-		}
-		msg := name + " is not a setting and is ignored"
-		if m, ok := squashed[squash]; ok {
-			msg += "; did you mean " + m + "?"
-		}
-		out = append(out, msg)
-	}
-	return out
-}
-
-// minSecretLen is the shortest secret accepted on a node reachable off
-// loopback: 16 bytes, the size of an AES-128 or HMAC key worth the name,
-// and what `openssl rand -base64 12` gives; the examples suggest 32.
-const minSecretLen = 16
-
-// placeholder reports why s is not a secret to run a reachable node with,
-// or "" if it is: the CHANGE-ME values of deploy/'s examples, or too short.
-// checkLength is false for long-term user passwords, which people choose and
-// coturn-style set-ups keep short.
-func placeholder(s string, checkLength bool) string {
-	// The manifests' form (CHANGE-ME-…), or the bare word; not any value
-	// that merely contains "changeme" (a password like "exchangemessage").
-	if u := strings.ToUpper(s); strings.Contains(u, "CHANGE-ME") || u == "CHANGEME" {
-		return "is a placeholder (CHANGE-ME): generate one, e.g. with openssl rand -base64 32"
-	}
-	if checkLength && len(s) < minSecretLen {
-		return fmt.Sprintf("is %d bytes: want at least %d (e.g. openssl rand -base64 32)", len(s), minSecretLen)
-	}
-	return ""
+	return config.UnknownEnv(newFlagSet(&options{}, io.Discard), environ, harnessEnv)
 }
 
 // loopbackOnly reports whether every address the node listens on (TURN,
@@ -592,11 +328,7 @@ func (o *options) loopbackOnly() bool {
 		if a == "" {
 			continue // HTTP or gossip off
 		}
-		h, _, err := net.SplitHostPort(a)
-		if err != nil {
-			return false
-		}
-		if ip, err := netip.ParseAddr(h); h != "localhost" && (err != nil || !ip.IsLoopback()) {
+		if lo, err := endpoint.Loopback(a); err != nil || !lo {
 			return false
 		}
 	}
@@ -605,32 +337,9 @@ func (o *options) loopbackOnly() bool {
 
 // checkSecrets refuses placeholder and short secrets on a node other hosts
 // can reach. On loopback anything goes: tests and demos use short ones.
-func checkSecrets(o *options, secrets []string, users map[string]string) error {
+func checkSecrets(o *options, c allocation.Credentials) error {
 	if o.loopbackOnly() {
 		return nil
 	}
-	fromFlags := len(o.secrets)
-	for i, s := range secrets {
-		where, n := "--auth-secret", i+1
-		if i >= fromFlags {
-			where, n = "--auth-secret-file "+o.secretFile, i-fromFlags+1
-		}
-		if why := placeholder(s, true); why != "" {
-			return fmt.Errorf("%s: secret %d %s (the node listens off loopback)", where, n, why)
-		}
-	}
-	for _, kv := range []struct{ flag, val string }{{"--api-token", o.apiToken}, {"--cluster-key", o.clusterKey}} {
-		if kv.val == "" {
-			continue // a missing token or key is checked where it is needed
-		}
-		if why := placeholder(kv.val, true); why != "" {
-			return fmt.Errorf("%s %s (the node listens off loopback)", kv.flag, why)
-		}
-	}
-	for name, pw := range users {
-		if why := placeholder(pw, false); why != "" {
-			return fmt.Errorf("--user/--users-file: the password of %q %s (the node listens off loopback)", name, why)
-		}
-	}
-	return nil
+	return o.credentials().CheckReachable(c, [2]string{"--api-token", o.apiToken}, [2]string{"--cluster-key", o.clusterKey})
 }

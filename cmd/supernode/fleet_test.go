@@ -39,13 +39,13 @@ func startFleetNodesEach(t *testing.T, n int, extra func(i int) []string) []*tes
 		args := append([]string{"--auth-secret", "fleet-secret", "--cluster-listen", "127.0.0.1:0",
 			"--node-id", fmt.Sprintf("node-%d", i)}, extra(i)...)
 		if i > 0 {
-			args = append(args, "--join", nodes[0].n.fleet.Load().c.Addr())
+			args = append(args, "--join", nodes[0].n.fleet.Cluster().Addr())
 		}
 		nodes = append(nodes, startNode(t, args...))
 	}
 	looptest.Eventually(t, "every node to see the whole fleet", func() bool {
 		for _, tn := range nodes {
-			if len(tn.n.fleet.Load().c.Nodes()) != n {
+			if len(tn.n.fleet.Cluster().Nodes()) != n {
 				return false
 			}
 		}
@@ -60,7 +60,7 @@ func waitFleetIdle(t *testing.T, nodes []*testNode) {
 	t.Helper()
 	looptest.Eventually(t, "every member to report no allocations", func() bool {
 		for _, tn := range nodes {
-			for _, m := range tn.n.fleet.Load().c.Nodes() {
+			for _, m := range tn.n.fleet.Cluster().Nodes() {
 				if m.Meta.Allocations != 0 {
 					return false
 				}
@@ -75,7 +75,7 @@ func callOwnedBy(t *testing.T, tn *testNode, id string) string {
 	t.Helper()
 	for i := range 1000 {
 		call := fmt.Sprintf("call-%d", i)
-		if o, _ := tn.n.fleet.Load().c.Owner(call, ""); o.ID == id {
+		if o, _ := tn.n.fleet.Cluster().Owner(call, ""); o.ID == id {
 			return call
 		}
 	}
@@ -242,7 +242,7 @@ func TestFleetDrainingNodeGetsNoNewCalls(t *testing.T) {
 	call := callOwnedBy(t, a, "node-1")
 	b.sigs <- syscall.SIGTERM // drain node-1
 	looptest.Eventually(t, "node-0 to see node-1 draining", func() bool {
-		for _, m := range a.n.fleet.Load().c.Nodes() {
+		for _, m := range a.n.fleet.Cluster().Nodes() {
 			if m.ID == "node-1" {
 				return m.Meta.Draining
 			}
@@ -275,9 +275,9 @@ func TestFleetDrainingNodeGetsNoNewCalls(t *testing.T) {
 func TestFleetCrossHostLegs(t *testing.T) {
 	a := startNode(t, "--user", "alice:pw", "--cluster-listen", "127.0.0.1:0", "--node-id", "a")
 	b := startNode(t, "--user", "alice:pw", "--cluster-listen", "127.0.0.2:0", "--node-id", "b",
-		"--listen", "127.0.0.2:0", "--relay-ip", "127.0.0.2", "--join", a.n.fleet.Load().c.Addr())
+		"--listen", "127.0.0.2:0", "--relay-ip", "127.0.0.2", "--join", a.n.fleet.Cluster().Addr())
 	looptest.Eventually(t, "both members to list the other's relay address", func() bool {
-		return len(a.n.fleet.Load().c.Nodes()) == 2 && len(b.n.fleet.Load().c.Nodes()) == 2
+		return len(a.n.fleet.Cluster().Nodes()) == 2 && len(b.n.fleet.Cluster().Nodes()) == 2
 	})
 	ca, ra := crossHostCall(t, a, b, "alice", "pw")
 	for _, tn := range []*testNode{a, b} {

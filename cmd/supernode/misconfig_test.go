@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/config"
 	"github.com/supernode/supernode/looptest"
 )
 
@@ -113,20 +114,6 @@ func TestUnknownEnv(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-}
-
-// TestGivenEnv: the warning covers the environment the node was given, so
-// in-process test nodes (given none) are not warned about the test
-// process's own SUPERNODE_* variables.
-func TestGivenEnv(t *testing.T) {
-	environ := []string{"SUPERNODE_RELAYIP=1", "SUPERNODE_FOO=", "PATH=/bin"}
-	env := map[string]string{"SUPERNODE_RELAYIP": "1", "PATH": "/bin"}
-	if got := givenEnv(environ, func(k string) string { return env[k] }); strings.Join(got, " ") != "SUPERNODE_RELAYIP=1 PATH=/bin" {
-		t.Errorf("givenEnv: %q", got)
-	}
-	if got := givenEnv(environ, func(string) string { return "" }); len(got) != 0 {
-		t.Errorf("givenEnv with no environment: %q", got)
 	}
 }
 
@@ -283,35 +270,12 @@ func TestBinaryMisconfigMessages(t *testing.T) {
 	}
 }
 
-// TestConfigCommentRule: the comment rule deploy/systemd/supernode.conf.example
-// describes is the one the parser implements, and the example parses.
+// TestConfigCommentRule: the shipped example config reads as the node's
+// settings, and describes the trailing-comment rule it is read with (the
+// rule itself is tested in package config).
 func TestConfigCommentRule(t *testing.T) {
-	for _, tc := range []struct{ line, want string }{
-		{"realm = plain", "plain"},
-		{"realm = a#b", "a#b"},
-		{"realm = value # a comment", "value"},
-		{"realm = value\t# a comment", "value"},
-		{"realm = #only a comment", ""},
-		{"realm=#x", ""},
-		{"realm value # space form", "value"},
-		{`realm = "quoted #kept" # comment`, "quoted #kept"},
-		{"  # an indented comment line\nrealm = x", "x"},
-	} {
-		conf := filepath.Join(t.TempDir(), "c.conf")
-		if err := os.WriteFile(conf, []byte(tc.line+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		vals, err := readConfigFile(conf, newFlagSet(&options{}, &bytes.Buffer{}))
-		if err != nil {
-			t.Errorf("%q: %v", tc.line, err)
-			continue
-		}
-		if got := vals["realm"]; len(got) != 1 || got[0].val != tc.want {
-			t.Errorf("%q: realm %+v, want %q", tc.line, got, tc.want)
-		}
-	}
 	example := "../../deploy/systemd/supernode.conf.example"
-	vals, err := readConfigFile(example, newFlagSet(&options{}, &bytes.Buffer{}))
+	vals, err := config.ReadFile(example, newFlagSet(&options{}, &bytes.Buffer{}), "config")
 	if err != nil {
 		t.Fatalf("%s: %v", example, err)
 	}
@@ -337,7 +301,7 @@ func TestReloadRefusesPlaceholder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := loadCredentials(o)
+	creds, err := o.credentials().Load()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/stun/v4"
 
+	"github.com/supernode/supernode/endpoint"
 	"github.com/supernode/supernode/relay/relaytest"
 )
 
@@ -52,7 +53,7 @@ func TestSelfAddressEmbeddedForms(t *testing.T) {
 	needIPv6Loopback(t)
 
 	// One of the host's addresses that is not a relay address: the node
-	// learns them from localIPs(). Loopback is the relay's family here, so
+	// learns them from endpoint.LocalIPs(). Loopback is the relay's family here, so
 	// look for another IPv4 address; a host with none gets the metadata
 	// address instead, which the policy must refuse in every form anyway.
 	// The policy allows that address's /24, so only the own-address rule
@@ -60,7 +61,7 @@ func TestSelfAddressEmbeddedForms(t *testing.T) {
 	local := netip.MustParseAddr("169.254.169.254")
 	args := []string{"--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--relay-ip", "127.0.0.1", "--relay-ip", "::1",
 		"--user", "alice:pw", "--allow-peer", "64:ff9b:1::/48"}
-	for _, ip := range localIPs() {
+	for _, ip := range endpoint.LocalIPs() {
 		if ip.Is4() && !ip.IsLoopback() {
 			local = ip
 			args = append(args, "--allow-peer", netip.PrefixFrom(ip, 24).Masked().String())
