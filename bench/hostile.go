@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -132,7 +131,7 @@ func runHostile(ctx context.Context, cfg HostileConfig, supernode, turnload, dir
 		}
 	}()
 	h.res.ServerArgs = srv.Args
-	h.res.LoadAvgStart = loadAvg()
+	h.res.LoadAvgStart = procfs.LoadAvg()
 	if h.res.Idle, err = h.point(ctx); err != nil {
 		return nil, err
 	}
@@ -187,7 +186,7 @@ func runHostile(ctx context.Context, cfg HostileConfig, supernode, turnload, dir
 		}
 		h.res.ProfileTop = top
 	}
-	h.res.LoadAvgEnd = loadAvg()
+	h.res.LoadAvgEnd = procfs.LoadAvg()
 	h.res.Elapsed = time.Since(start).Seconds()
 	return h.res, nil
 }
@@ -218,7 +217,7 @@ func (h *hostileRun) calls(ctx context.Context, name string, window time.Duratio
 		}
 		return nil, nil, err
 	}
-	if err := waitChannels(ctx, h.srv.HTTP, 2*h.cfg.Calls, 30*time.Second); err != nil {
+	if err := waitMetric(ctx, h.srv.HTTP, "supernode_channels_active", 2*h.cfg.Calls, 30*time.Second); err != nil {
 		return fail(err)
 	}
 	a, err := h.point(ctx)
@@ -420,36 +419,6 @@ func window2(a, b Point) *Window {
 		w.Softnet = b.softnet - a.softnet
 	}
 	return w
-}
-
-// waitChannels polls /metrics until n channels are bound: every call is
-// set up and sending.
-func waitChannels(ctx context.Context, addr string, n int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := 0.0
-	for {
-		if s, err := scrape(ctx, addr); err == nil {
-			last = s["supernode_channels_active"]
-			if last >= float64(n) {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("bench: %.0f of %d channels bound after %s", last, n, timeout)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// loadAvg is the first three fields of /proc/loadavg, or "unknown".
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
 }
 
 // saveJSON writes v as indented JSON.

@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestReadProcSelf(t *testing.T) {
@@ -28,7 +34,10 @@ func TestCPUModel(t *testing.T) {
 	}
 }
 
-func TestSumMetric(t *testing.T) {
+// TestWaitMetric: waitMetric sums a metric over its labels (and only that
+// metric) from a real /metrics endpoint, and says how far it got when the
+// target is not reached.
+func TestWaitMetric(t *testing.T) {
 	text := `# HELP supernode_allocations_active Allocations currently live.
 # TYPE supernode_allocations_active gauge
 supernode_allocations_active{transport="tcp"} 2
@@ -36,11 +45,14 @@ supernode_allocations_active{transport="udp"} 398
 supernode_allocations_active_other 7
 supernode_allocations_created_total{transport="udp"} 400
 `
-	got, err := sumMetric(stringsReader(text), "supernode_allocations_active")
-	if err != nil || got != 400 {
-		t.Errorf("sumMetric = %v, %v; want 400", got, err)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, text) }))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	if err := waitMetric(context.Background(), addr, "supernode_allocations_active", 400, 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := sumMetric(stringsReader("other 1\n"), "supernode_allocations_active"); err == nil {
-		t.Error("sumMetric found a metric that is not there")
+	err := waitMetric(context.Background(), addr, "supernode_allocations_active", 401, 300*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "supernode_allocations_active is 400, not 401") {
+		t.Fatalf("waitMetric for 401: %v", err)
 	}
 }

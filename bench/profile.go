@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -51,7 +50,7 @@ func (h *Harness) phaseProfile(ctx context.Context) (*Profile, error) {
 	p.Load = l
 	p.File = filepath.Join(h.dir, "supernode.cpu.pprof")
 	during := func(ctx context.Context, s *Server) error {
-		if err := waitAllocations(ctx, s.HTTP, 2*l.Calls, l.timeout()); err != nil {
+		if err := waitMetric(ctx, s.HTTP, "supernode_allocations_active", 2*l.Calls, l.timeout()); err != nil {
 			return err
 		}
 		return fetchProfile(ctx, s.HTTP, secs, p.File)
@@ -73,75 +72,6 @@ func (h *Harness) phaseProfile(ctx context.Context) (*Profile, error) {
 	}
 	p.Top = top
 	return p, nil
-}
-
-// waitAllocations polls supernode's /metrics until at least n allocations
-// are active, so the profile covers the steady window, not the setup.
-func waitAllocations(ctx context.Context, addr string, n int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := 0.0
-	for {
-		if v, err := activeAllocations(ctx, addr); err == nil {
-			last = v
-			if v >= float64(n) {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("bench: profile: %.0f of %d allocations active after %s", last, n, timeout)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// activeAllocations sums supernode_allocations_active over its labels.
-func activeAllocations(ctx context.Context, addr string) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		return 0, err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET /metrics: %s", res.Status)
-	}
-	return sumMetric(res.Body, "supernode_allocations_active")
-}
-
-// sumMetric adds up every sample of name in Prometheus text format.
-func sumMetric(r io.Reader, name string) (float64, error) {
-	sum, seen := 0.0, false
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
-			continue
-		}
-		f := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		sum, seen = sum+v, true
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	if !seen {
-		return 0, fmt.Errorf("no %s in /metrics", name)
-	}
-	return sum, nil
 }
 
 // fetchProfile saves /debug/pprof/profile?seconds=secs to path.

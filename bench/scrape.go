@@ -72,6 +72,27 @@ func scrape(ctx context.Context, addr string) (Series, error) {
 	return parseSeries(res.Body)
 }
 
+// waitMetric polls a node's /metrics until the series of name, summed over
+// their labels, reach n (every call is set up, every channel bound), or
+// timeout passes.
+func waitMetric(ctx context.Context, addr, name string, n int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := 0.0
+	for {
+		if s, err := scrape(ctx, addr); err == nil {
+			if last = s.Sum(name); last >= float64(n) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench: %s is %.0f, not %d, after %s", name, last, n, timeout)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // Labelled returns the value of every series of name, keyed by the value
 // of label, e.g. Labelled("supernode_packets_dropped_total", "reason").
 func (s Series) Labelled(name, label string) map[string]float64 {

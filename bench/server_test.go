@@ -66,8 +66,9 @@ func TestServers(t *testing.T) {
 				if err := httpOK(ctx, "http://"+s.HTTP+"/debug/pprof/"); err != nil {
 					t.Errorf("pprof: %v", err)
 				}
-				if n, err := activeAllocations(ctx, s.HTTP); err != nil || n != 0 {
-					t.Errorf("active allocations = %v, %v; want 0", n, err)
+				m, err := scrape(ctx, s.HTTP)
+				if active := m.Labelled("supernode_allocations_active", "transport"); err != nil || len(active) == 0 || m.Sum("supernode_allocations_active") != 0 {
+					t.Errorf("/metrics: %v; active allocations %v, want zeros", err, active)
 				}
 			}
 			if p, err := readProc(s.PID()); err != nil || p.RSSBytes == 0 {

@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -240,5 +242,17 @@ func TestParseUDPDrops(t *testing.T) {
 	}
 	if _, _, err := ReadUDPDrops(9); err != nil {
 		t.Errorf("ReadUDPDrops: %v", err)
+	}
+}
+
+func TestLoadAvg(t *testing.T) {
+	f := strings.Fields(LoadAvg())
+	if len(f) != 3 {
+		t.Fatalf("LoadAvg() = %q, want three fields", LoadAvg())
+	}
+	for _, v := range f {
+		if _, err := strconv.ParseFloat(v, 64); err != nil {
+			t.Errorf("LoadAvg field %q: %v", v, err)
+		}
 	}
 }
