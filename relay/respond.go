@@ -203,3 +203,102 @@ func sourceIP(a net.Addr) netip.Addr {
 	}
 	return netip.Addr{}
 }
+
+func methodLabel(m stun.Method) string {
+	switch m {
+	case stun.MethodBinding:
+		return "binding"
+	case stun.MethodAllocate:
+		return "allocate"
+	case stun.MethodRefresh:
+		return "refresh"
+	case stun.MethodCreatePermission:
+		return "create_permission"
+	case stun.MethodChannelBind:
+		return "channel_bind"
+	case stun.MethodConnect:
+		return "connect"
+	case stun.MethodConnectionBind:
+		return "connection_bind"
+	case stun.MethodSend:
+		return "send"
+	}
+	return ""
+}
+
+func resultLabel(code int) string {
+	switch code {
+	case 0:
+		return "success"
+	case 300:
+		return "try_alternate"
+	case 400:
+		return "bad_request"
+	case 401:
+		return "unauthorized"
+	case 403:
+		return "forbidden"
+	case 437:
+		return "mismatch"
+	case 438:
+		return "stale_nonce"
+	case 486:
+		return "quota"
+	case 508:
+		return "capacity"
+	}
+	return "other_error"
+}
+
+// responseKind is what observeResponse saw.
+type responseKind int
+
+const (
+	respOther           responseKind = iota
+	respAllocated                    // an Allocate success
+	respConnectionBound              // a ConnectionBind success: raw data follows
+)
+
+// observeResponse counts a response the node sends, by method and result,
+// and reports the successes a client connection's state depends on.
+func (l *listener) observeResponse(b []byte) responseKind {
+	if len(b) < stunHeaderSize || b[0]>>6 != 0 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+		return respOther
+	}
+	var t stun.MessageType
+	t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
+	var code int
+	switch t.Class {
+	case stun.ClassSuccessResponse:
+	case stun.ClassErrorResponse:
+		code = errorCode(b)
+	default:
+		return respOther
+	}
+	method := methodLabel(t.Method)
+	if method == "" || method == "send" {
+		return respOther
+	}
+	l.srv.m.Requests.WithLabelValues(method, resultLabel(code)).Inc()
+	switch {
+	case code != 0:
+		return respOther
+	case t.Method == stun.MethodConnectionBind:
+		return respConnectionBound
+	case t.Method == stun.MethodAllocate:
+		return respAllocated
+	}
+	return respOther
+}
+
+// errorCode finds the ERROR-CODE attribute in a raw message; -1 if absent.
+func errorCode(b []byte) int {
+	if len(b) < stunHeaderSize {
+		return -1
+	}
+	v, ok := findAttr(b, attrErrorCode)
+	if !ok || len(v) < 4 {
+		return -1
+	}
+	return int(v[2]&0x07)*100 + int(v[3])
+}
