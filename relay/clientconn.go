@@ -150,17 +150,18 @@ func (c *clientPacketConn) inject(b []byte, addr net.Addr) {
 }
 
 func (c *clientPacketConn) reply(b []byte, to net.Addr) error {
-	c.l.observeResponse(b)
+	c.l.observeResponse(b, readOutHeader(b))
 	_, err := c.PacketConn.WriteTo(b, to)
 	return err
 }
 
 func (c *clientPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	orig := len(b)
-	b = c.l.finishResponse(b, addr, &c.rm)
-	c.l.observeResponse(b)
+	h := readOutHeader(b)
+	b = c.l.finishResponse(b, h, addr, &c.rm)
+	c.l.observeResponse(b, h)
 	if c.g != nil {
-		c.g.noteReservation(c, b)
+		c.g.noteReservation(c, b, h)
 	}
 	n, err := c.PacketConn.WriteTo(b, addr)
 	if err == nil {

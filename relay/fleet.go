@@ -54,14 +54,3 @@ func (s *Server) fleetPeer(a netip.Addr) bool {
 	_, ok := s.fleetMember(a)
 	return ok
 }
-
-// fleetPeerPort reports whether a:port is in a fleet member's relay range.
-func (s *Server) fleetPeerPort(a netip.Addr, port int) bool {
-	ps, _ := s.fleetMember(a)
-	for _, p := range ps {
-		if port >= p.MinPort && port <= p.MaxPort {
-			return true
-		}
-	}
-	return false
-}

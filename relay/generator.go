@@ -110,10 +110,9 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	}
 	g.l.srv.ports.set(conf.Network).add(port)
 	relay := &net.UDPAddr{IP: adv.AsSlice(), Port: port}
-	rc := g.l.wrapRelayPacketConn(pc, port)
-	rc.ports, rc.pool = g.l.srv.ports.set(conf.Network), pool
-	rc.relay, rc.permits = relay, g.l.srv.registerPermits(relay, g.l.newKernelState(pc))
-	rc.permits.closer = rc
+	rc := g.l.wrapRelayPacketConn(pc, port, g.l.srv.registerRecord(relay, g.l.srv.newRecord(g.l.newKernelState(pc))))
+	rc.ports, rc.pool, rc.relay = g.l.srv.ports.set(conf.Network), pool, relay
+	rc.rec.closer = rc
 	return rc, relay, nil
 }
 
@@ -149,8 +148,8 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}
 	rl := &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network), pool: pool,
-		relay: relay, permits: g.l.srv.registerPermits(relay, nil)}
-	rl.permits.closer, rl.permits.tcp = rl, true
+		relay: relay, rec: g.l.srv.registerRecord(relay, g.l.srv.newRecord(nil))}
+	rl.rec.closer, rl.rec.tcp = rl, true
 	return rl, relay, nil
 }
 
@@ -167,7 +166,7 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 	if !ok {
 		return nil, fmt.Errorf("relay: peer address %v is not TCP", conf.RemoteAddr)
 	}
-	if !g.l.srv.peerPortAllowed(remote.IP, remote.Port, true) {
+	if !g.l.srv.peerPortAllowed(remote.AddrPort(), true) {
 		g.l.srv.m.PeerDenials.WithLabelValues("connect").Inc()
 		return nil, ErrSelfPeer
 	}
@@ -181,5 +180,5 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	return g.l.wrapRelayConn(c, g.l.srv.lookupPermits(conf.LocalAddr)), nil
+	return g.l.wrapRelayConn(c, g.l.srv.lookupRecord(conf.LocalAddr)), nil
 }

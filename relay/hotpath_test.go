@@ -52,18 +52,17 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	}
 	for _, maxBPS := range []int64{0, 1 << 40} {
 		l.srv.cfg.MaxBPS = maxBPS
-		rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000)
-		rc.permits = newPermits()
-		rc.permits.add(netip.MustParseAddr("203.0.113.1"))
+		rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000, l.srv.newRecord(nil))
+		rc.rec.add(netip.MustParseAddr("203.0.113.1"))
 		buf := make([]byte, 1600)
 		for name, f := range map[string]func(){
 			"inspect ChannelData":    func() { _, _ = l.inspect(chanData, src, r) },
 			"drop stray ChannelData": func() { _, _ = l.inspect(chanData, stranger, r) },
 			"inspect Send":           func() { _, _ = l.inspect(sendInd, src, r) },
-			"finish ChannelData":     func() { _ = l.finishResponse(chanData, src, &r.rm) },
+			"finish ChannelData":     func() { _ = l.finishResponse(chanData, readOutHeader(chanData), src, &r.rm) },
 			"relay WriteTo":          func() { _, _ = rc.WriteTo(buf[:172], peer) },
 			"relay ReadFrom":         func() { _, _, _ = rc.ReadFrom(buf) },
-			"observe response":       func() { l.observeResponse(chanData) },
+			"observe response":       func() { l.observeResponse(chanData, readOutHeader(chanData)) },
 		} {
 			if n := testing.AllocsPerRun(1000, f); n != 0 {
 				t.Errorf("%s (max-bps %d): %v allocations per packet, want 0", name, maxBPS, n)
@@ -116,6 +115,93 @@ func TestClientReadAllocatesNothing(t *testing.T) {
 	}
 }
 
+// TestRelaySocketAllocatesNothing asserts the same of the rest of both
+// directions of the user-space path, on real loopback UDP sockets: a
+// datagram from a peer read from a relay socket (permission, limit, the
+// peer decision, counting, the peer's address), ChannelData written to the
+// client through clientPacketConn, and a datagram written from a relay
+// socket to a peer. The peer is another live relay port of the node on a
+// fleet member's address, so every branch of the peer decision runs.
+// (clientPacketConn.ReadFrom is TestClientReadAllocatesNothing's.)
+func TestRelaySocketAllocatesNothing(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const runs = 200
+	l := newInspectListener(t, false)
+	l.srv.cfg.MaxBPS = 1 << 40
+	listen := func() *net.UDPConn {
+		t.Helper()
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	relaySock, peerSock, clientSock := listen(), listen(), listen()
+	peer := peerSock.LocalAddr().(*net.UDPAddr)
+	client := clientSock.LocalAddr().(*net.UDPAddr)
+	l.srv.addSelf(netip.MustParseAddr("127.0.0.1"), true)
+	l.srv.ports.udp4.add(peer.Port)
+	l.srv.SetFleetPeers([]FleetPeer{{Addr: netip.MustParseAddr("127.0.0.1"), MinPort: 1, MaxPort: 65535}})
+	rc := l.wrapRelayPacketConn(relaySock, relaySock.LocalAddr().(*net.UDPAddr).Port, l.srv.newRecord(nil))
+	rc.rec.add(netip.MustParseAddr("127.0.0.1"))
+	listener := &clientPacketConn{PacketConn: listen(), l: l}
+	chanData, _ := hotPathPackets(t)
+	payload := chanData[chanHeaderSize:]
+	for range runs + 1 { // AllocsPerRun runs f once more to warm up
+		if _, err := peerSock.WriteTo(payload, relaySock.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := time.AfterFunc(10*time.Second, func() { _ = relaySock.Close() }) // a lost datagram must not hang the test
+	defer stop.Stop()
+	buf := make([]byte, maxMessageSize)
+	var (
+		ioErr    error
+		lastN    int
+		lastFrom net.Addr
+	)
+	note := func(err error) {
+		if err != nil && ioErr == nil {
+			ioErr = err
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		f    func()
+	}{
+		{"peer -> client: relay socket ReadFrom", func() {
+			var err error
+			lastN, lastFrom, err = rc.ReadFrom(buf)
+			note(err)
+		}},
+		{"peer -> client: ChannelData to the client", func() {
+			_, err := listener.WriteTo(chanData, client)
+			note(err)
+		}},
+		{"client -> peer: relay socket WriteTo", func() {
+			_, err := rc.WriteTo(payload, peer)
+			note(err)
+		}},
+	} {
+		if n := testing.AllocsPerRun(runs, tc.f); n != 0 {
+			t.Errorf("%s: %v allocations per datagram, want 0", tc.name, n)
+		}
+		if ioErr != nil {
+			t.Fatalf("%s: %v", tc.name, ioErr)
+		}
+	}
+	if lastN != len(payload) || lastFrom.String() != peer.String() {
+		t.Errorf("relay socket read %d bytes from %v, want %d from %v", lastN, lastFrom, len(payload), peer)
+	}
+	if got := rc.rec.stats.p2cPackets.Load(); got != runs+1 {
+		t.Errorf("relay socket counted %d datagrams from the peer, want %d", got, runs+1)
+	}
+	if got := rc.rec.stats.c2pPackets.Load(); got != runs+1 {
+		t.Errorf("relay socket counted %d datagrams to the peer, want %d", got, runs+1)
+	}
+}
+
 func BenchmarkInspectChannelData(b *testing.B) {
 	l := newInspectListener(b, false)
 	chanData, _ := hotPathPackets(b)
@@ -131,7 +217,8 @@ func BenchmarkInspectChannelData(b *testing.B) {
 func BenchmarkRelayWriteTo(b *testing.B) {
 	l := newInspectListener(b, false)
 	peer := &net.UDPAddr{IP: net.IPv4(203, 0, 113, 1), Port: 6000}
-	rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000)
+	rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000, l.srv.newRecord(nil))
+	rc.rec.add(netip.MustParseAddr("203.0.113.1"))
 	buf := make([]byte, 172)
 	b.ReportAllocs()
 	for b.Loop() {

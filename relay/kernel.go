@@ -40,7 +40,7 @@ func (l *listener) newKernelState(pc net.PacketConn) *kernelState {
 // created (the client's address is known from then on). A client of
 // another family than its relayed address stays in user space: the program
 // does not translate between IPv4 and IPv6.
-func (s *Server) kernelStart(p *permits, client, server net.Addr) {
+func (s *Server) kernelStart(p *record, client, server net.Addr) {
 	k := p.k
 	if k == nil {
 		return
@@ -70,13 +70,14 @@ func (s *Server) kernelStart(p *permits, client, server net.Addr) {
 // kernelSync installs or removes channel n (to peer) so that it is in the
 // kernel exactly while it is bound and its peer's permission is live.
 // Called with p.mu held.
-func (s *Server) kernelSync(p *permits, n uint16, peer netip.AddrPort) {
+func (s *Server) kernelSync(p *record, n uint16, peer netip.AddrPort) {
 	k := p.k
 	if k == nil || !k.added || !peer.IsValid() {
 		return
 	}
+	d := s.judgePeer(peer, false)
 	b := offload.Binding{Alloc: k.id, Client: k.client, Server: k.server, Relay: k.bound, Peer: peer, Channel: n,
-		Fleet: s.fleetPeer(peer.Addr())}
+		Fleet: d.member}
 	_, bound := p.channels[n]
 	_, permitted := p.ips[peer.Addr()]
 	// A peer on the node's own addresses (or a fleet member's) is reachable
@@ -84,7 +85,7 @@ func (s *Server) kernelSync(p *permits, n uint16, peer netip.AddrPort) {
 	// channel to anything else stays there. (A relay port that closes
 	// later keeps its binding until the channel goes: the kernel then
 	// sends to a closed port where user space would drop as peer_gone.)
-	ok := s.selfPortVerdict(peer.Addr().AsSlice(), int(peer.Port()), false) == portAllowed
+	ok := d.port == portAllowed
 	if !bound || !permitted || !ok || p.closed.Load() {
 		if s.cfg.Offload.Unbind(b) {
 			s.m.OffloadBindings.Dec()
@@ -102,7 +103,7 @@ func (s *Server) kernelSync(p *permits, n uint16, peer netip.AddrPort) {
 
 // kernelEnd removes the allocation and whatever it still has from the
 // kernel. Called with p.mu held.
-func (s *Server) kernelEnd(p *permits) {
+func (s *Server) kernelEnd(p *record) {
 	k := p.k
 	if k == nil || !k.added {
 		return

@@ -229,18 +229,18 @@ func (q *request) checkPeers() bool {
 		if a.Type != attrXORPeerAddr {
 			continue
 		}
-		ip, port, ok := decodeXORAddr(a.Value, q.m.TransactionID)
+		peer, ok := decodeXORAddr(a.Value, q.m.TransactionID)
 		if !ok {
 			return true // pion answers 400
 		}
-		q.peers = append(q.peers, ip.Unmap())
-		if !q.l.srv.peerAllowed(ip) ||
-			(q.method == stun.MethodConnect && !q.l.srv.peerPortAllowed(ip.AsSlice(), port, true)) {
+		q.peers = append(q.peers, peer.Addr().Unmap())
+		if !q.l.srv.peerAllowed(peer.Addr()) ||
+			(q.method == stun.MethodConnect && !q.l.srv.peerPortAllowed(peer, true)) {
 			denied = true
 		}
 	}
 	if !denied {
-		if p := q.l.srv.clientPermits(q.l.key(q.src)); p != nil {
+		if p := q.l.srv.clientRecord(q.l.key(q.src)); p != nil {
 			p.method.Store(uint32(q.method)) // for pion's second-line check
 		}
 		return true
@@ -262,7 +262,7 @@ func (q *request) checkLimits() bool {
 		q.refuse(stun.CodeBadRequest)
 		return false
 	}
-	p := q.l.srv.clientPermits(q.l.key(q.src))
+	p := q.l.srv.clientRecord(q.l.key(q.src))
 	if p == nil {
 		return true // checkAllocation found it in the table a moment ago: pion decides
 	}
@@ -339,33 +339,33 @@ func buildError(tid [stun.TransactionIDSize]byte, method stun.Method, code stun.
 }
 
 // decodeXORAddr decodes an XOR-PEER-ADDRESS value (RFC 8489 §14.2).
-func decodeXORAddr(v []byte, tid [stun.TransactionIDSize]byte) (netip.Addr, int, bool) {
+func decodeXORAddr(v []byte, tid [stun.TransactionIDSize]byte) (netip.AddrPort, bool) {
 	if len(v) < 8 {
-		return netip.Addr{}, 0, false
+		return netip.AddrPort{}, false
 	}
-	port := int(binary.BigEndian.Uint16(v[2:4]) ^ (magicCookie >> 16))
+	port := binary.BigEndian.Uint16(v[2:4]) ^ (magicCookie >> 16)
 	var key [16]byte
 	binary.BigEndian.PutUint32(key[0:4], magicCookie)
 	copy(key[4:], tid[:])
 	switch v[1] {
 	case 0x01:
 		if len(v) != 8 {
-			return netip.Addr{}, 0, false
+			return netip.AddrPort{}, false
 		}
 		var ip [4]byte
 		for i := range ip {
 			ip[i] = v[4+i] ^ key[i]
 		}
-		return netip.AddrFrom4(ip), port, true
+		return netip.AddrPortFrom(netip.AddrFrom4(ip), port), true
 	case 0x02:
 		if len(v) != 20 {
-			return netip.Addr{}, 0, false
+			return netip.AddrPort{}, false
 		}
 		var ip [16]byte
 		for i := range ip {
 			ip[i] = v[4+i] ^ key[i]
 		}
-		return netip.AddrFrom16(ip), port, true
+		return netip.AddrPortFrom(netip.AddrFrom16(ip), port), true
 	}
-	return netip.Addr{}, 0, false
+	return netip.AddrPort{}, false
 }

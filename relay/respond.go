@@ -88,12 +88,9 @@ func errorCodeAttr(code stun.ErrorCode) *stun.ErrorCodeAttribute {
 }
 
 // finishResponse returns b, or a copy of it changed as described above when
-// b is an error response. to is the client it goes to.
-func (l *listener) finishResponse(b []byte, to net.Addr, memo *reqMemo) []byte {
-	if len(b) < stunHeaderSize || b[0]>>6 != 0 || b[0]&0x01 == 0 || b[1]&0x10 == 0 {
-		return b // not STUN, or not of the error-response class (C1 and C0 set)
-	}
-	if binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+// b is an error response (h is b's header). to is the client it goes to.
+func (l *listener) finishResponse(b []byte, h outHeader, to net.Addr, memo *reqMemo) []byte {
+	if !h.stun || h.t.Class != stun.ClassErrorResponse {
 		return b
 	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
@@ -250,7 +247,18 @@ func resultLabel(code int) string {
 	return "other_error"
 }
 
-// responseKind is what observeResponse saw.
+// outHeader is what the node needs to know of a message it sends to a
+// client, read once from its header by readOutHeader and handed to each
+// step that looks at it (finishResponse, observeResponse,
+// udpGroup.noteReservation).
+type outHeader struct {
+	stun bool             // a STUN message: not ChannelData, not raw data
+	t    stun.MessageType // when stun
+	kind responseKind
+}
+
+// responseKind is the kind of success a client connection's state depends
+// on.
 type responseKind int
 
 const (
@@ -259,36 +267,44 @@ const (
 	respConnectionBound              // a ConnectionBind success: raw data follows
 )
 
-// observeResponse counts a response the node sends, by method and result,
-// and reports the successes a client connection's state depends on.
-func (l *listener) observeResponse(b []byte) responseKind {
+// readOutHeader reads the header of a message on its way to a client. For
+// ChannelData, the bulk of what is sent, that is one test of its first
+// byte.
+func readOutHeader(b []byte) outHeader {
 	if len(b) < stunHeaderSize || b[0]>>6 != 0 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
-		return respOther
+		return outHeader{}
 	}
-	var t stun.MessageType
-	t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
+	h := outHeader{stun: true}
+	h.t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
+	if h.t.Class == stun.ClassSuccessResponse {
+		switch h.t.Method {
+		case stun.MethodAllocate:
+			h.kind = respAllocated
+		case stun.MethodConnectionBind:
+			h.kind = respConnectionBound
+		}
+	}
+	return h
+}
+
+// observeResponse counts a response the node sends (b, whose header is
+// h), by method and result.
+func (l *listener) observeResponse(b []byte, h outHeader) {
 	var code int
-	switch t.Class {
-	case stun.ClassSuccessResponse:
-	case stun.ClassErrorResponse:
+	switch {
+	case !h.stun:
+		return
+	case h.t.Class == stun.ClassSuccessResponse:
+	case h.t.Class == stun.ClassErrorResponse:
 		code = errorCode(b)
 	default:
-		return respOther
+		return
 	}
-	method := methodLabel(t.Method)
+	method := methodLabel(h.t.Method)
 	if method == "" || method == "send" {
-		return respOther
+		return
 	}
 	l.srv.m.Requests.WithLabelValues(method, resultLabel(code)).Inc()
-	switch {
-	case code != 0:
-		return respOther
-	case t.Method == stun.MethodConnectionBind:
-		return respConnectionBound
-	case t.Method == stun.MethodAllocate:
-		return respAllocated
-	}
-	return respOther
 }
 
 // errorCode finds the ERROR-CODE attribute in a raw message; -1 if absent.

@@ -37,8 +37,8 @@ type Server struct {
 	rates    userRates // Allocates per user id; see allocrate.go
 	conns    connLimit
 	permMu   sync.Mutex
-	perms    map[string]*permits // by relayed address
-	byClient map[allocation.Key]*permits
+	records  map[string]*record // by relayed address
+	byClient map[allocation.Key]*record
 	streams  sync.Map // allocation.Key → *clientStreamConn holding an allocation
 	nonces   *nonces
 	budget   *sourceBudget // nil: unlimited
@@ -91,7 +91,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, perms: map[string]*permits{}, byClient: map[allocation.Key]*permits{},
+	s := &Server{cfg: cfg, m: cfg.Metrics, log: cfg.Logger, records: map[string]*record{}, byClient: map[allocation.Key]*record{},
 		nonces: newNonces(cfg.NonceLifetime, cfg.Now),
 		budget: newSourceBudget(cfg.UnauthRate, cfg.Now),
 		guard:  newAuthThrottle(cfg.AuthFailures, cfg.AuthFailWindow, cfg.AuthBackoff, cfg.AuthBackoffMax, cfg.Now),
@@ -314,7 +314,7 @@ func (l *listener) permission(src net.Addr, peer net.IP) bool {
 		return true
 	}
 	method := "create_permission"
-	if p := l.srv.clientPermits(l.key(src)); p != nil {
+	if p := l.srv.clientRecord(l.key(src)); p != nil {
 		if m := methodLabel(stun.Method(p.method.Load())); m == "channel_bind" || m == "connect" {
 			method = m
 		}
@@ -347,7 +347,7 @@ func (l *listener) events() turn.EventHandler {
 			if l.group != nil {
 				l.group.forget(src)
 			}
-			s.endSession(l, l.key(src), s.clientPermits(l.key(src)))
+			s.endSession(l, l.key(src), s.clientRecord(l.key(src)))
 			s.unlinkClient(l.key(src))
 			if l.clients != nil {
 				l.clients.remove(src)

@@ -347,7 +347,7 @@ func (c *clientStreamConn) countClose() {
 }
 
 func (c *clientStreamConn) reply(b []byte, _ net.Addr) error {
-	c.l.observeResponse(b)
+	c.l.observeResponse(b, readOutHeader(b))
 	_, err := c.write(b)
 	return err
 }
@@ -357,8 +357,10 @@ func (c *clientStreamConn) Write(b []byte) (int, error) {
 		return c.write(b)
 	}
 	orig := len(b)
-	b = c.l.finishResponse(b, c.Conn.RemoteAddr(), &c.rm)
-	switch c.l.observeResponse(b) {
+	h := readOutHeader(b)
+	b = c.l.finishResponse(b, h, c.Conn.RemoteAddr(), &c.rm)
+	c.l.observeResponse(b, h)
+	switch h.kind {
 	case respConnectionBound:
 		// An RFC 6062 data connection authenticates with its
 		// ConnectionBind; pion bounds how long the peer side waits.
