@@ -92,28 +92,50 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	if err != nil {
 		return nil, nil, err
 	}
-	var pc net.PacketConn
-	pool := g.l.srv.portPool(conf.Network)
-	port, err := pool.bind(conf.RequestedPort, g.l.srv.now(), func(p int) error {
-		c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bindIP, uint16(p)))) //nolint:gosec
-		if err != nil {
-			return err
-		}
-		pc = c
-		return nil
-	})
+	port, pc, err := g.bindUDP(conf.Network, bindIP, conf.RequestedPort)
 	if err != nil {
 		if conf.RequestedPort == 0 { // a port the client asked for (EVEN-PORT, a reservation) is its affair
 			g.allocFailed(conf.Network, bindIP, err)
 		}
 		return nil, nil, err
 	}
+	pool := g.l.srv.portPool(conf.Network)
 	g.l.srv.ports.set(conf.Network).add(port)
 	relay := &net.UDPAddr{IP: adv.AsSlice(), Port: port}
 	rc := g.l.wrapRelayPacketConn(pc, port, g.l.srv.registerRecord(relay, g.l.srv.newRecord(g.l.newKernelState(pc))))
 	rc.ports, rc.pool, rc.relay = g.l.srv.ports.set(conf.Network), pool, relay
 	rc.rec.closer = rc
 	return rc, relay, nil
+}
+
+// bindUDP opens a UDP relay socket on bindIP: on a random free port of the
+// pool; for an EVEN-PORT (an even requested port) on an even port, with
+// the next one reserved; for a RESERVATION-TOKEN (an odd one) on the port
+// reserved for it, or on that port if it is free. See reserve.go.
+func (g *generator) bindUDP(network string, bindIP netip.Addr, requested int) (int, net.PacketConn, error) {
+	s := g.l.srv
+	pool := s.portPool(network)
+	listen := func(p int) (net.PacketConn, error) {
+		return net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bindIP, uint16(p)))) //nolint:gosec
+	}
+	switch {
+	case requested != 0 && requested%2 == 0:
+		return s.bindEven(network, pool, requested, listen)
+	case requested != 0:
+		if pc := s.reserved.claim(network, requested); pc != nil {
+			return requested, pc, nil
+		}
+	}
+	var pc net.PacketConn
+	port, err := pool.bind(requested, s.now(), func(p int) error {
+		c, err := listen(p)
+		if err != nil {
+			return err
+		}
+		pc = c
+		return nil
+	})
+	return port, pc, err
 }
 
 func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -93,13 +94,7 @@ func TestClientReadAllocatesNothing(t *testing.T) {
 	defer s.Close()
 	c.l.clients.add(s.LocalAddr()) // the sender holds an allocation
 	chanData, _ := hotPathPackets(t)
-	for range runs + 1 { // AllocsPerRun runs f once more to warm up
-		if _, err := s.WriteTo(chanData, c.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stop := time.AfterFunc(10*time.Second, func() { _ = c.Close() }) // a lost datagram must not hang the test
-	defer stop.Stop()
+	defer queueDatagrams(t, s, chanData, c.LocalAddr(), runs+1, c)() // AllocsPerRun runs f once more to warm up
 	buf := make([]byte, maxMessageSize)
 	var rerr error
 	n := testing.AllocsPerRun(runs, func() {
@@ -148,13 +143,7 @@ func TestRelaySocketAllocatesNothing(t *testing.T) {
 	listener := &clientPacketConn{PacketConn: listen(), l: l}
 	chanData, _ := hotPathPackets(t)
 	payload := chanData[chanHeaderSize:]
-	for range runs + 1 { // AllocsPerRun runs f once more to warm up
-		if _, err := peerSock.WriteTo(payload, relaySock.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stop := time.AfterFunc(10*time.Second, func() { _ = relaySock.Close() }) // a lost datagram must not hang the test
-	defer stop.Stop()
+	defer queueDatagrams(t, peerSock, payload, relaySock.LocalAddr(), runs+1, relaySock)()
 	buf := make([]byte, maxMessageSize)
 	var (
 		ioErr    error
@@ -202,6 +191,20 @@ func TestRelaySocketAllocatesNothing(t *testing.T) {
 	}
 }
 
+// queueDatagrams sends n copies of msg from from to to, for the test to
+// read, and closes reader if they have not all been read in 10 s: a lost
+// datagram must not hang the test. Call what it returns once they have.
+func queueDatagrams(t *testing.T, from net.PacketConn, msg []byte, to net.Addr, n int, reader io.Closer) (stop func()) {
+	t.Helper()
+	for range n {
+		if _, err := from.WriteTo(msg, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timer := time.AfterFunc(10*time.Second, func() { _ = reader.Close() })
+	return func() { timer.Stop() }
+}
+
 func BenchmarkInspectChannelData(b *testing.B) {
 	l := newInspectListener(b, false)
 	chanData, _ := hotPathPackets(b)
@@ -232,7 +235,6 @@ func BenchmarkRelayWriteTo(b *testing.B) {
 // of 256 are sent with the timer stopped, so what is timed is the receive
 // side: the system calls, the copy, the address and the inspection.
 func BenchmarkClientReadFrom(b *testing.B) {
-	const burst = 256
 	for _, mode := range []string{"batch", "single"} {
 		b.Run(mode, func(b *testing.B) {
 			pcs, err := ListenUDP("127.0.0.1:0", 1, 1<<20)
@@ -253,24 +255,84 @@ func BenchmarkClientReadFrom(b *testing.B) {
 			chanData, _ := hotPathPackets(b)
 			to := c.LocalAddr()
 			buf := make([]byte, maxMessageSize)
-			left := 0
-			b.ReportAllocs()
-			for b.Loop() {
-				if left == 0 {
-					b.StopTimer()
-					for range burst {
-						if _, err := s.WriteTo(chanData, to); err != nil {
-							b.Fatal(err)
-						}
-					}
-					left = burst
-					b.StartTimer()
-				}
-				if _, _, err := c.ReadFrom(buf); err != nil {
+			readBursts(b, s, chanData, to, func() error {
+				_, _, err := c.ReadFrom(buf)
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkSteer is the steering check every datagram of a UDP listener
+// socket goes through while an RESERVATION-TOKEN waits to be claimed and
+// another client is steered: ChannelData from a client that is not
+// steered, on every core at once.
+func BenchmarkSteer(b *testing.B) {
+	l := newInspectListener(b, false)
+	g := newUDPGroup()
+	c := &clientPacketConn{l: l, g: g}
+	other := &clientPacketConn{l: l, g: g}
+	g.tokens["unclaimed"] = tokenOwner{c: other, at: time.Now()}
+	g.nTokens.Store(1)
+	g.setSteeredLocked(steerMap{netip.MustParseAddrPort("127.0.0.1:7000"): {c: other, at: time.Now()}})
+	chanData, _ := hotPathPackets(b)
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if g.steer(c, chanData, src) {
+				b.Fatal("steered a client nobody steers")
+			}
+		}
+	})
+}
+
+// BenchmarkRelayReadFrom reads datagrams from a peer on a real loopback
+// relay socket through relayPacketConn (permission, limit, peer decision,
+// counting, address), in bursts sent with the timer stopped.
+func BenchmarkRelayReadFrom(b *testing.B) {
+	l := newInspectListener(b, false)
+	relaySock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer relaySock.Close()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer peer.Close()
+	rc := l.wrapRelayPacketConn(relaySock, relaySock.LocalAddr().(*net.UDPAddr).Port, l.srv.newRecord(nil))
+	rc.rec.add(netip.MustParseAddr("127.0.0.1"))
+	buf := make([]byte, maxMessageSize)
+	readBursts(b, peer, make([]byte, 172), relaySock.LocalAddr(), func() error {
+		_, _, err := rc.ReadFrom(buf)
+		return err
+	})
+}
+
+// readBursts runs read once per iteration of b, the receive side of a
+// benchmark. Whenever the datagrams sent are used up, from sends a burst
+// of 256 copies of msg to to with the timer stopped, so the sending is not
+// timed.
+func readBursts(b *testing.B, from net.PacketConn, msg []byte, to net.Addr, read func() error) {
+	const burst = 256
+	left := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		if left == 0 {
+			b.StopTimer()
+			for range burst {
+				if _, err := from.WriteTo(msg, to); err != nil {
 					b.Fatal(err)
 				}
-				left--
 			}
-		})
+			left = burst
+			b.StartTimer()
+		}
+		if err := read(); err != nil {
+			b.Fatal(err)
+		}
+		left--
 	}
 }

@@ -1,8 +1,3 @@
-// Package relay is supernode's data plane: it serves STUN/TURN on the
-// listeners it is handed, with pion/turn doing the protocol work and this
-// package adding what a production relay needs around it — peer-address
-// policy, quotas, drain, per-packet counting, rate limits and hardening
-// against hostile input.
 package relay
 
 import (
@@ -33,8 +28,9 @@ type Server struct {
 	addrs    addrs
 	self     []selfAddr // the node's own addresses; see self.go
 	ports    relayPorts
-	pools    portPools // free relay ports; see portpool.go
-	rates    userRates // Allocates per user id; see allocrate.go
+	pools    portPools     // free relay ports; see portpool.go
+	reserved reservedPorts // next ports of EVEN-PORT allocations; see reserve.go
+	rates    userRates     // Allocates per user id; see allocrate.go
 	conns    connLimit
 	permMu   sync.Mutex
 	records  map[string]*record // by relayed address
@@ -233,6 +229,7 @@ func (s *Server) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	s.reserved.close()
 	s.endRemaining()
 	s.logs.flush()
 	return errors.Join(errs...)
