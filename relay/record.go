@@ -35,7 +35,8 @@ type record struct {
 	// path is off or does not take this allocation. Guarded by mu.
 	k *kernelState
 	// toPeer and toClient are the --max-bps limiter, one token bucket per
-	// direction; nil when unlimited. Set when the record is made.
+	// direction; nil when unlimited. Set when the record is made. A UDP
+	// relay socket spends them; RFC 6062 TCP data is not limited.
 	toPeer, toClient *bucket
 	// method is the last request method the inspector handed pion for this
 	// allocation, so that pion's own peer check (the second line) is counted
