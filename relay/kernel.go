@@ -54,6 +54,11 @@ func (s *Server) kernelStart(p *record, client, server net.Addr) {
 		p.k = nil
 		return
 	}
+	if !s.kernelBegin() {
+		p.k = nil
+		return
+	}
+	defer s.kernelDone()
 	k.client, k.server = c, sv
 	if err := s.cfg.Offload.AddAllocation(k.id, s.cfg.MaxBPS, maxMessageSize); err != nil {
 		s.kernelFailed(err)
@@ -63,7 +68,7 @@ func (s *Server) kernelStart(p *record, client, server net.Addr) {
 	k.added = true
 	// Channels or permissions pion reported before the allocation itself.
 	for n, peer := range p.channels {
-		s.kernelSync(p, n, peer)
+		s.syncChannel(p, n, peer)
 	}
 }
 
@@ -71,6 +76,15 @@ func (s *Server) kernelStart(p *record, client, server net.Addr) {
 // kernel exactly while it is bound and its peer's permission is live.
 // Called with p.mu held.
 func (s *Server) kernelSync(p *record, n uint16, peer netip.AddrPort) {
+	if k := p.k; k == nil || !k.added || !peer.IsValid() || !s.kernelBegin() {
+		return
+	}
+	defer s.kernelDone()
+	s.syncChannel(p, n, peer)
+}
+
+// syncChannel is kernelSync inside kernelBegin.
+func (s *Server) syncChannel(p *record, n uint16, peer netip.AddrPort) {
 	k := p.k
 	if k == nil || !k.added || !peer.IsValid() {
 		return
@@ -108,6 +122,11 @@ func (s *Server) kernelEnd(p *record) {
 	if k == nil || !k.added {
 		return
 	}
+	if !s.kernelBegin() {
+		k.added = false // the Offload is closing, and the maps with it
+		return
+	}
+	defer s.kernelDone()
 	// What the kernel relayed for it goes with it: keep the count for the
 	// session record.
 	if st, err := s.cfg.Offload.AllocationStats(k.id); err == nil {
@@ -116,6 +135,29 @@ func (s *Server) kernelEnd(p *record) {
 	n := s.cfg.Offload.RemoveAllocation(k.id)
 	s.m.OffloadBindings.Sub(float64(n))
 	k.added = false
+}
+
+// kernelBegin starts a call into Config.Offload, and reports false,
+// holding nothing, once Close has ended the kernel path: main closes the
+// Offload after the Server, while pion's goroutines may still be deleting
+// allocations. kernelDone ends the call.
+func (s *Server) kernelBegin() bool {
+	s.kernelMu.RLock()
+	if s.kernelClosed {
+		s.kernelMu.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (s *Server) kernelDone() { s.kernelMu.RUnlock() }
+
+// kernelClose ends the kernel path: once it returns, no call into
+// Config.Offload is under way and none starts.
+func (s *Server) kernelClose() {
+	s.kernelMu.Lock()
+	s.kernelClosed = true
+	s.kernelMu.Unlock()
 }
 
 // kernelFailed counts a channel left to user space.

@@ -52,6 +52,10 @@ type Server struct {
 	listeners []*listener
 	pion      []*turn.Server
 	kernelIDs atomic.Uint32 // ids of allocations in the kernel path
+	// kernelMu orders calls into Config.Offload before Close's end of
+	// them (kernelBegin, kernelClose); kernelClosed is set by Close.
+	kernelMu     sync.RWMutex
+	kernelClosed bool
 }
 
 // listener is the per-socket state: which transport, and its metric
@@ -231,6 +235,7 @@ func (s *Server) Close() error {
 	}
 	s.reserved.close()
 	s.endRemaining()
+	s.kernelClose()
 	s.logs.flush()
 	return errors.Join(errs...)
 }

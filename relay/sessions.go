@@ -171,8 +171,9 @@ func (s *Server) Kill(f Filter) int {
 func (s *Server) traffic(p *record) Traffic {
 	var k offload.AllocationStats
 	p.mu.RLock()
-	if p.k != nil && p.k.added {
+	if p.k != nil && p.k.added && s.kernelBegin() {
 		k, _ = s.cfg.Offload.AllocationStats(p.k.id)
+		s.kernelDone()
 	} else {
 		k = p.kernelFinal
 	}
