@@ -79,8 +79,9 @@
 // its permissions and channels there and in the kernel (kernelSync,
 // kernel.go).
 //
-// Per packet, nothing in this package allocates: relay/hotpath_test.go
+// Per relayed packet (ChannelData, a Send or Data indication, a datagram
+// from a peer) nothing in this package allocates: relay/hotpath_test.go
 // asserts it with testing.AllocsPerRun for every step above that is this
-// package's, in both directions, on real sockets. Pion's steps (5 on the
+// package's, in both directions, on real sockets where there is one. Pion's steps (5 on the
 // way out, 3 on the way back) do allocate; the README has the count.
 package relay

@@ -37,9 +37,10 @@ func hotPathPackets(t testing.TB) (chanData, sendInd []byte) {
 }
 
 // TestHotPathAllocatesNothing asserts that checking and counting a relayed
-// packet allocates nothing: client-side inspection of ChannelData and Send
-// indications, and both directions of a relay socket, with and without a
-// bandwidth limit.
+// packet allocates nothing: steering across the sockets of an address
+// (with a token waiting and a client steered), client-side inspection of
+// ChannelData and Send indications, and both directions of a relay socket,
+// with and without a bandwidth limit.
 func TestHotPathAllocatesNothing(t *testing.T) {
 	l := newInspectListener(t, false)
 	chanData, sendInd := hotPathPackets(t)
@@ -56,7 +57,10 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 		rc := l.wrapRelayPacketConn(nopPacketConn{from: peer}, 50000, l.srv.newRecord(nil))
 		rc.rec.add(netip.MustParseAddr("203.0.113.1"))
 		buf := make([]byte, 1600)
+		g := steeringGroup(l)
+		c := &clientPacketConn{l: l, g: g}
 		for name, f := range map[string]func(){
+			"steer ChannelData":      func() { _ = g.steer(c, chanData, src) },
 			"inspect ChannelData":    func() { _, _ = l.inspect(chanData, src, r) },
 			"drop stray ChannelData": func() { _, _ = l.inspect(chanData, stranger, r) },
 			"inspect Send":           func() { _, _ = l.inspect(sendInd, src, r) },
@@ -263,18 +267,25 @@ func BenchmarkClientReadFrom(b *testing.B) {
 	}
 }
 
+// steeringGroup returns a group of sockets of l with a RESERVATION-TOKEN
+// waiting to be claimed and a client steered to another socket.
+func steeringGroup(l *listener) *udpGroup {
+	g := newUDPGroup()
+	other := &clientPacketConn{l: l, g: g}
+	g.tokens["unclaimed"] = tokenOwner{c: other, at: time.Now()}
+	g.nTokens.Store(1)
+	g.setSteeredLocked(steerMap{netip.MustParseAddrPort("127.0.0.1:7000"): {c: other, at: time.Now()}})
+	return g
+}
+
 // BenchmarkSteer is the steering check every datagram of a UDP listener
 // socket goes through while an RESERVATION-TOKEN waits to be claimed and
 // another client is steered: ChannelData from a client that is not
 // steered, on every core at once.
 func BenchmarkSteer(b *testing.B) {
 	l := newInspectListener(b, false)
-	g := newUDPGroup()
+	g := steeringGroup(l)
 	c := &clientPacketConn{l: l, g: g}
-	other := &clientPacketConn{l: l, g: g}
-	g.tokens["unclaimed"] = tokenOwner{c: other, at: time.Now()}
-	g.nTokens.Store(1)
-	g.setSteeredLocked(steerMap{netip.MustParseAddrPort("127.0.0.1:7000"): {c: other, at: time.Now()}})
 	chanData, _ := hotPathPackets(b)
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	b.ReportAllocs()
