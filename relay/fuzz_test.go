@@ -52,8 +52,8 @@ func newInspectListener(t testing.TB, draining bool) *listener {
 		},
 		m:        metrics.New("test"),
 		nonces:   testNonces,
-		perms:    map[string]*permits{},
-		byClient: map[allocation.Key]*permits{},
+		records:  map[string]*record{},
+		byClient: map[allocation.Key]*record{},
 	}
 	s.log = slog.New(slog.DiscardHandler)
 	s.logs = newLogLimiter(s.m.LogSuppressed)
@@ -122,7 +122,7 @@ func FuzzInspect(f *testing.F) {
 		}
 		_ = errorCode(append(make([]byte, 0, len(b)), b...))
 		if len(b) > 0 {
-			_, _, _ = decodeXORAddr(b, [stun.TransactionIDSize]byte{})
+			_, _ = decodeXORAddr(b, [stun.TransactionIDSize]byte{})
 		}
 		if got := testingToFloat(l); got != 0 {
 			t.Fatalf("inspect panicked %v times on %x", got, b)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -93,29 +92,52 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	if err != nil {
 		return nil, nil, err
 	}
-	var pc net.PacketConn
-	pool := g.l.srv.portPool(conf.Network)
-	port, err := pool.bind(conf.RequestedPort, g.l.srv.now(), func(p int) error {
-		c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bindIP, uint16(p)))) //nolint:gosec
-		if err != nil {
-			return err
-		}
-		pc = c
-		return nil
-	})
+	port, pc, err := g.bindUDP(conf.Network, bindIP, conf.RequestedPort)
 	if err != nil {
 		if conf.RequestedPort == 0 { // a port the client asked for (EVEN-PORT, a reservation) is its affair
 			g.allocFailed(conf.Network, bindIP, err)
 		}
 		return nil, nil, err
 	}
+	pool := g.l.srv.portPool(conf.Network)
 	g.l.srv.ports.set(conf.Network).add(port)
 	relay := &net.UDPAddr{IP: adv.AsSlice(), Port: port}
-	rc := g.l.wrapRelayPacketConn(pc, port)
-	rc.ports, rc.pool = g.l.srv.ports.set(conf.Network), pool
-	rc.relay = relay
-	g.l.srv.registerPermits(relay, g.l.newKernelState(pc), func(p *permits) io.Closer { rc.permits = p; return rc })
+	rec := g.l.srv.newRecord(g.l.newKernelState(pc))
+	rc := g.l.wrapRelayPacketConn(pc, port, rec)
+	rc.ports, rc.pool, rc.relay = g.l.srv.ports.set(conf.Network), pool, relay
+	rec.closer = rc // before the record is shared: Kill and Close read it
+	g.l.srv.registerRecord(relay, rec)
 	return rc, relay, nil
+}
+
+// bindUDP opens a UDP relay socket on bindIP: on a random free port of the
+// pool; for an EVEN-PORT (an even requested port) on an even port, with
+// the next one reserved; for a RESERVATION-TOKEN (an odd one) on the port
+// reserved for it, or on that port if it is free. See reserve.go.
+func (g *generator) bindUDP(network string, bindIP netip.Addr, requested int) (int, net.PacketConn, error) {
+	s := g.l.srv
+	pool := s.portPool(network)
+	listen := func(p int) (net.PacketConn, error) {
+		return net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bindIP, uint16(p)))) //nolint:gosec
+	}
+	switch {
+	case requested != 0 && requested%2 == 0:
+		return s.bindEven(network, pool, requested, listen)
+	case requested != 0:
+		if pc := s.reserved.claim(network, requested); pc != nil {
+			return requested, pc, nil
+		}
+	}
+	var pc net.PacketConn
+	port, err := pool.bind(requested, s.now(), func(p int) error {
+		c, err := listen(p)
+		if err != nil {
+			return err
+		}
+		pc = c
+		return nil
+	})
+	return port, pc, err
 }
 
 func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
@@ -149,8 +171,11 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 		return nil, nil, err
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}
-	rl := &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network), pool: pool, relay: relay}
-	g.l.srv.registerPermits(relay, nil, func(p *permits) io.Closer { rl.permits, p.tcp = p, true; return rl })
+	rec := g.l.srv.newRecord(nil)
+	rl := &relayListener{Listener: ln, l: g.l, port: port, ports: g.l.srv.ports.set(conf.Network), pool: pool,
+		relay: relay, rec: rec}
+	rec.closer, rec.tcp = rl, true // before the record is shared: Kill and Close read it
+	g.l.srv.registerRecord(relay, rec)
 	return rl, relay, nil
 }
 
@@ -167,7 +192,7 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 	if !ok {
 		return nil, fmt.Errorf("relay: peer address %v is not TCP", conf.RemoteAddr)
 	}
-	if !g.l.srv.peerPortAllowed(remote.IP, remote.Port, true) {
+	if !g.l.srv.peerPortAllowed(remote.AddrPort(), true) {
 		g.l.srv.m.PeerDenials.WithLabelValues("connect").Inc()
 		return nil, ErrSelfPeer
 	}
@@ -181,5 +206,5 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	return g.l.wrapRelayConn(c, g.l.srv.lookupPermits(conf.LocalAddr)), nil
+	return g.l.wrapRelayConn(c, g.l.srv.lookupRecord(conf.LocalAddr)), nil
 }

@@ -12,7 +12,7 @@ import (
 // port number keep separate permission sets and port bitmaps.
 func TestSamePortUDPAndTCPAllocations(t *testing.T) {
 	l := newInspectListener(t, false)
-	l.srv.perms = map[string]*permits{}
+	l.srv.records = map[string]*record{}
 	l.srv.addrs.advertise4 = l.srv.addrs.relay4
 	g := &generator{l: l}
 	pc, udpRelay, err := g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", RequestedPort: 50123})
@@ -27,12 +27,12 @@ func TestSamePortUDPAndTCPAllocations(t *testing.T) {
 	peer := net.IPv4(203, 0, 113, 7)
 	l.srv.permissionChanged(udpRelay, peer, true)
 	rc := pc.(*relayPacketConn)
-	if !rc.permits.has(netip.MustParseAddr("203.0.113.7")) {
+	if !rc.rec.has(netip.MustParseAddr("203.0.113.7")) {
 		t.Fatal("the UDP allocation's permission landed elsewhere")
 	}
 	_ = ln.Close()
 	l.srv.permissionChanged(udpRelay, net.IPv4(203, 0, 113, 8), true)
-	if !rc.permits.has(netip.MustParseAddr("203.0.113.8")) {
+	if !rc.rec.has(netip.MustParseAddr("203.0.113.8")) {
 		t.Fatal("closing the TCP allocation broke the UDP allocation's permissions")
 	}
 	if !l.srv.ports.udp4.has(50123) || l.srv.ports.tcp4.has(50123) {
@@ -45,7 +45,7 @@ func TestSamePortUDPAndTCPAllocations(t *testing.T) {
 // IPv6 one on the same port number.
 func TestPortBitmapsPerFamily(t *testing.T) {
 	l := newInspectListener(t, false)
-	l.srv.perms = map[string]*permits{}
+	l.srv.records = map[string]*record{}
 	l.srv.addrs.relay6 = netip.MustParseAddr("::1")
 	l.srv.addrs.advertise4, l.srv.addrs.advertise6 = l.srv.addrs.relay4, l.srv.addrs.relay6
 	l.srv.addSelf(l.srv.addrs.relay4, true)
@@ -62,10 +62,10 @@ func TestPortBitmapsPerFamily(t *testing.T) {
 	}
 	defer v6.Close()
 	_ = v4.Close()
-	if got := l.srv.selfPortVerdict(net.IPv6loopback, 50125, false); got != portAllowed {
+	if got := verdictOf(l.srv, net.IPv6loopback, 50125); got != portAllowed {
 		t.Fatalf("live IPv6 relay port judged %v after the IPv4 one closed", got)
 	}
-	if got := l.srv.selfPortVerdict(net.IPv4(127, 0, 0, 1), 50125, false); got != portGone {
+	if got := verdictOf(l.srv, net.IPv4(127, 0, 0, 1), 50125); got != portGone {
 		t.Fatalf("closed IPv4 relay port judged %v, want gone", got)
 	}
 }

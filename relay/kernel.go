@@ -40,7 +40,7 @@ func (l *listener) newKernelState(pc net.PacketConn) *kernelState {
 // created (the client's address is known from then on). A client of
 // another family than its relayed address stays in user space: the program
 // does not translate between IPv4 and IPv6.
-func (s *Server) kernelStart(p *permits, client, server net.Addr) {
+func (s *Server) kernelStart(p *record, client, server net.Addr) {
 	k := p.k
 	if k == nil {
 		return
@@ -54,6 +54,11 @@ func (s *Server) kernelStart(p *permits, client, server net.Addr) {
 		p.k = nil
 		return
 	}
+	if !s.kernelBegin() {
+		p.k = nil
+		return
+	}
+	defer s.kernelDone()
 	k.client, k.server = c, sv
 	if err := s.cfg.Offload.AddAllocation(k.id, s.cfg.MaxBPS, maxMessageSize); err != nil {
 		s.kernelFailed(err)
@@ -63,20 +68,30 @@ func (s *Server) kernelStart(p *permits, client, server net.Addr) {
 	k.added = true
 	// Channels or permissions pion reported before the allocation itself.
 	for n, peer := range p.channels {
-		s.kernelSync(p, n, peer)
+		s.syncChannel(p, n, peer)
 	}
 }
 
 // kernelSync installs or removes channel n (to peer) so that it is in the
 // kernel exactly while it is bound and its peer's permission is live.
 // Called with p.mu held.
-func (s *Server) kernelSync(p *permits, n uint16, peer netip.AddrPort) {
+func (s *Server) kernelSync(p *record, n uint16, peer netip.AddrPort) {
+	if k := p.k; k == nil || !k.added || !peer.IsValid() || !s.kernelBegin() {
+		return
+	}
+	defer s.kernelDone()
+	s.syncChannel(p, n, peer)
+}
+
+// syncChannel is kernelSync inside kernelBegin.
+func (s *Server) syncChannel(p *record, n uint16, peer netip.AddrPort) {
 	k := p.k
 	if k == nil || !k.added || !peer.IsValid() {
 		return
 	}
+	d := s.judgePeer(peer, false)
 	b := offload.Binding{Alloc: k.id, Client: k.client, Server: k.server, Relay: k.bound, Peer: peer, Channel: n,
-		Fleet: s.fleetPeer(peer.Addr())}
+		Fleet: d.member}
 	_, bound := p.channels[n]
 	_, permitted := p.ips[peer.Addr()]
 	// A peer on the node's own addresses (or a fleet member's) is reachable
@@ -84,7 +99,7 @@ func (s *Server) kernelSync(p *permits, n uint16, peer netip.AddrPort) {
 	// channel to anything else stays there. (A relay port that closes
 	// later keeps its binding until the channel goes: the kernel then
 	// sends to a closed port where user space would drop as peer_gone.)
-	ok := s.selfPortVerdict(peer.Addr().AsSlice(), int(peer.Port()), false) == portAllowed
+	ok := d.port == portAllowed
 	if !bound || !permitted || !ok || p.closed.Load() {
 		if s.cfg.Offload.Unbind(b) {
 			s.m.OffloadBindings.Dec()
@@ -102,11 +117,16 @@ func (s *Server) kernelSync(p *permits, n uint16, peer netip.AddrPort) {
 
 // kernelEnd removes the allocation and whatever it still has from the
 // kernel. Called with p.mu held.
-func (s *Server) kernelEnd(p *permits) {
+func (s *Server) kernelEnd(p *record) {
 	k := p.k
 	if k == nil || !k.added {
 		return
 	}
+	if !s.kernelBegin() {
+		k.added = false // the Offload is closing, and the maps with it
+		return
+	}
+	defer s.kernelDone()
 	// What the kernel relayed for it goes with it: keep the count for the
 	// session record.
 	if st, err := s.cfg.Offload.AllocationStats(k.id); err == nil {
@@ -115,6 +135,29 @@ func (s *Server) kernelEnd(p *permits) {
 	n := s.cfg.Offload.RemoveAllocation(k.id)
 	s.m.OffloadBindings.Sub(float64(n))
 	k.added = false
+}
+
+// kernelBegin starts a call into Config.Offload, and reports false,
+// holding nothing, once Close has ended the kernel path: main closes the
+// Offload after the Server, while pion's goroutines may still be deleting
+// allocations. kernelDone ends the call.
+func (s *Server) kernelBegin() bool {
+	s.kernelMu.RLock()
+	if s.kernelClosed {
+		s.kernelMu.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (s *Server) kernelDone() { s.kernelMu.RUnlock() }
+
+// kernelClose ends the kernel path: once it returns, no call into
+// Config.Offload is under way and none starts.
+func (s *Server) kernelClose() {
+	s.kernelMu.Lock()
+	s.kernelClosed = true
+	s.kernelMu.Unlock()
 }
 
 // kernelFailed counts a channel left to user space.

@@ -36,7 +36,7 @@ func TestPerAllocationLimits(t *testing.T) {
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	relayAddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
 	l.srv.cfg.Table.Commit(l.key(src), "alice", "udp", relayAddr)
-	p := l.srv.registerPermits(relayAddr, nil, nil)
+	p := l.srv.registerRecord(relayAddr, l.srv.newRecord(nil))
 	l.srv.linkClient(l.key(src), relayAddr, src, relayAddr)
 	nonce := testNonces.issue(netip.MustParseAddr("127.0.0.1"))
 	try := func(method stun.Method, extra ...stun.Setter) (bool, []int) {
@@ -87,7 +87,7 @@ func TestPerAllocationLimits(t *testing.T) {
 	for _, ip := range []string{"1.1.1.1", "1.0.0.1", "9.9.9.9"} {
 		l.srv.permissionChanged(relayAddr, net.ParseIP(ip), false)
 	}
-	l.srv.unregisterPermits(relayAddr, p)
+	l.srv.unregisterRecord(relayAddr, p)
 	if g, c := promToFloat(l.srv.m.PermissionsActive), promToFloat(l.srv.m.ChannelsActive); g != 0 || c != 0 {
 		t.Errorf("after close: permissions_active %v channels_active %v, want 0 0", g, c)
 	}
@@ -110,14 +110,14 @@ func BenchmarkPermitsClose(b *testing.B) {
 		ips[i] = net.IPv4(11, 0, byte(i>>8), byte(i))
 	}
 	for b.Loop() {
-		p := l.srv.registerPermits(relayAddr, nil, nil)
+		p := l.srv.registerRecord(relayAddr, l.srv.newRecord(nil))
 		for _, ip := range ips {
 			l.srv.permissionChanged(relayAddr, ip, true)
 		}
 		for _, ip := range ips {
 			l.srv.permissionChanged(relayAddr, ip, false)
 		}
-		l.srv.unregisterPermits(relayAddr, p)
+		l.srv.unregisterRecord(relayAddr, p)
 	}
 }
 
@@ -128,7 +128,7 @@ func TestChannelNumberRange(t *testing.T) {
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
 	relayAddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50001}
 	l.srv.cfg.Table.Commit(l.key(src), "alice", "udp", relayAddr)
-	l.srv.registerPermits(relayAddr, nil, nil)
+	l.srv.registerRecord(relayAddr, l.srv.newRecord(nil))
 	l.srv.linkClient(l.key(src), relayAddr, src, relayAddr)
 	nonce := testNonces.issue(netip.MustParseAddr("127.0.0.1"))
 	for _, tc := range []struct {

@@ -141,7 +141,7 @@ func TestInspectHandsPionItsNonce(t *testing.T) {
 	// Pion challenges someone: its nonce is noted and the client sees ours.
 	challenge := mustBuild(t, stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
 		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized}, stun.NewNonce("PIONNONCE1"), stun.NewRealm("fuzz"))
-	out := decodeResponse(t, l.finishResponse(challenge, src, &reqMemo{}))
+	out := decodeResponse(t, l.finishResponse(challenge, readOutHeader(challenge), src, &reqMemo{}))
 	var n stun.Nonce
 	if err := n.GetFrom(out); err != nil || string(n) == "PIONNONCE1" || !l.srv.nonces.valid(n, netip.MustParseAddr("127.0.0.1")) {
 		t.Fatalf("client got nonce %q, want one of the node's", n)
@@ -171,7 +171,7 @@ func TestInspectHandsPionItsNonce(t *testing.T) {
 		stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
 		&stun.ErrorCodeAttribute{Code: stun.CodeAllocQuotaReached},
 		stun.MessageIntegrity(longTermKeyForTest("alice", "fuzz", "pw")))
-	fixed := decodeResponse(t, l.finishResponse(answer, src, &r.rm))
+	fixed := decodeResponse(t, l.finishResponse(answer, readOutHeader(answer), src, &r.rm))
 	if err := ec.GetFrom(fixed); err != nil || string(ec.Reason) != "Allocation Quota Reached" {
 		t.Fatalf("reason %q", ec.Reason)
 	}
@@ -181,7 +181,7 @@ func TestInspectHandsPionItsNonce(t *testing.T) {
 	// A signed answer to some other request cannot be signed again: as is.
 	other := mustBuild(t, stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
 		&stun.ErrorCodeAttribute{Code: stun.CodeAllocQuotaReached}, stun.MessageIntegrity([]byte("k")))
-	if got := l.finishResponse(other, src, &r.rm); string(got) != string(other) {
+	if got := l.finishResponse(other, readOutHeader(other), src, &r.rm); string(got) != string(other) {
 		t.Fatal("an answer whose key is unknown was changed")
 	}
 }

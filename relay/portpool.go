@@ -103,6 +103,46 @@ func (p *portPool) takePort(port int, now time.Time) bool {
 	return true
 }
 
+// takePair takes port and port+1 out of the pool if both are free: an
+// EVEN-PORT allocation's port and the one it reserves (reserve.go).
+func (p *portPool) takePair(port int, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.returnAside(now)
+	if !p.isFree(port) || !p.isFree(port+1) {
+		return false
+	}
+	p.remove(port)
+	p.remove(port + 1)
+	return true
+}
+
+// pairSamples bounds the free ports takeRandomPair looks at: with half the
+// range free, one in four is the even half of a free pair.
+const pairSamples = 64
+
+// takeRandomPair takes a random even port and the port after it out of the
+// pool, when it finds a free pair among pairSamples random free ports.
+func (p *portPool) takeRandomPair(now time.Time) (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.returnAside(now)
+	for range min(pairSamples, len(p.free)) {
+		even := int(p.free[p.randN(len(p.free))]) &^ 1
+		if p.isFree(even) && p.isFree(even+1) {
+			p.remove(even)
+			p.remove(even + 1)
+			return even, true
+		}
+	}
+	return 0, false
+}
+
+// isFree reports whether port is in the pool. The caller holds mu.
+func (p *portPool) isFree(port int) bool {
+	return port >= p.lo && port < p.lo+len(p.pos) && p.pos[port-p.lo] >= 0
+}
+
 // release gives a port taken from the pool back.
 func (p *portPool) release(port int) {
 	p.mu.Lock()

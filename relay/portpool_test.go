@@ -281,7 +281,7 @@ func TestPortPoolIndexes(t *testing.T) {
 // reused, and the live-port bitmap consistent throughout.
 func TestGeneratorPortPool(t *testing.T) {
 	l := newInspectListener(t, false)
-	l.srv.perms = map[string]*permits{}
+	l.srv.records = map[string]*record{}
 	lo, hi := looptest.FreeUDPRange(t, 20000, 8)
 	l.srv.cfg.MinPort, l.srv.cfg.MaxPort = lo, hi
 	g := &generator{l: l}
@@ -325,7 +325,7 @@ func TestGeneratorPortPool(t *testing.T) {
 // is set aside, not retried each allocation, and tried again later.
 func TestGeneratorSkipsPortHeldByHost(t *testing.T) {
 	l := newInspectListener(t, false)
-	l.srv.perms = map[string]*permits{}
+	l.srv.records = map[string]*record{}
 	now := t0
 	l.srv.cfg.Now = func() time.Time { return now }
 	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -360,7 +360,7 @@ func TestGeneratorSkipsPortHeldByHost(t *testing.T) {
 // is not handed to a second allocation while the first listens on it.
 func TestGeneratorTCPPortsExclusive(t *testing.T) {
 	l := newInspectListener(t, false)
-	l.srv.perms = map[string]*permits{}
+	l.srv.records = map[string]*record{}
 	lo, hi := looptest.FreeUDPRange(t, 20000, 2)
 	l.srv.cfg.MinPort, l.srv.cfg.MaxPort = lo, hi
 	g := &generator{l: l}
@@ -403,7 +403,7 @@ func BenchmarkAllocateRefused(b *testing.B) {
 	for _, n := range []int{64, 1024} {
 		b.Run(fmt.Sprintf("ports=%d", n), func(b *testing.B) {
 			l := newInspectListener(b, false)
-			l.srv.perms = map[string]*permits{}
+			l.srv.records = map[string]*record{}
 			lo, hi := looptest.FreeUDPRange(b, 20000, n)
 			l.srv.cfg.MinPort, l.srv.cfg.MaxPort = lo, hi
 			g := &generator{l: l}

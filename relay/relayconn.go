@@ -4,61 +4,31 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// bucket is a token bucket in bytes, refilled at rate bytes per second, with
-// room for half a second of traffic (at least one full-size packet).
-type bucket struct {
-	mu     sync.Mutex
-	rate   float64 // bytes per second
-	burst  float64
-	tokens float64
-	last   time.Time
-}
-
-func newBucket(bitsPerSecond int64) *bucket {
-	if bitsPerSecond <= 0 {
-		return nil
-	}
-	rate := float64(bitsPerSecond) / 8
-	burst := max(rate/2, 2*maxMessageSize)
-	return &bucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
-}
-
-// allow takes n bytes from the bucket if they are there.
-func (b *bucket) allow(n int) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now()
-	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-	b.last = now
-	if b.tokens < float64(n) {
-		return false
-	}
-	b.tokens -= float64(n)
-	return true
-}
-
-// relayPacketConn wraps one UDP allocation's relay socket: it counts traffic
-// in both directions as it flows, applies --max-bps per direction, and keeps
-// clients off the node's own non-relay ports.
+// relayPacketConn wraps one UDP allocation's relay socket: per datagram it
+// checks the peer (one judgePeer), spends --max-bps tokens and counts the
+// traffic in both directions as it flows, on the node's counters and the
+// allocation's record. It reads and writes through the net.UDPConn calls
+// that allocate nothing.
 type relayPacketConn struct {
 	net.PacketConn
-	l       *listener
-	port    int
-	ports   *portSet  // the node's live relay ports of this socket's family
-	pool    *portPool // where port goes back on Close; nil in packet-path tests
-	relay   net.Addr  // the relayed address, as advertised
-	permits *permits  // nil: every peer (tests of the packet path only)
-	in, out *bucket
-	closed  atomic.Bool
+	uc     *net.UDPConn // PacketConn when it is one (always, outside tests)
+	l      *listener
+	port   int
+	ports  *portSet  // the node's live relay ports of this socket's family
+	pool   *portPool // where port goes back on Close; nil in packet-path tests
+	relay  net.Addr  // the relayed address, as advertised
+	rec    *record
+	peers  peerAddrs // read by ReadFrom only (pion's one reader)
+	closed atomic.Bool
 }
 
-func (l *listener) wrapRelayPacketConn(pc net.PacketConn, port int) *relayPacketConn {
-	return &relayPacketConn{PacketConn: pc, l: l, port: port, in: newBucket(l.srv.cfg.MaxBPS), out: newBucket(l.srv.cfg.MaxBPS)}
+func (l *listener) wrapRelayPacketConn(pc net.PacketConn, port int, rec *record) *relayPacketConn {
+	uc, _ := pc.(*net.UDPConn)
+	return &relayPacketConn{PacketConn: pc, uc: uc, l: l, port: port, rec: rec}
 }
 
 // Close frees the port in the node's relay-port set and gives it back to
@@ -72,115 +42,132 @@ func (c *relayPacketConn) Close() error {
 		if c.pool != nil {
 			c.pool.release(c.port)
 		}
-		if c.permits != nil {
-			c.l.srv.unregisterPermits(c.relay, c.permits)
-		}
+		c.l.srv.unregisterRecord(c.relay, c.rec)
 	}
 	return err
 }
 
-// ReadFrom carries peer -> client traffic.
+// ReadFrom carries peer -> client traffic: it returns the next datagram
+// from a peer with a permission, within the limit. The address returned
+// may be shared with earlier datagrams of the same peer (see peerAddrs).
 func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
+		n, ap, err := c.read(b)
 		if err != nil {
-			return n, addr, err
+			return n, nil, err
 		}
-		if c.permits != nil && !c.permitted(addr) {
-			c.l.dropNoPerm.Inc() // pion would drop it too, after the count
+		// Pion drops a datagram from a peer without a permission too, but
+		// only after it was counted and its tokens spent.
+		if !c.rec.has(ap.Addr().Unmap()) {
+			c.l.dropNoPerm.Inc()
 			continue
 		}
-		if c.in != nil && !c.in.allow(n) {
+		if !c.rec.toClient.allow(n) {
 			c.l.dropRate.Inc()
 			continue
 		}
 		c.l.p2cPackets.Inc()
 		c.l.p2cBytes.Add(float64(n))
-		if c.permits != nil {
-			c.permits.stats.toClient(n)
-		}
-		if c.l.srv.fleet.Load() != nil && c.fleetAddr(addr) {
+		c.rec.stats.toClient(n)
+		if c.l.srv.fleet.Load() != nil && c.l.srv.judgePeer(ap, false).crossHost {
 			c.l.crossIn.Add(float64(n))
 		}
-		return n, addr, nil
+		return n, c.peers.get(ap), nil
 	}
 }
 
-func (c *relayPacketConn) permitted(addr net.Addr) bool {
-	ua, ok := addr.(*net.UDPAddr)
-	if !ok {
-		return false
+// read is ReadFrom of the socket without the address allocation.
+func (c *relayPacketConn) read(b []byte) (int, netip.AddrPort, error) {
+	if c.uc != nil {
+		return c.uc.ReadFromUDPAddrPort(b)
 	}
-	a, ok := netip.AddrFromSlice(ua.IP)
-	return ok && c.permits.has(a.Unmap())
+	n, addr, err := c.PacketConn.ReadFrom(b)
+	if err != nil {
+		return n, netip.AddrPort{}, err
+	}
+	ap, _ := addrPortOf(addr)
+	return n, ap, nil
 }
 
 // WriteTo carries client -> peer traffic. Dropped packets report success so
 // that pion does not treat a policy drop as a socket failure.
 func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	// RFC 8656 §12: data to a peer needs a live permission for it, on a
-	// channel as in a Send indication (pion checks the latter only); the
-	// kernel path holds the same rule.
-	if c.permits != nil && !c.permitted(addr) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
 		c.l.dropNoPerm.Inc()
 		return len(b), nil
 	}
-	if ua, ok := addr.(*net.UDPAddr); ok {
-		switch c.l.srv.selfPortVerdict(ua.IP, ua.Port, false) {
-		case portDenied:
-			c.l.dropSelf.Inc()
-			return len(b), nil
-		case portGone:
-			c.l.dropGone.Inc()
-			return len(b), nil
-		}
+	ap := ua.AddrPort()
+	// RFC 8656 §12: data to a peer needs a live permission for it, on a
+	// channel as in a Send indication (pion checks the latter only); the
+	// kernel path holds the same rule.
+	if !c.rec.has(ap.Addr().Unmap()) {
+		c.l.dropNoPerm.Inc()
+		return len(b), nil
 	}
-	if c.out != nil && !c.out.allow(len(b)) {
+	d := c.l.srv.judgePeer(ap, false)
+	switch d.port {
+	case portDenied:
+		c.l.dropSelf.Inc()
+		return len(b), nil
+	case portGone:
+		c.l.dropGone.Inc()
+		return len(b), nil
+	}
+	if !c.rec.toPeer.allow(len(b)) {
 		c.l.dropRate.Inc()
 		return len(b), nil
 	}
-	n, err := c.PacketConn.WriteTo(b, addr)
+	n, err := c.PacketConn.WriteTo(b, ua)
 	if err == nil {
 		c.l.c2pPackets.Inc()
 		c.l.c2pBytes.Add(float64(n))
-		if c.permits != nil {
-			c.permits.stats.toPeer(n)
-		}
-		if c.l.srv.fleet.Load() != nil && c.fleetAddr(addr) {
+		c.rec.stats.toPeer(n)
+		if d.crossHost {
 			c.l.crossOut.Add(float64(n))
 		}
 	}
 	return n, err
 }
 
-// fleetAddr reports whether addr is on another fleet member's relay address.
-func (c *relayPacketConn) fleetAddr(addr net.Addr) bool {
-	ua, ok := addr.(*net.UDPAddr)
-	if !ok {
-		return false
+// peerAddrs hands out one *net.UDPAddr per recent peer of a relay socket,
+// so that a call's datagrams from its peer share one address value instead
+// of allocating one each (pion needs a net.Addr per datagram). An
+// allocation talks to a handful of peers (a candidate or two per remote
+// ICE agent), so a few slots replaced in turn do. Values handed out are
+// shared and must not be modified; pion only reads them.
+type peerAddrs struct {
+	aps   [peerAddrSlots]netip.AddrPort
+	addrs [peerAddrSlots]*net.UDPAddr
+	next  int
+}
+
+// peerAddrSlots is how many peer addresses a relay socket keeps (40 bytes
+// each).
+const peerAddrSlots = 4
+
+func (p *peerAddrs) get(ap netip.AddrPort) *net.UDPAddr {
+	for i := range p.aps {
+		if p.addrs[i] != nil && p.aps[i] == ap {
+			return p.addrs[i]
+		}
 	}
-	a, ok := netip.AddrFromSlice(ua.IP)
-	if !ok || !c.l.srv.fleetPeer(a) {
-		return false
-	}
-	// A member sharing this node's relay IP: this node's own live ports
-	// are not cross-host.
-	if x, self := c.l.srv.selfLookup(a); self && x.relay && c.l.srv.ports.live(false, x.addr.Is6(), ua.Port) {
-		return false
-	}
-	return true
+	i := p.next
+	p.next = (p.next + 1) % peerAddrSlots
+	p.aps[i], p.addrs[i] = ap, net.UDPAddrFromAddrPort(ap)
+	return p.addrs[i]
 }
 
 // relayListener wraps an RFC 6062 TCP allocation's listening socket.
 type relayListener struct {
 	net.Listener
-	l       *listener
-	port    int
-	ports   *portSet
-	pool    *portPool
-	relay   net.Addr
-	permits *permits // for the permissions gauge only
-	closed  atomic.Bool
+	l      *listener
+	port   int
+	ports  *portSet
+	pool   *portPool
+	relay  net.Addr
+	rec    *record // for the permissions gauge only
+	closed atomic.Bool
 }
 
 // Close frees the port in the node's relay-port set and gives it back to
@@ -192,7 +179,7 @@ func (rl *relayListener) Close() error {
 	if !rl.closed.Swap(true) {
 		rl.ports.remove(rl.port)
 		rl.pool.release(rl.port)
-		rl.l.srv.unregisterPermits(rl.relay, rl.permits)
+		rl.l.srv.unregisterRecord(rl.relay, rl.rec)
 	}
 	return err
 }
@@ -204,7 +191,7 @@ func (rl *relayListener) Accept() (net.Conn, error) {
 	for {
 		c, err := rl.Listener.Accept()
 		if err == nil {
-			return rl.l.wrapRelayConn(c, rl.permits), nil
+			return rl.l.wrapRelayConn(c, rl.rec), nil
 		}
 		if errors.Is(err, net.ErrClosed) {
 			return nil, err
@@ -219,10 +206,10 @@ func (rl *relayListener) Accept() (net.Conn, error) {
 type relayConn struct {
 	net.Conn
 	l *listener
-	p *permits
+	p *record
 }
 
-func (l *listener) wrapRelayConn(c net.Conn, p *permits) net.Conn {
+func (l *listener) wrapRelayConn(c net.Conn, p *record) net.Conn {
 	return &relayConn{Conn: c, l: l, p: p}
 }
 

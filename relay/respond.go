@@ -88,12 +88,9 @@ func errorCodeAttr(code stun.ErrorCode) *stun.ErrorCodeAttribute {
 }
 
 // finishResponse returns b, or a copy of it changed as described above when
-// b is an error response. to is the client it goes to.
-func (l *listener) finishResponse(b []byte, to net.Addr, memo *reqMemo) []byte {
-	if len(b) < stunHeaderSize || b[0]>>6 != 0 || b[0]&0x01 == 0 || b[1]&0x10 == 0 {
-		return b // not STUN, or not of the error-response class (C1 and C0 set)
-	}
-	if binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+// b is an error response (h is b's header). to is the client it goes to.
+func (l *listener) finishResponse(b []byte, h outHeader, to net.Addr, memo *reqMemo) []byte {
+	if !h.stun || h.t.Class != stun.ClassErrorResponse {
 		return b
 	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
@@ -202,4 +199,122 @@ func sourceIP(a net.Addr) netip.Addr {
 		return a.AddrPort().Addr().Unmap()
 	}
 	return netip.Addr{}
+}
+
+func methodLabel(m stun.Method) string {
+	switch m {
+	case stun.MethodBinding:
+		return "binding"
+	case stun.MethodAllocate:
+		return "allocate"
+	case stun.MethodRefresh:
+		return "refresh"
+	case stun.MethodCreatePermission:
+		return "create_permission"
+	case stun.MethodChannelBind:
+		return "channel_bind"
+	case stun.MethodConnect:
+		return "connect"
+	case stun.MethodConnectionBind:
+		return "connection_bind"
+	case stun.MethodSend:
+		return "send"
+	}
+	return ""
+}
+
+func resultLabel(code int) string {
+	switch code {
+	case 0:
+		return "success"
+	case 300:
+		return "try_alternate"
+	case 400:
+		return "bad_request"
+	case 401:
+		return "unauthorized"
+	case 403:
+		return "forbidden"
+	case 437:
+		return "mismatch"
+	case 438:
+		return "stale_nonce"
+	case 486:
+		return "quota"
+	case 508:
+		return "capacity"
+	}
+	return "other_error"
+}
+
+// outHeader is what the node needs to know of a message it sends to a
+// client, read once from its header by readOutHeader and handed to each
+// step that looks at it (finishResponse, observeResponse,
+// udpGroup.noteReservation).
+type outHeader struct {
+	stun bool             // a STUN message: not ChannelData, not raw data
+	t    stun.MessageType // when stun
+	kind responseKind
+}
+
+// responseKind is the kind of success a client connection's state depends
+// on.
+type responseKind int
+
+const (
+	respOther           responseKind = iota
+	respAllocated                    // an Allocate success
+	respConnectionBound              // a ConnectionBind success: raw data follows
+)
+
+// readOutHeader reads the header of a message on its way to a client. For
+// ChannelData, the bulk of what is sent, that is one test of its first
+// byte.
+func readOutHeader(b []byte) outHeader {
+	if len(b) < stunHeaderSize || b[0]>>6 != 0 || binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+		return outHeader{}
+	}
+	h := outHeader{stun: true}
+	h.t.ReadValue(binary.BigEndian.Uint16(b[0:2]))
+	if h.t.Class == stun.ClassSuccessResponse {
+		switch h.t.Method {
+		case stun.MethodAllocate:
+			h.kind = respAllocated
+		case stun.MethodConnectionBind:
+			h.kind = respConnectionBound
+		}
+	}
+	return h
+}
+
+// observeResponse counts a response the node sends (b, whose header is
+// h), by method and result.
+func (l *listener) observeResponse(b []byte, h outHeader) {
+	var code int
+	switch {
+	case !h.stun:
+		return
+	case h.t.Class == stun.ClassSuccessResponse:
+	case h.t.Class == stun.ClassErrorResponse:
+		code = errorCode(b)
+	default:
+		return
+	}
+	method := methodLabel(h.t.Method)
+	if method == "" || method == "send" {
+		return
+	}
+	l.srv.m.Requests.WithLabelValues(method, resultLabel(code)).Inc()
+}
+
+// errorCode finds the ERROR-CODE attribute in a raw message; -1 if absent.
+func errorCode(b []byte) int {
+	if len(b) < stunHeaderSize {
+		return -1
+	}
+	v, ok := findAttr(b, attrErrorCode)
+	if !ok || len(v) < 4 {
+		return -1
+	}
+	return int(v[2]&0x07)*100 + int(v[3])
 }

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"net"
 	"net/netip"
 	"sync/atomic"
 )
@@ -73,58 +72,6 @@ func (s *Server) peerAllowed(a netip.Addr) bool {
 		return true
 	}
 	return s.cfg.Policy.AllowedAddr(a)
-}
-
-// peerPortAllowed decides one packet or connection to ip:port: on the
-// node's own addresses only live relay ports of the same protocol.
-func (s *Server) peerPortAllowed(ip net.IP, port int, tcp bool) bool {
-	v := s.selfPortVerdict(ip, port, tcp)
-	return v == portAllowed
-}
-
-type portVerdict int
-
-const (
-	portAllowed portVerdict = iota
-	portDenied              // one of the node's own services
-	portGone                // a relay port whose allocation has ended
-)
-
-func (s *Server) selfPortVerdict(ip net.IP, port int, tcp bool) portVerdict {
-	fleet := s.fleet.Load() != nil
-	if len(s.self) == 0 && !fleet {
-		return portAllowed
-	}
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return portDenied
-	}
-	x, ok := s.selfLookup(a)
-	switch {
-	case x.open:
-		return portAllowed
-	case !ok:
-		// A fleet member's address is a peer only for its relay ports:
-		// its permission came from membership, not from the policy, and
-		// must not open the member's other services.
-		if fleet && s.fleetPeer(a) && !s.fleetPeerPort(a, port) {
-			return portDenied
-		}
-		return portAllowed
-	case !x.relay:
-		if s.fleetPeerPort(a, port) {
-			return portAllowed // another member on this host
-		}
-		return portDenied
-	case s.ports.live(tcp, x.addr.Is6(), port):
-		return portAllowed
-	case fleet && s.fleetPeerPort(a, port):
-		return portAllowed // another member sharing this relay IP
-	case port >= s.cfg.MinPort && port <= s.cfg.MaxPort:
-		// The other leg hung up a moment ago: its last packets still come.
-		return portGone
-	}
-	return portDenied
 }
 
 // relayPorts records which ports this node's relay sockets hold, per

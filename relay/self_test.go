@@ -26,7 +26,7 @@ func newSelfServer(t *testing.T, allow ...string) (*Server, int) {
 		t.Fatal(err)
 	}
 	s.cfg.Policy = p
-	s.perms = map[string]*permits{}
+	s.records = map[string]*record{}
 	s.addrs.advertise4 = s.addrs.relay4
 	s.addSelf(s.addrs.relay4, true)
 	s.addSelf(netip.MustParseAddr("::1"), true)
@@ -82,8 +82,8 @@ func TestSelfAddressForms(t *testing.T) {
 					t.Errorf("peerAllowed(%s) = %v, want %v", a, got, w.permit)
 				}
 				for port, v := range w.ports {
-					if got := s.selfPortVerdict(a.AsSlice(), port, false); got != v {
-						t.Errorf("selfPortVerdict(%s, %d) = %s, want %s", a, port, verdictNames[got], verdictNames[v])
+					if got := verdictOf(s, a.AsSlice(), port); got != v {
+						t.Errorf("judgePeer(%s:%d) = %s, want %s", a, port, verdictNames[got], verdictNames[v])
 					}
 				}
 			})
@@ -99,7 +99,7 @@ func TestSelfAddressExactAllow(t *testing.T) {
 		if !s.peerAllowed(a) {
 			t.Errorf("%s %s refused despite --allow-peer of the address", form, a)
 		}
-		if got := s.selfPortVerdict(a.AsSlice(), 22, false); got != portAllowed {
+		if got := verdictOf(s, a.AsSlice(), 22); got != portAllowed {
 			t.Errorf("%s %s port 22: %s, want allowed", form, a, verdictNames[got])
 		}
 	}
@@ -113,7 +113,7 @@ func TestSelfIPv6LoopbackIsItself(t *testing.T) {
 	if !ok || x.addr != netip.MustParseAddr("::1") || !x.relay {
 		t.Fatalf("selfLookup(::1) = %+v, %v", x, ok)
 	}
-	if got := s.selfPortVerdict(net.IPv6loopback, live, false); got != portGone {
+	if got := verdictOf(s, net.IPv6loopback, live); got != portGone {
 		t.Fatalf("::1 on a port live only for IPv4: %s, want gone", verdictNames[got])
 	}
 }
@@ -127,10 +127,10 @@ func TestFleetMemberForms(t *testing.T) {
 		if !s.peerAllowed(a) {
 			t.Errorf("%s %s: fleet member refused", form, a)
 		}
-		if got := s.selfPortVerdict(a.AsSlice(), 40500, false); got != portAllowed {
+		if got := verdictOf(s, a.AsSlice(), 40500); got != portAllowed {
 			t.Errorf("%s %s port 40500: %s, want allowed", form, a, verdictNames[got])
 		}
-		if got := s.selfPortVerdict(a.AsSlice(), 22, false); got != portDenied {
+		if got := verdictOf(s, a.AsSlice(), 22); got != portDenied {
 			t.Errorf("%s %s port 22: %s, want denied", form, a, verdictNames[got])
 		}
 	}
@@ -143,7 +143,7 @@ func TestSelfLookupAllocatesNothing(t *testing.T) {
 	s.SetFleetPeers([]FleetPeer{{Addr: netip.MustParseAddr("203.0.113.50"), MinPort: 40000, MaxPort: 40999}})
 	for form, a := range relaytest.V4Forms(netip.MustParseAddr("127.0.0.1")) {
 		ip := a.AsSlice()
-		if n := testing.AllocsPerRun(1000, func() { s.selfPortVerdict(ip, live, false) }); n != 0 {
+		if n := testing.AllocsPerRun(1000, func() { verdictOf(s, ip, live) }); n != 0 {
 			t.Errorf("%s: %v allocations per packet, want 0", form, n)
 		}
 	}
@@ -178,4 +178,10 @@ func TestEmbeddedIPv4(t *testing.T) {
 			t.Errorf("embeddedIPv4(%s) = %s, %v, want %s", tc.addr, got, ok, tc.want)
 		}
 	}
+}
+
+// verdictOf is the port verdict of the peer decision for ip:port over UDP.
+func verdictOf(s *Server, ip net.IP, port int) portVerdict {
+	a, _ := netip.AddrFromSlice(ip)
+	return s.judgePeer(netip.AddrPortFrom(a, uint16(port)), false).port //nolint:gosec // a test's port
 }

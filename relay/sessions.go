@@ -128,7 +128,7 @@ func (s *Server) Allocations(f Filter) []Session {
 		user, call := splitUser(e.UserID)
 		ss := Session{User: user, Call: call, Transport: e.Transport, Client: e.Key.Client, Relay: e.Relay,
 			RelayProtocol: "udp", Created: e.Created, Expires: e.Expires, AgeSeconds: now.Sub(e.Created).Seconds()}
-		if p := s.clientPermits(e.Key); p != nil {
+		if p := s.clientRecord(e.Key); p != nil {
 			p.mu.RLock()
 			ss.Permissions, ss.Channels = len(p.ips), len(p.channels)
 			p.mu.RUnlock()
@@ -152,7 +152,7 @@ func (s *Server) Kill(f Filter) int {
 		if !f.match(e) {
 			continue
 		}
-		p := s.clientPermits(e.Key)
+		p := s.clientRecord(e.Key)
 		if p == nil || p.closer == nil || p.closed.Load() {
 			continue
 		}
@@ -168,11 +168,12 @@ func (s *Server) Kill(f Filter) int {
 
 // traffic sums an allocation's user-space counters and its kernel ones:
 // live from the kernel while it is there, else as read when it left.
-func (s *Server) traffic(p *permits) Traffic {
+func (s *Server) traffic(p *record) Traffic {
 	var k offload.AllocationStats
 	p.mu.RLock()
-	if p.k != nil && p.k.added {
+	if p.k != nil && p.k.added && s.kernelBegin() {
 		k, _ = s.cfg.Offload.AllocationStats(p.k.id)
+		s.kernelDone()
 	} else {
 		k = p.kernelFinal
 	}
@@ -190,7 +191,7 @@ func (s *Server) traffic(p *permits) Traffic {
 // does (a lifetime of an hour or more, or none, is the default).
 func (s *Server) noteRefresh(k allocation.Key, lifetime time.Duration, has bool) {
 	if has && lifetime == 0 {
-		if p := s.clientPermits(k); p != nil {
+		if p := s.clientRecord(k); p != nil {
 			p.reason.CompareAndSwap(reasonNone, reasonDeleted)
 		}
 		return
@@ -267,7 +268,7 @@ func (s *Server) lifetimeOf(lifetime time.Duration, has bool) time.Duration {
 // endSession removes the allocation on k (of listener l) from the table,
 // counts it and writes its session record. p is its peer state (nil if
 // unknown); the first caller for k does the work, later ones do nothing.
-func (s *Server) endSession(l *listener, k allocation.Key, p *permits) {
+func (s *Server) endSession(l *listener, k allocation.Key, p *record) {
 	e, ok := s.cfg.Table.Delete(k)
 	if !ok {
 		return
@@ -315,7 +316,7 @@ func (s *Server) endSession(l *listener, k allocation.Key, p *permits) {
 func (s *Server) endRemaining() {
 	for _, e := range s.cfg.Table.List() {
 		if e.Key.Listener >= 0 && e.Key.Listener < len(s.listeners) {
-			s.endSession(s.listeners[e.Key.Listener], e.Key, s.clientPermits(e.Key))
+			s.endSession(s.listeners[e.Key.Listener], e.Key, s.clientRecord(e.Key))
 		}
 	}
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/binary"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -28,12 +29,23 @@ const (
 	maxSteerEntries      = 1 << 16          // bound on tokens and on steered clients
 )
 
+// udpGroup is the SO_REUSEPORT sockets sharing one address. Every datagram
+// of every socket asks steer whether it belongs to another socket, so that
+// question is answered without a lock: the steered clients are an
+// immutable map replaced whole (copy on write) when a client is added or
+// removed — per reservation claimed, never per packet — and while tokens
+// wait to be claimed a datagram costs an atomic load and, for an Allocate
+// request only, a look at its attributes.
 type udpGroup struct {
-	mu      sync.Mutex
-	tokens  map[string]tokenOwner
-	steered map[netip.AddrPort]steerEntry
-	active  atomic.Int32 // len(tokens) + len(steered), read without the lock
+	mu      sync.Mutex            // serialises changes to tokens and steered
+	tokens  map[string]tokenOwner // guarded by mu
+	nTokens atomic.Int32          // len(tokens), read without the lock
+	steered atomic.Pointer[steerMap]
 }
+
+// steerMap maps a client to the socket that holds its allocation. A map
+// that has been stored in udpGroup.steered is never modified.
+type steerMap map[netip.AddrPort]steerEntry
 
 type tokenOwner struct {
 	c  *clientPacketConn
@@ -46,11 +58,25 @@ type steerEntry struct {
 }
 
 func newUDPGroup() *udpGroup {
-	return &udpGroup{tokens: map[string]tokenOwner{}, steered: map[netip.AddrPort]steerEntry{}}
+	return &udpGroup{tokens: map[string]tokenOwner{}}
 }
 
-func (g *udpGroup) updateActiveLocked() {
-	g.active.Store(int32(len(g.tokens) + len(g.steered)))
+// steeredClients returns the current steered clients, nil when none.
+func (g *udpGroup) steeredClients() steerMap {
+	if m := g.steered.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// setSteeredLocked publishes m as the steered clients. The caller holds mu
+// and does not modify m afterwards.
+func (g *udpGroup) setSteeredLocked(m steerMap) {
+	if len(m) == 0 {
+		g.steered.Store(nil)
+		return
+	}
+	g.steered.Store(&m)
 }
 
 func (g *udpGroup) pruneLocked(now time.Time) {
@@ -59,18 +85,26 @@ func (g *udpGroup) pruneLocked(now time.Time) {
 			delete(g.tokens, t)
 		}
 	}
-	for a, e := range g.steered {
+	g.nTokens.Store(int32(len(g.tokens))) //nolint:gosec // at most maxSteerEntries
+	old := g.steeredClients()
+	var keep steerMap
+	for a, e := range old {
 		if now.Sub(e.at) > steerIdle && !e.c.l.srv.cfg.Table.Has(e.c.l.key(net.UDPAddrFromAddrPort(a))) {
-			delete(g.steered, a)
+			if keep == nil {
+				keep = maps.Clone(old)
+			}
+			delete(keep, a)
 		}
 	}
-	g.updateActiveLocked()
+	if keep != nil {
+		g.setSteeredLocked(keep)
+	}
 }
 
 // noteReservation records the token of an Allocate success response that c
-// is sending.
-func (g *udpGroup) noteReservation(c *clientPacketConn, b []byte) {
-	if len(b) < stunHeaderSize || binary.BigEndian.Uint16(b) != 0x0103 { // Allocate success
+// is sending (h is its header).
+func (g *udpGroup) noteReservation(c *clientPacketConn, b []byte, h outHeader) {
+	if h.kind != respAllocated {
 		return
 	}
 	tok, ok := findAttr(b, attrReservationToken)
@@ -83,14 +117,16 @@ func (g *udpGroup) noteReservation(c *clientPacketConn, b []byte) {
 	if len(g.tokens) < maxSteerEntries {
 		g.tokens[string(tok)] = tokenOwner{c: c, at: now}
 	}
-	g.updateActiveLocked()
+	g.nTokens.Store(int32(len(g.tokens))) //nolint:gosec // at most maxSteerEntries
 	g.mu.Unlock()
 }
 
 // steer reports whether the datagram b from addr, received on c, belongs to
-// another socket of the group, and if so hands it over.
+// another socket of the group, and if so hands it over. It takes no lock
+// unless b is an Allocate request carrying a token to claim.
 func (g *udpGroup) steer(c *clientPacketConn, b []byte, addr net.Addr) bool {
-	if g.active.Load() == 0 {
+	m := g.steeredClients()
+	if m == nil && g.nTokens.Load() == 0 {
 		return false
 	}
 	ua, ok := addr.(*net.UDPAddr)
@@ -98,10 +134,8 @@ func (g *udpGroup) steer(c *clientPacketConn, b []byte, addr net.Addr) bool {
 		return false
 	}
 	ap := ua.AddrPort()
-	g.mu.Lock()
-	e, ok := g.steered[ap]
-	g.mu.Unlock()
-	if !ok && len(b) >= stunHeaderSize && binary.BigEndian.Uint16(b) == 0x0003 { // Allocate request
+	e, ok := m[ap]
+	if !ok && g.nTokens.Load() > 0 && len(b) >= stunHeaderSize && binary.BigEndian.Uint16(b) == 0x0003 { // Allocate request
 		e, ok = g.claim(c, b, addr, ap)
 	}
 	if !ok || e.c == c {
@@ -134,26 +168,36 @@ func (g *udpGroup) claim(c *clientPacketConn, b []byte, addr net.Addr, ap netip.
 	}
 	delete(g.tokens, string(tok))
 	g.pruneLocked(now)
-	if len(g.steered) >= maxSteerEntries {
-		g.updateActiveLocked()
+	old := g.steeredClients()
+	if len(old) >= maxSteerEntries {
 		return steerEntry{}, false
 	}
+	next := make(steerMap, len(old)+1)
+	maps.Copy(next, old)
 	e := steerEntry{c: o.c, at: now}
-	g.steered[ap] = e
-	g.updateActiveLocked()
+	next[ap] = e
+	g.setSteeredLocked(next)
 	return e, true
 }
 
 // forget ends the steering of a client whose allocation was deleted.
 func (g *udpGroup) forget(addr net.Addr) {
 	ua, ok := addr.(*net.UDPAddr)
-	if !ok || g.active.Load() == 0 {
+	if !ok {
+		return
+	}
+	ap := ua.AddrPort()
+	if _, steered := g.steeredClients()[ap]; !steered {
 		return
 	}
 	g.mu.Lock()
-	delete(g.steered, ua.AddrPort())
-	g.updateActiveLocked()
-	g.mu.Unlock()
+	defer g.mu.Unlock()
+	old := g.steeredClients()
+	if _, steered := old[ap]; steered {
+		next := maps.Clone(old)
+		delete(next, ap)
+		g.setSteeredLocked(next)
+	}
 }
 
 // findAttr returns the value of the first attribute of type typ in a raw

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -312,8 +313,24 @@ func TestRelayTCPAllocation(t *testing.T) {
 // turnutils_uclient does for RTCP. With several SO_REUSEPORT sockets the
 // kernel sends most second requests to a socket other than the one that
 // issued the token; every claim must still get exactly the reserved port.
+//
+// A reserved port must be held, not merely hoped to stay free: on a busy
+// host other programs' sockets land anywhere in the default relay range
+// (it overlaps the kernel's ephemeral range), and a claim whose port one of
+// them had bound got 508. Here the relay range lies below the ephemeral
+// range, and another socket holds the odd port after every other even
+// port, so half of the pairs pion would pick are taken, every run.
 func TestReservationAcrossSockets(t *testing.T) {
-	tn := startNode(t, "--udp-sockets", "4", "--user", "alice:pw")
+	lo, hi := looptest.FreeUDPRange(t, 21000, 64) // lo is even
+	for port := lo + 1; port <= hi; port += 4 {
+		held, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+	}
+	tn := startNode(t, "--udp-sockets", "4", "--user", "alice:pw",
+		"--min-port", strconv.Itoa(lo), "--max-port", strconv.Itoa(hi))
 	for i := range 8 {
 		rtp := newRawClient(t, tn.udp)
 		resp := rtp.do(stun.MethodAllocate, "alice", "pw", requestedTransport(17), evenPort{})

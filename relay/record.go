@@ -6,29 +6,38 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/offload"
 )
 
-// permits is one allocation's peer state as supernode mirrors it from pion's
-// events: the peer IPs it holds permissions for (RFC 8656 §9) and the
-// channels it has bound (§12). The relay socket reads the permissions per
-// packet to discard traffic from peers without one before it spends
-// --max-bps tokens on it or counts it as relayed; the inspector reads both
-// sets to hold --max-permissions and --max-channels.
+// record is everything the packet path knows of one allocation, in one
+// place: the peer IPs it holds permissions for (RFC 8656 §9) and the
+// channels it has bound (§12), as mirrored from pion's events; its
+// --max-bps limiter, one bucket per direction; its traffic counters; its
+// part of the kernel path; and what ends it. The relay socket reads the
+// permissions and spends the limiter's tokens per packet; the inspector
+// reads both sets to hold --max-permissions and --max-channels; the admin
+// API and the session record read the counters. Who owns the allocation is
+// the allocation table's (allocation.Table.Owner): requests ask it, packets
+// never do (pion finds an allocation by its 5-tuple).
 //
 // Every operation is O(1) and takes only this allocation's lock, so one
 // allocation with the most permissions allowed costs other allocations
 // nothing when it is created, refreshed or closed.
-type permits struct {
+type record struct {
 	mu       sync.RWMutex
 	ips      map[netip.Addr]struct{}
 	channels map[uint16]netip.AddrPort // channel number -> peer
 	// k is the allocation's part of the kernel path; nil when the kernel
 	// path is off or does not take this allocation. Guarded by mu.
 	k *kernelState
+	// toPeer and toClient are the --max-bps limiter, one token bucket per
+	// direction; nil when unlimited. Set when the record is made. A UDP
+	// relay socket spends them; RFC 6062 TCP data is not limited.
+	toPeer, toClient *bucket
 	// method is the last request method the inspector handed pion for this
 	// allocation, so that pion's own peer check (the second line) is counted
 	// under the right method.
@@ -48,11 +57,51 @@ type permits struct {
 	tcp    bool
 }
 
-func newPermits() *permits {
-	return &permits{ips: map[netip.Addr]struct{}{}, channels: map[uint16]netip.AddrPort{}}
+// newRecord makes the record of a new allocation: k is its kernel state
+// (nil: user space only), and each direction gets the node's --max-bps.
+func (s *Server) newRecord(k *kernelState) *record {
+	return &record{ips: map[netip.Addr]struct{}{}, channels: map[uint16]netip.AddrPort{}, k: k,
+		toPeer: newBucket(s.cfg.MaxBPS), toClient: newBucket(s.cfg.MaxBPS)}
 }
 
-func (p *permits) has(a netip.Addr) bool {
+// bucket is a token bucket in bytes, refilled at rate bytes per second, with
+// room for half a second of traffic (at least one full-size packet).
+type bucket struct {
+	mu     sync.Mutex
+	rate   float64 // bytes per second
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newBucket(bitsPerSecond int64) *bucket {
+	if bitsPerSecond <= 0 {
+		return nil
+	}
+	rate := float64(bitsPerSecond) / 8
+	burst := max(rate/2, 2*maxMessageSize)
+	return &bucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
+}
+
+// allow takes n bytes from the bucket if they are there; a nil bucket
+// (unlimited) always has them.
+func (b *bucket) allow(n int) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+	if b.tokens < float64(n) {
+		return false
+	}
+	b.tokens -= float64(n)
+	return true
+}
+
+func (p *record) has(a netip.Addr) bool {
 	p.mu.RLock()
 	_, ok := p.ips[a]
 	p.mu.RUnlock()
@@ -60,7 +109,7 @@ func (p *permits) has(a netip.Addr) bool {
 }
 
 // add reports whether a was new.
-func (p *permits) add(a netip.Addr) bool {
+func (p *record) add(a netip.Addr) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, ok := p.ips[a]; ok {
@@ -71,7 +120,7 @@ func (p *permits) add(a netip.Addr) bool {
 }
 
 // remove reports whether a was there.
-func (p *permits) remove(a netip.Addr) bool {
+func (p *record) remove(a netip.Addr) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, ok := p.ips[a]; !ok {
@@ -82,7 +131,7 @@ func (p *permits) remove(a netip.Addr) bool {
 }
 
 // bind records channel n to peer, reporting whether it was new.
-func (p *permits) bind(n uint16, peer netip.AddrPort) bool {
+func (p *record) bind(n uint16, peer netip.AddrPort) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, ok := p.channels[n]; ok {
@@ -93,7 +142,7 @@ func (p *permits) bind(n uint16, peer netip.AddrPort) bool {
 }
 
 // unbind forgets channel n, reporting whether it was there.
-func (p *permits) unbind(n uint16) bool {
+func (p *record) unbind(n uint16) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, ok := p.channels[n]; !ok {
@@ -106,7 +155,7 @@ func (p *permits) unbind(n uint16) bool {
 // wouldExceed reports which limit a request adding the peer IPs in peers
 // (already unmapped) and, when channel is non-zero, binding that channel
 // would pass: "" when none.
-func (p *permits) wouldExceed(peers []netip.Addr, channel uint16, maxPerms, maxChans int) string {
+func (p *record) wouldExceed(peers []netip.Addr, channel uint16, maxPerms, maxChans int) string {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	fresh := 0
@@ -133,36 +182,29 @@ func (p *permits) wouldExceed(peers []netip.Addr, channel uint16, maxPerms, maxC
 	return ""
 }
 
-// permitsKey names a relayed address with its protocol: a UDP and a TCP
+// recordKey names a relayed address with its protocol: a UDP and a TCP
 // allocation may hold the same port number.
-func permitsKey(relay net.Addr) string {
+func recordKey(relay net.Addr) string {
 	return relay.Network() + "/" + relay.String()
 }
 
-// registerPermits makes the peer state of the allocation whose relayed
-// address is relay; k is its kernel state (nil: user space only), closer
-// makes its relay socket given p (set before p is shared: Kill and Close
-// read it; nil in tests that need no socket).
-func (s *Server) registerPermits(relay net.Addr, k *kernelState, closer func(*permits) io.Closer) *permits {
-	p := newPermits()
-	p.k = k
-	if closer != nil {
-		p.closer = closer(p)
-	}
+// registerRecord files p as the record of the allocation whose relayed
+// address is relay.
+func (s *Server) registerRecord(relay net.Addr, p *record) *record {
 	s.permMu.Lock()
-	s.perms[permitsKey(relay)] = p
+	s.records[recordKey(relay)] = p
 	s.permMu.Unlock()
 	return p
 }
 
-// unregisterPermits drops an allocation's state when its relay socket
+// unregisterRecord drops an allocation's state when its relay socket
 // closes. Pion removes permissions and channels before it closes the
 // socket; whatever is left is taken off the gauges here.
-func (s *Server) unregisterPermits(relay net.Addr, p *permits) {
+func (s *Server) unregisterRecord(relay net.Addr, p *record) {
 	s.permMu.Lock()
 	p.closed.Store(true)
-	if s.perms[permitsKey(relay)] == p {
-		delete(s.perms, permitsKey(relay))
+	if s.records[recordKey(relay)] == p {
+		delete(s.records, recordKey(relay))
 		p.mu.Lock()
 		s.kernelEnd(p)
 		s.m.PermissionsActive.Sub(float64(len(p.ips)))
@@ -177,8 +219,8 @@ func (s *Server) unregisterPermits(relay net.Addr, p *permits) {
 // closeRelaySockets closes every allocation's relay socket (node shutdown).
 func (s *Server) closeRelaySockets() {
 	s.permMu.Lock()
-	closers := make([]io.Closer, 0, len(s.perms))
-	for _, p := range s.perms {
+	closers := make([]io.Closer, 0, len(s.records))
+	for _, p := range s.records {
 		if p.closer != nil {
 			closers = append(closers, p.closer)
 		}
@@ -189,23 +231,23 @@ func (s *Server) closeRelaySockets() {
 	}
 }
 
-// lookupPermits returns the peer state of the allocation whose relayed
+// lookupRecord returns the peer state of the allocation whose relayed
 // address is relay, or nil.
-func (s *Server) lookupPermits(relay net.Addr) *permits {
+func (s *Server) lookupRecord(relay net.Addr) *record {
 	if relay == nil {
 		return nil
 	}
-	k := permitsKey(relay)
+	k := recordKey(relay)
 	s.permMu.Lock()
 	defer s.permMu.Unlock()
-	return s.perms[k]
+	return s.records[k]
 }
 
 // linkClient remembers which allocation a client 5-tuple holds, so that
 // requests (found by their 5-tuple) reach the allocation's peer state, and
 // starts its kernel path: client is its address, server the listener's.
 func (s *Server) linkClient(k allocation.Key, relay, client, server net.Addr) {
-	p := s.lookupPermits(relay)
+	p := s.lookupRecord(relay)
 	if p == nil {
 		return
 	}
@@ -227,8 +269,8 @@ func (s *Server) unlinkClient(k allocation.Key) {
 	s.permMu.Unlock()
 }
 
-// clientPermits returns the peer state of the allocation held by k, or nil.
-func (s *Server) clientPermits(k allocation.Key) *permits {
+// clientRecord returns the peer state of the allocation held by k, or nil.
+func (s *Server) clientRecord(k allocation.Key) *record {
 	s.permMu.Lock()
 	defer s.permMu.Unlock()
 	return s.byClient[k]
@@ -241,7 +283,7 @@ func (s *Server) permissionChanged(relay net.Addr, peer net.IP, created bool) {
 	if !ok {
 		return
 	}
-	p := s.lookupPermits(relay)
+	p := s.lookupRecord(relay)
 	if p == nil {
 		return
 	}
@@ -267,7 +309,7 @@ func (s *Server) permissionChanged(relay net.Addr, peer net.IP, created bool) {
 
 // channelChanged applies one of pion's channel events, exactly once each.
 func (s *Server) channelChanged(relay, peer net.Addr, number uint16, created bool) {
-	p := s.lookupPermits(relay)
+	p := s.lookupRecord(relay)
 	if p == nil {
 		return
 	}
