@@ -151,7 +151,10 @@ type Config struct {
 	// Nil: user space only.
 	Offload *offload.Offload
 
-	// Now is the clock of nonces, budgets and backoffs; nil is time.Now.
+	// Now is the clock of nonces, budgets, backoffs, relay-port and
+	// lifetime bookkeeping and the MaxBPS token buckets; nil is time.Now.
+	// (Stream connections' timeouts are socket deadlines, on the runtime's
+	// clock; tests run them in a testing/synctest bubble.)
 	Now func() time.Time
 
 	// LogSessions writes one info line per ended allocation (its session

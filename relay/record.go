@@ -61,7 +61,7 @@ type record struct {
 // (nil: user space only), and each direction gets the node's --max-bps.
 func (s *Server) newRecord(k *kernelState) *record {
 	return &record{ips: map[netip.Addr]struct{}{}, channels: map[uint16]netip.AddrPort{}, k: k,
-		toPeer: newBucket(s.cfg.MaxBPS), toClient: newBucket(s.cfg.MaxBPS)}
+		toPeer: newBucket(s.cfg.MaxBPS, s.now), toClient: newBucket(s.cfg.MaxBPS, s.now)}
 }
 
 // bucket is a token bucket in bytes, refilled at rate bytes per second, with
@@ -72,15 +72,16 @@ type bucket struct {
 	burst  float64
 	tokens float64
 	last   time.Time
+	now    func() time.Time // the Server's clock (Config.Now)
 }
 
-func newBucket(bitsPerSecond int64) *bucket {
+func newBucket(bitsPerSecond int64, now func() time.Time) *bucket {
 	if bitsPerSecond <= 0 {
 		return nil
 	}
 	rate := float64(bitsPerSecond) / 8
 	burst := max(rate/2, 2*maxMessageSize)
-	return &bucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
+	return &bucket{rate: rate, burst: burst, tokens: burst, last: now(), now: now}
 }
 
 // allow takes n bytes from the bucket if they are there; a nil bucket
@@ -91,7 +92,7 @@ func (b *bucket) allow(n int) bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := time.Now()
+	now := b.now()
 	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
 	b.last = now
 	if b.tokens < float64(n) {
