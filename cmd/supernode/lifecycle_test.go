@@ -181,10 +181,7 @@ func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
 	}
 	// The existing call keeps flowing, and refreshes are answered.
 	before := s.got.Load()
-	time.Sleep(time.Second)
-	if s.got.Load()-before < 20 {
-		t.Fatalf("only %d packets echoed in the second after SIGTERM", s.got.Load()-before)
-	}
+	looptest.Eventually(t, "20 more packets echoed after SIGTERM", func() bool { return s.got.Load()-before >= 20 })
 	if code := errCode(raw.do(stun.MethodRefresh, "alice", "pw", lifetime(600))); code != 0 {
 		t.Fatalf("refresh while draining: code %d", code)
 	}
@@ -212,33 +209,6 @@ func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
 		tn.done <- nil // for stop in cleanup
 	case <-time.After(10 * time.Second):
 		t.Fatal("node did not exit after its last allocation ended")
-	}
-}
-
-func TestDrainTimeoutAndSecondSignal(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		second os.Signal
-	}{{"drain timeout", nil}, {"second SIGTERM", syscall.SIGTERM}} {
-		t.Run(tc.name, func(t *testing.T) {
-			timeout := "300ms"
-			if tc.second != nil {
-				timeout = "1h"
-			}
-			tn := startNode(t, "--user", "alice:pw", "--drain-timeout", timeout)
-			newRawClient(t, tn.udp).allocate("alice", "pw") // never released
-			tn.sigs <- syscall.SIGTERM
-			if tc.second != nil {
-				time.Sleep(200 * time.Millisecond)
-				tn.sigs <- tc.second
-			}
-			select {
-			case <-tn.done:
-				tn.done <- nil
-			case <-time.After(10 * time.Second):
-				t.Fatal("node did not exit")
-			}
-		})
 	}
 }
 
