@@ -1,0 +1,421 @@
+package relay
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"math/big"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/pion/stun/v4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/metrics"
+)
+
+// The stream connection's timeouts (first message, idle, auth; see
+// clientStreamConn) are socket read deadlines. These tests run them in a
+// testing/synctest bubble over in-memory connections (net.Pipe, whose
+// deadlines are the bubble's timers), so a deadline of minutes passes at
+// once and the moment a connection is closed is exact. A bubble cannot
+// wait on real sockets, and an allocation opens one (its relay socket), so
+// the states an allocation brings are driven by hand: the test writes the
+// Allocate or ConnectionBind success that pion would, and calls
+// allocationEnded as the deletion event does. cmd/supernode's tests check
+// that the flags reach the relay, on real sockets.
+
+// pipeListener is a net.Listener whose connections are net.Pipe ends,
+// addressed as TCP from 127.0.0.1.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	port  int // the next client port
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{}), port: 40000}
+}
+
+func (p *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-p.conns:
+		return c, nil
+	case <-p.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (p *pipeListener) Close() error {
+	p.once.Do(func() { close(p.done) })
+	return nil
+}
+
+func (p *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3478} }
+
+// dial connects a new client and returns its end, closed when the test
+// ends.
+func (p *pipeListener) dial(t *testing.T) net.Conn {
+	t.Helper()
+	p.port++
+	client := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p.port}
+	s, c := net.Pipe()
+	p.conns <- addrConn{Conn: s, local: p.Addr(), remote: client}
+	t.Cleanup(func() { _ = c.Close() })
+	return addrConn{Conn: c, local: client, remote: p.Addr()}
+}
+
+// addrConn gives a pipe end the addresses of a TCP connection.
+type addrConn struct {
+	net.Conn
+	local, remote net.Addr
+}
+
+func (a addrConn) LocalAddr() net.Addr  { return a.local }
+func (a addrConn) RemoteAddr() net.Addr { return a.remote }
+
+// testCert is a self-signed certificate made for one test.
+func testCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+}
+
+// timeoutServer is a relay.Server with pion behind TCP and TLS listeners of
+// in-memory connections. Call it inside a bubble.
+type timeoutServer struct {
+	srv      *Server
+	m        *metrics.Metrics
+	tcp, tls *pipeListener
+}
+
+func startTimeoutServer(t *testing.T, first, idle, auth time.Duration) *timeoutServer {
+	t.Helper()
+	p, err := NewPolicy(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &timeoutServer{m: metrics.New("test"), tcp: newPipeListener(), tls: newPipeListener()}
+	cert := testCert(t)
+	ts.srv, err = New(Config{
+		Listeners: []Listener{
+			{Transport: "tcp", Listener: ts.tcp},
+			{Transport: "tls", Listener: tls.NewListener(ts.tls, &tls.Config{Certificates: []tls.Certificate{cert}})},
+		},
+		Realm:       "timeouts",
+		Credentials: allocation.NewStore("timeouts", allocation.Credentials{Users: map[string]string{"alice": "pw"}}, nil),
+		Table:       allocation.NewTable(allocation.TableConfig{}),
+		Policy:      p,
+		Metrics:     ts.m,
+		RelayIPs:    []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+		IdleTimeout: idle, FirstMessageTimeout: first, AuthTimeout: auth,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ts.srv.Close() })
+	return ts
+}
+
+func (ts *timeoutServer) closed(transport, reason string) float64 {
+	return testutil.ToFloat64(ts.m.ConnectionsClosed.WithLabelValues(transport, reason))
+}
+
+// watchClose reads (and discards) what the server sends on c until it
+// closes c, and reports the bubble's time then.
+func watchClose(c net.Conn) <-chan time.Time {
+	at := make(chan time.Time, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				at <- time.Now()
+				return
+			}
+		}
+	}()
+	return at
+}
+
+// trickle writes write(i) to c every 100 ms, at most 100 times, until a
+// write fails (the server closed c) or the test ends.
+func trickle(t *testing.T, c net.Conn, write func(i int) []byte) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range 100 {
+			if _, err := c.Write(write(i)); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+	t.Cleanup(func() { close(done); wg.Wait() })
+}
+
+// slowHeader is a Binding request header announcing 400 bytes of
+// attributes, a byte at a time: it stays an unfinished frame for 42 s.
+func slowHeader(i int) []byte {
+	h := make([]byte, stunHeaderSize)
+	binary.BigEndian.PutUint16(h[0:], 0x0001)
+	binary.BigEndian.PutUint16(h[2:], 400)
+	binary.BigEndian.PutUint32(h[4:], 0x2112a442) // magic cookie
+	if i < len(h) {
+		return h[i : i+1]
+	}
+	return []byte{0}
+}
+
+func bindingRequest(int) []byte { return stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw }
+
+// tlsClient completes a TLS handshake over c.
+func tlsClient(t *testing.T, c net.Conn) net.Conn {
+	t.Helper()
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the test's own certificate
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return tc
+}
+
+// TestStreamTimeouts: a TCP or TLS client connection is closed at the
+// first-message timeout if no complete message (TLS handshake included)
+// arrived by then, however the client trickles bytes; at the pre-allocation
+// idle timeout after its last message; at the auth timeout after accept if
+// it holds no allocation, however busy it keeps the socket (trickled bytes
+// of a frame that never completes, complete Binding requests). Each close
+// is counted with its reason and gives its pending slot back.
+func TestStreamTimeouts(t *testing.T) {
+	const (
+		first = 300 * time.Millisecond
+		idle  = 600 * time.Millisecond
+		auth  = time.Second
+	)
+	for _, tc := range []struct {
+		name, transport, reason string
+		first, idle, auth       time.Duration // zero: the default
+		act                     func(t *testing.T, c net.Conn) net.Conn
+		want                    time.Duration // from the dial to the close
+	}{
+		{"stalled", "tcp", "first_message_timeout", first, idle, 0,
+			func(_ *testing.T, c net.Conn) net.Conn { return c }, first},
+		{"slow header", "tcp", "first_message_timeout", first, idle, 0, func(_ *testing.T, c net.Conn) net.Conn {
+			go func() {
+				for _, b := range []byte{0x00, 0x01, 0x00} {
+					_, _ = c.Write([]byte{b})
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+			return c
+		}, first},
+		{"no TLS handshake", "tls", "first_message_timeout", first, idle, 0,
+			func(_ *testing.T, c net.Conn) net.Conn { return c }, first},
+		// Without an allocation the idle timeout is at most 30 s.
+		{"idle after binding", "tcp", "idle_timeout", first, idle, 0, func(t *testing.T, c net.Conn) net.Conn {
+			if _, err := c.Write(bindingRequest(0)); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}, idle},
+		{"idle after binding, long idle timeout", "tcp", "idle_timeout", first, time.Hour, time.Hour,
+			func(t *testing.T, c net.Conn) net.Conn {
+				if _, err := c.Write(bindingRequest(0)); err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}, preAllocationIdle},
+		// Before the first complete message: a trickle of one.
+		{"trickled header", "tcp", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
+			trickle(t, c, slowHeader)
+			return c
+		}, auth},
+		// After one: each byte used to re-arm the idle deadline.
+		{"binding then trickle", "tcp", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
+			trickle(t, c, func(i int) []byte {
+				if i == 0 {
+					return bindingRequest(i)
+				}
+				return slowHeader(i - 1)
+			})
+			return c
+		}, auth},
+		{"binding loop", "tcp", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
+			trickle(t, c, bindingRequest)
+			return c
+		}, auth},
+		{"binding loop", "tls", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
+			tc := tlsClient(t, c)
+			trickle(t, tc, bindingRequest)
+			return tc
+		}, auth},
+	} {
+		t.Run(tc.transport+" "+tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ts := startTimeoutServer(t, tc.first, tc.idle, tc.auth)
+				ln := ts.tcp
+				if tc.transport == "tls" {
+					ln = ts.tls
+				}
+				start := time.Now()
+				c := tc.act(t, ln.dial(t))
+				closedAt := <-watchClose(c)
+				if got := closedAt.Sub(start); got != tc.want {
+					t.Fatalf("closed %v after the dial, want %v", got, tc.want)
+				}
+				synctest.Wait()
+				if got := ts.closed(tc.transport, tc.reason); got != 1 {
+					t.Fatalf("connections_closed{%s,%s} = %v, want 1", tc.transport, tc.reason, got)
+				}
+				if p := testutil.ToFloat64(ts.m.ConnectionsPending); p != 0 {
+					t.Fatalf("pending connections %v after the close, want 0", p)
+				}
+			})
+		})
+	}
+}
+
+// answer writes the success response to a method that pion would write on
+// c, as it does after an Allocate or a ConnectionBind succeeds.
+func answer(t *testing.T, c *clientStreamConn, method stun.Method) {
+	t.Helper()
+	m := stun.MustBuild(stun.TransactionID, stun.NewType(method, stun.ClassSuccessResponse))
+	if _, err := c.Write(m.Raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// acceptStream is the relay's side of a client connection on the Server's
+// TCP listener as pion holds it: it reads until the read fails and then
+// closes the connection, as pion's read loop does.
+func (ts *timeoutServer) acceptStream(t *testing.T) (client net.Conn, sc *clientStreamConn) {
+	t.Helper()
+	s, c := net.Pipe()
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
+	l := ts.srv.listeners[0]
+	ip, refused := ts.srv.conns.acquire(remote)
+	if refused != "" {
+		t.Fatalf("slot refused: %s", refused)
+	}
+	sc = newClientStreamConn(addrConn{Conn: s, local: ts.tcp.Addr(), remote: remote}, l, ip)
+	go func() {
+		buf := make([]byte, maxMessageSize)
+		for {
+			if _, err := sc.Read(buf); err != nil {
+				_ = sc.Close()
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = c.Close() })
+	return c, sc
+}
+
+// TestStreamTimeoutsAfterAllocation: once an Allocate (or an RFC 6062
+// ConnectionBind) on a connection succeeds, the auth timeout no longer
+// applies and the idle timeout rules; when the allocation ends while the
+// connection stays open it is pending again, with a new auth deadline
+// that a busy client does not move.
+func TestStreamTimeoutsAfterAllocation(t *testing.T) {
+	const (
+		auth = time.Second
+		idle = 10 * time.Minute
+	)
+	for _, method := range []stun.Method{stun.MethodAllocate, stun.MethodConnectionBind} {
+		t.Run(method.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ts := startTimeoutServer(t, 0, idle, auth)
+				start := time.Now()
+				c, sc := ts.acceptStream(t)
+				closed := watchClose(c)
+				if _, err := c.Write(bindingRequest(0)); err != nil {
+					t.Fatal(err)
+				}
+				// The relay waits in its next read, with the auth deadline,
+				// when the success is written: it reads on with the idle
+				// timeout from that deadline on.
+				synctest.Wait()
+				answer(t, sc, method)
+				last := start.Add(auth)
+				if p := testutil.ToFloat64(ts.m.ConnectionsPending); p != 0 {
+					t.Fatalf("pending connections %v after the %s success, want 0", p, method)
+				}
+				time.Sleep(2500 * time.Millisecond) // well past the auth deadline
+				synctest.Wait()
+				if len(closed) != 0 || ts.closed("tcp", "auth_timeout") != 0 {
+					t.Fatalf("connection closed past the auth deadline after a %s success", method)
+				}
+				if p := testutil.ToFloat64(ts.m.ConnectionsPending); p != 0 {
+					t.Fatalf("pending connections %v with the allocation held, want 0", p)
+				}
+				if method == stun.MethodConnectionBind {
+					// Raw peer data now: whatever the client sends reaches pion.
+					if _, err := c.Write([]byte("still relaying")); err != nil {
+						t.Fatalf("write on the data connection after the auth deadline: %v", err)
+					}
+					last = time.Now()
+				}
+				// Quiet from here: closed at the idle timeout, counted idle.
+				if got := (<-closed).Sub(last); got != idle {
+					t.Fatalf("closed %v after its read deadline was last set, want the idle timeout %v", got, idle)
+				}
+				synctest.Wait()
+				if ts.closed("tcp", "idle_timeout") != 1 || ts.closed("tcp", "auth_timeout") != 0 {
+					t.Fatalf("closed idle %v, auth %v times; want idle once", ts.closed("tcp", "idle_timeout"), ts.closed("tcp", "auth_timeout"))
+				}
+			})
+		})
+	}
+
+	// The allocation ends (Refresh with lifetime 0, expiry) with the
+	// connection open: it takes a pending slot back and gets auth from now,
+	// however busy the client keeps it.
+	t.Run("pending again", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ts := startTimeoutServer(t, 0, idle, auth)
+			c, sc := ts.acceptStream(t)
+			closed := watchClose(c)
+			if _, err := c.Write(bindingRequest(0)); err != nil {
+				t.Fatal(err)
+			}
+			answer(t, sc, stun.MethodAllocate)
+			time.Sleep(time.Minute)
+			ended := time.Now()
+			sc.allocationEnded()
+			if p := testutil.ToFloat64(ts.m.ConnectionsPending); p != 1 {
+				t.Fatalf("pending connections %v after the allocation ended, want 1", p)
+			}
+			trickle(t, c, bindingRequest)
+			if got := (<-closed).Sub(ended); got != auth {
+				t.Fatalf("closed %v after the allocation ended, want the auth timeout %v", got, auth)
+			}
+			synctest.Wait()
+			if got := ts.closed("tcp", "auth_timeout"); got != 1 {
+				t.Fatalf("connections_closed{tcp,auth_timeout} = %v, want 1", got)
+			}
+			if p := testutil.ToFloat64(ts.m.ConnectionsPending); p != 0 {
+				t.Fatalf("pending connections %v after the close, want 0", p)
+			}
+		})
+	})
+}
