@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/pion/dtls/v3"
 	"github.com/pion/stun/v4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -39,7 +41,8 @@ type pipeListener struct {
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
-	port  int // the next client port
+	port  int                 // the next client port
+	dtls  []dtls.ServerOption // set: the server's end is a DTLS server
 }
 
 func newPipeListener() *pipeListener {
@@ -69,9 +72,66 @@ func (p *pipeListener) dial(t *testing.T) net.Conn {
 	p.port++
 	client := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p.port}
 	s, c := net.Pipe()
-	p.conns <- addrConn{Conn: s, local: p.Addr(), remote: client}
+	var server net.Conn = addrConn{Conn: s, local: p.Addr(), remote: client}
+	if p.dtls != nil {
+		dc, err := dtls.ServerWithOptions(pipePacketConn{server}, client, p.dtls...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		server = dc
+	}
+	p.conns <- server
 	t.Cleanup(func() { _ = c.Close() })
 	return addrConn{Conn: c, local: client, remote: p.Addr()}
+}
+
+// pipePacketConn carries DTLS datagrams over a pipe end: one Write, one
+// datagram.
+type pipePacketConn struct{ net.Conn }
+
+func (p pipePacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, err := p.Read(b)
+	return n, p.RemoteAddr(), err
+}
+
+func (p pipePacketConn) WriteTo(b []byte, _ net.Addr) (int, error) { return p.Write(b) }
+
+// deafPacketConn sends but never hears: a DTLS client behind it sends its
+// ClientHello and cannot go on with the handshake.
+type deafPacketConn struct{ pipePacketConn }
+
+func (d deafPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		if _, err := d.Read(b); err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
+// dtlsClient completes a DTLS handshake over c.
+func dtlsClient(t *testing.T, c net.Conn) net.Conn {
+	t.Helper()
+	dc, err := dtls.ClientWithOptions(pipePacketConn{c}, c.RemoteAddr(), dtls.WithInsecureSkipVerify(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.HandshakeContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return dc
+}
+
+// stallDTLS starts a DTLS handshake over c and goes deaf.
+func stallDTLS(t *testing.T, c net.Conn) net.Conn {
+	t.Helper()
+	dc, err := dtls.ClientWithOptions(deafPacketConn{pipePacketConn{c}}, c.RemoteAddr(), dtls.WithInsecureSkipVerify(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = dc.HandshakeContext(context.Background()) }) // ends when the server closes c
+	t.Cleanup(func() { _ = dc.Close(); wg.Wait() })
+	return c
 }
 
 // addrConn gives a pipe end the addresses of a TCP connection.
@@ -98,12 +158,12 @@ func testCert(t *testing.T) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
 }
 
-// timeoutServer is a relay.Server with pion behind TCP and TLS listeners of
+// timeoutServer is a relay.Server with pion behind TCP, TLS and DTLS listeners of
 // in-memory connections. Call it inside a bubble.
 type timeoutServer struct {
-	srv      *Server
-	m        *metrics.Metrics
-	tcp, tls *pipeListener
+	srv            *Server
+	m              *metrics.Metrics
+	tcp, tls, dtls *pipeListener
 }
 
 func startTimeoutServer(t *testing.T, first, idle, auth time.Duration) *timeoutServer {
@@ -112,12 +172,14 @@ func startTimeoutServer(t *testing.T, first, idle, auth time.Duration) *timeoutS
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &timeoutServer{m: metrics.New("test"), tcp: newPipeListener(), tls: newPipeListener()}
+	ts := &timeoutServer{m: metrics.New("test"), tcp: newPipeListener(), tls: newPipeListener(), dtls: newPipeListener()}
 	cert := testCert(t)
+	ts.dtls.dtls = []dtls.ServerOption{dtls.WithCertificates(cert), dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret)}
 	ts.srv, err = New(Config{
 		Listeners: []Listener{
 			{Transport: "tcp", Listener: ts.tcp},
 			{Transport: "tls", Listener: tls.NewListener(ts.tls, &tls.Config{Certificates: []tls.Certificate{cert}})},
+			{Transport: "dtls", Listener: ts.dtls},
 		},
 		Realm:       "timeouts",
 		Credentials: allocation.NewStore("timeouts", allocation.Credentials{Users: map[string]string{"alice": "pw"}}, nil),
@@ -269,14 +331,21 @@ func TestStreamTimeouts(t *testing.T) {
 			trickle(t, tc, bindingRequest)
 			return tc
 		}, auth},
+		// A DTLS conn ignores read deadlines while it handshakes: the
+		// handshake has the first-message and auth deadlines, whichever
+		// comes first.
+		{"stalled handshake, first-message deadline first", "dtls", "first_message_timeout", first, idle, 0, stallDTLS, first},
+		{"stalled handshake, auth deadline first", "dtls", "auth_timeout", 0, 0, auth, stallDTLS, auth},
+		{"binding loop", "dtls", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
+			dc := dtlsClient(t, c)
+			trickle(t, dc, bindingRequest)
+			return dc
+		}, auth},
 	} {
 		t.Run(tc.transport+" "+tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				ts := startTimeoutServer(t, tc.first, tc.idle, tc.auth)
-				ln := ts.tcp
-				if tc.transport == "tls" {
-					ln = ts.tls
-				}
+				ln := map[string]*pipeListener{"tcp": ts.tcp, "tls": ts.tls, "dtls": ts.dtls}[tc.transport]
 				start := time.Now()
 				c := tc.act(t, ln.dial(t))
 				closedAt := <-watchClose(c)
