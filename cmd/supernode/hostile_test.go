@@ -100,9 +100,11 @@ func closedWithin(c net.Conn, d time.Duration) bool {
 	}
 }
 
-// TestHostileStreams checks that garbage, oversized, stalled and slow
-// TCP/TLS clients are disconnected and counted, and that the node serves
-// normally afterwards.
+// TestHostileStreams checks that garbage, oversized, stalled and idle TCP
+// clients are disconnected and counted, and that the node serves normally
+// afterwards: --first-message-timeout and --idle-timeout reach the relay.
+// (Slow headers, TLS without a handshake and the other timeouts, on the
+// bubble's clock: relay's TestStreamTimeouts.)
 func TestHostileStreams(t *testing.T) {
 	cert, key := writeTestCert(t)
 	tn := startNode(t, "--user", "alice:pw", "--first-message-timeout", "300ms", "--idle-timeout", "600ms",
@@ -124,13 +126,6 @@ func TestHostileStreams(t *testing.T) {
 			_, _ = c.Write([]byte{0x00, 0x01, 0xff, 0xf0, 0x21, 0x12, 0xa4, 0x42})
 		}},
 		{"stalled", "tcp", "first_message_timeout", func(net.Conn) {}},
-		{"slow header", "tcp", "first_message_timeout", func(c net.Conn) {
-			for _, b := range []byte{0x00, 0x01, 0x00} {
-				_, _ = c.Write([]byte{b})
-				time.Sleep(50 * time.Millisecond)
-			}
-		}},
-		{"no TLS handshake", "tls", "first_message_timeout", func(net.Conn) {}},
 		{"idle after binding", "tcp", "idle_timeout", func(c net.Conn) {
 			m, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
 			_, _ = c.Write(m.Raw)
@@ -170,17 +165,17 @@ func (d deafPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// TestStalledDTLSHandshake: a DTLS client that starts a handshake and goes
-// quiet is disconnected after --first-message-timeout and counted.
+// TestStalledDTLSHandshake: a DTLS client that starts a handshake with the
+// node's DTLS listener and goes quiet is disconnected after
+// --first-message-timeout and counted. (The handshake's deadlines, on the
+// bubble's clock: relay's TestStreamTimeouts.)
 func TestStalledDTLSHandshake(t *testing.T) {
 	cert, key := writeTestCert(t)
 	tn := startNode(t, "--user", "alice:pw", "--first-message-timeout", "300ms",
 		"--dtls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
-	for range 3 {
-		stallDTLSHandshake(t, tn.dtls)
-	}
-	looptest.Eventually(t, "stalled handshakes closed", func() bool {
-		return testutilClosed(tn, "dtls", "first_message_timeout") >= 3
+	stallDTLSHandshake(t, tn.dtls)
+	looptest.Eventually(t, "stalled handshake closed", func() bool {
+		return testutilClosed(tn, "dtls", "first_message_timeout") >= 1
 	})
 }
 
