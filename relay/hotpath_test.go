@@ -127,16 +127,7 @@ func TestRelaySocketAllocatesNothing(t *testing.T) {
 	const runs = 200
 	l := newInspectListener(t, false)
 	l.srv.cfg.MaxBPS = 1 << 40
-	listen := func() *net.UDPConn {
-		t.Helper()
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
-	relaySock, peerSock, clientSock := listen(), listen(), listen()
+	relaySock, peerSock, clientSock := listenLoopback(t), listenLoopback(t), listenLoopback(t)
 	peer := peerSock.LocalAddr().(*net.UDPAddr)
 	client := clientSock.LocalAddr().(*net.UDPAddr)
 	l.srv.addSelf(netip.MustParseAddr("127.0.0.1"), true)
@@ -144,7 +135,7 @@ func TestRelaySocketAllocatesNothing(t *testing.T) {
 	l.srv.SetFleetPeers([]FleetPeer{{Addr: netip.MustParseAddr("127.0.0.1"), MinPort: 1, MaxPort: 65535}})
 	rc := l.wrapRelayPacketConn(relaySock, relaySock.LocalAddr().(*net.UDPAddr).Port, l.srv.newRecord(nil))
 	rc.rec.add(netip.MustParseAddr("127.0.0.1"))
-	listener := &clientPacketConn{PacketConn: listen(), l: l}
+	listener := &clientPacketConn{PacketConn: listenLoopback(t), l: l}
 	chanData, _ := hotPathPackets(t)
 	payload := chanData[chanHeaderSize:]
 	defer queueDatagrams(t, peerSock, payload, relaySock.LocalAddr(), runs+1, relaySock)()

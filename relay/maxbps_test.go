@@ -28,16 +28,7 @@ func TestMaxBPS(t *testing.T) {
 	l := newInspectListener(t, false)
 	l.srv.cfg.MaxBPS = maxBPS
 	l.srv.cfg.Now = clock.now
-	listen := func() *net.UDPConn {
-		t.Helper()
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
-	relaySock, peerSock := listen(), listen()
+	relaySock, peerSock := listenLoopback(t), listenLoopback(t)
 	peer := peerSock.LocalAddr().(*net.UDPAddr)
 	rc := l.wrapRelayPacketConn(relaySock, relaySock.LocalAddr().(*net.UDPAddr).Port, l.srv.newRecord(nil))
 	rc.rec.add(netip.MustParseAddr("127.0.0.1"))
@@ -92,4 +83,15 @@ func TestMaxBPS(t *testing.T) {
 	if got := testutil.ToFloat64(l.dropRate); got != drops+1 {
 		t.Fatalf("dropped{rate_limit} = %v after the burst, want %v", got, drops+1)
 	}
+}
+
+// listenLoopback opens a UDP socket on 127.0.0.1, closed when the test ends.
+func listenLoopback(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }

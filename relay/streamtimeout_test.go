@@ -274,14 +274,28 @@ func TestStreamTimeouts(t *testing.T) {
 		idle  = 600 * time.Millisecond
 		auth  = time.Second
 	)
+	// What a client does after it connects; each returns the connection
+	// to watch.
+	quiet := func(_ *testing.T, c net.Conn) net.Conn { return c }
+	bindOnce := func(t *testing.T, c net.Conn) net.Conn {
+		if _, err := c.Write(bindingRequest(0)); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	keepBusy := func(write func(i int) []byte) func(*testing.T, net.Conn) net.Conn {
+		return func(t *testing.T, c net.Conn) net.Conn {
+			trickle(t, c, write)
+			return c
+		}
+	}
 	for _, tc := range []struct {
 		name, transport, reason string
 		first, idle, auth       time.Duration // zero: the default
 		act                     func(t *testing.T, c net.Conn) net.Conn
 		want                    time.Duration // from the dial to the close
 	}{
-		{"stalled", "tcp", "first_message_timeout", first, idle, 0,
-			func(_ *testing.T, c net.Conn) net.Conn { return c }, first},
+		{"stalled", "tcp", "first_message_timeout", first, idle, 0, quiet, first},
 		{"slow header", "tcp", "first_message_timeout", first, idle, 0, func(_ *testing.T, c net.Conn) net.Conn {
 			go func() {
 				for _, b := range []byte{0x00, 0x01, 0x00} {
@@ -291,45 +305,22 @@ func TestStreamTimeouts(t *testing.T) {
 			}()
 			return c
 		}, first},
-		{"no TLS handshake", "tls", "first_message_timeout", first, idle, 0,
-			func(_ *testing.T, c net.Conn) net.Conn { return c }, first},
+		{"no TLS handshake", "tls", "first_message_timeout", first, idle, 0, quiet, first},
 		// Without an allocation the idle timeout is at most 30 s.
-		{"idle after binding", "tcp", "idle_timeout", first, idle, 0, func(t *testing.T, c net.Conn) net.Conn {
-			if _, err := c.Write(bindingRequest(0)); err != nil {
-				t.Fatal(err)
-			}
-			return c
-		}, idle},
-		{"idle after binding, long idle timeout", "tcp", "idle_timeout", first, time.Hour, time.Hour,
-			func(t *testing.T, c net.Conn) net.Conn {
-				if _, err := c.Write(bindingRequest(0)); err != nil {
-					t.Fatal(err)
-				}
-				return c
-			}, preAllocationIdle},
+		{"idle after binding", "tcp", "idle_timeout", first, idle, 0, bindOnce, idle},
+		{"idle after binding, long idle timeout", "tcp", "idle_timeout", first, time.Hour, time.Hour, bindOnce, preAllocationIdle},
 		// Before the first complete message: a trickle of one.
-		{"trickled header", "tcp", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
-			trickle(t, c, slowHeader)
-			return c
-		}, auth},
+		{"trickled header", "tcp", "auth_timeout", 0, 0, auth, keepBusy(slowHeader), auth},
 		// After one: each byte used to re-arm the idle deadline.
-		{"binding then trickle", "tcp", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
-			trickle(t, c, func(i int) []byte {
-				if i == 0 {
-					return bindingRequest(i)
-				}
-				return slowHeader(i - 1)
-			})
-			return c
-		}, auth},
-		{"binding loop", "tcp", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
-			trickle(t, c, bindingRequest)
-			return c
-		}, auth},
+		{"binding then trickle", "tcp", "auth_timeout", 0, 0, auth, keepBusy(func(i int) []byte {
+			if i == 0 {
+				return bindingRequest(i)
+			}
+			return slowHeader(i - 1)
+		}), auth},
+		{"binding loop", "tcp", "auth_timeout", 0, 0, auth, keepBusy(bindingRequest), auth},
 		{"binding loop", "tls", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
-			tc := tlsClient(t, c)
-			trickle(t, tc, bindingRequest)
-			return tc
+			return keepBusy(bindingRequest)(t, tlsClient(t, c))
 		}, auth},
 		// A DTLS conn ignores read deadlines while it handshakes: the
 		// handshake has the first-message and auth deadlines, whichever
@@ -337,9 +328,7 @@ func TestStreamTimeouts(t *testing.T) {
 		{"stalled handshake, first-message deadline first", "dtls", "first_message_timeout", first, idle, 0, stallDTLS, first},
 		{"stalled handshake, auth deadline first", "dtls", "auth_timeout", 0, 0, auth, stallDTLS, auth},
 		{"binding loop", "dtls", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
-			dc := dtlsClient(t, c)
-			trickle(t, dc, bindingRequest)
-			return dc
+			return keepBusy(bindingRequest)(t, dtlsClient(t, c))
 		}, auth},
 	} {
 		t.Run(tc.transport+" "+tc.name, func(t *testing.T) {
