@@ -76,22 +76,21 @@ func (o *Offload) Register(m *metrics.Metrics) {
 		c   prometheus.Counter
 		get func(Counters) uint64
 	}
-	udp := "udp"
 	pairs := []pair{
-		{m.RelayPackets.WithLabelValues(metrics.ClientToPeer, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerPackets }},
-		{m.RelayBytes.WithLabelValues(metrics.ClientToPeer, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerBytes }},
-		{m.RelayPackets.WithLabelValues(metrics.PeerToClient, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientPackets }},
-		{m.RelayBytes.WithLabelValues(metrics.PeerToClient, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientBytes }},
+		{m.RelayPackets(metrics.ClientToPeer, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerPackets }},
+		{m.RelayBytes(metrics.ClientToPeer, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerBytes }},
+		{m.RelayPackets(metrics.PeerToClient, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientPackets }},
+		{m.RelayBytes(metrics.PeerToClient, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientBytes }},
 		{m.OffloadOnePassPackets, func(c Counters) uint64 { return c.OnePassPackets }},
 		{m.OffloadOnePassBytes, func(c Counters) uint64 { return c.OnePassBytes }},
-		{m.CrossHostBytes.WithLabelValues(metrics.ClientToPeer), func(c Counters) uint64 { return c.CrossOutBytes }},
-		{m.CrossHostBytes.WithLabelValues(metrics.PeerToClient), func(c Counters) uint64 { return c.CrossInBytes }},
-		{m.PacketsDropped.WithLabelValues(metrics.DropRateLimit), func(c Counters) uint64 { return c.DropRate }},
-		{m.PacketsDropped.WithLabelValues(metrics.DropOffloadError), func(c Counters) uint64 { return c.DropError }},
-		{m.OffloadPassed.WithLabelValues(metrics.PassMTU), func(c Counters) uint64 { return c.PassMTU }},
-		{m.OffloadPassed.WithLabelValues(metrics.PassRoute), func(c Counters) uint64 { return c.PassRoute }},
-		{m.OffloadPassed.WithLabelValues(metrics.PassNoServer), func(c Counters) uint64 { return c.PassNoServer }},
-		{m.OffloadPassed.WithLabelValues(metrics.PassShape), func(c Counters) uint64 { return c.PassShape }},
+		{m.CrossHostBytes(metrics.ClientToPeer), func(c Counters) uint64 { return c.CrossOutBytes }},
+		{m.CrossHostBytes(metrics.PeerToClient), func(c Counters) uint64 { return c.CrossInBytes }},
+		{m.PacketsDropped(metrics.DropRateLimit), func(c Counters) uint64 { return c.DropRate }},
+		{m.PacketsDropped(metrics.DropOffloadError), func(c Counters) uint64 { return c.DropError }},
+		{m.OffloadPassed(metrics.PassMTU), func(c Counters) uint64 { return c.PassMTU }},
+		{m.OffloadPassed(metrics.PassRoute), func(c Counters) uint64 { return c.PassRoute }},
+		{m.OffloadPassed(metrics.PassNoServer), func(c Counters) uint64 { return c.PassNoServer }},
+		{m.OffloadPassed(metrics.PassShape), func(c Counters) uint64 { return c.PassShape }},
 	}
 	last := make([]uint64, len(pairs)) // what each metric has been given; under o.stats.mu
 	m.OnGather(func() {
