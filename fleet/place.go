@@ -39,6 +39,6 @@ func (f *Fleet) Place(call, zone, user string) (urls []string, id string, err er
 			return nil, "", err
 		}
 	}
-	f.cfg.Metrics.Placements(result).Inc()
+	f.cfg.Metrics.Placements.For(result).Inc()
 	return urls, id, nil
 }

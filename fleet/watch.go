@@ -56,8 +56,8 @@ func (f *Fleet) report(r Relay, nodes []cluster.Node) {
 		}
 	}
 	m := f.cfg.Metrics
-	m.FleetMembers(metrics.MemberAlive).Set(alive)
-	m.FleetMembers(metrics.MemberDraining).Set(draining)
+	m.FleetMembers.For(metrics.MemberAlive).Set(alive)
+	m.FleetMembers.For(metrics.MemberDraining).Set(draining)
 	share := 1.0
 	if total > 0 {
 		share = mine / total

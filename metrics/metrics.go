@@ -1,7 +1,8 @@
 // Package metrics defines every Prometheus metric supernode exports, once, on
 // an explicit registry. Label values come only from fixed sets, one named
 // type each (Transport, DropReason, Method, ...), and a labelled metric's
-// series is picked by a method taking those types, so that no user name,
+// series is picked by its For method, which takes those types
+// (m.PacketsDropped.For(metrics.DropPanic)), so that no user name,
 // address or call id ever becomes a label and no misspelt value makes a
 // series of its own.
 package metrics
@@ -20,35 +21,35 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	allocationsActive  *prometheus.GaugeVec
-	allocationsCreated *prometheus.CounterVec
-	allocationsDeleted *prometheus.CounterVec
+	AllocationsActive  GaugeBy[Transport]
+	AllocationsCreated CounterBy[Transport]
+	AllocationsDeleted CounterBy[Transport]
 	AllocationLifetime prometheus.Histogram
-	relayBytes         *prometheus.CounterVec
-	relayPackets       *prometheus.CounterVec
-	packetsDropped     *prometheus.CounterVec
-	requests           *prometheus.CounterVec
-	authFailures       *prometheus.CounterVec
-	quotaRejections    *prometheus.CounterVec
-	peerDenials        *prometheus.CounterVec
+	RelayBytes         CounterBy3[Direction, Transport, Path]
+	RelayPackets       CounterBy3[Direction, Transport, Path]
+	PacketsDropped     CounterBy[DropReason]
+	Requests           CounterBy2[Method, Result]
+	AuthFailures       CounterBy[AuthReason]
+	QuotaRejections    CounterBy[Quota]
+	PeerDenials        CounterBy[Method]
 	PermissionsActive  prometheus.Gauge
 	ChannelsActive     prometheus.Gauge
-	connectionsClosed  *prometheus.CounterVec
+	ConnectionsClosed  CounterBy2[Transport, CloseReason]
 	ConnectionsPending prometheus.Gauge
-	limitRejections    *prometheus.CounterVec
-	authBackoffs       *prometheus.CounterVec
+	LimitRejections    CounterBy[Limit]
+	AuthBackoffs       CounterBy[Scope]
 	LogSuppressed      prometheus.Counter
 	Draining           prometheus.Gauge
 	DrainRefusals      prometheus.Counter
 	HandlerPanics      prometheus.Counter
-	clientPacketsInput *prometheus.CounterVec
+	ClientPacketsInput CounterBy[Transport]
 	buildInfo          *prometheus.GaugeVec
 
 	// Kernel path (offload/); zero while it is off.
 	OffloadEnabled        prometheus.Gauge
 	OffloadBindings       prometheus.Gauge
-	offloadBindFailures   *prometheus.CounterVec
-	offloadPassed         *prometheus.CounterVec
+	OffloadBindFailures   CounterBy[BindFailure]
+	OffloadPassed         CounterBy[PassReason]
 	OffloadOnePassPackets prometheus.Counter
 	OffloadOnePassBytes   prometheus.Counter
 
@@ -56,13 +57,13 @@ type Metrics struct {
 	gather   []func()
 
 	// Fleet (zero and unchanging without --cluster-listen).
-	fleetMembers *prometheus.GaugeVec
+	FleetMembers GaugeBy[MemberState]
 	// FleetMembersLost counts members that left or died without draining.
 	FleetMembersLost prometheus.Counter
-	placements       *prometheus.CounterVec
+	Placements       CounterBy[PlacementResult]
 	Redirects        prometheus.Counter
 	FleetLoadShare   prometheus.Gauge
-	crossHostBytes   *prometheus.CounterVec
+	CrossHostBytes   CounterBy[Direction]
 }
 
 // New creates every metric on a fresh registry, with all label combinations
@@ -71,18 +72,18 @@ func New(version string) *Metrics {
 	const ns = "supernode"
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		allocationsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		AllocationsActive: GaugeBy[Transport]{prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Name: "allocations_active",
 			Help: "Allocations currently live on this node, by client transport.",
-		}, []string{"transport"}),
-		allocationsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"transport"})},
+		AllocationsCreated: CounterBy[Transport]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "allocations_created_total",
 			Help: "Allocations created, by client transport.",
-		}, []string{"transport"}),
-		allocationsDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"transport"})},
+		AllocationsDeleted: CounterBy[Transport]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "allocations_deleted_total",
 			Help: "Allocations deleted (expired, refreshed to zero, or connection closed), by client transport.",
-		}, []string{"transport"}),
+		}, []string{"transport"})},
 		AllocationLifetime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Name: "allocation_lifetime_seconds",
 			Help: "How long allocations lived, observed when they are deleted.",
@@ -91,34 +92,34 @@ func New(version string) *Metrics {
 			// minutes of its length.
 			Buckets: []float64{1, 10, 30, 60, 120, 180, 240, 300, 420, 600, 900, 1200, 1500, 1800, 2100, 2400, 2700, 3000, 3300, 3600, 2 * 3600, 4 * 3600, 24 * 3600},
 		}),
-		relayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		RelayBytes: CounterBy3[Direction, Transport, Path]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "relay_bytes_total",
 			Help: "Payload bytes relayed between clients and peers, counted as they flow, by the path they took (user space or the kernel program).",
-		}, []string{"direction", "transport", "path"}),
-		relayPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"direction", "transport", "path"})},
+		RelayPackets: CounterBy3[Direction, Transport, Path]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "relay_packets_total",
 			Help: "Packets (or TCP reads/writes for TCP relays) relayed between clients and peers, by the path they took (user space or the kernel program).",
-		}, []string{"direction", "transport", "path"}),
-		packetsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"direction", "transport", "path"})},
+		PacketsDropped: CounterBy[DropReason]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "packets_dropped_total",
 			Help: "Packets the node received and did not relay or answer, by reason.",
-		}, []string{"reason"}),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"reason"})},
+		Requests: CounterBy2[Method, Result]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "requests_total",
 			Help: "STUN/TURN requests answered, by method and result (from the response sent).",
-		}, []string{"method", "result"}),
-		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"method", "result"})},
+		AuthFailures: CounterBy[AuthReason]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "auth_failures_total",
 			Help: "Authentication failures, by reason.",
-		}, []string{"reason"}),
-		quotaRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"reason"})},
+		QuotaRejections: CounterBy[Quota]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "quota_rejections_total",
 			Help: "Allocate requests refused with 486 because a quota was reached, by quota.",
-		}, []string{"quota"}),
-		peerDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"quota"})},
+		PeerDenials: CounterBy[Method]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "peer_denials_total",
 			Help: "Requests refused with 403 because the peer address is not allowed, by method.",
-		}, []string{"method"}),
+		}, []string{"method"})},
 		PermissionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "permissions_active",
 			Help: "Permissions currently installed across all allocations.",
@@ -127,22 +128,22 @@ func New(version string) *Metrics {
 			Namespace: ns, Name: "channels_active",
 			Help: "Channel bindings currently installed across all allocations.",
 		}),
-		connectionsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		ConnectionsClosed: CounterBy2[Transport, CloseReason]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "connections_closed_total",
 			Help: "Client TCP/TLS/DTLS connections closed by the node, by transport and reason.",
-		}, []string{"transport", "reason"}),
+		}, []string{"transport", "reason"})},
 		ConnectionsPending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "connections_pending",
 			Help: "Client TCP/TLS/DTLS connections open without an allocation yet.",
 		}),
-		limitRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+		LimitRejections: CounterBy[Limit]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "limit_rejections_total",
 			Help: "Requests refused because they would pass a per-allocation limit, by limit.",
-		}, []string{"limit"}),
-		authBackoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"limit"})},
+		AuthBackoffs: CounterBy[Scope]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "auth_backoffs_total",
 			Help: "Backoffs started after repeated failed MESSAGE-INTEGRITY checks, by what they key on (ip, user).",
-		}, []string{"scope"}),
+		}, []string{"scope"})},
 		LogSuppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "log_lines_suppressed_total",
 			Help: "Log lines not written because the same message was logged too often.",
@@ -155,18 +156,18 @@ func New(version string) *Metrics {
 			Namespace: ns, Name: "drain_refusals_total",
 			Help: "Allocate requests refused because the node is draining.",
 		}),
-		fleetMembers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		FleetMembers: GaugeBy[MemberState]{prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Name: "fleet_members",
 			Help: "Fleet members this node sees (itself included), alive and not draining, or draining.",
-		}, []string{"state"}),
+		}, []string{"state"})},
 		FleetMembersLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "fleet_members_lost_total",
 			Help: "Fleet members this node saw leave or be declared dead while not draining (a crash, a kill, a partition of the gossip network): the calls on them were cut. A member that drained first is not counted.",
 		}),
-		placements: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Placements: CounterBy[PlacementResult]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "fleet_placements_total",
 			Help: "Calls placed by /v1/ice-servers on this node, by where they went.",
-		}, []string{"result"}),
+		}, []string{"result"})},
 		Redirects: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "fleet_redirects_total",
 			Help: "Allocate requests answered with 300 Try Alternate naming the call's owner.",
@@ -175,18 +176,18 @@ func New(version string) *Metrics {
 			Namespace: ns, Name: "fleet_load_share_ratio",
 			Help: "This node's allocations over the fleet's, as last gossiped (1 for a fleet of one).",
 		}),
-		crossHostBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		CrossHostBytes: CounterBy[Direction]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "fleet_cross_host_bytes_total",
 			Help: "Bytes relayed between this node's allocations and another fleet member's relay addresses (the two legs of a call on two hosts), by direction.",
-		}, []string{"direction"}),
+		}, []string{"direction"})},
 		HandlerPanics: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "handler_panics_total",
 			Help: "Panics recovered while handling a request or a connection.",
 		}),
-		clientPacketsInput: prometheus.NewCounterVec(prometheus.CounterOpts{
+		ClientPacketsInput: CounterBy[Transport]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "client_messages_received_total",
 			Help: "STUN messages and ChannelData frames received from clients, by transport.",
-		}, []string{"transport"}),
+		}, []string{"transport"})},
 		OffloadEnabled: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "offload_enabled",
 			Help: "1 when the kernel path relays ChannelData (--offload), else 0.",
@@ -195,14 +196,14 @@ func New(version string) *Metrics {
 			Namespace: ns, Name: "offload_bindings",
 			Help: "Channels (bound, with a live permission) the kernel path relays now.",
 		}),
-		offloadBindFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+		OffloadBindFailures: CounterBy[BindFailure]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "offload_bind_failures_total",
 			Help: "Channels left to user space because the kernel path could not take them, by reason.",
-		}, []string{"reason"}),
-		offloadPassed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"reason"})},
+		OffloadPassed: CounterBy[PassReason]{prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "offload_passed_total",
 			Help: "Packets of a kernel-path channel the kernel program left to user space, by reason.",
-		}, []string{"reason"}),
+		}, []string{"reason"})},
 		OffloadOnePassPackets: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "offload_one_pass_packets_total",
 			Help: "ChannelData relayed from one client to another (both allocations on this node) in one kernel pass; each is also counted once in each direction of relay_packets_total.",
@@ -220,71 +221,71 @@ func New(version string) *Metrics {
 	// Every series of every label list, at zero, picked by the same methods
 	// the call sites use.
 	for _, t := range Transports {
-		m.AllocationsActive(t)
-		m.AllocationsCreated(t)
-		m.AllocationsDeleted(t)
-		m.ClientPacketsInput(t)
+		m.AllocationsActive.For(t)
+		m.AllocationsCreated.For(t)
+		m.AllocationsDeleted.For(t)
+		m.ClientPacketsInput.For(t)
 		for _, d := range Directions {
 			for _, p := range Paths {
 				if HasPath(t, p) {
-					m.RelayBytes(d, t, p)
-					m.RelayPackets(d, t, p)
+					m.RelayBytes.For(d, t, p)
+					m.RelayPackets.For(d, t, p)
 				}
 			}
 		}
 		for _, r := range CloseReasons {
-			m.ConnectionsClosed(t, r)
+			m.ConnectionsClosed.For(t, r)
 		}
 	}
 	for _, r := range DropReasons {
-		m.PacketsDropped(r)
+		m.PacketsDropped.For(r)
 	}
 	for _, meth := range Methods {
 		for _, r := range Results {
-			m.Requests(meth, r)
+			m.Requests.For(meth, r)
 		}
 	}
 	for _, r := range AuthReasons {
-		m.AuthFailures(r)
+		m.AuthFailures.For(r)
 	}
 	for _, q := range Quotas {
-		m.QuotaRejections(q)
+		m.QuotaRejections.For(q)
 	}
 	for _, l := range Limits {
-		m.LimitRejections(l)
+		m.LimitRejections.For(l)
 	}
 	for _, sc := range Scopes {
-		m.AuthBackoffs(sc)
+		m.AuthBackoffs.For(sc)
 	}
 	for _, meth := range PeerMethods {
-		m.PeerDenials(meth)
+		m.PeerDenials.For(meth)
 	}
 	m.buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	for _, s := range MemberStates {
-		m.FleetMembers(s)
+		m.FleetMembers.For(s)
 	}
 	for _, r := range PlacementResults {
-		m.Placements(r)
+		m.Placements.For(r)
 	}
 	m.FleetLoadShare.Set(1)
 	for _, d := range Directions {
-		m.CrossHostBytes(d)
+		m.CrossHostBytes.For(d)
 	}
 
 	for _, r := range PassReasons {
-		m.OffloadPassed(r)
+		m.OffloadPassed.For(r)
 	}
 	for _, r := range BindFailures {
-		m.OffloadBindFailures(r)
+		m.OffloadBindFailures.For(r)
 	}
 
 	m.Registry.MustRegister(
-		m.allocationsActive, m.allocationsCreated, m.allocationsDeleted, m.AllocationLifetime,
-		m.gathered(m.relayBytes), m.gathered(m.relayPackets), m.gathered(m.packetsDropped), m.requests, m.authFailures,
-		m.quotaRejections, m.peerDenials, m.PermissionsActive, m.ChannelsActive,
-		m.connectionsClosed, m.ConnectionsPending, m.limitRejections, m.authBackoffs, m.LogSuppressed, m.Draining, m.DrainRefusals, m.HandlerPanics, m.clientPacketsInput,
-		m.buildInfo, m.fleetMembers, m.FleetMembersLost, m.placements, m.Redirects, m.FleetLoadShare, m.gathered(m.crossHostBytes),
-		m.OffloadEnabled, m.OffloadBindings, m.offloadBindFailures, m.gathered(m.offloadPassed),
+		m.AllocationsActive.vec, m.AllocationsCreated.vec, m.AllocationsDeleted.vec, m.AllocationLifetime,
+		m.gathered(m.RelayBytes.vec), m.gathered(m.RelayPackets.vec), m.gathered(m.PacketsDropped.vec), m.Requests.vec, m.AuthFailures.vec,
+		m.QuotaRejections.vec, m.PeerDenials.vec, m.PermissionsActive, m.ChannelsActive,
+		m.ConnectionsClosed.vec, m.ConnectionsPending, m.LimitRejections.vec, m.AuthBackoffs.vec, m.LogSuppressed, m.Draining, m.DrainRefusals, m.HandlerPanics, m.ClientPacketsInput.vec,
+		m.buildInfo, m.FleetMembers.vec, m.FleetMembersLost, m.Placements.vec, m.Redirects, m.FleetLoadShare, m.gathered(m.CrossHostBytes.vec),
+		m.OffloadEnabled, m.OffloadBindings, m.OffloadBindFailures.vec, m.gathered(m.OffloadPassed.vec),
 		m.gathered(m.OffloadOnePassPackets), m.gathered(m.OffloadOnePassBytes),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -304,7 +305,7 @@ func (m *Metrics) RelayedBytes() float64 {
 					continue
 				}
 				var pb dto.Metric
-				if err := m.RelayBytes(d, t, p).Write(&pb); err == nil {
+				if err := m.RelayBytes.For(d, t, p).Write(&pb); err == nil {
 					total += pb.GetCounter().GetValue()
 				}
 			}

@@ -77,20 +77,20 @@ func (o *Offload) Register(m *metrics.Metrics) {
 		get func(Counters) uint64
 	}
 	pairs := []pair{
-		{m.RelayPackets(metrics.ClientToPeer, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerPackets }},
-		{m.RelayBytes(metrics.ClientToPeer, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerBytes }},
-		{m.RelayPackets(metrics.PeerToClient, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientPackets }},
-		{m.RelayBytes(metrics.PeerToClient, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientBytes }},
+		{m.RelayPackets.For(metrics.ClientToPeer, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerPackets }},
+		{m.RelayBytes.For(metrics.ClientToPeer, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerBytes }},
+		{m.RelayPackets.For(metrics.PeerToClient, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientPackets }},
+		{m.RelayBytes.For(metrics.PeerToClient, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientBytes }},
 		{m.OffloadOnePassPackets, func(c Counters) uint64 { return c.OnePassPackets }},
 		{m.OffloadOnePassBytes, func(c Counters) uint64 { return c.OnePassBytes }},
-		{m.CrossHostBytes(metrics.ClientToPeer), func(c Counters) uint64 { return c.CrossOutBytes }},
-		{m.CrossHostBytes(metrics.PeerToClient), func(c Counters) uint64 { return c.CrossInBytes }},
-		{m.PacketsDropped(metrics.DropRateLimit), func(c Counters) uint64 { return c.DropRate }},
-		{m.PacketsDropped(metrics.DropOffloadError), func(c Counters) uint64 { return c.DropError }},
-		{m.OffloadPassed(metrics.PassMTU), func(c Counters) uint64 { return c.PassMTU }},
-		{m.OffloadPassed(metrics.PassRoute), func(c Counters) uint64 { return c.PassRoute }},
-		{m.OffloadPassed(metrics.PassNoServer), func(c Counters) uint64 { return c.PassNoServer }},
-		{m.OffloadPassed(metrics.PassShape), func(c Counters) uint64 { return c.PassShape }},
+		{m.CrossHostBytes.For(metrics.ClientToPeer), func(c Counters) uint64 { return c.CrossOutBytes }},
+		{m.CrossHostBytes.For(metrics.PeerToClient), func(c Counters) uint64 { return c.CrossInBytes }},
+		{m.PacketsDropped.For(metrics.DropRateLimit), func(c Counters) uint64 { return c.DropRate }},
+		{m.PacketsDropped.For(metrics.DropOffloadError), func(c Counters) uint64 { return c.DropError }},
+		{m.OffloadPassed.For(metrics.PassMTU), func(c Counters) uint64 { return c.PassMTU }},
+		{m.OffloadPassed.For(metrics.PassRoute), func(c Counters) uint64 { return c.PassRoute }},
+		{m.OffloadPassed.For(metrics.PassNoServer), func(c Counters) uint64 { return c.PassNoServer }},
+		{m.OffloadPassed.For(metrics.PassShape), func(c Counters) uint64 { return c.PassShape }},
 	}
 	last := make([]uint64, len(pairs)) // what each metric has been given; under o.stats.mu
 	m.OnGather(func() {

@@ -195,7 +195,7 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 		return nil, fmt.Errorf("relay: peer address %v is not TCP", conf.RemoteAddr)
 	}
 	if !g.l.srv.peerPortAllowed(remote.AddrPort(), true) {
-		g.l.srv.m.PeerDenials(metrics.MethodConnect).Inc()
+		g.l.srv.m.PeerDenials.For(metrics.MethodConnect).Inc()
 		return nil, ErrSelfPeer
 	}
 	d := net.Dialer{

@@ -40,14 +40,14 @@ func (q *request) authenticate() bool {
 		}
 	}
 	if _, _, err := q.verify(); err != nil {
-		s.m.AuthFailures(authReason(err)).Inc()
+		s.m.AuthFailures.For(authReason(err)).Inc()
 		if errors.Is(err, allocation.ErrBadPassword) || errors.Is(err, allocation.ErrUnknownUser) {
 			scoped := username
 			if rest {
 				scoped = "" // an HMAC cannot be guessed: no user backoff, no table entry
 			}
 			for _, scope := range s.guard.failed(q.ip, scoped) {
-				s.m.AuthBackoffs(scope).Inc()
+				s.m.AuthBackoffs.For(scope).Inc()
 			}
 		}
 		q.l.challenge(q.m.TransactionID, q.method, stun.CodeUnauthorized, q.ip, q.src, q.r)
@@ -216,7 +216,7 @@ func (q *request) checkAllocation() bool {
 		return true
 	}
 	if ok {
-		q.l.srv.m.AuthFailures(metrics.AuthWrongOwner).Inc()
+		q.l.srv.m.AuthFailures.For(metrics.AuthWrongOwner).Inc()
 	}
 	q.refuse(stun.CodeAllocMismatch)
 	return false
@@ -248,7 +248,7 @@ func (q *request) checkPeers() bool {
 		return true
 	}
 	method, _ := methodLabel(q.method) // check calls it for CreatePermission, ChannelBind and Connect only
-	q.l.srv.m.PeerDenials(method).Inc()
+	q.l.srv.m.PeerDenials.For(method).Inc()
 	q.refuse(stun.CodeForbidden)
 	return false
 }
@@ -261,7 +261,7 @@ func (q *request) checkPeers() bool {
 func (q *request) checkLimits() bool {
 	cfg := &q.l.srv.cfg
 	if len(q.peers) > cfg.MaxRequestPeers {
-		q.l.srv.m.LimitRejections(metrics.LimitRequestPeers).Inc()
+		q.l.srv.m.LimitRejections.For(metrics.LimitRequestPeers).Inc()
 		q.refuse(stun.CodeBadRequest)
 		return false
 	}
@@ -276,7 +276,7 @@ func (q *request) checkLimits() bool {
 		}
 	}
 	if limit := p.wouldExceed(q.peers, channel, cfg.MaxPermissions, cfg.MaxChannels); limit != "" {
-		q.l.srv.m.LimitRejections(limit).Inc()
+		q.l.srv.m.LimitRejections.For(limit).Inc()
 		q.refuse(stun.CodeInsufficientCapacity)
 		return false
 	}

@@ -308,7 +308,7 @@ func (l *listener) observeResponse(b []byte, h outHeader) {
 	if !ok {
 		return
 	}
-	l.srv.m.Requests(method, resultLabel(code)).Inc()
+	l.srv.m.Requests.For(method, resultLabel(code)).Inc()
 }
 
 // errorCode finds the ERROR-CODE attribute in a raw message; -1 if absent.

@@ -180,25 +180,25 @@ func (s *Server) newListener(i int, transport metrics.Transport) *listener {
 	return &listener{
 		clients: clients,
 		idx:     i, transport: transport, srv: s,
-		input:         m.ClientPacketsInput(transport),
-		c2pBytes:      m.RelayBytes(metrics.ClientToPeer, transport, metrics.PathUser),
-		c2pPackets:    m.RelayPackets(metrics.ClientToPeer, transport, metrics.PathUser),
-		p2cBytes:      m.RelayBytes(metrics.PeerToClient, transport, metrics.PathUser),
-		p2cPackets:    m.RelayPackets(metrics.PeerToClient, transport, metrics.PathUser),
-		dropRate:      m.PacketsDropped(metrics.DropRateLimit),
-		dropSelf:      m.PacketsDropped(metrics.DropPeerDenied),
-		dropNoPerm:    m.PacketsDropped(metrics.DropNoPermission),
-		dropGone:      m.PacketsDropped(metrics.DropPeerGone),
-		dropMalformed: m.PacketsDropped(metrics.DropMalformed),
-		crossOut:      m.CrossHostBytes(metrics.ClientToPeer),
-		crossIn:       m.CrossHostBytes(metrics.PeerToClient),
-		dropOversized: m.PacketsDropped(metrics.DropOversized),
-		dropBudget:    m.PacketsDropped(metrics.DropUnauthBudget),
-		dropBackoff:   m.PacketsDropped(metrics.DropAuthBackoff),
-		dropNoAlloc:   m.PacketsDropped(metrics.DropNoAllocation),
-		allocActive:   m.AllocationsActive(transport),
-		allocCreated:  m.AllocationsCreated(transport),
-		allocDeleted:  m.AllocationsDeleted(transport),
+		input:         m.ClientPacketsInput.For(transport),
+		c2pBytes:      m.RelayBytes.For(metrics.ClientToPeer, transport, metrics.PathUser),
+		c2pPackets:    m.RelayPackets.For(metrics.ClientToPeer, transport, metrics.PathUser),
+		p2cBytes:      m.RelayBytes.For(metrics.PeerToClient, transport, metrics.PathUser),
+		p2cPackets:    m.RelayPackets.For(metrics.PeerToClient, transport, metrics.PathUser),
+		dropRate:      m.PacketsDropped.For(metrics.DropRateLimit),
+		dropSelf:      m.PacketsDropped.For(metrics.DropPeerDenied),
+		dropNoPerm:    m.PacketsDropped.For(metrics.DropNoPermission),
+		dropGone:      m.PacketsDropped.For(metrics.DropPeerGone),
+		dropMalformed: m.PacketsDropped.For(metrics.DropMalformed),
+		crossOut:      m.CrossHostBytes.For(metrics.ClientToPeer),
+		crossIn:       m.CrossHostBytes.For(metrics.PeerToClient),
+		dropOversized: m.PacketsDropped.For(metrics.DropOversized),
+		dropBudget:    m.PacketsDropped.For(metrics.DropUnauthBudget),
+		dropBackoff:   m.PacketsDropped.For(metrics.DropAuthBackoff),
+		dropNoAlloc:   m.PacketsDropped.For(metrics.DropNoAllocation),
+		allocActive:   m.AllocationsActive.For(transport),
+		allocCreated:  m.AllocationsCreated.For(transport),
+		allocDeleted:  m.AllocationsDeleted.For(transport),
 	}
 }
 
@@ -272,7 +272,7 @@ func (l *listener) auth(ra *turn.RequestAttributes) (userID string, key []byte, 
 	defer l.recovered("auth")
 	userID, key, err := l.srv.cfg.Credentials.Key(ra.Username, ra.Realm)
 	if err != nil {
-		l.srv.m.AuthFailures(authReason(err)).Inc()
+		l.srv.m.AuthFailures.For(authReason(err)).Inc()
 		return "", nil, false
 	}
 	return userID, key, true
@@ -300,16 +300,16 @@ func (l *listener) quota(userID, _ string, src net.Addr) (ok bool) {
 	}
 	// Every attempt spends a token, those the quota below refuses too.
 	if r := l.srv.cfg.UserAllocRate; r > 0 && !l.srv.rates.allow(userID, r, l.srv.now()) {
-		l.srv.m.QuotaRejections(metrics.QuotaRate).Inc()
+		l.srv.m.QuotaRejections.For(metrics.QuotaRate).Inc()
 		return false
 	}
 	switch err := l.srv.cfg.Table.Reserve(l.key(src), userID); {
 	case err == nil:
 		return true
 	case errors.Is(err, allocation.ErrUserQuota):
-		l.srv.m.QuotaRejections(metrics.QuotaUser).Inc()
+		l.srv.m.QuotaRejections.For(metrics.QuotaUser).Inc()
 	default:
-		l.srv.m.QuotaRejections(metrics.QuotaTotal).Inc()
+		l.srv.m.QuotaRejections.For(metrics.QuotaTotal).Inc()
 	}
 	return false
 }
@@ -328,7 +328,7 @@ func (l *listener) permission(src net.Addr, peer net.IP) bool {
 			method = m
 		}
 	}
-	l.srv.m.PeerDenials(method).Inc()
+	l.srv.m.PeerDenials.For(method).Inc()
 	return false
 }
 
@@ -337,7 +337,7 @@ func (l *listener) events() turn.EventHandler {
 	return turn.EventHandler{
 		OnAuth: func(_, _ net.Addr, _, _, _ string, _ string, verdict bool) {
 			if !verdict {
-				s.m.AuthFailures(metrics.AuthBadPassword).Inc()
+				s.m.AuthFailures.For(metrics.AuthBadPassword).Inc()
 			}
 		},
 		OnAllocationCreated: func(src, _ net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {

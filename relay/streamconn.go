@@ -35,7 +35,7 @@ func (cl *clientListener) Accept() (net.Conn, error) {
 		if err == nil {
 			ip, refused := cl.l.srv.conns.acquire(c.RemoteAddr())
 			if refused != "" {
-				cl.l.srv.m.ConnectionsClosed(cl.l.transport, refused).Inc()
+				cl.l.srv.m.ConnectionsClosed.For(cl.l.transport, refused).Inc()
 				_ = c.Close()
 				continue
 			}
@@ -120,7 +120,7 @@ func (c *clientStreamConn) allocationEnded() {
 	ip, refused := c.l.srv.conns.acquire(c.Conn.RemoteAddr())
 	if refused != "" {
 		c.closed.Store(true)
-		c.l.srv.m.ConnectionsClosed(c.l.transport, refused).Inc()
+		c.l.srv.m.ConnectionsClosed.For(c.l.transport, refused).Inc()
 		_ = c.Conn.Close()
 		return
 	}
@@ -344,7 +344,7 @@ func deadlineExceeded(err error) bool {
 // not), so whoever sees the count can connect again at once.
 func (c *clientStreamConn) countClose() {
 	c.done()
-	c.l.srv.m.ConnectionsClosed(c.l.transport, c.closeReason).Inc()
+	c.l.srv.m.ConnectionsClosed.For(c.l.transport, c.closeReason).Inc()
 }
 
 func (c *clientStreamConn) reply(b []byte, _ net.Addr) error {

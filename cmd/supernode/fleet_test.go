@@ -283,7 +283,7 @@ func TestFleetCrossHostLegs(t *testing.T) {
 	for _, tn := range []*testNode{a, b} {
 		tn.n.m.Refresh() // the kernel path's counts
 		for _, dir := range metrics.Directions {
-			if got := testutil.ToFloat64(tn.n.m.CrossHostBytes(dir)); got <= 0 {
+			if got := testutil.ToFloat64(tn.n.m.CrossHostBytes.For(dir)); got <= 0 {
 				t.Errorf("%s: cross-host bytes %s = %v", tn.udp, dir, got)
 			}
 		}

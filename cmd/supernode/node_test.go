@@ -137,31 +137,31 @@ func (tn *testNode) counter(name string, labels ...any) float64 {
 		}
 		d, tr := label(t, metrics.Directions, labels[0]), label(t, metrics.Transports, labels[1])
 		if len(labels) == 3 {
-			return testutil.ToFloat64(series(d, tr, label(t, metrics.Paths, labels[2])))
+			return testutil.ToFloat64(series.For(d, tr, label(t, metrics.Paths, labels[2])))
 		}
 		var sum float64
 		for _, p := range metrics.Paths {
 			if metrics.HasPath(tr, p) {
-				sum += testutil.ToFloat64(series(d, tr, p))
+				sum += testutil.ToFloat64(series.For(d, tr, p))
 			}
 		}
 		return sum
 	case "allocations_active":
-		return testutil.ToFloat64(m.AllocationsActive(label(t, metrics.Transports, labels[0])))
+		return testutil.ToFloat64(m.AllocationsActive.For(label(t, metrics.Transports, labels[0])))
 	case "allocations_created":
-		return testutil.ToFloat64(m.AllocationsCreated(label(t, metrics.Transports, labels[0])))
+		return testutil.ToFloat64(m.AllocationsCreated.For(label(t, metrics.Transports, labels[0])))
 	case "allocations_deleted":
-		return testutil.ToFloat64(m.AllocationsDeleted(label(t, metrics.Transports, labels[0])))
+		return testutil.ToFloat64(m.AllocationsDeleted.For(label(t, metrics.Transports, labels[0])))
 	case "dropped":
-		return testutil.ToFloat64(m.PacketsDropped(label(t, metrics.DropReasons, labels[0])))
+		return testutil.ToFloat64(m.PacketsDropped.For(label(t, metrics.DropReasons, labels[0])))
 	case "requests":
-		return testutil.ToFloat64(m.Requests(label(t, metrics.Methods, labels[0]), label(t, metrics.Results, labels[1])))
+		return testutil.ToFloat64(m.Requests.For(label(t, metrics.Methods, labels[0]), label(t, metrics.Results, labels[1])))
 	case "auth_failures":
-		return testutil.ToFloat64(m.AuthFailures(label(t, metrics.AuthReasons, labels[0])))
+		return testutil.ToFloat64(m.AuthFailures.For(label(t, metrics.AuthReasons, labels[0])))
 	case "quota":
-		return testutil.ToFloat64(m.QuotaRejections(label(t, metrics.Quotas, labels[0])))
+		return testutil.ToFloat64(m.QuotaRejections.For(label(t, metrics.Quotas, labels[0])))
 	case "peer_denials":
-		return testutil.ToFloat64(m.PeerDenials(label(t, metrics.PeerMethods, labels[0])))
+		return testutil.ToFloat64(m.PeerDenials.For(label(t, metrics.PeerMethods, labels[0])))
 	}
 	tn.t.Fatalf("unknown metric %q", name)
 	return 0
@@ -212,7 +212,7 @@ func testutilPanics(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.Han
 
 func testutilClosed(tn *testNode, transport, reason string) float64 {
 	tn.t.Helper()
-	return testutil.ToFloat64(tn.n.m.ConnectionsClosed(label(tn.t, metrics.Transports, transport), label(tn.t, metrics.CloseReasons, reason)))
+	return testutil.ToFloat64(tn.n.m.ConnectionsClosed.For(label(tn.t, metrics.Transports, transport), label(tn.t, metrics.CloseReasons, reason)))
 }
 
 func testutilRedirects(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.Redirects) }
