@@ -4,7 +4,9 @@
 // series is picked by its For method, which takes those types
 // (m.PacketsDropped.For(metrics.DropPanic)), so that no user name,
 // address or call id ever becomes a label and no misspelt value makes a
-// series of its own.
+// series of its own. (A string literal given to For still compiles, as an
+// untyped constant converts; a test of this package reads the module's
+// source and fails on one, and on any conversion to a label type.)
 package metrics
 
 import (
