@@ -364,3 +364,23 @@ func TestLabelValuesNamedByConstants(t *testing.T) {
 		t.Fatalf("only %d Go files read under %s", files, root)
 	}
 }
+
+func TestTransportOf(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Transport
+		ok   bool
+	}{
+		{"udp", TransportUDP, true},
+		{"tcp", TransportTCP, true},
+		{"tls", TransportTLS, true},
+		{"dtls", TransportDTLS, true},
+		{"UDP", "", false}, // listeners are named in lower case only
+		{"sctp", "", false},
+		{"", "", false},
+	} {
+		if got, ok := TransportOf(tc.in); got != tc.want || ok != tc.ok {
+			t.Errorf("TransportOf(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}

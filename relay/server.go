@@ -121,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 
 	groups := map[string]*udpGroup{} // UDP sockets sharing an address
 	for i, l := range cfg.Listeners {
-		t, _ := metrics.TransportOf(l.Transport) // one of them: validate checked
+		t, _ := metrics.TransportOf(l.Transport) // validate took only these
 		st := s.newListener(i, t)
 		if l.PacketConn != nil {
 			st.local = l.PacketConn.LocalAddr()
