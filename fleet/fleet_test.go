@@ -294,7 +294,7 @@ func TestAlternateFor(t *testing.T) {
 func TestPlace(t *testing.T) {
 	ms := startFleet(t, 2, nil)
 	a, b := ms[0], ms[1]
-	placements := func(result string) float64 { return testutil.ToFloat64(a.m.Placements.WithLabelValues(result)) }
+	placements := func(result metrics.PlacementResult) float64 { return testutil.ToFloat64(a.m.Placements.For(result)) }
 	there, here := callOn(t, a.f, "node-1"), callOn(t, a.f, "node-0")
 
 	urls, id, err := a.f.Place(there, "", "alice")
@@ -314,8 +314,9 @@ func TestPlace(t *testing.T) {
 	if _, id, _ = a.f.Place("", "", "bob"); id != "bob" {
 		t.Fatalf("id without a call %q", id)
 	}
-	if placements("remote") < 1 || placements("local") < 1 || placements("remote")+placements("local") != 3 {
-		t.Fatalf("placements remote %v, local %v", placements("remote"), placements("local"))
+	remote, local := placements(metrics.PlacementRemote), placements(metrics.PlacementLocal)
+	if remote < 1 || local < 1 || remote+local != 3 {
+		t.Fatalf("placements remote %v, local %v", remote, local)
 	}
 	if _, _, err := a.f.Place("bad~call", "", "alice"); err == nil {
 		t.Fatal("a bad call id placed")
@@ -340,7 +341,7 @@ func TestPlaceFallback(t *testing.T) {
 	if _, _, node, _, _ := cluster.ParseCallUser(id); node != "node-0" {
 		t.Fatalf("fallback id %q does not name node-0", id)
 	}
-	if got := testutil.ToFloat64(a.m.Placements.WithLabelValues("fallback")); got != 1 {
+	if got := testutil.ToFloat64(a.m.Placements.For(metrics.PlacementFallback)); got != 1 {
 		t.Fatalf("fallback placements %v", got)
 	}
 }
@@ -363,7 +364,7 @@ func TestFleetOfOne(t *testing.T) {
 	if _, id, _ := a.f.Place("", "", "alice"); id != "alice" {
 		t.Fatalf("id without a call %q", id)
 	}
-	if got := testutil.ToFloat64(a.m.Placements.WithLabelValues("local")); got != 0 {
+	if got := testutil.ToFloat64(a.m.Placements.For(metrics.PlacementLocal)); got != 0 {
 		t.Fatalf("a fleet of one counted %v placements", got)
 	}
 	a.drain()
@@ -386,8 +387,8 @@ func TestReport(t *testing.T) {
 		{ID: "c", Meta: cluster.Meta{Draining: true}},
 	}
 	a.f.report(a.relay, nodes)
-	for state, want := range map[string]float64{"alive": 2, "draining": 1} {
-		if got := testutil.ToFloat64(a.m.FleetMembers.WithLabelValues(state)); got != want {
+	for state, want := range map[metrics.MemberState]float64{metrics.MemberAlive: 2, metrics.MemberDraining: 1} {
+		if got := testutil.ToFloat64(a.m.FleetMembers.For(state)); got != want {
 			t.Errorf("members %s %v, want %v", state, got, want)
 		}
 	}

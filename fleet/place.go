@@ -3,6 +3,7 @@ package fleet
 import (
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/endpoint"
+	"github.com/supernode/supernode/metrics"
 )
 
 // Place is api.Config.Place: for /v1/ice-servers, the URLs of the member a
@@ -24,13 +25,13 @@ func (f *Fleet) Place(call, zone, user string) (urls []string, id string, err er
 		key = user
 	}
 	owner, out := s.c.Owner(key, zone)
-	result := "remote"
+	result := metrics.PlacementRemote
 	urls = endpoint.MemberURLs(owner.Meta)
 	switch {
 	case out == cluster.NoMember || len(urls) == 0:
-		result, owner, urls = "fallback", cluster.Node{ID: s.c.ID()}, s.urls
+		result, owner, urls = metrics.PlacementFallback, cluster.Node{ID: s.c.ID()}, s.urls
 	case owner.Self:
-		result, urls = "local", s.urls
+		result, urls = metrics.PlacementLocal, s.urls
 	}
 	id = user
 	if call != "" {
@@ -38,6 +39,6 @@ func (f *Fleet) Place(call, zone, user string) (urls []string, id string, err er
 			return nil, "", err
 		}
 	}
-	f.cfg.Metrics.Placements.WithLabelValues(result).Inc()
+	f.cfg.Metrics.Placements.For(result).Inc()
 	return urls, id, nil
 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/supernode/supernode/cluster"
+	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/relay"
 )
 
@@ -55,8 +56,8 @@ func (f *Fleet) report(r Relay, nodes []cluster.Node) {
 		}
 	}
 	m := f.cfg.Metrics
-	m.FleetMembers.WithLabelValues("alive").Set(alive)
-	m.FleetMembers.WithLabelValues("draining").Set(draining)
+	m.FleetMembers.For(metrics.MemberAlive).Set(alive)
+	m.FleetMembers.For(metrics.MemberDraining).Set(draining)
 	share := 1.0
 	if total > 0 {
 		share = mine / total

@@ -11,7 +11,7 @@ import (
 // exists at zero from the start.
 func TestGolden(t *testing.T) {
 	m := New("test")
-	m.PacketsDropped.WithLabelValues(DropRateLimit).Add(3)
+	m.PacketsDropped.For(DropRateLimit).Add(3)
 	const want = `
 # HELP supernode_packets_dropped_total Packets the node received and did not relay or answer, by reason.
 # TYPE supernode_packets_dropped_total counter
@@ -80,9 +80,9 @@ func TestNamingRules(t *testing.T) {
 
 func TestRelayedBytes(t *testing.T) {
 	m := New("test")
-	m.RelayBytes.WithLabelValues(ClientToPeer, "udp", PathUser).Add(100)
-	m.RelayBytes.WithLabelValues(PeerToClient, "tls", PathUser).Add(23)
-	m.OnGather(func() { m.RelayBytes.WithLabelValues(ClientToPeer, "udp", PathKernel).Add(1000) })
+	m.RelayBytes.For(ClientToPeer, TransportUDP, PathUser).Add(100)
+	m.RelayBytes.For(PeerToClient, TransportTLS, PathUser).Add(23)
+	m.OnGather(func() { m.RelayBytes.For(ClientToPeer, TransportUDP, PathKernel).Add(1000) })
 	if got := m.RelayedBytes(); got != 1123 {
 		t.Fatalf("RelayedBytes = %v, want 1123 (user 123 and kernel 1000, read on the call)", got)
 	}

@@ -76,22 +76,21 @@ func (o *Offload) Register(m *metrics.Metrics) {
 		c   prometheus.Counter
 		get func(Counters) uint64
 	}
-	udp := "udp"
 	pairs := []pair{
-		{m.RelayPackets.WithLabelValues(metrics.ClientToPeer, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerPackets }},
-		{m.RelayBytes.WithLabelValues(metrics.ClientToPeer, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerBytes }},
-		{m.RelayPackets.WithLabelValues(metrics.PeerToClient, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientPackets }},
-		{m.RelayBytes.WithLabelValues(metrics.PeerToClient, udp, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientBytes }},
+		{m.RelayPackets.For(metrics.ClientToPeer, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerPackets }},
+		{m.RelayBytes.For(metrics.ClientToPeer, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToPeerBytes }},
+		{m.RelayPackets.For(metrics.PeerToClient, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientPackets }},
+		{m.RelayBytes.For(metrics.PeerToClient, metrics.TransportUDP, metrics.PathKernel), func(c Counters) uint64 { return c.ToClientBytes }},
 		{m.OffloadOnePassPackets, func(c Counters) uint64 { return c.OnePassPackets }},
 		{m.OffloadOnePassBytes, func(c Counters) uint64 { return c.OnePassBytes }},
-		{m.CrossHostBytes.WithLabelValues(metrics.ClientToPeer), func(c Counters) uint64 { return c.CrossOutBytes }},
-		{m.CrossHostBytes.WithLabelValues(metrics.PeerToClient), func(c Counters) uint64 { return c.CrossInBytes }},
-		{m.PacketsDropped.WithLabelValues(metrics.DropRateLimit), func(c Counters) uint64 { return c.DropRate }},
-		{m.PacketsDropped.WithLabelValues(metrics.DropOffloadError), func(c Counters) uint64 { return c.DropError }},
-		{m.OffloadPassed.WithLabelValues(metrics.PassMTU), func(c Counters) uint64 { return c.PassMTU }},
-		{m.OffloadPassed.WithLabelValues(metrics.PassRoute), func(c Counters) uint64 { return c.PassRoute }},
-		{m.OffloadPassed.WithLabelValues(metrics.PassNoServer), func(c Counters) uint64 { return c.PassNoServer }},
-		{m.OffloadPassed.WithLabelValues(metrics.PassShape), func(c Counters) uint64 { return c.PassShape }},
+		{m.CrossHostBytes.For(metrics.ClientToPeer), func(c Counters) uint64 { return c.CrossOutBytes }},
+		{m.CrossHostBytes.For(metrics.PeerToClient), func(c Counters) uint64 { return c.CrossInBytes }},
+		{m.PacketsDropped.For(metrics.DropRateLimit), func(c Counters) uint64 { return c.DropRate }},
+		{m.PacketsDropped.For(metrics.DropOffloadError), func(c Counters) uint64 { return c.DropError }},
+		{m.OffloadPassed.For(metrics.PassMTU), func(c Counters) uint64 { return c.PassMTU }},
+		{m.OffloadPassed.For(metrics.PassRoute), func(c Counters) uint64 { return c.PassRoute }},
+		{m.OffloadPassed.For(metrics.PassNoServer), func(c Counters) uint64 { return c.PassNoServer }},
+		{m.OffloadPassed.For(metrics.PassShape), func(c Counters) uint64 { return c.PassShape }},
 	}
 	last := make([]uint64, len(pairs)) // what each metric has been given; under o.stats.mu
 	m.OnGather(func() {

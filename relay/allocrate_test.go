@@ -110,7 +110,7 @@ func TestQuotaAllocRate(t *testing.T) {
 	now := t0
 	l.srv.cfg.Now = func() time.Time { return now }
 	l.srv.cfg.UserAllocRate = 1
-	rate := l.srv.m.QuotaRejections.WithLabelValues(metrics.QuotaRate)
+	rate := l.srv.m.QuotaRejections.For(metrics.QuotaRate)
 	src := func(i int) net.Addr { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 10000 + i} }
 	for i := range 5 {
 		if !l.quota("alice", "", src(i)) {

@@ -140,7 +140,7 @@ func (c *clientPacketConn) inject(b []byte, addr net.Addr) {
 	c.injMu.Lock()
 	if len(c.inj) >= maxInjected {
 		c.injMu.Unlock()
-		c.l.srv.m.PacketsDropped.WithLabelValues(metrics.DropOverflow).Inc()
+		c.l.srv.m.PacketsDropped.For(metrics.DropOverflow).Inc()
 		return
 	}
 	c.inj = append(c.inj, injected{b: append([]byte(nil), b...), addr: addr})

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/supernode/supernode/metrics"
 )
 
 // connLimit bounds TCP/TLS/DTLS client connections that hold no allocation
@@ -29,28 +31,23 @@ func newConnLimit(maxPerIP, maxPending int, gauge prometheus.Gauge) connLimit {
 	return connLimit{maxPerIP: maxPerIP, maxPending: maxPending, gauge: gauge, byIP: map[[16]byte]int{}}
 }
 
-// Why acquire refused a connection: its close reason.
-const (
-	refusedPerIP   = "limit"
-	refusedPending = "pending_limit"
-)
-
 // acquire takes a pending slot for a connection from addr. The per-IP cap
 // counts sources as the per-source budget does (sourceKey): an IPv6 host
 // holds a whole /64. On success the caller holds one slot until it calls
 // release with the returned IP (the zero Addr for an address without one,
 // which only the node-wide cap counts). On failure refused is the close
-// reason.
-func (c *connLimit) acquire(addr net.Addr) (ip netip.Addr, refused string) {
+// reason: metrics.CloseLimit for the per-IP cap, metrics.ClosePendingLimit
+// for the node-wide one.
+func (c *connLimit) acquire(addr net.Addr) (ip netip.Addr, refused metrics.CloseReason) {
 	ip = sourceIP(addr)
 	k := sourceKey(ip)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ip.IsValid() && c.maxPerIP > 0 && c.byIP[k] >= c.maxPerIP {
-		return netip.Addr{}, refusedPerIP
+		return netip.Addr{}, metrics.CloseLimit
 	}
 	if c.maxPending > 0 && c.pending >= c.maxPending {
-		return netip.Addr{}, refusedPending
+		return netip.Addr{}, metrics.ClosePendingLimit
 	}
 	if ip.IsValid() {
 		c.byIP[k]++

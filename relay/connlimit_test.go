@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/supernode/supernode/metrics"
 )
 
 func TestConnLimit(t *testing.T) {
@@ -18,12 +20,12 @@ func TestConnLimit(t *testing.T) {
 		name              string
 		perIP, maxPending int
 		addrs             []net.Addr
-		want              []string // refusal per acquire, "" for accepted
+		want              []metrics.CloseReason // refusal per acquire, "" for accepted
 	}{
-		{"unlimited", 0, 0, []net.Addr{a, a, a, b, other}, []string{"", "", "", "", ""}},
-		{"per ip", 2, 0, []net.Addr{a, a6, a, b, b, b}, []string{"", "", refusedPerIP, "", "", refusedPerIP}},
-		{"node-wide", 0, 3, []net.Addr{a, b, other, a, b}, []string{"", "", "", refusedPending, refusedPending}},
-		{"per ip first", 1, 1, []net.Addr{a, a, b}, []string{"", refusedPerIP, refusedPending}},
+		{"unlimited", 0, 0, []net.Addr{a, a, a, b, other}, []metrics.CloseReason{"", "", "", "", ""}},
+		{"per ip", 2, 0, []net.Addr{a, a6, a, b, b, b}, []metrics.CloseReason{"", "", metrics.CloseLimit, "", "", metrics.CloseLimit}},
+		{"node-wide", 0, 3, []net.Addr{a, b, other, a, b}, []metrics.CloseReason{"", "", "", metrics.ClosePendingLimit, metrics.ClosePendingLimit}},
+		{"per ip first", 1, 1, []net.Addr{a, a, b}, []metrics.CloseReason{"", metrics.CloseLimit, metrics.ClosePendingLimit}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pending"})

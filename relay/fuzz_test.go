@@ -147,7 +147,7 @@ func TestInspectDeniedPeerGets403(t *testing.T) {
 		}
 	}
 	for _, l := range []*listener{udp, tcp} {
-		l.srv.cfg.Table.Commit(l.key(src), "alice", l.transport, nil)
+		l.srv.cfg.Table.Commit(l.key(src), "alice", string(l.transport), nil)
 	}
 	for _, tc := range cases {
 		r := &discardReplier{}

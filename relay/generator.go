@@ -12,6 +12,8 @@ import (
 
 	"github.com/pion/turn/v5"
 	"golang.org/x/sys/unix"
+
+	"github.com/supernode/supernode/metrics"
 )
 
 // Errors from relay address generation.
@@ -193,7 +195,7 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 		return nil, fmt.Errorf("relay: peer address %v is not TCP", conf.RemoteAddr)
 	}
 	if !g.l.srv.peerPortAllowed(remote.AddrPort(), true) {
-		g.l.srv.m.PeerDenials.WithLabelValues("connect").Inc()
+		g.l.srv.m.PeerDenials.For(metrics.MethodConnect).Inc()
 		return nil, ErrSelfPeer
 	}
 	d := net.Dialer{

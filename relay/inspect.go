@@ -110,7 +110,7 @@ func scanAttributes(b []byte, maxAttrs int) (s scanned, ok bool) {
 func (l *listener) inspect(b []byte, src net.Addr, r replier) (msg []byte, pass bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			l.srv.m.PacketsDropped.WithLabelValues(metrics.DropPanic).Inc()
+			l.srv.m.PacketsDropped.For(metrics.DropPanic).Inc()
 			l.notePanic("inspect", r)
 			msg, pass = nil, false
 		}

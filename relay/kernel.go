@@ -26,7 +26,7 @@ type kernelState struct {
 // newKernelState prepares the kernel state of a UDP allocation whose relay
 // socket is pc, or returns nil when the kernel path is off.
 func (l *listener) newKernelState(pc net.PacketConn) *kernelState {
-	if l.srv.cfg.Offload == nil || l.transport != "udp" {
+	if l.srv.cfg.Offload == nil || l.transport != metrics.TransportUDP {
 		return nil
 	}
 	ua, ok := pc.LocalAddr().(*net.UDPAddr)
@@ -50,7 +50,7 @@ func (s *Server) kernelStart(p *record, client, server net.Addr) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !ok1 || !ok2 || c.Addr().Is4() != k.bound.Addr().Is4() {
-		s.m.OffloadBindFailures.WithLabelValues(metrics.BindFamily).Inc()
+		s.m.OffloadBindFailures.For(metrics.BindFamily).Inc()
 		p.k = nil
 		return
 	}
@@ -164,13 +164,13 @@ func (s *Server) kernelClose() {
 func (s *Server) kernelFailed(err error) {
 	switch {
 	case errors.Is(err, offload.ErrFull):
-		s.m.OffloadBindFailures.WithLabelValues(metrics.BindFull).Inc()
+		s.m.OffloadBindFailures.For(metrics.BindFull).Inc()
 	case errors.Is(err, offload.ErrNoRoute):
-		s.m.OffloadBindFailures.WithLabelValues(metrics.BindRoute).Inc()
+		s.m.OffloadBindFailures.For(metrics.BindRoute).Inc()
 	case errors.Is(err, offload.ErrUnoffloadable):
-		s.m.OffloadBindFailures.WithLabelValues(metrics.BindFamily).Inc()
+		s.m.OffloadBindFailures.For(metrics.BindFamily).Inc()
 	default:
-		s.m.OffloadBindFailures.WithLabelValues(metrics.BindError).Inc()
+		s.m.OffloadBindFailures.For(metrics.BindError).Inc()
 		if s.logs.allow(s.log, "", slog.LevelWarn, "kernel path: cannot install a channel") {
 			s.log.Warn("kernel path: cannot install a channel", "err", err)
 		}

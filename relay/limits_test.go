@@ -55,7 +55,7 @@ func TestPerAllocationLimits(t *testing.T) {
 		method stun.Method
 		attrs  []stun.Setter
 		code   int // 0: passed to pion
-		limit  string
+		limit  metrics.Limit
 	}{
 		{"a fourth peer IP", stun.MethodCreatePermission, []stun.Setter{xorPeer("8.8.8.8")}, 508, metrics.LimitPermissions},
 		{"refresh of two existing ones", stun.MethodCreatePermission, []stun.Setter{xorPeer("1.1.1.1"), xorPeer("9.9.9.9")}, 0, ""},
@@ -64,14 +64,14 @@ func TestPerAllocationLimits(t *testing.T) {
 		{"first channel", stun.MethodChannelBind, []stun.Setter{channel(0x4000), xorPeer("1.1.1.1")}, 0, ""},
 	}
 	for _, st := range steps {
-		before := promToFloat(l.srv.m.LimitRejections.WithLabelValues(metricsOr(st.limit)))
+		before := promToFloat(l.srv.m.LimitRejections.For(metricsOr(st.limit)))
 		pass, codes := try(st.method, st.attrs...)
 		switch {
 		case st.code == 0 && !pass:
 			t.Errorf("%s: refused %v", st.name, codes)
 		case st.code != 0 && (pass || len(codes) != 1 || codes[0] != st.code):
 			t.Errorf("%s: pass=%v codes=%v, want one %d", st.name, pass, codes, st.code)
-		case st.limit != "" && promToFloat(l.srv.m.LimitRejections.WithLabelValues(st.limit)) != before+1:
+		case st.limit != "" && promToFloat(l.srv.m.LimitRejections.For(st.limit)) != before+1:
 			t.Errorf("%s: limit_rejections_total{limit=%q} did not move", st.name, st.limit)
 		}
 	}
@@ -93,7 +93,7 @@ func TestPerAllocationLimits(t *testing.T) {
 	}
 }
 
-func metricsOr(limit string) string {
+func metricsOr(limit metrics.Limit) metrics.Limit {
 	if limit == "" {
 		return metrics.LimitPermissions
 	}

@@ -87,7 +87,7 @@ func dropsSince(last, now uint32) uint64 { return uint64(now - last) }
 // time it is gathered, just before it reports packets_dropped_total, so
 // every scrape shows the drops up to that moment.
 func CountRcvbufDrops(m *metrics.Metrics, pcs []net.PacketConn) error {
-	d, err := NewRcvbufDrops(pcs, m.PacketsDropped.WithLabelValues(metrics.DropRcvbuf))
+	d, err := NewRcvbufDrops(pcs, m.PacketsDropped.For(metrics.DropRcvbuf))
 	if err != nil {
 		return err
 	}

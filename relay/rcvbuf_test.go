@@ -231,7 +231,7 @@ func TestCountRcvbufDropsNeedsSockets(t *testing.T) {
 		t.Error("a PacketConn without a file descriptor was accepted")
 	}
 	// The registration is left as it was.
-	if err := m.Registry.Register(m.PacketsDropped); err == nil {
+	if err := m.Registry.Register(m.PacketsDropped.For(metrics.DropRcvbuf)); err == nil {
 		t.Error("packets_dropped_total was unregistered by a failed CountRcvbufDrops")
 	} else if _, ok := err.(prometheus.AlreadyRegisteredError); !ok {
 		t.Errorf("register again: %v", err)

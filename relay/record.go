@@ -156,7 +156,7 @@ func (p *record) unbind(n uint16) bool {
 // wouldExceed reports which limit a request adding the peer IPs in peers
 // (already unmapped) and, when channel is non-zero, binding that channel
 // would pass: "" when none.
-func (p *record) wouldExceed(peers []netip.Addr, channel uint16, maxPerms, maxChans int) string {
+func (p *record) wouldExceed(peers []netip.Addr, channel uint16, maxPerms, maxChans int) metrics.Limit {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	fresh := 0

@@ -40,14 +40,14 @@ func (q *request) authenticate() bool {
 		}
 	}
 	if _, _, err := q.verify(); err != nil {
-		s.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
+		s.m.AuthFailures.For(authReason(err)).Inc()
 		if errors.Is(err, allocation.ErrBadPassword) || errors.Is(err, allocation.ErrUnknownUser) {
 			scoped := username
 			if rest {
 				scoped = "" // an HMAC cannot be guessed: no user backoff, no table entry
 			}
 			for _, scope := range s.guard.failed(q.ip, scoped) {
-				s.m.AuthBackoffs.WithLabelValues(scope).Inc()
+				s.m.AuthBackoffs.For(scope).Inc()
 			}
 		}
 		q.l.challenge(q.m.TransactionID, q.method, stun.CodeUnauthorized, q.ip, q.src, q.r)
@@ -73,7 +73,7 @@ func (q *request) ownsAllocation(username string) bool {
 // (and reporting false) when one refuses it.
 func (q *request) check() bool {
 	l := q.l
-	datagram := l.transport == "udp" || l.transport == "dtls"
+	datagram := l.transport == metrics.TransportUDP || l.transport == metrics.TransportDTLS
 	switch q.method {
 	case stun.MethodConnect, stun.MethodConnectionBind:
 		// RFC 6062 §5: TCP relaying needs a TCP or TLS control connection.
@@ -216,7 +216,7 @@ func (q *request) checkAllocation() bool {
 		return true
 	}
 	if ok {
-		q.l.srv.m.AuthFailures.WithLabelValues(metrics.AuthWrongOwner).Inc()
+		q.l.srv.m.AuthFailures.For(metrics.AuthWrongOwner).Inc()
 	}
 	q.refuse(stun.CodeAllocMismatch)
 	return false
@@ -247,7 +247,8 @@ func (q *request) checkPeers() bool {
 		}
 		return true
 	}
-	q.l.srv.m.PeerDenials.WithLabelValues(methodLabel(q.method)).Inc()
+	method, _ := methodLabel(q.method) // check calls it for CreatePermission, ChannelBind and Connect only
+	q.l.srv.m.PeerDenials.For(method).Inc()
 	q.refuse(stun.CodeForbidden)
 	return false
 }
@@ -260,7 +261,7 @@ func (q *request) checkPeers() bool {
 func (q *request) checkLimits() bool {
 	cfg := &q.l.srv.cfg
 	if len(q.peers) > cfg.MaxRequestPeers {
-		q.l.srv.m.LimitRejections.WithLabelValues(metrics.LimitRequestPeers).Inc()
+		q.l.srv.m.LimitRejections.For(metrics.LimitRequestPeers).Inc()
 		q.refuse(stun.CodeBadRequest)
 		return false
 	}
@@ -275,7 +276,7 @@ func (q *request) checkLimits() bool {
 		}
 	}
 	if limit := p.wouldExceed(q.peers, channel, cfg.MaxPermissions, cfg.MaxChannels); limit != "" {
-		q.l.srv.m.LimitRejections.WithLabelValues(limit).Inc()
+		q.l.srv.m.LimitRejections.For(limit).Inc()
 		q.refuse(stun.CodeInsufficientCapacity)
 		return false
 	}
@@ -302,12 +303,12 @@ func (q *request) checkRedirect() bool {
 		return true
 	}
 	user, key, _ := q.verify()
-	alt, ok := q.l.srv.cfg.Redirect(user, q.src, q.l.transport)
+	alt, ok := q.l.srv.cfg.Redirect(user, q.src, string(q.l.transport))
 	if !ok {
 		return true
 	}
 	attrs := []stun.Setter{&stun.AlternateServer{IP: alt.Server.Addr().AsSlice(), Port: int(alt.Server.Port())}}
-	if alt.Domain != "" && (q.l.transport == "tls" || q.l.transport == "dtls") {
+	if alt.Domain != "" && (q.l.transport == metrics.TransportTLS || q.l.transport == metrics.TransportDTLS) {
 		// RFC 8489 §14.16: only where the client verifies a certificate.
 		attrs = append(attrs, alternateDomain(alt.Domain))
 	}

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/supernode/supernode/metrics"
 )
 
 // Responses the node changes on their way to the client.
@@ -201,50 +203,52 @@ func sourceIP(a net.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-func methodLabel(m stun.Method) string {
+// methodLabel is m's label value; false for a method the node does not
+// count (Send and Data indications, anything unknown).
+func methodLabel(m stun.Method) (metrics.Method, bool) {
 	switch m {
 	case stun.MethodBinding:
-		return "binding"
+		return metrics.MethodBinding, true
 	case stun.MethodAllocate:
-		return "allocate"
+		return metrics.MethodAllocate, true
 	case stun.MethodRefresh:
-		return "refresh"
+		return metrics.MethodRefresh, true
 	case stun.MethodCreatePermission:
-		return "create_permission"
+		return metrics.MethodCreatePermission, true
 	case stun.MethodChannelBind:
-		return "channel_bind"
+		return metrics.MethodChannelBind, true
 	case stun.MethodConnect:
-		return "connect"
+		return metrics.MethodConnect, true
 	case stun.MethodConnectionBind:
-		return "connection_bind"
-	case stun.MethodSend:
-		return "send"
+		return metrics.MethodConnectionBind, true
 	}
-	return ""
+	return "", false
 }
 
-func resultLabel(code int) string {
+// resultLabel is the result label value of a response with error code
+// code (0 for a success response).
+func resultLabel(code int) metrics.Result {
 	switch code {
 	case 0:
-		return "success"
+		return metrics.ResultSuccess
 	case 300:
-		return "try_alternate"
+		return metrics.ResultTryAlternate
 	case 400:
-		return "bad_request"
+		return metrics.ResultBadRequest
 	case 401:
-		return "unauthorized"
+		return metrics.ResultUnauthorized
 	case 403:
-		return "forbidden"
+		return metrics.ResultForbidden
 	case 437:
-		return "mismatch"
+		return metrics.ResultMismatch
 	case 438:
-		return "stale_nonce"
+		return metrics.ResultStaleNonce
 	case 486:
-		return "quota"
+		return metrics.ResultQuota
 	case 508:
-		return "capacity"
+		return metrics.ResultCapacity
 	}
-	return "other_error"
+	return metrics.ResultOtherError
 }
 
 // outHeader is what the node needs to know of a message it sends to a
@@ -300,11 +304,11 @@ func (l *listener) observeResponse(b []byte, h outHeader) {
 	default:
 		return
 	}
-	method := methodLabel(h.t.Method)
-	if method == "" || method == "send" {
+	method, ok := methodLabel(h.t.Method)
+	if !ok {
 		return
 	}
-	l.srv.m.Requests.WithLabelValues(method, resultLabel(code)).Inc()
+	l.srv.m.Requests.For(method, resultLabel(code)).Inc()
 }
 
 // errorCode finds the ERROR-CODE attribute in a raw message; -1 if absent.

@@ -62,7 +62,7 @@ type Server struct {
 // children looked up once so the packet path does no map lookups.
 type listener struct {
 	idx       int
-	transport string
+	transport metrics.Transport
 	local     net.Addr // the socket's own address
 	srv       *Server
 	group     *udpGroup // nil unless udp
@@ -121,7 +121,8 @@ func New(cfg Config) (*Server, error) {
 
 	groups := map[string]*udpGroup{} // UDP sockets sharing an address
 	for i, l := range cfg.Listeners {
-		st := s.newListener(i, l.Transport)
+		t, _ := metrics.TransportOf(l.Transport) // validate took only these
+		st := s.newListener(i, t)
 		if l.PacketConn != nil {
 			st.local = l.PacketConn.LocalAddr()
 		} else {
@@ -170,34 +171,34 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) newListener(i int, transport string) *listener {
+func (s *Server) newListener(i int, transport metrics.Transport) *listener {
 	m := s.m
 	var clients *clientSet
-	if transport == "udp" {
+	if transport == metrics.TransportUDP {
 		clients = newClientSet()
 	}
 	return &listener{
 		clients: clients,
 		idx:     i, transport: transport, srv: s,
-		input:         m.ClientPacketsInput.WithLabelValues(transport),
-		c2pBytes:      m.RelayBytes.WithLabelValues(metrics.ClientToPeer, transport, metrics.PathUser),
-		c2pPackets:    m.RelayPackets.WithLabelValues(metrics.ClientToPeer, transport, metrics.PathUser),
-		p2cBytes:      m.RelayBytes.WithLabelValues(metrics.PeerToClient, transport, metrics.PathUser),
-		p2cPackets:    m.RelayPackets.WithLabelValues(metrics.PeerToClient, transport, metrics.PathUser),
-		dropRate:      m.PacketsDropped.WithLabelValues(metrics.DropRateLimit),
-		dropSelf:      m.PacketsDropped.WithLabelValues(metrics.DropPeerDenied),
-		dropNoPerm:    m.PacketsDropped.WithLabelValues(metrics.DropNoPermission),
-		dropGone:      m.PacketsDropped.WithLabelValues(metrics.DropPeerGone),
-		dropMalformed: m.PacketsDropped.WithLabelValues(metrics.DropMalformed),
-		crossOut:      m.CrossHostBytes.WithLabelValues(metrics.ClientToPeer),
-		crossIn:       m.CrossHostBytes.WithLabelValues(metrics.PeerToClient),
-		dropOversized: m.PacketsDropped.WithLabelValues(metrics.DropOversized),
-		dropBudget:    m.PacketsDropped.WithLabelValues(metrics.DropUnauthBudget),
-		dropBackoff:   m.PacketsDropped.WithLabelValues(metrics.DropAuthBackoff),
-		dropNoAlloc:   m.PacketsDropped.WithLabelValues(metrics.DropNoAllocation),
-		allocActive:   m.AllocationsActive.WithLabelValues(transport),
-		allocCreated:  m.AllocationsCreated.WithLabelValues(transport),
-		allocDeleted:  m.AllocationsDeleted.WithLabelValues(transport),
+		input:         m.ClientPacketsInput.For(transport),
+		c2pBytes:      m.RelayBytes.For(metrics.ClientToPeer, transport, metrics.PathUser),
+		c2pPackets:    m.RelayPackets.For(metrics.ClientToPeer, transport, metrics.PathUser),
+		p2cBytes:      m.RelayBytes.For(metrics.PeerToClient, transport, metrics.PathUser),
+		p2cPackets:    m.RelayPackets.For(metrics.PeerToClient, transport, metrics.PathUser),
+		dropRate:      m.PacketsDropped.For(metrics.DropRateLimit),
+		dropSelf:      m.PacketsDropped.For(metrics.DropPeerDenied),
+		dropNoPerm:    m.PacketsDropped.For(metrics.DropNoPermission),
+		dropGone:      m.PacketsDropped.For(metrics.DropPeerGone),
+		dropMalformed: m.PacketsDropped.For(metrics.DropMalformed),
+		crossOut:      m.CrossHostBytes.For(metrics.ClientToPeer),
+		crossIn:       m.CrossHostBytes.For(metrics.PeerToClient),
+		dropOversized: m.PacketsDropped.For(metrics.DropOversized),
+		dropBudget:    m.PacketsDropped.For(metrics.DropUnauthBudget),
+		dropBackoff:   m.PacketsDropped.For(metrics.DropAuthBackoff),
+		dropNoAlloc:   m.PacketsDropped.For(metrics.DropNoAllocation),
+		allocActive:   m.AllocationsActive.For(transport),
+		allocCreated:  m.AllocationsCreated.For(transport),
+		allocDeleted:  m.AllocationsDeleted.For(transport),
 	}
 }
 
@@ -271,13 +272,13 @@ func (l *listener) auth(ra *turn.RequestAttributes) (userID string, key []byte, 
 	defer l.recovered("auth")
 	userID, key, err := l.srv.cfg.Credentials.Key(ra.Username, ra.Realm)
 	if err != nil {
-		l.srv.m.AuthFailures.WithLabelValues(authReason(err)).Inc()
+		l.srv.m.AuthFailures.For(authReason(err)).Inc()
 		return "", nil, false
 	}
 	return userID, key, true
 }
 
-func authReason(err error) string {
+func authReason(err error) metrics.AuthReason {
 	switch {
 	case errors.Is(err, allocation.ErrExpired):
 		return metrics.AuthExpired
@@ -299,16 +300,16 @@ func (l *listener) quota(userID, _ string, src net.Addr) (ok bool) {
 	}
 	// Every attempt spends a token, those the quota below refuses too.
 	if r := l.srv.cfg.UserAllocRate; r > 0 && !l.srv.rates.allow(userID, r, l.srv.now()) {
-		l.srv.m.QuotaRejections.WithLabelValues(metrics.QuotaRate).Inc()
+		l.srv.m.QuotaRejections.For(metrics.QuotaRate).Inc()
 		return false
 	}
 	switch err := l.srv.cfg.Table.Reserve(l.key(src), userID); {
 	case err == nil:
 		return true
 	case errors.Is(err, allocation.ErrUserQuota):
-		l.srv.m.QuotaRejections.WithLabelValues(metrics.QuotaUser).Inc()
+		l.srv.m.QuotaRejections.For(metrics.QuotaUser).Inc()
 	default:
-		l.srv.m.QuotaRejections.WithLabelValues(metrics.QuotaTotal).Inc()
+		l.srv.m.QuotaRejections.For(metrics.QuotaTotal).Inc()
 	}
 	return false
 }
@@ -321,13 +322,13 @@ func (l *listener) permission(src net.Addr, peer net.IP) bool {
 	if ok && l.srv.peerAllowed(a) {
 		return true
 	}
-	method := "create_permission"
+	method := metrics.MethodCreatePermission
 	if p := l.srv.clientRecord(l.key(src)); p != nil {
-		if m := methodLabel(stun.Method(p.method.Load())); m == "channel_bind" || m == "connect" {
+		if m, _ := methodLabel(stun.Method(p.method.Load())); m == metrics.MethodChannelBind || m == metrics.MethodConnect {
 			method = m
 		}
 	}
-	l.srv.m.PeerDenials.WithLabelValues(method).Inc()
+	l.srv.m.PeerDenials.For(method).Inc()
 	return false
 }
 
@@ -336,12 +337,12 @@ func (l *listener) events() turn.EventHandler {
 	return turn.EventHandler{
 		OnAuth: func(_, _ net.Addr, _, _, _ string, _ string, verdict bool) {
 			if !verdict {
-				s.m.AuthFailures.WithLabelValues(metrics.AuthBadPassword).Inc()
+				s.m.AuthFailures.For(metrics.AuthBadPassword).Inc()
 			}
 		},
 		OnAllocationCreated: func(src, _ net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
 			defer l.recovered("allocation created")
-			s.cfg.Table.Commit(l.key(src), userID, l.transport, relayAddr)
+			s.cfg.Table.Commit(l.key(src), userID, string(l.transport), relayAddr)
 			s.cfg.Table.SetExpiry(l.key(src), s.now().Add(s.grantedLifetime(l.key(src))))
 			s.linkClient(l.key(src), relayAddr, src, l.local)
 			if l.clients != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/dtls/v3"
 
 	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/metrics"
 )
 
 // clientListener wraps a TCP, TLS or DTLS listener. Pion stops serving a
@@ -34,7 +35,7 @@ func (cl *clientListener) Accept() (net.Conn, error) {
 		if err == nil {
 			ip, refused := cl.l.srv.conns.acquire(c.RemoteAddr())
 			if refused != "" {
-				cl.l.srv.m.ConnectionsClosed.WithLabelValues(cl.l.transport, refused).Inc()
+				cl.l.srv.m.ConnectionsClosed.For(cl.l.transport, refused).Inc()
 				_ = c.Close()
 				continue
 			}
@@ -78,12 +79,12 @@ type clientStreamConn struct {
 	gen         atomic.Uint32 // bumped when the deadline that applies changes
 	closed      atomic.Bool
 	gotFirst    bool
-	timeoutWhy  string // close reason if the read deadline last set expires
+	timeoutWhy  metrics.CloseReason // close reason if the read deadline last set expires
 	passthrough atomic.Bool
 	in          []byte // bytes read but not yet cut into frames
 	out         []byte // frames ready to hand to pion
 	scratch     []byte
-	closeReason string
+	closeReason metrics.CloseReason
 	handshaken  bool
 	allocated   atomic.Bool // an Allocate succeeded on this connection
 	ip          netip.Addr  // its per-IP slot in Server.conns
@@ -119,7 +120,7 @@ func (c *clientStreamConn) allocationEnded() {
 	ip, refused := c.l.srv.conns.acquire(c.Conn.RemoteAddr())
 	if refused != "" {
 		c.closed.Store(true)
-		c.l.srv.m.ConnectionsClosed.WithLabelValues(c.l.transport, refused).Inc()
+		c.l.srv.m.ConnectionsClosed.For(c.l.transport, refused).Inc()
 		_ = c.Conn.Close()
 		return
 	}
@@ -152,9 +153,9 @@ func (c *clientStreamConn) handshake() error {
 	if !ok {
 		return nil
 	}
-	deadline, why := c.firstBy, "first_message_timeout"
+	deadline, why := c.firstBy, metrics.CloseFirstMessageTimeout
 	if authBy := time.Unix(0, c.authBy.Load()); authBy.Before(deadline) {
-		deadline, why = authBy, "auth_timeout"
+		deadline, why = authBy, metrics.CloseAuthTimeout
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
@@ -162,7 +163,7 @@ func (c *clientStreamConn) handshake() error {
 		if ctx.Err() != nil {
 			c.closeReason = why
 		} else {
-			c.closeReason = "malformed"
+			c.closeReason = metrics.CloseMalformed
 		}
 		c.countClose()
 		_ = c.Conn.Close()
@@ -194,19 +195,19 @@ const preAllocationIdle = 30 * time.Second
 
 // readDeadline returns the deadline for the next read from the socket and
 // the close reason if it expires.
-func (c *clientStreamConn) readDeadline(now time.Time) (time.Time, string) {
+func (c *clientStreamConn) readDeadline(now time.Time) (time.Time, metrics.CloseReason) {
 	if c.allocated.Load() {
-		return now.Add(c.l.srv.cfg.IdleTimeout), "idle_timeout"
+		return now.Add(c.l.srv.cfg.IdleTimeout), metrics.CloseIdleTimeout
 	}
-	deadline, why := c.firstBy, "first_message_timeout"
+	deadline, why := c.firstBy, metrics.CloseFirstMessageTimeout
 	if c.gotFirst {
 		// Until it has an allocation a connection gets little idle time,
 		// so unauthenticated clients cannot hold sockets for long.
-		deadline, why = now.Add(min(c.l.srv.cfg.IdleTimeout, preAllocationIdle)), "idle_timeout"
+		deadline, why = now.Add(min(c.l.srv.cfg.IdleTimeout, preAllocationIdle)), metrics.CloseIdleTimeout
 	}
 	// Absolute: what the client sends does not move it.
 	if authBy := time.Unix(0, c.authBy.Load()); authBy.Before(deadline) {
-		deadline, why = authBy, "auth_timeout"
+		deadline, why = authBy, metrics.CloseAuthTimeout
 	}
 	return deadline, why
 }
@@ -259,7 +260,7 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 				c.in = c.in[n:]
 				return n, nil
 			}
-			c.timeoutWhy = "idle_timeout"
+			c.timeoutWhy = metrics.CloseIdleTimeout
 			_ = c.Conn.SetReadDeadline(time.Now().Add(c.l.srv.cfg.IdleTimeout))
 			n, err := c.Conn.Read(p)
 			c.noteErr(err)
@@ -269,10 +270,10 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 		if err != nil {
 			if len(c.in) >= 4 && c.in[0]>>6 <= 1 {
 				c.l.dropOversized.Inc()
-				c.closeReason = "oversized"
+				c.closeReason = metrics.CloseOversized
 			} else {
 				c.l.dropMalformed.Inc()
-				c.closeReason = "malformed"
+				c.closeReason = metrics.CloseMalformed
 			}
 			c.countClose()
 			return 0, err
@@ -320,11 +321,11 @@ func (c *clientStreamConn) noteErr(err error) {
 	case deadlineExceeded(err):
 		c.closeReason = c.timeoutWhy
 	case errors.Is(err, io.EOF):
-		c.closeReason = "peer_closed"
+		c.closeReason = metrics.ClosePeerClosed
 	case errors.Is(err, syscall.ECONNRESET):
 		// Gone without a goodbye: the client, or a NAT or firewall on
 		// the way that forgot the connection.
-		c.closeReason = "peer_reset"
+		c.closeReason = metrics.ClosePeerReset
 	default:
 		return
 	}
@@ -343,7 +344,7 @@ func deadlineExceeded(err error) bool {
 // not), so whoever sees the count can connect again at once.
 func (c *clientStreamConn) countClose() {
 	c.done()
-	c.l.srv.m.ConnectionsClosed.WithLabelValues(c.l.transport, c.closeReason).Inc()
+	c.l.srv.m.ConnectionsClosed.For(c.l.transport, c.closeReason).Inc()
 }
 
 func (c *clientStreamConn) reply(b []byte, _ net.Addr) error {

@@ -29,9 +29,9 @@ const (
 
 // What failed reports having started; shared, never to be modified.
 var (
-	throttleStartedIP   = []string{metrics.ScopeIP}
-	throttleStartedUser = []string{metrics.ScopeUser}
-	throttleStartedBoth = []string{metrics.ScopeIP, metrics.ScopeUser}
+	throttleStartedIP   = []metrics.Scope{metrics.ScopeIP}
+	throttleStartedUser = []metrics.Scope{metrics.ScopeUser}
+	throttleStartedBoth = []metrics.Scope{metrics.ScopeIP, metrics.ScopeUser}
 )
 
 // authThrottle slows down password guessing: it counts failed
@@ -171,7 +171,7 @@ func (t *authThrottle) blocked(ip netip.Addr, username string) (ipBlocked, userB
 // unknown user) of a request from ip for username, and returns the scopes
 // whose backoff it started (metrics.ScopeIP, metrics.ScopeUser), for
 // counting; the slice is shared and must not be modified.
-func (t *authThrottle) failed(ip netip.Addr, username string) (started []string) {
+func (t *authThrottle) failed(ip netip.Addr, username string) (started []metrics.Scope) {
 	if t == nil {
 		return nil
 	}

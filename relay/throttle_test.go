@@ -24,7 +24,7 @@ func newTestThrottle(c *guardClock) *authThrottle {
 
 // failIP records n failures from ip without a username, and returns what
 // the last one started.
-func failIP(t *authThrottle, ip netip.Addr, n int) (started []string) {
+func failIP(t *authThrottle, ip netip.Addr, n int) (started []metrics.Scope) {
 	for range n {
 		started = t.failed(ip, "")
 	}
@@ -66,7 +66,7 @@ func TestThrottleBackoff(t *testing.T) {
 		if s := failIP(th, throttleIP, 2); s != nil || ipBlocked(th, throttleIP) {
 			t.Fatalf("blocked (started %v) after limit-1 failures", s)
 		}
-		if s := failIP(th, throttleIP, 1); !slices.Equal(s, []string{metrics.ScopeIP}) {
+		if s := failIP(th, throttleIP, 1); !slices.Equal(s, []metrics.Scope{metrics.ScopeIP}) {
 			t.Fatalf("the limit-th failure started %v, want [ip]", s)
 		}
 		c.advance(want - 1)
@@ -139,7 +139,7 @@ func TestThrottleWindow(t *testing.T) {
 		t.Fatal("failures of a closed window counted")
 	}
 	c.advance(time.Minute - 1) // the window of the last two is still open
-	if s := failIP(th, throttleIP, 1); !slices.Equal(s, []string{metrics.ScopeIP}) || !ipBlocked(th, throttleIP) {
+	if s := failIP(th, throttleIP, 1); !slices.Equal(s, []metrics.Scope{metrics.ScopeIP}) || !ipBlocked(th, throttleIP) {
 		t.Fatalf("3 failures within the window started %v, want [ip] and blocked", s)
 	}
 	// The same after a backoff, while the key is remembered for doubling.
@@ -173,42 +173,42 @@ func TestThrottleFailuresDuringBackoff(t *testing.T) {
 func TestThrottleScopes(t *testing.T) {
 	for _, tc := range []struct {
 		name            string
-		fail            func(th *authThrottle, i int) []string
+		fail            func(th *authThrottle, i int) []metrics.Scope
 		ip              netip.Addr
 		user            string
 		wantIP, wantUsr bool
-		started         []string
+		started         []metrics.Scope
 	}{
 		{"one source, many usernames",
-			func(th *authThrottle, i int) []string { return th.failed(throttleIP, "u"+strconv.Itoa(i)) },
-			throttleIP, "someone-else", true, false, []string{metrics.ScopeIP}},
+			func(th *authThrottle, i int) []metrics.Scope { return th.failed(throttleIP, "u"+strconv.Itoa(i)) },
+			throttleIP, "someone-else", true, false, []metrics.Scope{metrics.ScopeIP}},
 		{"one username, many sources",
-			func(th *authThrottle, i int) []string {
+			func(th *authThrottle, i int) []metrics.Scope {
 				return th.failed(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), throttleUser)
 			},
-			netip.MustParseAddr("10.0.0.9"), throttleUser, false, true, []string{metrics.ScopeUser}},
+			netip.MustParseAddr("10.0.0.9"), throttleUser, false, true, []metrics.Scope{metrics.ScopeUser}},
 		{"one source, one username",
-			func(th *authThrottle, i int) []string { return th.failed(throttleIP, throttleUser) },
-			throttleIP, throttleUser, true, true, []string{metrics.ScopeIP, metrics.ScopeUser}},
+			func(th *authThrottle, i int) []metrics.Scope { return th.failed(throttleIP, throttleUser) },
+			throttleIP, throttleUser, true, true, []metrics.Scope{metrics.ScopeIP, metrics.ScopeUser}},
 		{"same IPv6 /64, same IPv4 mapped or not",
-			func(th *authThrottle, i int) []string {
+			func(th *authThrottle, i int) []metrics.Scope {
 				return th.failed([]netip.Addr{netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2::2"),
 					netip.MustParseAddr("2001:db8:1:2::3")}[i], "u"+strconv.Itoa(i))
 			},
-			netip.MustParseAddr("2001:db8:1:2:aaaa::1"), "", true, false, []string{metrics.ScopeIP}},
+			netip.MustParseAddr("2001:db8:1:2:aaaa::1"), "", true, false, []metrics.Scope{metrics.ScopeIP}},
 		{"no username, no user scope",
-			func(th *authThrottle, i int) []string {
+			func(th *authThrottle, i int) []metrics.Scope {
 				return th.failed(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), "")
 			},
 			netip.MustParseAddr("10.0.0.0"), "", false, false, nil},
 		{"invalid address, no source scope",
-			func(th *authThrottle, i int) []string { return th.failed(netip.Addr{}, "u"+strconv.Itoa(i)) },
+			func(th *authThrottle, i int) []metrics.Scope { return th.failed(netip.Addr{}, "u"+strconv.Itoa(i)) },
 			netip.Addr{}, "u2", false, false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c guardClock
 			th := newTestThrottle(&c)
-			var started []string
+			var started []metrics.Scope
 			for i := range 3 {
 				started = tc.fail(th, i)
 			}
@@ -281,7 +281,7 @@ func TestThrottleEviction(t *testing.T) {
 	// count: two more failures put them in backoff.
 	last := names[n-1]
 	th.failed(netip.Addr{}, last)
-	if s := th.failed(netip.Addr{}, last); !slices.Equal(s, []string{metrics.ScopeUser}) {
+	if s := th.failed(netip.Addr{}, last); !slices.Equal(s, []metrics.Scope{metrics.ScopeUser}) {
 		t.Errorf("a recent username lost its count: started %v", s)
 	}
 }

@@ -282,8 +282,8 @@ func TestFleetCrossHostLegs(t *testing.T) {
 	ca, ra := crossHostCall(t, a, b, "alice", "pw")
 	for _, tn := range []*testNode{a, b} {
 		tn.n.m.Refresh() // the kernel path's counts
-		for _, dir := range []string{metrics.ClientToPeer, metrics.PeerToClient} {
-			if got := testutil.ToFloat64(tn.n.m.CrossHostBytes.WithLabelValues(dir)); got <= 0 {
+		for _, dir := range metrics.Directions {
+			if got := testutil.ToFloat64(tn.n.m.CrossHostBytes.For(dir)); got <= 0 {
 				t.Errorf("%s: cross-host bytes %s = %v", tn.udp, dir, got)
 			}
 		}

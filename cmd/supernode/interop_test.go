@@ -200,18 +200,18 @@ func uclientCommon() []string {
 }
 
 // atLeast fails the test unless the metric child is at least want.
-func atLeast(t *testing.T, tn *testNode, want float64, name string, labels ...string) {
+func atLeast(t *testing.T, tn *testNode, want float64, name string, labels ...any) {
 	t.Helper()
 	if got := tn.counter(name, labels...); got < want {
-		t.Errorf("%s{%s} = %v, want >= %v", name, strings.Join(labels, ","), got, want)
+		t.Errorf("%s%q = %v, want >= %v", name, labels, got, want)
 	}
 }
 
 // exactly fails the test unless the metric child equals want.
-func exactly(t *testing.T, tn *testNode, want float64, name string, labels ...string) {
+func exactly(t *testing.T, tn *testNode, want float64, name string, labels ...any) {
 	t.Helper()
 	if got := tn.counter(name, labels...); got != want {
-		t.Errorf("%s{%s} = %v, want %v", name, strings.Join(labels, ","), got, want)
+		t.Errorf("%s%q = %v, want %v", name, labels, got, want)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -119,45 +120,64 @@ func (tn *testNode) stop() {
 	tn.done <- nil // make stop idempotent
 }
 
-// metric returns the current value of one metric child.
-func (tn *testNode) counter(name string, labels ...string) float64 {
+// counter returns the current value of one metric child. labels are its
+// label values in order, as metrics constants or as the strings they
+// stand for; a value none of metrics' lists holds fails the test.
+func (tn *testNode) counter(name string, labels ...any) float64 {
 	tn.t.Helper()
 	m := tn.n.m
 	m.Refresh() // the kernel path's counts, as a scrape would read them
+	t := tn.t
 	switch name {
 	case "relay_bytes", "relay_packets":
 		// Both paths unless a path is named.
-		vec := m.RelayBytes
+		series := m.RelayBytes
 		if name == "relay_packets" {
-			vec = m.RelayPackets
+			series = m.RelayPackets
 		}
+		d, tr := label(t, metrics.Directions, labels[0]), label(t, metrics.Transports, labels[1])
 		if len(labels) == 3 {
-			return testutil.ToFloat64(vec.WithLabelValues(labels...))
+			return testutil.ToFloat64(series.For(d, tr, label(t, metrics.Paths, labels[2])))
 		}
-		sum := testutil.ToFloat64(vec.WithLabelValues(append(labels, metrics.PathUser)...))
-		if labels[1] == "udp" {
-			sum += testutil.ToFloat64(vec.WithLabelValues(append(labels, metrics.PathKernel)...))
+		var sum float64
+		for _, p := range metrics.Paths {
+			if metrics.HasPath(tr, p) {
+				sum += testutil.ToFloat64(series.For(d, tr, p))
+			}
 		}
 		return sum
 	case "allocations_active":
-		return testutil.ToFloat64(m.AllocationsActive.WithLabelValues(labels...))
+		return testutil.ToFloat64(m.AllocationsActive.For(label(t, metrics.Transports, labels[0])))
 	case "allocations_created":
-		return testutil.ToFloat64(m.AllocationsCreated.WithLabelValues(labels...))
+		return testutil.ToFloat64(m.AllocationsCreated.For(label(t, metrics.Transports, labels[0])))
 	case "allocations_deleted":
-		return testutil.ToFloat64(m.AllocationsDeleted.WithLabelValues(labels...))
+		return testutil.ToFloat64(m.AllocationsDeleted.For(label(t, metrics.Transports, labels[0])))
 	case "dropped":
-		return testutil.ToFloat64(m.PacketsDropped.WithLabelValues(labels...))
+		return testutil.ToFloat64(m.PacketsDropped.For(label(t, metrics.DropReasons, labels[0])))
 	case "requests":
-		return testutil.ToFloat64(m.Requests.WithLabelValues(labels...))
+		return testutil.ToFloat64(m.Requests.For(label(t, metrics.Methods, labels[0]), label(t, metrics.Results, labels[1])))
 	case "auth_failures":
-		return testutil.ToFloat64(m.AuthFailures.WithLabelValues(labels...))
+		return testutil.ToFloat64(m.AuthFailures.For(label(t, metrics.AuthReasons, labels[0])))
 	case "quota":
-		return testutil.ToFloat64(m.QuotaRejections.WithLabelValues(labels...))
+		return testutil.ToFloat64(m.QuotaRejections.For(label(t, metrics.Quotas, labels[0])))
 	case "peer_denials":
-		return testutil.ToFloat64(m.PeerDenials.WithLabelValues(labels...))
+		return testutil.ToFloat64(m.PeerDenials.For(label(t, metrics.PeerMethods, labels[0])))
 	}
 	tn.t.Fatalf("unknown metric %q", name)
 	return 0
+}
+
+// label is the value of all that v is or spells.
+func label[T ~string](t *testing.T, all []T, v any) T {
+	t.Helper()
+	s := fmt.Sprint(v)
+	for _, x := range all {
+		if string(x) == s {
+			return x
+		}
+	}
+	t.Fatalf("label value %q is none of %q", s, all)
+	return ""
 }
 
 // pionLogs silences pion clients in tests.
@@ -191,7 +211,8 @@ func mustUDPAddr(t *testing.T, addr string) *net.UDPAddr {
 func testutilPanics(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.HandlerPanics) }
 
 func testutilClosed(tn *testNode, transport, reason string) float64 {
-	return testutil.ToFloat64(tn.n.m.ConnectionsClosed.WithLabelValues(transport, reason))
+	tn.t.Helper()
+	return testutil.ToFloat64(tn.n.m.ConnectionsClosed.For(label(tn.t, metrics.Transports, transport), label(tn.t, metrics.CloseReasons, reason)))
 }
 
 func testutilRedirects(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.Redirects) }
