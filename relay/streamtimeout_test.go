@@ -196,8 +196,8 @@ func startTimeoutServer(t *testing.T, first, idle, auth time.Duration) *timeoutS
 	return ts
 }
 
-func (ts *timeoutServer) closed(transport, reason string) float64 {
-	return testutil.ToFloat64(ts.m.ConnectionsClosed.WithLabelValues(transport, reason))
+func (ts *timeoutServer) closed(transport metrics.Transport, reason metrics.CloseReason) float64 {
+	return testutil.ToFloat64(ts.m.ConnectionsClosed.For(transport, reason))
 }
 
 // watchClose reads (and discards) what the server sends on c until it
@@ -290,13 +290,15 @@ func TestStreamTimeouts(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		name, transport, reason string
-		first, idle, auth       time.Duration // zero: the default
-		act                     func(t *testing.T, c net.Conn) net.Conn
-		want                    time.Duration // from the dial to the close
+		name              string
+		transport         metrics.Transport
+		reason            metrics.CloseReason
+		first, idle, auth time.Duration // zero: the default
+		act               func(t *testing.T, c net.Conn) net.Conn
+		want              time.Duration // from the dial to the close
 	}{
-		{"stalled", "tcp", "first_message_timeout", first, idle, 0, quiet, first},
-		{"slow header", "tcp", "first_message_timeout", first, idle, 0, func(_ *testing.T, c net.Conn) net.Conn {
+		{"stalled", metrics.TransportTCP, metrics.CloseFirstMessageTimeout, first, idle, 0, quiet, first},
+		{"slow header", metrics.TransportTCP, metrics.CloseFirstMessageTimeout, first, idle, 0, func(_ *testing.T, c net.Conn) net.Conn {
 			go func() {
 				for _, b := range []byte{0x00, 0x01, 0x00} {
 					_, _ = c.Write([]byte{b})
@@ -305,36 +307,36 @@ func TestStreamTimeouts(t *testing.T) {
 			}()
 			return c
 		}, first},
-		{"no TLS handshake", "tls", "first_message_timeout", first, idle, 0, quiet, first},
+		{"no TLS handshake", metrics.TransportTLS, metrics.CloseFirstMessageTimeout, first, idle, 0, quiet, first},
 		// Without an allocation the idle timeout is at most 30 s.
-		{"idle after binding", "tcp", "idle_timeout", first, idle, 0, bindOnce, idle},
-		{"idle after binding, long idle timeout", "tcp", "idle_timeout", first, time.Hour, time.Hour, bindOnce, preAllocationIdle},
+		{"idle after binding", metrics.TransportTCP, metrics.CloseIdleTimeout, first, idle, 0, bindOnce, idle},
+		{"idle after binding, long idle timeout", metrics.TransportTCP, metrics.CloseIdleTimeout, first, time.Hour, time.Hour, bindOnce, preAllocationIdle},
 		// Before the first complete message: a trickle of one.
-		{"trickled header", "tcp", "auth_timeout", 0, 0, auth, keepBusy(slowHeader), auth},
+		{"trickled header", metrics.TransportTCP, metrics.CloseAuthTimeout, 0, 0, auth, keepBusy(slowHeader), auth},
 		// After one: each byte used to re-arm the idle deadline.
-		{"binding then trickle", "tcp", "auth_timeout", 0, 0, auth, keepBusy(func(i int) []byte {
+		{"binding then trickle", metrics.TransportTCP, metrics.CloseAuthTimeout, 0, 0, auth, keepBusy(func(i int) []byte {
 			if i == 0 {
 				return bindingRequest(i)
 			}
 			return slowHeader(i - 1)
 		}), auth},
-		{"binding loop", "tcp", "auth_timeout", 0, 0, auth, keepBusy(bindingRequest), auth},
-		{"binding loop", "tls", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
+		{"binding loop", metrics.TransportTCP, metrics.CloseAuthTimeout, 0, 0, auth, keepBusy(bindingRequest), auth},
+		{"binding loop", metrics.TransportTLS, metrics.CloseAuthTimeout, 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
 			return keepBusy(bindingRequest)(t, tlsClient(t, c))
 		}, auth},
 		// A DTLS conn ignores read deadlines while it handshakes: the
 		// handshake has the first-message and auth deadlines, whichever
 		// comes first.
-		{"stalled handshake, first-message deadline first", "dtls", "first_message_timeout", first, idle, 0, stallDTLS, first},
-		{"stalled handshake, auth deadline first", "dtls", "auth_timeout", 0, 0, auth, stallDTLS, auth},
-		{"binding loop", "dtls", "auth_timeout", 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
+		{"stalled handshake, first-message deadline first", metrics.TransportDTLS, metrics.CloseFirstMessageTimeout, first, idle, 0, stallDTLS, first},
+		{"stalled handshake, auth deadline first", metrics.TransportDTLS, metrics.CloseAuthTimeout, 0, 0, auth, stallDTLS, auth},
+		{"binding loop", metrics.TransportDTLS, metrics.CloseAuthTimeout, 0, 0, auth, func(t *testing.T, c net.Conn) net.Conn {
 			return keepBusy(bindingRequest)(t, dtlsClient(t, c))
 		}, auth},
 	} {
-		t.Run(tc.transport+" "+tc.name, func(t *testing.T) {
+		t.Run(string(tc.transport)+" "+tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				ts := startTimeoutServer(t, tc.first, tc.idle, tc.auth)
-				ln := map[string]*pipeListener{"tcp": ts.tcp, "tls": ts.tls, "dtls": ts.dtls}[tc.transport]
+				ln := map[metrics.Transport]*pipeListener{metrics.TransportTCP: ts.tcp, metrics.TransportTLS: ts.tls, metrics.TransportDTLS: ts.dtls}[tc.transport]
 				start := time.Now()
 				c := tc.act(t, ln.dial(t))
 				closedAt := <-watchClose(c)
@@ -420,7 +422,7 @@ func TestStreamTimeoutsAfterAllocation(t *testing.T) {
 				}
 				time.Sleep(2500 * time.Millisecond) // well past the auth deadline
 				synctest.Wait()
-				if len(closed) != 0 || ts.closed("tcp", "auth_timeout") != 0 {
+				if len(closed) != 0 || ts.closed(metrics.TransportTCP, metrics.CloseAuthTimeout) != 0 {
 					t.Fatalf("connection closed past the auth deadline after a %s success", method)
 				}
 				if p := testutil.ToFloat64(ts.m.ConnectionsPending); p != 0 {
@@ -438,8 +440,8 @@ func TestStreamTimeoutsAfterAllocation(t *testing.T) {
 					t.Fatalf("closed %v after its read deadline was last set, want the idle timeout %v", got, idle)
 				}
 				synctest.Wait()
-				if ts.closed("tcp", "idle_timeout") != 1 || ts.closed("tcp", "auth_timeout") != 0 {
-					t.Fatalf("closed idle %v, auth %v times; want idle once", ts.closed("tcp", "idle_timeout"), ts.closed("tcp", "auth_timeout"))
+				if ts.closed(metrics.TransportTCP, metrics.CloseIdleTimeout) != 1 || ts.closed(metrics.TransportTCP, metrics.CloseAuthTimeout) != 0 {
+					t.Fatalf("closed idle %v, auth %v times; want idle once", ts.closed(metrics.TransportTCP, metrics.CloseIdleTimeout), ts.closed(metrics.TransportTCP, metrics.CloseAuthTimeout))
 				}
 			})
 		})
@@ -468,7 +470,7 @@ func TestStreamTimeoutsAfterAllocation(t *testing.T) {
 				t.Fatalf("closed %v after the allocation ended, want the auth timeout %v", got, auth)
 			}
 			synctest.Wait()
-			if got := ts.closed("tcp", "auth_timeout"); got != 1 {
+			if got := ts.closed(metrics.TransportTCP, metrics.CloseAuthTimeout); got != 1 {
 				t.Fatalf("connections_closed{tcp,auth_timeout} = %v, want 1", got)
 			}
 			if p := testutil.ToFloat64(ts.m.ConnectionsPending); p != 0 {
