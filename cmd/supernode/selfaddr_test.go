@@ -9,7 +9,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/supernode/supernode/endpoint"
-	"github.com/supernode/supernode/relay/relaytest"
+	"github.com/supernode/supernode/relay/relaytest/ipforms"
 )
 
 // peerAddr6 is an XOR-PEER-ADDRESS written as an IPv6 address (family 2)
@@ -81,7 +81,7 @@ func TestSelfAddressEmbeddedForms(t *testing.T) {
 	}
 
 	refused := 0
-	for name, a := range relaytest.V4Forms(local) {
+	for name, a := range ipforms.V4(local) {
 		if name == "plain" {
 			continue // the IPv4 address itself: this test is about its IPv6 forms
 		}
@@ -92,7 +92,7 @@ func TestSelfAddressEmbeddedForms(t *testing.T) {
 		})
 		refused++
 	}
-	for name, a := range relaytest.V4Forms(netip.MustParseAddr("127.0.0.1")) {
+	for name, a := range ipforms.V4(netip.MustParseAddr("127.0.0.1")) {
 		if name == "plain" || name == "mapped" {
 			continue // an IPv4 peer: pion answers 443 on an IPv6 allocation
 		}
