@@ -33,7 +33,7 @@ func TestPermissionFloodIsBounded(t *testing.T) {
 	for req := 0; req < 200; req++ { // 3,200 peer IPs asked for: bounded
 		var peers []stun.Setter
 		for i := range perRequest {
-			peers = append(peers, peerAddr{ip: publicPeer(req*perRequest + i), port: 9})
+			peers = append(peers, peerAddr{IP: publicPeer(req*perRequest + i), Port: 9})
 		}
 		switch code := errCode(a.do(stun.MethodCreatePermission, "alice", "pw", peers...)); code {
 		case 0:
@@ -53,20 +53,20 @@ func TestPermissionFloodIsBounded(t *testing.T) {
 	if got := scrape(t, tn.http, "supernode_permissions_active"); got != 128 {
 		t.Errorf("permissions_active = %v, want 128", got)
 	}
-	if code := errCode(a.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{ip: publicPeer(1), port: 9})); code != 0 {
+	if code := errCode(a.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{IP: publicPeer(1), Port: 9})); code != 0 {
 		t.Errorf("refreshing an existing permission at the limit: error %d", code)
 	}
 	// Too many addresses in one request: 400.
 	var many []stun.Setter
 	for i := range 17 {
-		many = append(many, peerAddr{ip: publicPeer(i), port: 9})
+		many = append(many, peerAddr{IP: publicPeer(i), Port: 9})
 	}
 	if code := errCode(a.do(stun.MethodCreatePermission, "alice", "pw", many...)); code != 400 {
 		t.Errorf("17 peer addresses in one request: error %d, want 400", code)
 	}
 	// Channels: 64 bind, the 65th and later are refused.
 	for ch := 0; ch < 100; ch++ {
-		code := errCode(a.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4000+ch), peerAddr{ip: publicPeer(ch), port: 9}))
+		code := errCode(a.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4000+ch), peerAddr{IP: publicPeer(ch), Port: 9}))
 		if want := 0; ch >= 64 {
 			want = 508
 			if code != want {
@@ -211,7 +211,7 @@ func TestCredentialShapes(t *testing.T) {
 		attrs  []stun.Setter
 		reason string
 	}{
-		{stun.MethodCreatePermission, []stun.Setter{peerAddr{ip: net.IPv4(10, 0, 0, 1), port: 9}}, "Forbidden"}, // permission only: nothing is sent
+		{stun.MethodCreatePermission, []stun.Setter{peerAddr{IP: net.IPv4(10, 0, 0, 1), Port: 9}}, "Forbidden"}, // permission only: nothing is sent
 		{stun.MethodAllocate, []stun.Setter{requestedTransport(17)}, "Allocation Mismatch"},
 	} {
 		resp := c.do(tc.method, u, p, tc.attrs...)

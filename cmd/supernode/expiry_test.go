@@ -46,7 +46,7 @@ func startExpiryCall(t *testing.T, offload string, args ...string) *expiryCall {
 	t.Cleanup(func() { _ = c.relayConn.Close() })
 	// pion sends the first packets as Send indications while it binds the
 	// channel in the background: go on until ChannelData flows both ways.
-	for i := 0; c.tap.chanOut.Load() == 0 || c.tap.chanIn.Load() == 0; i++ {
+	for i := 0; c.tap.ChanOut.Load() == 0 || c.tap.ChanIn.Load() == 0; i++ {
 		if i == 100 {
 			t.Fatal("no ChannelData either way after 100 round trips")
 		}
@@ -156,7 +156,7 @@ func TestExpiryStopsData(t *testing.T) {
 				c := startExpiryCall(t, offload, "--permission-lifetime", "1h", "--channel-lifetime", "2s")
 				c.waitExpired(t, offload, "supernode_channels_active")
 				kernel := c.kernelPackets()
-				dataInd := c.tap.dataInd.Load()
+				dataInd := c.tap.DataInd.Load()
 				for i := range 3 {
 					c.send(t, 200+i) // still as ChannelData: the client has not noticed
 				}
@@ -165,7 +165,7 @@ func TestExpiryStopsData(t *testing.T) {
 					c.peerSend(t, 200+i)
 					c.expectAtClient(t, 200+i)
 				}
-				if got := c.tap.dataInd.Load() - dataInd; got != 3 {
+				if got := c.tap.DataInd.Load() - dataInd; got != 3 {
 					t.Errorf("the peer's 3 packets came as %d Data indications, want 3", got)
 				}
 				if got := c.kernelPackets(); got != kernel {
@@ -211,12 +211,12 @@ func TestExpiryStopsData(t *testing.T) {
 					return c.tn.counter("dropped", metrics.DropNoAllocation) >= noAlloc+3
 				})
 				c.nothingAtPeer(t)
-				in := c.tap.chanIn.Load() + c.tap.dataInd.Load()
+				in := c.tap.ChanIn.Load() + c.tap.DataInd.Load()
 				for i := range 3 {
 					c.peerSend(t, 300+i)
 				}
 				time.Sleep(300 * time.Millisecond)
-				if got := c.tap.chanIn.Load() + c.tap.dataInd.Load(); got != in {
+				if got := c.tap.ChanIn.Load() + c.tap.DataInd.Load(); got != in {
 					t.Errorf("the client got %d packets from the peer after Refresh(0)", got-in)
 				}
 				if got := c.kernelPackets(); got != kernel {

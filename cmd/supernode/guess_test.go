@@ -151,7 +151,7 @@ func TestGuessingDoesNotEndTheUsersCalls(t *testing.T) {
 	if code := errCode(alice.do(stun.MethodRefresh, "alice", "right", lifetime(600))); code != 0 {
 		t.Errorf("alice's Refresh during the backoff: error %d", code)
 	}
-	if code := errCode(alice.do(stun.MethodCreatePermission, "alice", "right", peerAddr{ip: publicPeer(7), port: 9})); code != 0 {
+	if code := errCode(alice.do(stun.MethodCreatePermission, "alice", "right", peerAddr{IP: publicPeer(7), Port: 9})); code != 0 {
 		t.Errorf("alice's CreatePermission during the backoff: error %d", code)
 	}
 	// A new allocation for alice, from a 5-tuple without one, waits.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -10,12 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/supernode/supernode/looptest"
-	"github.com/supernode/supernode/metrics"
+	"github.com/supernode/supernode/relay/relaytest"
 )
 
 // testNode is a supernode started in-process with real sockets on loopback.
@@ -93,14 +91,7 @@ func startNode(t *testing.T, args ...string) *testNode {
 		if t.Failed() {
 			t.Logf("node log:\n%s", logs)
 		}
-		opts := []goleak.Option{ignore, goleak.IgnoreTopFunction("github.com/pion/transport/v5/deadline.(*Deadline).SetDeadline.func1")}
-		// goleak's own retries last about two seconds; on this 2-core machine
-		// under the full suite, closing DTLS and pion goroutines can take
-		// longer. A real leak is still there after ten.
-		for deadline := time.Now().Add(10 * time.Second); goleak.Find(opts...) != nil && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond)
-		}
-		goleak.VerifyNone(t, opts...)
+		relaytest.VerifyNoLeaks(t, ignore)
 	})
 	return tn
 }
@@ -119,73 +110,11 @@ func (tn *testNode) stop() {
 	tn.done <- nil // make stop idempotent
 }
 
-// metric returns the current value of one metric child.
+// counter is the current value of one of the node's metrics (see
+// relaytest.Counter for the names).
 func (tn *testNode) counter(name string, labels ...string) float64 {
 	tn.t.Helper()
-	m := tn.n.m
-	m.Refresh() // the kernel path's counts, as a scrape would read them
-	switch name {
-	case "relay_bytes", "relay_packets":
-		// Both paths unless a path is named.
-		vec := m.RelayBytes
-		if name == "relay_packets" {
-			vec = m.RelayPackets
-		}
-		if len(labels) == 3 {
-			return testutil.ToFloat64(vec.WithLabelValues(labels...))
-		}
-		sum := testutil.ToFloat64(vec.WithLabelValues(append(labels, metrics.PathUser)...))
-		if labels[1] == "udp" {
-			sum += testutil.ToFloat64(vec.WithLabelValues(append(labels, metrics.PathKernel)...))
-		}
-		return sum
-	case "allocations_active":
-		return testutil.ToFloat64(m.AllocationsActive.WithLabelValues(labels...))
-	case "allocations_created":
-		return testutil.ToFloat64(m.AllocationsCreated.WithLabelValues(labels...))
-	case "allocations_deleted":
-		return testutil.ToFloat64(m.AllocationsDeleted.WithLabelValues(labels...))
-	case "dropped":
-		return testutil.ToFloat64(m.PacketsDropped.WithLabelValues(labels...))
-	case "requests":
-		return testutil.ToFloat64(m.Requests.WithLabelValues(labels...))
-	case "auth_failures":
-		return testutil.ToFloat64(m.AuthFailures.WithLabelValues(labels...))
-	case "quota":
-		return testutil.ToFloat64(m.QuotaRejections.WithLabelValues(labels...))
-	case "peer_denials":
-		return testutil.ToFloat64(m.PeerDenials.WithLabelValues(labels...))
-	}
-	tn.t.Fatalf("unknown metric %q", name)
-	return 0
-}
-
-// pionLogs silences pion clients in tests.
-var pionLogs = func() logging.LoggerFactory {
-	f := logging.NewDefaultLoggerFactory()
-	f.DefaultLogLevel = logging.LogLevelWarn
-	f.Writer = io.Discard
-	return f
-}()
-
-// mustListenUDP opens a plain UDP socket on loopback (a peer or a client).
-func mustListenUDP(t *testing.T, network, addr string) *net.UDPConn {
-	t.Helper()
-	c, err := net.ListenUDP(network, mustUDPAddr(t, addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-func mustUDPAddr(t *testing.T, addr string) *net.UDPAddr {
-	t.Helper()
-	a, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return relaytest.Counter(tn.t, tn.n.m, name, labels...)
 }
 
 func testutilPanics(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.HandlerPanics) }

@@ -31,10 +31,10 @@ func TestPeerPolicy(t *testing.T) {
 		ip := net.ParseIP(s)
 		t.Run("deny "+s, func(t *testing.T) {
 			before := tn.counter("peer_denials", "create_permission")
-			if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{ip, 9})); code != 403 {
+			if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{IP: ip, Port: 9})); code != 403 {
 				t.Fatalf("CreatePermission %s: code %d, want 403", s, code)
 			}
-			if code := errCode(c.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4000), peerAddr{ip, 9})); code != 403 {
+			if code := errCode(c.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4000), peerAddr{IP: ip, Port: 9})); code != 403 {
 				t.Fatalf("ChannelBind %s: code %d, want 403", s, code)
 			}
 			if got := tn.counter("peer_denials", "create_permission"); got != before+1 {
@@ -48,23 +48,23 @@ func TestPeerPolicy(t *testing.T) {
 	// The IPv6 forms are refused on an IPv4 allocation too (family mismatch
 	// or policy); either way no permission is installed.
 	for _, s := range []string{"::1", "::"} {
-		if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{net.ParseIP(s), 9})); code == 0 {
+		if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{IP: net.ParseIP(s), Port: 9})); code == 0 {
 			t.Errorf("CreatePermission %s succeeded", s)
 		}
 	}
 
 	allowed := []string{"198.51.100.7", "1.1.1.1", "8.8.4.4"}
 	for i, s := range allowed {
-		if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{net.ParseIP(s), 9})); code != 0 {
+		if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{IP: net.ParseIP(s), Port: 9})); code != 0 {
 			t.Errorf("CreatePermission %s: code %d, want success", s, code)
 		}
-		if code := errCode(c.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4001+i), peerAddr{net.ParseIP(s), 9})); code != 0 {
+		if code := errCode(c.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4001+i), peerAddr{IP: net.ParseIP(s), Port: 9})); code != 0 {
 			t.Errorf("ChannelBind %s: code %d, want success", s, code)
 		}
 	}
 	// One request naming an allowed and a denied peer is refused whole.
 	if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw",
-		peerAddr{net.ParseIP("1.1.1.1"), 9}, peerAddr{net.ParseIP("127.0.0.1"), 9})); code != 403 {
+		peerAddr{IP: net.ParseIP("1.1.1.1"), Port: 9}, peerAddr{IP: net.ParseIP("127.0.0.1"), Port: 9})); code != 403 {
 		t.Errorf("mixed CreatePermission: code %d, want 403", code)
 	}
 }
