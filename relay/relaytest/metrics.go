@@ -1,9 +1,13 @@
 package relaytest
 
 import (
+	"bytes"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/supernode/supernode/metrics"
 )
@@ -50,5 +54,35 @@ func Counter(t testing.TB, m *metrics.Metrics, name string, labels ...string) fl
 		return testutil.ToFloat64(m.PeerDenials.WithLabelValues(labels...))
 	}
 	t.Fatalf("unknown metric %q", name)
+	return 0
+}
+
+// Scrape returns one sample's value as /metrics would show it: series is a
+// line's name and labels as the text format writes them (such as
+// supernode_quota_rejections_total{quota="rate"}). The registry is gathered
+// as a scrape gathers it, so what is read at scrape time (the kernel
+// path's counts, sockets' drops) is read now. A series not there fails t.
+func (n *Node) Scrape(series string) float64 {
+	n.t.Helper()
+	mfs, err := n.Metrics.Registry.Gather()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	var text bytes.Buffer
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&text, mf); err != nil {
+			n.t.Fatal(err)
+		}
+	}
+	for line := range strings.SplitSeq(text.String(), "\n") {
+		if strings.HasPrefix(line, series+" ") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, series)), 64)
+			if err != nil {
+				n.t.Fatal(err)
+			}
+			return v
+		}
+	}
+	n.t.Fatalf("series %s not in the registry", series)
 	return 0
 }
