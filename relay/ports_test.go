@@ -120,9 +120,9 @@ func TestPortFreedOnDeallocate(t *testing.T) {
 	}
 }
 
-// TestQuotaAllocRateOverUDP: Config.UserAllocRate (--user-alloc-rate) lets a burst of five seconds' worth
-// through, refuses the next Allocate with 486 and counts it as
-// quota="rate"; other users keep their own budget.
+// TestQuotaAllocRateOverUDP: Config.UserAllocRate (--user-alloc-rate) lets
+// a burst of five seconds' worth through, refuses the next Allocate with 486
+// and counts it as quota="rate"; other users keep their own budget.
 func TestQuotaAllocRateOverUDP(t *testing.T) {
 	// 0.4 a second: a burst of 2, then one every 2.5 s, so the third
 	// Allocate is refused however slowly this machine runs the first two.
