@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,8 +72,10 @@ type Options struct {
 	// on or off. Empty is auto, or off when the environment's
 	// SUPERNODE_OFFLOAD says off (CI runs a set of tests again that way).
 	Offload string
-	// LogLevel is what the Node's logger keeps; zero is info.
+	// LogLevel is what the Node's logger keeps; zero is info. LogJSON
+	// writes JSON lines (the daemon's --log-format json) instead of text.
 	LogLevel slog.Level
+	LogJSON  bool
 	// Configure, when set, has the last word on the relay's Config.
 	Configure func(*relay.Config)
 }
@@ -101,6 +104,7 @@ type Node struct {
 	Logs *looptest.Log
 
 	closers []func() error
+	stopped sync.Once
 }
 
 // Addr is the first UDP+TCP listener's address.
@@ -113,13 +117,17 @@ func Start(t testing.TB, o Options) *Node {
 	ignore := goleak.IgnoreCurrent()
 	n := &Node{t: t, Metrics: metrics.New("test"), Logs: &looptest.Log{}}
 	t.Cleanup(func() {
-		n.close()
+		n.Stop()
 		if t.Failed() {
 			t.Logf("relay log:\n%s", n.Logs)
 		}
 		VerifyNoLeaks(t, ignore)
 	})
-	log := slog.New(slog.NewTextHandler(n.Logs, &slog.HandlerOptions{Level: o.LogLevel}))
+	var h slog.Handler = slog.NewTextHandler(n.Logs, &slog.HandlerOptions{Level: o.LogLevel})
+	if o.LogJSON {
+		h = slog.NewJSONHandler(n.Logs, &slog.HandlerOptions{Level: o.LogLevel})
+	}
+	log := slog.New(h)
 	if len(o.Listen) == 0 {
 		o.Listen = []string{"127.0.0.1:0"}
 	}
@@ -273,7 +281,10 @@ func (n *Node) startOffload(mode string, addrs []netip.Addr, log *slog.Logger) *
 	return k
 }
 
-// close stops the relay, then the kernel path, then the sockets.
+// Stop stops the relay, then the kernel path, then the sockets, as the
+// daemon does on SIGINT; the test's end calls it too, and once is enough.
+func (n *Node) Stop() { n.stopped.Do(n.close) }
+
 func (n *Node) close() {
 	if n.Server != nil {
 		_ = n.Server.Close()
