@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,27 +8,11 @@ import (
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/api"
+	"github.com/supernode/supernode/looptest"
 )
 
-func getJSON(t *testing.T, method, url, token string, into any) int {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if into != nil {
-		_ = json.NewDecoder(resp.Body).Decode(into)
-	}
-	return resp.StatusCode
-}
+// getJSON is looptest.JSON.
+var getJSON = looptest.JSON
 
 func TestIceServersEndpoint(t *testing.T) {
 	cert, key := writeTestCert(t)
