@@ -71,6 +71,8 @@ type Options struct {
 	// Offload is the kernel path as the daemon's --offload takes it: auto,
 	// on or off. Empty is auto, or off when the environment's
 	// SUPERNODE_OFFLOAD says off (CI runs a set of tests again that way).
+	// On fails the test when the kernel path cannot start, or skips it
+	// when SUPERNODE_OFFLOAD_OPTIONAL=1 (a machine without BPF).
 	Offload string
 	// LogLevel is what the Node's logger keeps; zero is info. LogJSON
 	// writes JSON lines (the daemon's --log-format json) instead of text.
@@ -271,11 +273,15 @@ func (n *Node) startOffload(mode string, addrs []netip.Addr, log *slog.Logger) *
 		return nil
 	}
 	k, err := offload.New(offload.Config{Addrs: addrs, Logger: log})
-	if err != nil {
-		if mode == "on" {
-			t.Fatalf("offload on: %v", err)
-		}
+	switch {
+	case err == nil:
+	case mode != "on":
 		return nil
+	case os.Getenv("SUPERNODE_OFFLOAD_OPTIONAL") == "1":
+		t.Skipf("kernel path unavailable here: %v", err)
+	default:
+		// CI runs as root, where it must work.
+		t.Fatalf("kernel path did not start (run as root, or set SUPERNODE_OFFLOAD_OPTIONAL=1): %v", err)
 	}
 	k.Register(n.Metrics)
 	return k
