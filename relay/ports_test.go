@@ -1,6 +1,8 @@
 package relay_test
 
 import (
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,5 +146,33 @@ func TestQuotaAllocRateOverUDP(t *testing.T) {
 	relaytest.NewRawClient(t, tn.Addr()).Allocate("bob", "pw")
 	if got := tn.Counter("allocations_active", "udp"); got != 3 {
 		t.Fatalf("allocations_active = %v, want 3", got)
+	}
+}
+
+// TestRelayPortsExhaustedLogged: an Allocate that gets 508 because no relay
+// port can be bound is logged at warn (pion logs it only at its debug
+// level), naming the flags to change.
+func TestRelayPortsExhaustedLogged(t *testing.T) {
+	held, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	port := held.LocalAddr().(*net.UDPAddr).Port
+	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "pw"},
+		Configure: func(c *relay.Config) { c.MinPort, c.MaxPort = port, port }})
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := relaytest.NewClient(t, conn, tn.Addr(), "alice", "pw")
+	if _, err := c.Allocate(); err == nil || !strings.Contains(err.Error(), "508") {
+		t.Fatalf("Allocate: %v, want 508", err)
+	}
+	// OnAllocationError and the log line come before pion's answer.
+	if logs := tn.Logs.String(); !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "no free relay port") ||
+		!strings.Contains(logs, "--min-port") {
+		t.Errorf("no warning about the relay ports:\n%s", logs)
 	}
 }
