@@ -58,7 +58,10 @@ type Options struct {
 	// Listen are the UDP+TCP listen addresses; nil is 127.0.0.1:0.
 	Listen []string
 	// UDPSockets is the SO_REUSEPORT sockets per Listen address; zero is 2.
+	// Rcvbuf is each UDP socket's receive buffer in bytes; zero is
+	// DefaultRcvbuf.
 	UDPSockets int
+	Rcvbuf     int
 	// RelayIPs are the relay addresses; nil is 127.0.0.1.
 	RelayIPs []string
 	// TLS and DTLS add a TLS and a DTLS listener on 127.0.0.1 with a
@@ -136,6 +139,9 @@ func Start(t testing.TB, o Options) *Node {
 	if o.UDPSockets == 0 {
 		o.UDPSockets = 2
 	}
+	if o.Rcvbuf == 0 {
+		o.Rcvbuf = DefaultRcvbuf
+	}
 	if len(o.RelayIPs) == 0 {
 		o.RelayIPs = []string{"127.0.0.1"}
 	}
@@ -192,7 +198,7 @@ func (n *Node) listen(o Options) ([]relay.Listener, []netip.Addr) {
 	var ls []relay.Listener
 	var ips []netip.Addr
 	for _, a := range o.Listen {
-		pcs, tl := listenUDPAndTCP(t, a, o.UDPSockets)
+		pcs, tl := listenUDPAndTCP(t, a, o.UDPSockets, o.Rcvbuf)
 		for _, pc := range pcs {
 			n.closers = append(n.closers, pc.Close)
 			ls = append(ls, relay.Listener{Transport: "udp", PacketConn: pc})
@@ -238,10 +244,10 @@ func (n *Node) listen(o Options) ([]relay.Listener, []netip.Addr) {
 // listenUDPAndTCP opens one listen address's UDP sockets and TCP listener
 // on one port, trying another port when the kernel's pick for UDP is
 // taken for TCP.
-func listenUDPAndTCP(t testing.TB, addr string, sockets int) ([]net.PacketConn, net.Listener) {
+func listenUDPAndTCP(t testing.TB, addr string, sockets, rcvbuf int) ([]net.PacketConn, net.Listener) {
 	t.Helper()
 	for try := 1; ; try++ {
-		pcs, err := relay.ListenUDP(addr, sockets, DefaultRcvbuf)
+		pcs, err := relay.ListenUDP(addr, sockets, rcvbuf)
 		if err != nil {
 			t.Fatal(err)
 		}
