@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +100,16 @@ func TestAdminKillTCPRelay(t *testing.T) {
 	_ = data.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := data.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the peer data connection outlived the kill: read %v", err)
+	}
+}
+
+// TestIceServersWithoutSecret: with static users only, there is nothing to
+// mint credentials with, and the answer says which setting is missing.
+func TestIceServersWithoutSecret(t *testing.T) {
+	_, api := startAPI(t, relaytest.Options{Users: map[string]string{"alice": "pw"}})
+	var body map[string]string
+	if code := looptest.JSON(t, "GET", "http://"+api+"/v1/ice-servers?user=a", "", &body); code != http.StatusServiceUnavailable ||
+		!strings.Contains(body["error"], "--auth-secret") {
+		t.Fatalf("got %d %v, want 503 naming --auth-secret", code, body)
 	}
 }

@@ -64,15 +64,6 @@ func TestIceServersEndpoint(t *testing.T) {
 	}
 }
 
-func TestIceServersWithoutSecret(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw")
-	var body map[string]string
-	if code := getJSON(t, "GET", "http://"+tn.http+"/v1/ice-servers?user=a", "", &body); code != http.StatusServiceUnavailable ||
-		!strings.Contains(body["error"], "--auth-secret") {
-		t.Fatalf("got %d %v, want 503 naming --auth-secret", code, body)
-	}
-}
-
 func TestPprofEndpoint(t *testing.T) {
 	off := startNode(t)
 	if code := getJSON(t, "GET", "http://"+off.http+"/debug/pprof/", "", nil); code != http.StatusNotFound {
