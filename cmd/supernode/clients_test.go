@@ -11,26 +11,20 @@ import (
 var (
 	newClient        = relaytest.NewClient
 	streamClient     = relaytest.StreamClient
-	tcpEchoPeer      = relaytest.TCPEchoPeer
 	exchange         = relaytest.Exchange
 	needIPv6Loopback = relaytest.NeedIPv6Loopback
 	pionLogs         = relaytest.PionLogs
 	mustListenUDP    = relaytest.ListenUDP
 	mustUDPAddr      = relaytest.UDPAddr
 	errCode          = relaytest.ErrCode
-	relayedPort      = relaytest.RelayedPort
 )
 
 type (
 	// tapConn counts what a pion client sends and receives by kind.
 	tapConn = relaytest.TapConn
 	// The attributes of raw requests.
-	peerAddr           = relaytest.PeerAddr
 	requestedTransport = relaytest.RequestedTransport
-	channelNumber      = relaytest.ChannelNumber
 	lifetime           = relaytest.Lifetime
-	evenPort           = relaytest.EvenPort
-	reservationToken   = relaytest.ReservationToken
 )
 
 // allocateTCP makes an RFC 6062 TCP allocation on tn as user, over a TCP
