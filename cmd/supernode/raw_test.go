@@ -32,12 +32,6 @@ func (c *rawClient) with(f func(r *relaytest.RawClient) *stun.Message) *stun.Mes
 	return f(r)
 }
 
-// roundTrip is relaytest.RawClient.RoundTrip.
-func (c *rawClient) roundTrip(setters ...stun.Setter) *stun.Message {
-	c.t.Helper()
-	return c.with(func(r *relaytest.RawClient) *stun.Message { return r.RoundTrip(setters...) })
-}
-
 // do is relaytest.RawClient.Do.
 func (c *rawClient) do(method stun.Method, user, pass string, attrs ...stun.Setter) *stun.Message {
 	c.t.Helper()
