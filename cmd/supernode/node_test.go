@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/supernode/supernode/looptest"
+	"github.com/supernode/supernode/relay"
 	"github.com/supernode/supernode/relay/relaytest"
 )
 
@@ -124,3 +125,53 @@ func testutilClosed(tn *testNode, transport, reason string) float64 {
 }
 
 func testutilRedirects(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.Redirects) }
+
+// TestRelaytestHasTheDaemonsDefaults: the relay that relay's own tests start
+// (relaytest) have the limits this binary starts with when no flag sets
+// them, so a test moved there from here runs against the same relay.
+func TestRelaytestHasTheDaemonsDefaults(t *testing.T) {
+	o, err := parseOptions(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		flag      string
+		got, want float64
+	}{
+		{"--user-quota", float64(relaytest.DefaultUserQuota), float64(o.userQuota)},
+		{"--total-quota", 0, float64(o.totalQuota)},
+		{"--max-bps", relaytest.DefaultMaxBPS, float64(o.maxBPS)},
+		{"--user-alloc-rate", relaytest.DefaultUserAllocRate, o.allocRate},
+		{"--unauth-rate", relaytest.DefaultUnauthRate, o.unauthRate},
+		{"--udp-rcvbuf", relaytest.DefaultRcvbuf, float64(o.udpRcvbuf)},
+		{"--max-conns-per-ip", relaytest.DefaultMaxConnsPerIP, float64(o.maxConnsIP)},
+		{"--max-pending-conns", relaytest.DefaultMaxPending, float64(o.maxPending)},
+		{"--log-sessions", 1, map[bool]float64{true: 1}[o.logSessions]},
+		// relay.Config's zero values, which relaytest leaves them at:
+		{"--max-permissions", relay.DefaultMaxPermissions, float64(o.maxPerms)},
+		{"--max-channels", relay.DefaultMaxChannels, float64(o.maxChannels)},
+		{"--auth-failures", 10, float64(authFailures(o.authFailures))},
+	} {
+		if c.got != c.want {
+			t.Errorf("relaytest's %s is %v, the daemon's default %v", c.flag, c.got, c.want)
+		}
+	}
+	// What relaytest leaves at relay.Config's zero value is what this
+	// binary sets by default (relay.Config documents each zero value).
+	for _, c := range []struct {
+		flag      string
+		got, want time.Duration
+	}{
+		{"--allocation-lifetime", o.lifetime, 10 * time.Minute},
+		{"--permission-lifetime", o.permLifetime, 300 * time.Second},
+		{"--channel-lifetime", o.chanLifetime, 600 * time.Second},
+		{"--idle-timeout", o.idleTimeout, 10 * time.Minute},
+		{"--first-message-timeout", o.firstTimeout, 10 * time.Second},
+		{"--auth-timeout", o.authTimeout, 30 * time.Second},
+		{"--auth-backoff", o.authBackoff, 5 * time.Second},
+	} {
+		if c.got != c.want {
+			t.Errorf("the daemon's %s is %v by default, relay.Config's zero value %v", c.flag, c.got, c.want)
+		}
+	}
+}
