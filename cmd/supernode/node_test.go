@@ -127,7 +127,7 @@ func testutilClosed(tn *testNode, transport, reason string) float64 {
 func testutilRedirects(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.Redirects) }
 
 // TestRelaytestHasTheDaemonsDefaults: the relay that relay's own tests start
-// (relaytest) have the limits this binary starts with when no flag sets
+// (relaytest) has the limits this binary starts with when no flag sets
 // them, so a test moved there from here runs against the same relay.
 func TestRelaytestHasTheDaemonsDefaults(t *testing.T) {
 	o, err := parseOptions(nil, func(string) string { return "" }, io.Discard)
