@@ -16,8 +16,8 @@ import (
 
 // drainState is the node and admin side the handler acts on, kept in
 // memory: these tests are about the HTTP surface (status codes, JSON,
-// which requests get through); cmd/supernode's admin tests run the same
-// endpoints against a real relay.
+// which requests get through); relay_test.go runs the same endpoints
+// against a real relay, and cmd/supernode's admin tests through the binary.
 type drainState struct{ draining, killed bool }
 
 func (d *drainState) Draining() bool                           { return d.draining }

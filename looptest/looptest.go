@@ -1,8 +1,8 @@
 // Package looptest is what tests in several packages need to run real
 // servers on the machine's loopback addresses: ports that are free to
 // listen on, an echoing UDP peer, waiting, with a bound, for a server or a
-// cluster to reach a state, and a buffer for what a server logs while it
-// runs.
+// cluster to reach a state, a buffer for what a server logs while it
+// runs, and a client for its HTTP API.
 //
 // A free port is only a port that was free a moment ago: another process
 // may take it before the caller binds it. Tests that can listen on port 0
@@ -12,7 +12,9 @@ package looptest
 
 import (
 	"bytes"
+	"encoding/json"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,4 +169,27 @@ func (l *Log) Lines(substr string) []string {
 		}
 	}
 	return out
+}
+
+// JSON sends method url (with "Authorization: Bearer token" when token is
+// set), decodes the JSON body into into when into is not nil, and returns
+// the status code: a client of a server's HTTP API.
+func JSON(t testing.TB, method, url, token string, into any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if into != nil {
+		_ = json.NewDecoder(resp.Body).Decode(into)
+	}
+	return resp.StatusCode
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/pion/turn/v5"
 
-	"github.com/supernode/supernode/relay/relaytest"
+	"github.com/supernode/supernode/relay/relaytest/ipforms"
 )
 
 var verdictNames = map[portVerdict]string{portAllowed: "allowed", portDenied: "denied", portGone: "gone"}
@@ -72,7 +72,7 @@ func TestSelfAddressForms(t *testing.T) {
 			"": {false, map[int]portVerdict{live: portAllowed}}, // the policy refuses it; no per-packet rule
 		}},
 	} {
-		for form, a := range relaytest.V4Forms(netip.MustParseAddr(tc.v4)) {
+		for form, a := range ipforms.V4(netip.MustParseAddr(tc.v4)) {
 			w, ok := tc.want[form]
 			if !ok {
 				w = tc.want[""]
@@ -95,7 +95,7 @@ func TestSelfAddressForms(t *testing.T) {
 // every form of it, on every port; a range does not (TestSelfAddressForms).
 func TestSelfAddressExactAllow(t *testing.T) {
 	s, _ := newSelfServer(t, "198.51.100.20")
-	for form, a := range relaytest.V4Forms(netip.MustParseAddr("198.51.100.20")) {
+	for form, a := range ipforms.V4(netip.MustParseAddr("198.51.100.20")) {
 		if !s.peerAllowed(a) {
 			t.Errorf("%s %s refused despite --allow-peer of the address", form, a)
 		}
@@ -123,7 +123,7 @@ func TestSelfIPv6LoopbackIsItself(t *testing.T) {
 func TestFleetMemberForms(t *testing.T) {
 	s, _ := newSelfServer(t)
 	s.SetFleetPeers([]FleetPeer{{Addr: netip.MustParseAddr("203.0.113.50"), MinPort: 40000, MaxPort: 40999}})
-	for form, a := range relaytest.V4Forms(netip.MustParseAddr("203.0.113.50")) {
+	for form, a := range ipforms.V4(netip.MustParseAddr("203.0.113.50")) {
 		if !s.peerAllowed(a) {
 			t.Errorf("%s %s: fleet member refused", form, a)
 		}
@@ -141,7 +141,7 @@ func TestFleetMemberForms(t *testing.T) {
 func TestSelfLookupAllocatesNothing(t *testing.T) {
 	s, live := newSelfServer(t)
 	s.SetFleetPeers([]FleetPeer{{Addr: netip.MustParseAddr("203.0.113.50"), MinPort: 40000, MaxPort: 40999}})
-	for form, a := range relaytest.V4Forms(netip.MustParseAddr("127.0.0.1")) {
+	for form, a := range ipforms.V4(netip.MustParseAddr("127.0.0.1")) {
 		ip := a.AsSlice()
 		if n := testing.AllocsPerRun(1000, func() { verdictOf(s, ip, live) }); n != 0 {
 			t.Errorf("%s: %v allocations per packet, want 0", form, n)

@@ -3,14 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/pion/stun/v4"
 
@@ -372,46 +369,5 @@ func TestHelpListsSubcommands(t *testing.T) {
 		if !strings.Contains(out.String(), "  "+n+" ") {
 			t.Errorf("--help does not list %s:\n%s", n, out.String())
 		}
-	}
-}
-
-// TestAdminKillTCPRelay: an RFC 6062 allocation is listed with what its
-// peer data connections carried, and a kill closes its listener and its
-// data connections.
-func TestAdminKillTCPRelay(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
-	ln := tcpEchoPeer(t)
-	alloc := allocateTCP(t, tn, "alice", "pw")
-	data, err := alloc.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer data.Close()
-	msg := []byte("twenty bytes of data")
-	if _, err := data.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, len(msg))
-	_ = data.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(data, buf); err != nil {
-		t.Fatal(err)
-	}
-	// The relay counts a write once it returns, which can be after the
-	// echo is back: wait for both directions.
-	looptest.Eventually(t, "20 bytes each way on the TCP allocation", func() bool {
-		as := listAllocations(t, tn, "user=alice")
-		return len(as) == 1 && as[0].BytesToPeer == 20 && as[0].BytesToClient == 20
-	})
-	if as := listAllocations(t, tn, "user=alice"); as[0].RelayProtocol != "tcp" || as[0].Transport != "tcp" || as[0].PacketsToPeer != 1 {
-		t.Fatalf("the TCP allocation: %+v", as)
-	}
-	var kr api.KillResponse
-	if code := getJSON(t, http.MethodDelete, "http://"+tn.http+"/v1/allocations?user=alice", "", &kr); code != 200 || kr.Killed != 1 {
-		t.Fatalf("DELETE ?user=alice: %d %+v", code, kr)
-	}
-	looptest.Eventually(t, "the TCP allocation to go", func() bool { return len(listAllocations(t, tn, "")) == 0 })
-	_ = data.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := data.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("the peer data connection outlived the kill: read %v", err)
 	}
 }

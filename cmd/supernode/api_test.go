@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,27 +8,11 @@ import (
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/api"
+	"github.com/supernode/supernode/looptest"
 )
 
-func getJSON(t *testing.T, method, url, token string, into any) int {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if into != nil {
-		_ = json.NewDecoder(resp.Body).Decode(into)
-	}
-	return resp.StatusCode
-}
+// getJSON is looptest.JSON.
+var getJSON = looptest.JSON
 
 func TestIceServersEndpoint(t *testing.T) {
 	cert, key := writeTestCert(t)
@@ -78,15 +61,6 @@ func TestIceServersEndpoint(t *testing.T) {
 	}
 	if code := getJSON(t, "GET", "http://"+tn.http+"/readyz", "", nil); code != http.StatusOK {
 		t.Errorf("readyz: %d", code)
-	}
-}
-
-func TestIceServersWithoutSecret(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw")
-	var body map[string]string
-	if code := getJSON(t, "GET", "http://"+tn.http+"/v1/ice-servers?user=a", "", &body); code != http.StatusServiceUnavailable ||
-		!strings.Contains(body["error"], "--auth-secret") {
-		t.Fatalf("got %d %v, want 503 naming --auth-secret", code, body)
 	}
 }
 

@@ -247,11 +247,11 @@ func TestOffloadAcrossNamespaces(t *testing.T) {
 					}
 					out, in, userIn := node.metric(kernelC2P)-k0, node.metric(kernelP2C)-k1, node.metric(userP2C)-u1
 					t.Logf("kernel relayed %v to the peer and %v to the client; the client sent %d ChannelData and got %d",
-						out, in, tap.chanOut.Load(), tap.chanIn.Load())
-					if out != float64(tap.chanOut.Load()) || out < 30 {
-						t.Errorf("kernel relayed %v packets to the peer, want every ChannelData the client sent (%d), at least 30", out, tap.chanOut.Load())
+						out, in, tap.ChanOut.Load(), tap.ChanIn.Load())
+					if out != float64(tap.ChanOut.Load()) || out < 30 {
+						t.Errorf("kernel relayed %v packets to the peer, want every ChannelData the client sent (%d), at least 30", out, tap.ChanOut.Load())
 					}
-					if chanIn := float64(tap.chanIn.Load()); in > chanIn || in < chanIn-userIn || in < 30 {
+					if chanIn := float64(tap.ChanIn.Load()); in > chanIn || in < chanIn-userIn || in < 30 {
 						t.Errorf("kernel relayed %v packets to the client, user space %v; want between %v and %v, at least 30", in, userIn, chanIn-userIn, chanIn)
 					}
 				})
@@ -279,7 +279,7 @@ func TestOffloadAcrossNamespaces(t *testing.T) {
 				}
 				looptest.Eventually(t, "both permissions", func() bool { return node.metric("supernode_permissions_active") >= perms+2 })
 				// Then both legs bind their channels toward each other.
-				for i := 0; a.chanOut.Load() == 0 || b.chanOut.Load() == 0; i++ {
+				for i := 0; a.ChanOut.Load() == 0 || b.ChanOut.Load() == 0; i++ {
 					if i == 100 {
 						t.Fatal("no ChannelData from both clients after 100 round trips")
 					}

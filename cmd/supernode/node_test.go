@@ -1,9 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -11,12 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
+	"github.com/supernode/supernode/relay"
+	"github.com/supernode/supernode/relay/relaytest"
 )
 
 // testNode is a supernode started in-process with real sockets on loopback.
@@ -94,14 +93,7 @@ func startNode(t *testing.T, args ...string) *testNode {
 		if t.Failed() {
 			t.Logf("node log:\n%s", logs)
 		}
-		opts := []goleak.Option{ignore, goleak.IgnoreTopFunction("github.com/pion/transport/v5/deadline.(*Deadline).SetDeadline.func1")}
-		// goleak's own retries last about two seconds; on this 2-core machine
-		// under the full suite, closing DTLS and pion goroutines can take
-		// longer. A real leak is still there after ten.
-		for deadline := time.Now().Add(10 * time.Second); goleak.Find(opts...) != nil && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond)
-		}
-		goleak.VerifyNone(t, opts...)
+		relaytest.VerifyNoLeaks(t, ignore)
 	})
 	return tn
 }
@@ -120,99 +112,68 @@ func (tn *testNode) stop() {
 	tn.done <- nil // make stop idempotent
 }
 
-// counter returns the current value of one metric child. labels are its
-// label values in order, as metrics constants or as the strings they
-// stand for; a value none of metrics' lists holds fails the test.
+// counter is the current value of one of the node's metrics (see
+// relaytest.Counter for the names).
 func (tn *testNode) counter(name string, labels ...any) float64 {
 	tn.t.Helper()
-	m := tn.n.m
-	m.Refresh() // the kernel path's counts, as a scrape would read them
-	t := tn.t
-	switch name {
-	case "relay_bytes", "relay_packets":
-		// Both paths unless a path is named.
-		series := m.RelayBytes
-		if name == "relay_packets" {
-			series = m.RelayPackets
-		}
-		d, tr := label(t, metrics.Directions, labels[0]), label(t, metrics.Transports, labels[1])
-		if len(labels) == 3 {
-			return testutil.ToFloat64(series.For(d, tr, label(t, metrics.Paths, labels[2])))
-		}
-		var sum float64
-		for _, p := range metrics.Paths {
-			if metrics.HasPath(tr, p) {
-				sum += testutil.ToFloat64(series.For(d, tr, p))
-			}
-		}
-		return sum
-	case "allocations_active":
-		return testutil.ToFloat64(m.AllocationsActive.For(label(t, metrics.Transports, labels[0])))
-	case "allocations_created":
-		return testutil.ToFloat64(m.AllocationsCreated.For(label(t, metrics.Transports, labels[0])))
-	case "allocations_deleted":
-		return testutil.ToFloat64(m.AllocationsDeleted.For(label(t, metrics.Transports, labels[0])))
-	case "dropped":
-		return testutil.ToFloat64(m.PacketsDropped.For(label(t, metrics.DropReasons, labels[0])))
-	case "requests":
-		return testutil.ToFloat64(m.Requests.For(label(t, metrics.Methods, labels[0]), label(t, metrics.Results, labels[1])))
-	case "auth_failures":
-		return testutil.ToFloat64(m.AuthFailures.For(label(t, metrics.AuthReasons, labels[0])))
-	case "quota":
-		return testutil.ToFloat64(m.QuotaRejections.For(label(t, metrics.Quotas, labels[0])))
-	case "peer_denials":
-		return testutil.ToFloat64(m.PeerDenials.For(label(t, metrics.PeerMethods, labels[0])))
-	}
-	tn.t.Fatalf("unknown metric %q", name)
-	return 0
-}
-
-// label is the value of all that v is or spells.
-func label[T ~string](t *testing.T, all []T, v any) T {
-	t.Helper()
-	s := fmt.Sprint(v)
-	for _, x := range all {
-		if string(x) == s {
-			return x
-		}
-	}
-	t.Fatalf("label value %q is none of %q", s, all)
-	return ""
-}
-
-// pionLogs silences pion clients in tests.
-var pionLogs = func() logging.LoggerFactory {
-	f := logging.NewDefaultLoggerFactory()
-	f.DefaultLogLevel = logging.LogLevelWarn
-	f.Writer = io.Discard
-	return f
-}()
-
-// mustListenUDP opens a plain UDP socket on loopback (a peer or a client).
-func mustListenUDP(t *testing.T, network, addr string) *net.UDPConn {
-	t.Helper()
-	c, err := net.ListenUDP(network, mustUDPAddr(t, addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-func mustUDPAddr(t *testing.T, addr string) *net.UDPAddr {
-	t.Helper()
-	a, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return relaytest.Counter(tn.t, tn.n.m, name, labels...)
 }
 
 func testutilPanics(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.HandlerPanics) }
 
 func testutilClosed(tn *testNode, transport, reason string) float64 {
 	tn.t.Helper()
-	return testutil.ToFloat64(tn.n.m.ConnectionsClosed.For(label(tn.t, metrics.Transports, transport), label(tn.t, metrics.CloseReasons, reason)))
+	return testutil.ToFloat64(tn.n.m.ConnectionsClosed.For(relaytest.Label(tn.t, metrics.Transports, transport), relaytest.Label(tn.t, metrics.CloseReasons, reason)))
 }
 
 func testutilRedirects(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.Redirects) }
+
+// TestRelaytestHasTheDaemonsDefaults: the relay that relay's own tests start
+// (relaytest) has the limits this binary starts with when no flag sets
+// them, so a test moved there from here runs against the same relay.
+func TestRelaytestHasTheDaemonsDefaults(t *testing.T) {
+	o, err := parseOptions(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		flag      string
+		got, want float64
+	}{
+		{"--user-quota", float64(relaytest.DefaultUserQuota), float64(o.userQuota)},
+		{"--total-quota", 0, float64(o.totalQuota)},
+		{"--max-bps", relaytest.DefaultMaxBPS, float64(o.maxBPS)},
+		{"--user-alloc-rate", relaytest.DefaultUserAllocRate, o.allocRate},
+		{"--unauth-rate", relaytest.DefaultUnauthRate, o.unauthRate},
+		{"--udp-rcvbuf", relaytest.DefaultRcvbuf, float64(o.udpRcvbuf)},
+		{"--max-conns-per-ip", relaytest.DefaultMaxConnsPerIP, float64(o.maxConnsIP)},
+		{"--max-pending-conns", relaytest.DefaultMaxPending, float64(o.maxPending)},
+		{"--log-sessions", 1, map[bool]float64{true: 1}[o.logSessions]},
+		// relay.Config's zero values, which relaytest leaves them at:
+		{"--max-permissions", relay.DefaultMaxPermissions, float64(o.maxPerms)},
+		{"--max-channels", relay.DefaultMaxChannels, float64(o.maxChannels)},
+		{"--auth-failures", 10, float64(authFailures(o.authFailures))},
+	} {
+		if c.got != c.want {
+			t.Errorf("relaytest's %s is %v, the daemon's default %v", c.flag, c.got, c.want)
+		}
+	}
+	// What relaytest leaves at relay.Config's zero value is what this
+	// binary sets by default (relay.Config documents each zero value).
+	for _, c := range []struct {
+		flag      string
+		got, want time.Duration
+	}{
+		{"--allocation-lifetime", o.lifetime, 10 * time.Minute},
+		{"--permission-lifetime", o.permLifetime, 300 * time.Second},
+		{"--channel-lifetime", o.chanLifetime, 600 * time.Second},
+		{"--idle-timeout", o.idleTimeout, 10 * time.Minute},
+		{"--first-message-timeout", o.firstTimeout, 10 * time.Second},
+		{"--auth-timeout", o.authTimeout, 30 * time.Second},
+		{"--auth-backoff", o.authBackoff, 5 * time.Second},
+	} {
+		if c.got != c.want {
+			t.Errorf("the daemon's %s is %v by default, relay.Config's zero value %v", c.flag, c.got, c.want)
+		}
+	}
+}

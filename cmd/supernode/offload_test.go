@@ -49,21 +49,21 @@ func TestOffloadRelaysInKernel(t *testing.T) {
 	userOut := tn.counter("relay_packets", metrics.ClientToPeer, "udp", metrics.PathUser)
 	userIn := tn.counter("relay_packets", metrics.PeerToClient, "udp", metrics.PathUser)
 	t.Logf("client to peer: kernel %v, user %v; peer to client: kernel %v, user %v; client sent %d ChannelData, got %d",
-		kernelOut, userOut, kernelIn, userIn, tap.chanOut.Load(), tap.chanIn.Load())
+		kernelOut, userOut, kernelIn, userIn, tap.ChanOut.Load(), tap.ChanIn.Load())
 	if kernelOut+userOut != 60 || kernelIn+userIn != 60 {
 		t.Errorf("relayed %v+%v and %v+%v packets, want 60 each way", kernelOut, userOut, kernelIn, userIn)
 	}
 	// pion sends the first packets as Send indications while it binds
 	// the channel; every ChannelData after that is the kernel's.
-	if kernelOut != float64(tap.chanOut.Load()) || kernelOut < 50 {
-		t.Errorf("kernel relayed %v packets to the peer, want every ChannelData the client sent (%d), at least 50", kernelOut, tap.chanOut.Load())
+	if kernelOut != float64(tap.ChanOut.Load()) || kernelOut < 50 {
+		t.Errorf("kernel relayed %v packets to the peer, want every ChannelData the client sent (%d), at least 50", kernelOut, tap.ChanOut.Load())
 	}
 	// A peer's echo of one of those first packets can reach user space
 	// after the channel is bound there and before the kernel binding is
 	// installed; user space then frames it as ChannelData too. So every
 	// ChannelData the client got came from the kernel, except at most the
 	// packets user space relayed.
-	if chanIn := float64(tap.chanIn.Load()); kernelIn > chanIn || kernelIn < chanIn-userIn || kernelIn < 50 {
+	if chanIn := float64(tap.ChanIn.Load()); kernelIn > chanIn || kernelIn < chanIn-userIn || kernelIn < 50 {
 		t.Errorf("kernel relayed %v packets to the client, user space %v; want between %v and %v (the ChannelData the client got, less user space's), at least 50", kernelIn, userIn, chanIn-userIn, chanIn)
 	}
 	// /metrics shows the kernel's counts as they are at the scrape.

@@ -1,11 +1,11 @@
-package relaytest
+package ipforms
 
 import (
 	"net/netip"
 	"testing"
 )
 
-func TestV4Forms(t *testing.T) {
+func TestV4(t *testing.T) {
 	want := map[string]string{
 		"plain":               "192.0.2.33",
 		"mapped":              "::ffff:192.0.2.33",
@@ -16,7 +16,7 @@ func TestV4Forms(t *testing.T) {
 		"6to4":                "2002:c000:221::",
 		"6to4 host":           "2002:c000:221:1234::1",
 	}
-	got := V4Forms(netip.MustParseAddr("192.0.2.33"))
+	got := V4(netip.MustParseAddr("192.0.2.33"))
 	if len(got) != len(want) {
 		t.Errorf("%d forms, want %d: %v", len(got), len(want), got)
 	}

@@ -1,4 +1,4 @@
-package main
+package relay_test
 
 import (
 	"encoding/binary"
@@ -11,13 +11,15 @@ import (
 
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
+	"github.com/supernode/supernode/relay"
+	"github.com/supernode/supernode/relay/relaytest"
 )
 
 // expiryCall is one pion client with a channel bound to a plain peer
 // socket (not an echo: each side sends only when the test says so).
 type expiryCall struct {
-	tn        *testNode
-	tap       *tapConn
+	tn        *relaytest.Node
+	tap       *relaytest.TapConn
 	client    *turn.Client
 	relayConn net.PacketConn
 	peer      *net.UDPConn
@@ -25,20 +27,20 @@ type expiryCall struct {
 
 // kernelPackets is what the kernel path has relayed so far, both ways.
 func (c *expiryCall) kernelPackets() float64 {
-	return c.tn.counter("relay_packets", metrics.ClientToPeer, "udp", metrics.PathKernel) +
-		c.tn.counter("relay_packets", metrics.PeerToClient, "udp", metrics.PathKernel)
+	return c.tn.Counter("relay_packets", metrics.ClientToPeer, "udp", metrics.PathKernel) +
+		c.tn.Counter("relay_packets", metrics.PeerToClient, "udp", metrics.PathKernel)
 }
 
-func startExpiryCall(t *testing.T, offload string, args ...string) *expiryCall {
+// startExpiryCall starts a relay with the kernel path as offload says
+// (on: it must start) and the permission and channel lifetimes given (zero:
+// the defaults), and a call on it with ChannelData flowing both ways.
+func startExpiryCall(t *testing.T, offload string, permission, channel time.Duration) *expiryCall {
 	t.Helper()
-	args = append([]string{"--user", "alice:secret1", "--allow-peer", "127.0.0.1", "--offload", offload}, args...)
-	tn := startNode(t, args...)
-	if offload == "on" {
-		needOffload(t, tn)
-	}
-	c := &expiryCall{tn: tn, peer: mustListenUDP(t, "udp4", "127.0.0.1:0")}
-	c.tap = &tapConn{PacketConn: mustListenUDP(t, "udp4", "127.0.0.1:0")}
-	c.client = newClient(t, c.tap, tn.udp, "alice", "secret1")
+	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "secret1"}, AllowPeer: []string{"127.0.0.1"}, Offload: offload,
+		Configure: func(c *relay.Config) { c.PermissionLifetime, c.ChannelLifetime = permission, channel }})
+	c := &expiryCall{tn: tn, peer: relaytest.ListenUDP(t, "udp4", "127.0.0.1:0")}
+	c.tap = &relaytest.TapConn{PacketConn: relaytest.ListenUDP(t, "udp4", "127.0.0.1:0")}
+	c.client = relaytest.NewClient(t, c.tap, tn.Addr(), "alice", "secret1")
 	var err error
 	if c.relayConn, err = c.client.Allocate(); err != nil {
 		t.Fatalf("allocate: %v", err)
@@ -46,7 +48,7 @@ func startExpiryCall(t *testing.T, offload string, args ...string) *expiryCall {
 	t.Cleanup(func() { _ = c.relayConn.Close() })
 	// pion sends the first packets as Send indications while it binds the
 	// channel in the background: go on until ChannelData flows both ways.
-	for i := 0; c.tap.chanOut.Load() == 0 || c.tap.chanIn.Load() == 0; i++ {
+	for i := 0; c.tap.ChanOut.Load() == 0 || c.tap.ChanIn.Load() == 0; i++ {
 		if i == 100 {
 			t.Fatal("no ChannelData either way after 100 round trips")
 		}
@@ -56,7 +58,7 @@ func startExpiryCall(t *testing.T, offload string, args ...string) *expiryCall {
 		c.expectAtClient(t, i)
 	}
 	if offload == "on" {
-		if got := scrape(t, tn.http, "supernode_offload_bindings"); got != 1 {
+		if got := tn.Scrape("supernode_offload_bindings"); got != 1 {
 			t.Fatalf("supernode_offload_bindings = %v with the channel bound, want 1", got)
 		}
 		if c.kernelPackets() == 0 {
@@ -130,22 +132,22 @@ func TestExpiryStopsData(t *testing.T) {
 	for _, offload := range []string{"on", "off"} {
 		t.Run("offload-"+offload, func(t *testing.T) {
 			t.Run("permission", func(t *testing.T) {
-				c := startExpiryCall(t, offload, "--permission-lifetime", "2s", "--channel-lifetime", "1h")
+				c := startExpiryCall(t, offload, 2*time.Second, time.Hour)
 				c.waitExpired(t, offload, "supernode_permissions_active")
 				kernel := c.kernelPackets()
-				noPerm := c.tn.counter("dropped", metrics.DropNoPermission)
+				noPerm := c.tn.Counter("dropped", metrics.DropNoPermission)
 				for i := range 3 {
 					c.send(t, 100+i)
 				}
 				looptest.Eventually(t, "user space to drop the client's 3 packets for want of a permission", func() bool {
-					return c.tn.counter("dropped", metrics.DropNoPermission) >= noPerm+3
+					return c.tn.Counter("dropped", metrics.DropNoPermission) >= noPerm+3
 				})
 				c.nothingAtPeer(t)
 				for i := range 3 {
 					c.peerSend(t, 100+i)
 				}
 				looptest.Eventually(t, "user space to drop the peer's 3 packets for want of a permission", func() bool {
-					return c.tn.counter("dropped", metrics.DropNoPermission) >= noPerm+6
+					return c.tn.Counter("dropped", metrics.DropNoPermission) >= noPerm+6
 				})
 				c.nothingAtClient(t)
 				if got := c.kernelPackets(); got != kernel {
@@ -153,10 +155,10 @@ func TestExpiryStopsData(t *testing.T) {
 				}
 			})
 			t.Run("channel", func(t *testing.T) {
-				c := startExpiryCall(t, offload, "--permission-lifetime", "1h", "--channel-lifetime", "2s")
+				c := startExpiryCall(t, offload, time.Hour, 2*time.Second)
 				c.waitExpired(t, offload, "supernode_channels_active")
 				kernel := c.kernelPackets()
-				dataInd := c.tap.dataInd.Load()
+				dataInd := c.tap.DataInd.Load()
 				for i := range 3 {
 					c.send(t, 200+i) // still as ChannelData: the client has not noticed
 				}
@@ -165,7 +167,7 @@ func TestExpiryStopsData(t *testing.T) {
 					c.peerSend(t, 200+i)
 					c.expectAtClient(t, 200+i)
 				}
-				if got := c.tap.dataInd.Load() - dataInd; got != 3 {
+				if got := c.tap.DataInd.Load() - dataInd; got != 3 {
 					t.Errorf("the peer's 3 packets came as %d Data indications, want 3", got)
 				}
 				if got := c.kernelPackets(); got != kernel {
@@ -173,7 +175,7 @@ func TestExpiryStopsData(t *testing.T) {
 				}
 			})
 			t.Run("refresh-0", func(t *testing.T) {
-				c := startExpiryCall(t, offload)
+				c := startExpiryCall(t, offload, 0, 0)
 				kernel := c.kernelPackets()
 				if err := c.relayConn.Close(); err != nil { // Refresh, lifetime 0
 					t.Fatal(err)
@@ -181,9 +183,9 @@ func TestExpiryStopsData(t *testing.T) {
 				// pion's Close does not wait for the answer: wait for the
 				// node to have handled it. The kernel's state goes with the
 				// relay socket, before the allocation is counted as gone.
-				looptest.Eventually(t, "the allocation to end", func() bool { return c.tn.counter("allocations_active", "udp") == 0 })
+				looptest.Eventually(t, "the allocation to end", func() bool { return c.tn.Counter("allocations_active", "udp") == 0 })
 				if offload == "on" {
-					n, err := c.tn.n.offload.MapEntries()
+					n, err := c.tn.Offload.MapEntries()
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -194,11 +196,11 @@ func TestExpiryStopsData(t *testing.T) {
 					}
 				}
 				// The client's 5-tuple, the channel it had: raw ChannelData.
-				noAlloc := c.tn.counter("dropped", metrics.DropNoAllocation)
+				noAlloc := c.tn.Counter("dropped", metrics.DropNoAllocation)
 				cd := binary.BigEndian.AppendUint16(nil, 0x4000) // pion binds its first channel as 0x4000
 				cd = binary.BigEndian.AppendUint16(cd, 4)
 				cd = append(cd, "late"...)
-				server, err := net.ResolveUDPAddr("udp4", c.tn.udp)
+				server, err := net.ResolveUDPAddr("udp4", c.tn.Addr())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -208,15 +210,15 @@ func TestExpiryStopsData(t *testing.T) {
 					}
 				}
 				looptest.Eventually(t, "the node to drop 3 ChannelData without an allocation", func() bool {
-					return c.tn.counter("dropped", metrics.DropNoAllocation) >= noAlloc+3
+					return c.tn.Counter("dropped", metrics.DropNoAllocation) >= noAlloc+3
 				})
 				c.nothingAtPeer(t)
-				in := c.tap.chanIn.Load() + c.tap.dataInd.Load()
+				in := c.tap.ChanIn.Load() + c.tap.DataInd.Load()
 				for i := range 3 {
 					c.peerSend(t, 300+i)
 				}
 				time.Sleep(300 * time.Millisecond)
-				if got := c.tap.chanIn.Load() + c.tap.dataInd.Load(); got != in {
+				if got := c.tap.ChanIn.Load() + c.tap.DataInd.Load(); got != in {
 					t.Errorf("the client got %d packets from the peer after Refresh(0)", got-in)
 				}
 				if got := c.kernelPackets(); got != kernel {
@@ -231,9 +233,9 @@ func TestExpiryStopsData(t *testing.T) {
 // kernel path, for the binding to be gone from the kernel too.
 func (c *expiryCall) waitExpired(t *testing.T, offload, gauge string) {
 	t.Helper()
-	looptest.Eventually(t, gauge+" to fall to 0", func() bool { return scrape(t, c.tn.http, gauge) == 0 })
+	looptest.Eventually(t, gauge+" to fall to 0", func() bool { return c.tn.Scrape(gauge) == 0 })
 	if offload == "on" {
-		if got := scrape(t, c.tn.http, "supernode_offload_bindings"); got != 0 {
+		if got := c.tn.Scrape("supernode_offload_bindings"); got != 0 {
 			t.Fatalf("supernode_offload_bindings = %v once %s is 0, want 0", got, gauge)
 		}
 	}

@@ -1,10 +1,12 @@
-// Package relaytest holds what tests of the relay, in relay itself and in
-// the packages and binaries built on it, share about its inputs.
-package relaytest
+// Package ipforms writes an IPv4 address in every IPv6 form that carries
+// it, for tests of the relay's peer policy, in relay itself and in the
+// packages and binaries built on it. It is apart from relaytest, which
+// imports relay, so that relay's own tests can import it.
+package ipforms
 
 import "net/netip"
 
-// V4Forms writes an IPv4 address in every form that carries it, keyed by
+// V4 writes an IPv4 address in every form that carries it, keyed by
 // the form's name: "plain" (the IPv4 address itself), "mapped"
 // (::ffff:a.b.c.d), "compatible" (::a.b.c.d), the NAT64 well-known prefix
 // 64:ff9b::/96 ("nat64"), the NAT64 local-use prefix 64:ff9b:1::/48 with
@@ -12,7 +14,7 @@ import "net/netip"
 // ("nat64 local-use /96"), and 6to4's 2002:a.b.c.d::/48 as a bare prefix
 // ("6to4") and with a host part ("6to4 host"). The relay's peer policy
 // (relay/embedded.go) reads the IPv4 address out of each.
-func V4Forms(v4 netip.Addr) map[string]netip.Addr {
+func V4(v4 netip.Addr) map[string]netip.Addr {
 	b := v4.As4()
 	form := func(prefix []byte, at int) netip.Addr {
 		var a [16]byte

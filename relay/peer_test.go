@@ -1,4 +1,4 @@
-package main
+package relay_test
 
 import (
 	"net"
@@ -9,6 +9,8 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/supernode/supernode/looptest"
+	"github.com/supernode/supernode/relay"
+	"github.com/supernode/supernode/relay/relaytest"
 )
 
 // TestPeerPolicy runs against a node whose relay IP is 127.0.0.3, so the
@@ -16,10 +18,10 @@ import (
 // and gets no special treatment. No packet is sent to any peer: only
 // permissions are requested.
 func TestPeerPolicy(t *testing.T) {
-	tn := startNode(t, "--relay-ip", "127.0.0.3", "--user", "alice:pw", "--allow-peer", "198.51.100.0/25",
-		"--deny-peer", "8.8.8.0/24")
-	c := newRawClient(t, tn.udp)
-	c.allocate("alice", "pw")
+	tn := relaytest.Start(t, relaytest.Options{RelayIPs: []string{"127.0.0.3"}, Users: map[string]string{"alice": "pw"},
+		AllowPeer: []string{"198.51.100.0/25"}, DenyPeer: []string{"8.8.8.0/24"}})
+	c := relaytest.NewRawClient(t, tn.Addr())
+	c.Allocate("alice", "pw")
 
 	denied := []string{
 		"127.0.0.1", "::ffff:127.0.0.1", "0.0.0.0", "169.254.169.254", "10.0.0.1", "172.16.5.4",
@@ -30,41 +32,41 @@ func TestPeerPolicy(t *testing.T) {
 	for _, s := range denied {
 		ip := net.ParseIP(s)
 		t.Run("deny "+s, func(t *testing.T) {
-			before := tn.counter("peer_denials", "create_permission")
-			if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{ip, 9})); code != 403 {
+			before := tn.Counter("peer_denials", "create_permission")
+			if code := relaytest.ErrCode(c.Do(stun.MethodCreatePermission, "alice", "pw", relaytest.PeerAddr{IP: ip, Port: 9})); code != 403 {
 				t.Fatalf("CreatePermission %s: code %d, want 403", s, code)
 			}
-			if code := errCode(c.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4000), peerAddr{ip, 9})); code != 403 {
+			if code := relaytest.ErrCode(c.Do(stun.MethodChannelBind, "alice", "pw", relaytest.ChannelNumber(0x4000), relaytest.PeerAddr{IP: ip, Port: 9})); code != 403 {
 				t.Fatalf("ChannelBind %s: code %d, want 403", s, code)
 			}
-			if got := tn.counter("peer_denials", "create_permission"); got != before+1 {
+			if got := tn.Counter("peer_denials", "create_permission"); got != before+1 {
 				t.Fatalf("peer_denials{create_permission} %v -> %v, want +1", before, got)
 			}
 		})
 	}
-	if got := tn.counter("peer_denials", "channel_bind"); got != float64(len(denied)) {
+	if got := tn.Counter("peer_denials", "channel_bind"); got != float64(len(denied)) {
 		t.Errorf("peer_denials{channel_bind} = %v, want %d", got, len(denied))
 	}
 	// The IPv6 forms are refused on an IPv4 allocation too (family mismatch
 	// or policy); either way no permission is installed.
 	for _, s := range []string{"::1", "::"} {
-		if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{net.ParseIP(s), 9})); code == 0 {
+		if code := relaytest.ErrCode(c.Do(stun.MethodCreatePermission, "alice", "pw", relaytest.PeerAddr{IP: net.ParseIP(s), Port: 9})); code == 0 {
 			t.Errorf("CreatePermission %s succeeded", s)
 		}
 	}
 
 	allowed := []string{"198.51.100.7", "1.1.1.1", "8.8.4.4"}
 	for i, s := range allowed {
-		if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr{net.ParseIP(s), 9})); code != 0 {
+		if code := relaytest.ErrCode(c.Do(stun.MethodCreatePermission, "alice", "pw", relaytest.PeerAddr{IP: net.ParseIP(s), Port: 9})); code != 0 {
 			t.Errorf("CreatePermission %s: code %d, want success", s, code)
 		}
-		if code := errCode(c.do(stun.MethodChannelBind, "alice", "pw", channelNumber(0x4001+i), peerAddr{net.ParseIP(s), 9})); code != 0 {
+		if code := relaytest.ErrCode(c.Do(stun.MethodChannelBind, "alice", "pw", relaytest.ChannelNumber(0x4001+i), relaytest.PeerAddr{IP: net.ParseIP(s), Port: 9})); code != 0 {
 			t.Errorf("ChannelBind %s: code %d, want success", s, code)
 		}
 	}
 	// One request naming an allowed and a denied peer is refused whole.
-	if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw",
-		peerAddr{net.ParseIP("1.1.1.1"), 9}, peerAddr{net.ParseIP("127.0.0.1"), 9})); code != 403 {
+	if code := relaytest.ErrCode(c.Do(stun.MethodCreatePermission, "alice", "pw",
+		relaytest.PeerAddr{IP: net.ParseIP("1.1.1.1"), Port: 9}, relaytest.PeerAddr{IP: net.ParseIP("127.0.0.1"), Port: 9})); code != 403 {
 		t.Errorf("mixed CreatePermission: code %d, want 403", code)
 	}
 }
@@ -79,16 +81,17 @@ func TestPeerSelfPorts(t *testing.T) {
 		open  bool
 	}{
 		{"no rule", nil, false},
-		{"a range is not enough", []string{"--allow-peer", "127.0.0.0/8"}, false},
-		{"the exact address opens it", []string{"--allow-peer", "127.0.0.1"}, true},
+		{"a range is not enough", []string{"127.0.0.0/8"}, false},
+		{"the exact address opens it", []string{"127.0.0.1"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Relay ports below the kernel's ephemeral range (32768+), so the
 			// "service" socket below is never inside the relay range.
-			tn := startNode(t, append([]string{"--user", "alice:pw", "--min-port", "20000", "--max-port", "20999"}, tc.allow...)...)
+			tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "pw"}, AllowPeer: tc.allow,
+				Configure: func(c *relay.Config) { c.MinPort, c.MaxPort = 20000, 20999 }})
 			// A "service" on the node's own address that is not a relay socket.
-			svc := mustListenUDP(t, "udp4", "127.0.0.1:0")
-			c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
+			svc := relaytest.ListenUDP(t, "udp4", "127.0.0.1:0")
+			c := relaytest.NewClient(t, relaytest.ListenUDP(t, "udp4", "127.0.0.1:0"), tn.Addr(), "alice", "pw")
 			relayConn, err := c.Allocate()
 			if err != nil {
 				t.Fatal(err)
@@ -100,11 +103,11 @@ func TestPeerSelfPorts(t *testing.T) {
 				}
 			}
 			if tc.open {
-				looptest.Eventually(t, "packets relayed", func() bool { return tn.counter("relay_packets", "client_to_peer", "udp") >= 5 })
+				looptest.Eventually(t, "packets relayed", func() bool { return tn.Counter("relay_packets", "client_to_peer", "udp") >= 5 })
 				return
 			}
-			looptest.Eventually(t, "self-port drops counted", func() bool { return tn.counter("dropped", "peer_denied") >= 5 })
-			if got := tn.counter("relay_packets", "client_to_peer", "udp"); got != 0 {
+			looptest.Eventually(t, "self-port drops counted", func() bool { return tn.Counter("dropped", "peer_denied") >= 5 })
+			if got := tn.Counter("relay_packets", "client_to_peer", "udp"); got != 0 {
 				t.Fatalf("%v packets relayed to a non-relay port on the node's own address", got)
 			}
 		})
@@ -114,14 +117,15 @@ func TestPeerSelfPorts(t *testing.T) {
 // TestTCPRelayPortsExclusive: with one relay port, a second TCP allocation
 // must fail rather than share the port (SO_REUSEPORT would let it).
 func TestTCPRelayPortsExclusive(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw", "--user", "mallory:pw", "--min-port", "50555", "--max-port", "50555")
+	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "pw", "mallory": "pw"},
+		Configure: func(c *relay.Config) { c.MinPort, c.MaxPort = 50555, 50555 }})
 	alloc := func(user string) error {
-		control, err := net.Dial("tcp", tn.udp)
+		control, err := net.Dial("tcp", tn.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = control.Close() })
-		c := newClient(t, turn.NewSTUNConn(control), tn.udp, user, "pw")
+		c := relaytest.NewClient(t, turn.NewSTUNConn(control), tn.Addr(), user, "pw")
 		a, err := c.AllocateTCP()
 		if err == nil {
 			t.Cleanup(func() { _ = a.Close() })

@@ -1,4 +1,4 @@
-package main
+package relay_test
 
 import (
 	"encoding/binary"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/supernode/supernode/endpoint"
 	"github.com/supernode/supernode/relay/relaytest"
+	"github.com/supernode/supernode/relay/relaytest/ipforms"
 )
 
 // peerAddr6 is an XOR-PEER-ADDRESS written as an IPv6 address (family 2)
@@ -50,7 +51,7 @@ func (requestIPv6) AddTo(m *stun.Message) error {
 // its plain form gets. Only permissions are requested on an IPv6
 // allocation; no packet is sent to any peer.
 func TestSelfAddressEmbeddedForms(t *testing.T) {
-	needIPv6Loopback(t)
+	relaytest.NeedIPv6Loopback(t)
 
 	// One of the host's addresses that is not a relay address: the node
 	// learns them from endpoint.LocalIPs(). Loopback is the relay's family here, so
@@ -59,20 +60,20 @@ func TestSelfAddressEmbeddedForms(t *testing.T) {
 	// The policy allows that address's /24, so only the own-address rule
 	// stands between a client and the host's services there.
 	local := netip.MustParseAddr("169.254.169.254")
-	args := []string{"--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--relay-ip", "127.0.0.1", "--relay-ip", "::1",
-		"--user", "alice:pw", "--allow-peer", "64:ff9b:1::/48"}
+	o := relaytest.Options{Listen: []string{"127.0.0.1:0", "[::1]:0"}, RelayIPs: []string{"127.0.0.1", "::1"},
+		Users: map[string]string{"alice": "pw"}, AllowPeer: []string{"64:ff9b:1::/48"}}
 	for _, ip := range endpoint.LocalIPs() {
 		if ip.Is4() && !ip.IsLoopback() {
 			local = ip
-			args = append(args, "--allow-peer", netip.PrefixFrom(ip, 24).Masked().String())
+			o.AllowPeer = append(o.AllowPeer, netip.PrefixFrom(ip, 24).Masked().String())
 			break
 		}
 	}
 	t.Logf("non-relay address under test: %s", local)
-	tn := startNode(t, args...)
-	c := newRawClient(t, tn.udp)
-	resp := c.do(stun.MethodAllocate, "alice", "pw", requestedTransport(17), requestIPv6{})
-	if code := errCode(resp); code != 0 {
+	tn := relaytest.Start(t, o)
+	c := relaytest.NewRawClient(t, tn.Addr())
+	resp := c.Do(stun.MethodAllocate, "alice", "pw", relaytest.RequestedTransport(17), requestIPv6{})
+	if code := relaytest.ErrCode(resp); code != 0 {
 		t.Fatalf("IPv6 allocation: error code %d", code)
 	}
 	var relayed stun.XORMappedAddress
@@ -81,28 +82,28 @@ func TestSelfAddressEmbeddedForms(t *testing.T) {
 	}
 
 	refused := 0
-	for name, a := range relaytest.V4Forms(local) {
+	for name, a := range ipforms.V4(local) {
 		if name == "plain" {
 			continue // the IPv4 address itself: this test is about its IPv6 forms
 		}
 		t.Run("other local address/"+name+"/"+a.String(), func(t *testing.T) {
-			if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr6{a, 9})); code != 403 {
+			if code := relaytest.ErrCode(c.Do(stun.MethodCreatePermission, "alice", "pw", peerAddr6{a, 9})); code != 403 {
 				t.Fatalf("CreatePermission %s: code %d, want 403", a, code)
 			}
 		})
 		refused++
 	}
-	for name, a := range relaytest.V4Forms(netip.MustParseAddr("127.0.0.1")) {
+	for name, a := range ipforms.V4(netip.MustParseAddr("127.0.0.1")) {
 		if name == "plain" || name == "mapped" {
 			continue // an IPv4 peer: pion answers 443 on an IPv6 allocation
 		}
 		t.Run("relay address/"+name+"/"+a.String(), func(t *testing.T) {
-			if code := errCode(c.do(stun.MethodCreatePermission, "alice", "pw", peerAddr6{a, 9})); code != 0 {
+			if code := relaytest.ErrCode(c.Do(stun.MethodCreatePermission, "alice", "pw", peerAddr6{a, 9})); code != 0 {
 				t.Fatalf("CreatePermission %s: code %d, want success as for 127.0.0.1", a, code)
 			}
 		})
 	}
-	if got := tn.counter("peer_denials", "create_permission"); got != float64(refused) {
+	if got := tn.Counter("peer_denials", "create_permission"); got != float64(refused) {
 		t.Errorf("peer_denials{create_permission} = %v, want %d", got, refused)
 	}
 }
