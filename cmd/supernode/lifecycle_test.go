@@ -97,6 +97,20 @@ func startStreamer(t *testing.T, relayConn net.PacketConn, peer net.Addr) *strea
 	return s
 }
 
+// streamThrough allocates for user through tn over UDP and streams media
+// to an echoing peer through the allocation; the caller closes relayConn.
+func streamThrough(t *testing.T, tn *testNode, user, password string) (s *streamer, relayConn net.PacketConn) {
+	t.Helper()
+	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
+	looptest.Echo(peer)
+	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, user, password)
+	relayConn, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startStreamer(t, relayConn, peer.LocalAddr()), relayConn
+}
+
 func (s *streamer) finish() {
 	s.once.Do(func() { close(s.stop) })
 	<-s.done
@@ -104,15 +118,8 @@ func (s *streamer) finish() {
 
 func TestMetricsMoveDuringTransfer(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
-	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	looptest.Echo(peer)
-	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
-	relayConn, err := c.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, relayConn := streamThrough(t, tn, "alice", "pw")
 	defer relayConn.Close()
-	s := startStreamer(t, relayConn, peer.LocalAddr())
 
 	// Both paths: the first packets go as indications through user
 	// space, the rest as ChannelData through the kernel path when it is on.
@@ -139,14 +146,7 @@ func TestMetricsMoveDuringTransfer(t *testing.T) {
 
 func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1", "--drain-timeout", "1m")
-	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	looptest.Echo(peer)
-	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "pw")
-	relayConn, err := c.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := startStreamer(t, relayConn, peer.LocalAddr())
+	s, relayConn := streamThrough(t, tn, "alice", "pw")
 	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
 
 	// A second, raw allocation to show refreshes still work while draining.
@@ -221,15 +221,8 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	cert, key := writeTestCert(t)
 	tn := startNode(t, "--users-file", users, "--allow-peer", "127.0.0.1", "--tls-listen", "127.0.0.1:0",
 		"--cert", cert, "--key", key)
-	peer := mustListenUDP(t, "udp4", "127.0.0.1:0")
-	looptest.Echo(peer)
-	c := newClient(t, mustListenUDP(t, "udp4", "127.0.0.1:0"), tn.udp, "alice", "old")
-	relayConn, err := c.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, relayConn := streamThrough(t, tn, "alice", "old")
 	defer relayConn.Close()
-	s := startStreamer(t, relayConn, peer.LocalAddr())
 	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
 
 	if err := os.WriteFile(users, []byte("alice:new\n"), 0o600); err != nil {
