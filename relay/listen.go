@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -85,6 +86,31 @@ func ListenUDP(addr string, n, rcvbuf int) ([]net.PacketConn, error) {
 		out = append(out, pc)
 	}
 	return out, nil
+}
+
+// ListenUDPAndTCP opens ListenUDP's n sockets and a ListenTCP listener on
+// one port of addr, as a TURN listen address serves both. With port 0 the
+// kernel picks the UDP port, and TCP may already use that port (an outgoing
+// connection's, say): then the pair is tried again on another, up to 20
+// times.
+func ListenUDPAndTCP(addr string, n, rcvbuf int) ([]net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for try := 1; ; try++ {
+		pcs, err := ListenUDP(addr, n, rcvbuf)
+		if err != nil {
+			return nil, nil, err
+		}
+		tl, err := ListenTCP(pcs[0].LocalAddr().String())
+		if err == nil {
+			return pcs, tl, nil
+		}
+		for _, pc := range pcs {
+			_ = pc.Close()
+		}
+		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) || try == 20 {
+			return nil, nil, err
+		}
+	}
 }
 
 // RcvbufSize is the receive buffer pc obtained, in the bytes ListenUDP's

@@ -191,7 +191,7 @@ func (n *node) listen(listens map[string][]string) ([]relay.Listener, error) {
 	var ls []relay.Listener
 	var udp []net.PacketConn
 	for _, a := range o.listen {
-		pcs, tl, err := listenUDPAndTCP(a, o.udpSockets, o.udpRcvbuf)
+		pcs, tl, err := relay.ListenUDPAndTCP(a, o.udpSockets, o.udpRcvbuf)
 		if err != nil {
 			return nil, fmt.Errorf("--listen: %w", err)
 		}
@@ -369,30 +369,6 @@ func (n *node) close() {
 	}
 	for _, c := range n.closers {
 		_ = c.Close()
-	}
-}
-
-// listenUDPAndTCP opens the UDP sockets and the TCP listener of one --listen
-// address on one port. With port 0 the kernel picks the UDP port, and TCP
-// may already use that port (an outgoing connection's, say): then the pair
-// is tried again on another.
-func listenUDPAndTCP(addr string, sockets, rcvbuf int) ([]net.PacketConn, net.Listener, error) {
-	_, port, _ := net.SplitHostPort(addr)
-	for try := 1; ; try++ {
-		pcs, err := relay.ListenUDP(addr, sockets, rcvbuf)
-		if err != nil {
-			return nil, nil, err
-		}
-		tl, err := relay.ListenTCP(pcs[0].LocalAddr().String())
-		if err == nil {
-			return pcs, tl, nil
-		}
-		for _, pc := range pcs {
-			_ = pc.Close()
-		}
-		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) || try == 20 {
-			return nil, nil, err
-		}
 	}
 }
 

@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -198,7 +197,10 @@ func (n *Node) listen(o Options) ([]relay.Listener, []netip.Addr) {
 	var ls []relay.Listener
 	var ips []netip.Addr
 	for _, a := range o.Listen {
-		pcs, tl := listenUDPAndTCP(t, a, o.UDPSockets, o.Rcvbuf)
+		pcs, tl, err := relay.ListenUDPAndTCP(a, o.UDPSockets, o.Rcvbuf)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, pc := range pcs {
 			n.closers = append(n.closers, pc.Close)
 			ls = append(ls, relay.Listener{Transport: "udp", PacketConn: pc})
@@ -239,29 +241,6 @@ func (n *Node) listen(o Options) ([]relay.Listener, []netip.Addr) {
 		n.DTLS = dl.Addr().String()
 	}
 	return ls, ips
-}
-
-// listenUDPAndTCP opens one listen address's UDP sockets and TCP listener
-// on one port, trying another port when the kernel's pick for UDP is
-// taken for TCP.
-func listenUDPAndTCP(t testing.TB, addr string, sockets, rcvbuf int) ([]net.PacketConn, net.Listener) {
-	t.Helper()
-	for try := 1; ; try++ {
-		pcs, err := relay.ListenUDP(addr, sockets, rcvbuf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tl, err := relay.ListenTCP(pcs[0].LocalAddr().String())
-		if err == nil {
-			return pcs, tl
-		}
-		for _, pc := range pcs {
-			_ = pc.Close()
-		}
-		if !errors.Is(err, syscall.EADDRINUSE) || try == 20 {
-			t.Fatal(err)
-		}
-	}
 }
 
 // startOffload starts the kernel path as mode says, the daemon's way: auto
