@@ -46,6 +46,10 @@ type options struct {
 	// origin says where each flag's values came from when it was not the
 	// command line, so that an error found later names it.
 	origin config.Origins
+	// relay and table are bound to their flags directly; start adds what
+	// is built at run time (sockets, store, policy, addresses).
+	relay relay.Config
+	table allocation.TableConfig
 
 	config       string
 	listen       config.List
@@ -56,34 +60,15 @@ type options struct {
 	relayIP      config.List
 	externalIP   config.List
 	publicHost   string
-	minPort      int
-	maxPort      int
-	realm        string
 	users        config.List
 	usersFile    string
 	secrets      config.List
 	secretFile   string
 	allowPeer    config.List
 	denyPeer     config.List
-	userQuota    int
-	totalQuota   int
-	maxBPS       int64
 	offload      string
 	offloadMax   int
-	lifetime     time.Duration
-	idleTimeout  time.Duration
-	permLifetime time.Duration
-	chanLifetime time.Duration
-	firstTimeout time.Duration
-	maxConnsIP   int
-	maxPending   int
-	authTimeout  time.Duration
-	maxPerms     int
-	maxChannels  int
-	allocRate    float64
-	unauthRate   float64
 	authFailures int
-	authBackoff  time.Duration
 	maxCredTTL   time.Duration
 	udpRcvbuf    int
 	httpListen   string
@@ -99,7 +84,6 @@ type options struct {
 	drainTimeout time.Duration
 	logLevel     string
 	logFormat    string
-	logSessions  bool
 	version      bool
 }
 
@@ -120,9 +104,9 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.Var(&o.relayIP, "relay-ip", "`IP` that relay sockets bind to, at most one per address family, repeatable (default: the first global IPv4 of this host, else 127.0.0.1)")
 	fs.Var(&o.externalIP, "external-ip", "`IP` advertised in XOR-RELAYED-ADDRESS instead of the --relay-ip of the same family (1:1 NAT), repeatable")
 	fs.StringVar(&o.publicHost, "public-host", "", "host name or IP put in the URLs of /v1/ice-servers (default: --external-ip, else the listen IP, else --relay-ip); in a fleet, a name is also the ALTERNATE-DOMAIN of TLS/DTLS redirects to this node")
-	fs.IntVar(&o.minPort, "min-port", 49152, "lowest relay port (inclusive)")
-	fs.IntVar(&o.maxPort, "max-port", 65535, "highest relay port (inclusive)")
-	fs.StringVar(&o.realm, "realm", host, "long-term credential realm")
+	fs.IntVar(&o.relay.MinPort, "min-port", 49152, "lowest relay port (inclusive)")
+	fs.IntVar(&o.relay.MaxPort, "max-port", 65535, "highest relay port (inclusive)")
+	fs.StringVar(&o.relay.Realm, "realm", host, "long-term credential realm")
 	fs.Var(&o.users, "user", "static long-term user `name:password`, repeatable")
 	fs.StringVar(&o.usersFile, "users-file", "", "file of name:password lines, # comments (re-read on SIGHUP)")
 	fs.Var(&o.secrets, "auth-secret", "TURN REST shared `secret` (coturn use-auth-secret), repeatable; the first mints credentials, all verify")
@@ -143,7 +127,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-	fs.BoolVar(&o.logSessions, "log-sessions", true, "log one info line per ended allocation: user, call, transport, client, duration, bytes and packets each way, why it ended")
+	fs.BoolVar(&o.relay.LogSessions, "log-sessions", true, "log one info line per ended allocation: user, call, transport, client, duration, bytes and packets each way, why it ended")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -151,27 +135,27 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 // addLimitFlags adds the flags that bound what clients may do and hold:
 // quotas, rates, lifetimes and timeouts (the README's "Abuse and limits").
 func addLimitFlags(fs *flag.FlagSet, o *options) {
-	fs.IntVar(&o.userQuota, "user-quota", defaultUserQuota, "most allocations one user id may hold at once (0 = unlimited)")
-	fs.IntVar(&o.totalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
+	fs.IntVar(&o.table.UserQuota, "user-quota", defaultUserQuota, "most allocations one user id may hold at once (0 = unlimited)")
+	fs.IntVar(&o.table.TotalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
 	fs.StringVar(&o.offload, "offload", "auto", "kernel data path for UDP ChannelData (eBPF, TCX): auto uses it when it can and logs why not, on refuses to start without it, off never uses it")
 	fs.IntVar(&o.offloadMax, "offload-max-channels", offload.DefaultMaxChannels, "most channels (with a live permission) the kernel path relays at once, node-wide; more stay in user space")
-	fs.Int64Var(&o.maxBPS, "max-bps", defaultMaxBPS, "bandwidth limit per allocation and direction in `bits/s`; excess packets are dropped (0 = unlimited)")
-	fs.IntVar(&o.maxPerms, "max-permissions", relay.DefaultMaxPermissions, "most peer IPs one allocation may hold permissions for; more get 508")
-	fs.IntVar(&o.maxChannels, "max-channels", relay.DefaultMaxChannels, "most channels one allocation may bind; more get 508")
-	fs.Float64Var(&o.allocRate, "user-alloc-rate", defaultAllocRate, "new allocations one user id may attempt per second, with a burst of 5 seconds' worth; more get 486 (0 = unlimited)")
-	fs.Float64Var(&o.unauthRate, "unauth-rate", defaultUnauthRate, "unauthenticated requests (Binding, requests without MESSAGE-INTEGRITY or with a nonce not given to their address) one source IP (IPv6: /64) may send per second, burst twice that; the node takes 50 times that; more are dropped (0 = unlimited)")
+	fs.Int64Var(&o.relay.MaxBPS, "max-bps", defaultMaxBPS, "bandwidth limit per allocation and direction in `bits/s`; excess packets are dropped (0 = unlimited)")
+	fs.IntVar(&o.relay.MaxPermissions, "max-permissions", relay.DefaultMaxPermissions, "most peer IPs one allocation may hold permissions for; more get 508")
+	fs.IntVar(&o.relay.MaxChannels, "max-channels", relay.DefaultMaxChannels, "most channels one allocation may bind; more get 508")
+	fs.Float64Var(&o.relay.UserAllocRate, "user-alloc-rate", defaultAllocRate, "new allocations one user id may attempt per second, with a burst of 5 seconds' worth; more get 486 (0 = unlimited)")
+	fs.Float64Var(&o.relay.UnauthRate, "unauth-rate", defaultUnauthRate, "unauthenticated requests (Binding, requests without MESSAGE-INTEGRITY or with a nonce not given to their address) one source IP (IPv6: /64) may send per second, burst twice that; the node takes 50 times that; more are dropped (0 = unlimited)")
 	fs.IntVar(&o.authFailures, "auth-failures", 10, "failed password checks from one IP or for one username within a minute that start a backoff dropping its requests (0 = never)")
-	fs.DurationVar(&o.authBackoff, "auth-backoff", 5*time.Second, "first backoff after --auth-failures; it doubles while failures go on, up to 5m")
+	fs.DurationVar(&o.relay.AuthBackoff, "auth-backoff", 5*time.Second, "first backoff after --auth-failures; it doubles while failures go on, up to 5m")
 	fs.DurationVar(&o.maxCredTTL, "max-credential-ttl", 7*24*time.Hour, "REST credentials expiring further in the future than this are refused (the /v1/ice-servers maximum)")
 	fs.IntVar(&o.udpRcvbuf, "udp-rcvbuf", defaultUDPRcvbuf, "receive buffer of each UDP listener socket in `bytes` (0 = the kernel's default)")
-	fs.DurationVar(&o.lifetime, "allocation-lifetime", 10*time.Minute, "allocation lifetime when the client asks for none")
-	fs.DurationVar(&o.permLifetime, "permission-lifetime", 300*time.Second, "how long a permission lives unless the client refreshes it (RFC 8656: 300s)")
-	fs.DurationVar(&o.chanLifetime, "channel-lifetime", 600*time.Second, "how long a channel binding lives unless the client refreshes it (RFC 8656: 600s)")
-	fs.DurationVar(&o.idleTimeout, "idle-timeout", 10*time.Minute, "close a TCP/TLS/DTLS client connection with an allocation that is silent for this long (without one: at most 30s)")
-	fs.DurationVar(&o.firstTimeout, "first-message-timeout", 10*time.Second, "close a TCP/TLS/DTLS client connection that sends no complete STUN message (handshake included) in this time")
-	fs.IntVar(&o.maxConnsIP, "max-conns-per-ip", 256, "most TCP/TLS/DTLS client connections without an allocation one IP address (IPv6: /64) may hold at once (0 = unlimited)")
-	fs.IntVar(&o.maxPending, "max-pending-conns", 4096, "most TCP/TLS/DTLS client connections without an allocation on the node at once (0 = unlimited)")
-	fs.DurationVar(&o.authTimeout, "auth-timeout", 30*time.Second, "close a TCP/TLS/DTLS client connection that holds no allocation this long after it was accepted")
+	fs.DurationVar(&o.relay.AllocationLifetime, "allocation-lifetime", 10*time.Minute, "allocation lifetime when the client asks for none")
+	fs.DurationVar(&o.relay.PermissionLifetime, "permission-lifetime", 300*time.Second, "how long a permission lives unless the client refreshes it (RFC 8656: 300s)")
+	fs.DurationVar(&o.relay.ChannelLifetime, "channel-lifetime", 600*time.Second, "how long a channel binding lives unless the client refreshes it (RFC 8656: 600s)")
+	fs.DurationVar(&o.relay.IdleTimeout, "idle-timeout", 10*time.Minute, "close a TCP/TLS/DTLS client connection with an allocation that is silent for this long (without one: at most 30s)")
+	fs.DurationVar(&o.relay.FirstMessageTimeout, "first-message-timeout", 10*time.Second, "close a TCP/TLS/DTLS client connection that sends no complete STUN message (handshake included) in this time")
+	fs.IntVar(&o.relay.MaxConnsPerIP, "max-conns-per-ip", 256, "most TCP/TLS/DTLS client connections without an allocation one IP address (IPv6: /64) may hold at once (0 = unlimited)")
+	fs.IntVar(&o.relay.MaxPendingConns, "max-pending-conns", 4096, "most TCP/TLS/DTLS client connections without an allocation on the node at once (0 = unlimited)")
+	fs.DurationVar(&o.relay.AuthTimeout, "auth-timeout", 30*time.Second, "close a TCP/TLS/DTLS client connection that holds no allocation this long after it was accepted")
 }
 
 // parseOptions reads, in rising precedence, the config file, SUPERNODE_*
@@ -243,42 +227,42 @@ func (o *options) check() error {
 // of enumerated settings, in the order --help lists most of them.
 func (o *options) checkValues() error {
 	switch {
-	case o.minPort < 1 || o.minPort > 65535:
-		return fmt.Errorf("--min-port %d: want 1..65535", o.minPort)
-	case o.maxPort < o.minPort || o.maxPort > 65535:
-		return fmt.Errorf("--max-port %d: want --min-port (%d)..65535", o.maxPort, o.minPort)
+	case o.relay.MinPort < 1 || o.relay.MinPort > 65535:
+		return fmt.Errorf("--min-port %d: want 1..65535", o.relay.MinPort)
+	case o.relay.MaxPort < o.relay.MinPort || o.relay.MaxPort > 65535:
+		return fmt.Errorf("--max-port %d: want --min-port (%d)..65535", o.relay.MaxPort, o.relay.MinPort)
 	case (len(o.tlsListen) > 0 || len(o.dtlsListen) > 0) && (o.cert == "" || o.key == ""):
 		return errors.New("--tls-listen and --dtls-listen need --cert and --key")
 	case o.udpSockets < 1:
 		return fmt.Errorf("--udp-sockets %d: want at least 1", o.udpSockets)
-	case o.maxConnsIP < 0:
-		return fmt.Errorf("--max-conns-per-ip %d: want 0 (unlimited) or more", o.maxConnsIP)
-	case o.userQuota < 0:
-		return fmt.Errorf("--user-quota %d: want 0 (unlimited) or more", o.userQuota)
-	case o.totalQuota < 0:
-		return fmt.Errorf("--total-quota %d: want 0 (unlimited) or more", o.totalQuota)
-	case o.maxPending < 0:
-		return fmt.Errorf("--max-pending-conns %d: want 0 (unlimited) or more", o.maxPending)
-	case o.lifetime <= 0:
-		return fmt.Errorf("--allocation-lifetime %v: want more than 0", o.lifetime)
-	case o.permLifetime < time.Second:
-		return fmt.Errorf("--permission-lifetime %v: want at least 1s", o.permLifetime)
-	case o.chanLifetime < time.Second:
-		return fmt.Errorf("--channel-lifetime %v: want at least 1s", o.chanLifetime)
-	case o.authTimeout <= 0:
-		return fmt.Errorf("--auth-timeout %v: want more than 0", o.authTimeout)
-	case o.maxPerms < 1:
-		return fmt.Errorf("--max-permissions %d: want at least 1", o.maxPerms)
-	case o.maxChannels < 1:
-		return fmt.Errorf("--max-channels %d: want at least 1", o.maxChannels)
-	case o.allocRate < 0:
-		return fmt.Errorf("--user-alloc-rate %g: want 0 (unlimited) or more", o.allocRate)
-	case o.unauthRate < 0:
-		return fmt.Errorf("--unauth-rate %g: want 0 (unlimited) or more", o.unauthRate)
+	case o.relay.MaxConnsPerIP < 0:
+		return fmt.Errorf("--max-conns-per-ip %d: want 0 (unlimited) or more", o.relay.MaxConnsPerIP)
+	case o.table.UserQuota < 0:
+		return fmt.Errorf("--user-quota %d: want 0 (unlimited) or more", o.table.UserQuota)
+	case o.table.TotalQuota < 0:
+		return fmt.Errorf("--total-quota %d: want 0 (unlimited) or more", o.table.TotalQuota)
+	case o.relay.MaxPendingConns < 0:
+		return fmt.Errorf("--max-pending-conns %d: want 0 (unlimited) or more", o.relay.MaxPendingConns)
+	case o.relay.AllocationLifetime <= 0:
+		return fmt.Errorf("--allocation-lifetime %v: want more than 0", o.relay.AllocationLifetime)
+	case o.relay.PermissionLifetime < time.Second:
+		return fmt.Errorf("--permission-lifetime %v: want at least 1s", o.relay.PermissionLifetime)
+	case o.relay.ChannelLifetime < time.Second:
+		return fmt.Errorf("--channel-lifetime %v: want at least 1s", o.relay.ChannelLifetime)
+	case o.relay.AuthTimeout <= 0:
+		return fmt.Errorf("--auth-timeout %v: want more than 0", o.relay.AuthTimeout)
+	case o.relay.MaxPermissions < 1:
+		return fmt.Errorf("--max-permissions %d: want at least 1", o.relay.MaxPermissions)
+	case o.relay.MaxChannels < 1:
+		return fmt.Errorf("--max-channels %d: want at least 1", o.relay.MaxChannels)
+	case o.relay.UserAllocRate < 0:
+		return fmt.Errorf("--user-alloc-rate %g: want 0 (unlimited) or more", o.relay.UserAllocRate)
+	case o.relay.UnauthRate < 0:
+		return fmt.Errorf("--unauth-rate %g: want 0 (unlimited) or more", o.relay.UnauthRate)
 	case o.authFailures < 0:
 		return fmt.Errorf("--auth-failures %d: want 0 (never) or more", o.authFailures)
-	case o.authBackoff <= 0:
-		return fmt.Errorf("--auth-backoff %v: want more than 0", o.authBackoff)
+	case o.relay.AuthBackoff <= 0:
+		return fmt.Errorf("--auth-backoff %v: want more than 0", o.relay.AuthBackoff)
 	case o.maxCredTTL <= 0:
 		return fmt.Errorf("--max-credential-ttl %v: want more than 0", o.maxCredTTL)
 	case o.udpRcvbuf < 0:
@@ -287,9 +271,9 @@ func (o *options) checkValues() error {
 		return fmt.Errorf("--offload %q: want auto, on or off", o.offload)
 	case o.offloadMax < 1:
 		return fmt.Errorf("--offload-max-channels %d: want at least 1", o.offloadMax)
-	case o.maxBPS < 0:
-		return fmt.Errorf("--max-bps %d: want 0 (unlimited) or more", o.maxBPS)
-	case o.realm == "":
+	case o.relay.MaxBPS < 0:
+		return fmt.Errorf("--max-bps %d: want 0 (unlimited) or more", o.relay.MaxBPS)
+	case o.relay.Realm == "":
 		return errors.New("--realm must not be empty")
 	case o.logFormat != "text" && o.logFormat != "json":
 		return fmt.Errorf("--log-format %q: want text or json", o.logFormat)

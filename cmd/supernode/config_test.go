@@ -38,18 +38,18 @@ drain-timeout = 2m
 		t.Fatal(err)
 	}
 	switch {
-	case o.realm != "flag.example":
-		t.Errorf("realm %q: the command line must win", o.realm)
-	case o.minPort != 50010:
-		t.Errorf("min-port %d: the environment must beat the file", o.minPort)
-	case o.maxPort != 50100:
-		t.Errorf("max-port %d: from the file (space-separated form)", o.maxPort)
+	case o.relay.Realm != "flag.example":
+		t.Errorf("realm %q: the command line must win", o.relay.Realm)
+	case o.relay.MinPort != 50010:
+		t.Errorf("min-port %d: the environment must beat the file", o.relay.MinPort)
+	case o.relay.MaxPort != 50100:
+		t.Errorf("max-port %d: from the file (space-separated form)", o.relay.MaxPort)
 	case strings.Join(o.users, ",") != "a:1,b:2":
 		t.Errorf("users %v: repeated lines make a list", o.users)
 	case strings.Join(o.denyPeer, ",") != "8.8.8.0/24,1.1.1.0/24":
 		t.Errorf("deny-peer %v: comma-separated in the environment", o.denyPeer)
-	case o.userQuota != 4 || o.drainTimeout != 2*time.Minute:
-		t.Errorf("user-quota %d drain-timeout %v", o.userQuota, o.drainTimeout)
+	case o.table.UserQuota != 4 || o.drainTimeout != 2*time.Minute:
+		t.Errorf("user-quota %d drain-timeout %v", o.table.UserQuota, o.drainTimeout)
 	case strings.Join(o.listen, ",") != "0.0.0.0:3478":
 		t.Errorf("listen %v: want the default", o.listen)
 	}

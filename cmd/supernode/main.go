@@ -89,7 +89,7 @@ type node struct {
 func start(o *options, log *slog.Logger) (_ *node, err error) {
 	n := &node{o: o, log: log, m: metrics.New(version)}
 	n.fleet = fleet.New(fleet.Config{NodeID: o.nodeID, Gossip: o.clusterAddr, Join: o.join, Key: o.clusterKey,
-		Zone: o.zone, Capacity: o.capacity, Version: version, RelayPorts: [2]int{o.minPort, o.maxPort}, Metrics: n.m, Logger: log})
+		Zone: o.zone, Capacity: o.capacity, Version: version, RelayPorts: [2]int{o.relay.MinPort, o.relay.MaxPort}, Metrics: n.m, Logger: log})
 	defer func() {
 		if err != nil {
 			n.close()
@@ -136,7 +136,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	}
 	log.Info("supernode ready", "version", version, "listen", o.listen.String(), "tls", o.tlsListen.String(),
 		"dtls", o.dtlsListen.String(), "udp_sockets", o.udpSockets, "relay_ip", fmt.Sprint(addrs.Relay),
-		"ports", strconv.Itoa(o.minPort)+"-"+strconv.Itoa(o.maxPort), "realm", o.realm, "http", n.httpAddr())
+		"ports", strconv.Itoa(o.relay.MinPort)+"-"+strconv.Itoa(o.relay.MaxPort), "realm", o.relay.Realm, "http", n.httpAddr())
 	if n.store.HasSecret() && n.httpLn != nil {
 		log.Info("fetch TURN credentials with: curl '" + n.iceURLExample() + "'")
 	}
@@ -159,7 +159,7 @@ func (n *node) openStore() error {
 		creds.Secrets = []string{base64.RawURLEncoding.EncodeToString(b)}
 		n.log.Warn("no --user or --auth-secret configured: generated a REST secret for this run only; fetch credentials from /v1/ice-servers")
 	}
-	n.store = allocation.NewStore(n.o.realm, creds, nil)
+	n.store = allocation.NewStore(n.o.relay.Realm, creds, nil)
 	n.store.SetMaxTTL(n.o.maxCredTTL)
 	return nil
 }
@@ -245,40 +245,15 @@ func (n *node) watchRcvbuf(udp []net.PacketConn) error {
 	return nil
 }
 
-// relayConfig is the relay's configuration from the options.
+// relayConfig is the relay's configuration: the flags bound into
+// options.relay and what start built from the others.
 func (n *node) relayConfig(ls []relay.Listener, policy *relay.Policy, addrs endpoint.Addresses) relay.Config {
-	o := n.o
-	cfg := relay.Config{
-		Offload:             n.offload,
-		Listeners:           ls,
-		Realm:               o.realm,
-		Credentials:         n.store,
-		Table:               allocation.NewTable(allocation.TableConfig{UserQuota: o.userQuota, TotalQuota: o.totalQuota}),
-		Policy:              policy,
-		Metrics:             n.m,
-		Logger:              n.log,
-		RelayIPs:            addrs.Relay,
-		ExternalIPs:         addrs.External,
-		LocalIPs:            endpoint.LocalIPs(),
-		MinPort:             o.minPort,
-		MaxPort:             o.maxPort,
-		MaxBPS:              o.maxBPS,
-		AllocationLifetime:  o.lifetime,
-		PermissionLifetime:  o.permLifetime,
-		ChannelLifetime:     o.chanLifetime,
-		IdleTimeout:         o.idleTimeout,
-		FirstMessageTimeout: o.firstTimeout,
-		MaxConnsPerIP:       o.maxConnsIP,
-		MaxPendingConns:     o.maxPending,
-		AuthTimeout:         o.authTimeout,
-		MaxPermissions:      o.maxPerms,
-		MaxChannels:         o.maxChannels,
-		UserAllocRate:       o.allocRate,
-		UnauthRate:          o.unauthRate,
-		AuthFailures:        authFailures(o.authFailures),
-		AuthBackoff:         o.authBackoff,
-		LogSessions:         o.logSessions,
-	}
+	cfg := n.o.relay
+	cfg.Offload, cfg.Listeners, cfg.Credentials, cfg.Policy = n.offload, ls, n.store, policy
+	cfg.Table = allocation.NewTable(n.o.table)
+	cfg.Metrics, cfg.Logger = n.m, n.log
+	cfg.RelayIPs, cfg.ExternalIPs, cfg.LocalIPs = addrs.Relay, addrs.External, endpoint.LocalIPs()
+	cfg.AuthFailures = authFailures(n.o.authFailures)
 	if n.fleet.Clustered() {
 		cfg.Redirect = n.fleet.Redirect
 	}

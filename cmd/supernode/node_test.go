@@ -140,18 +140,18 @@ func TestRelaytestHasTheDaemonsDefaults(t *testing.T) {
 		flag      string
 		got, want float64
 	}{
-		{"--user-quota", float64(relaytest.DefaultUserQuota), float64(o.userQuota)},
-		{"--total-quota", 0, float64(o.totalQuota)},
-		{"--max-bps", relaytest.DefaultMaxBPS, float64(o.maxBPS)},
-		{"--user-alloc-rate", relaytest.DefaultUserAllocRate, o.allocRate},
-		{"--unauth-rate", relaytest.DefaultUnauthRate, o.unauthRate},
+		{"--user-quota", float64(relaytest.DefaultUserQuota), float64(o.table.UserQuota)},
+		{"--total-quota", 0, float64(o.table.TotalQuota)},
+		{"--max-bps", relaytest.DefaultMaxBPS, float64(o.relay.MaxBPS)},
+		{"--user-alloc-rate", relaytest.DefaultUserAllocRate, o.relay.UserAllocRate},
+		{"--unauth-rate", relaytest.DefaultUnauthRate, o.relay.UnauthRate},
 		{"--udp-rcvbuf", relaytest.DefaultRcvbuf, float64(o.udpRcvbuf)},
-		{"--max-conns-per-ip", relaytest.DefaultMaxConnsPerIP, float64(o.maxConnsIP)},
-		{"--max-pending-conns", relaytest.DefaultMaxPending, float64(o.maxPending)},
-		{"--log-sessions", 1, map[bool]float64{true: 1}[o.logSessions]},
+		{"--max-conns-per-ip", relaytest.DefaultMaxConnsPerIP, float64(o.relay.MaxConnsPerIP)},
+		{"--max-pending-conns", relaytest.DefaultMaxPending, float64(o.relay.MaxPendingConns)},
+		{"--log-sessions", 1, map[bool]float64{true: 1}[o.relay.LogSessions]},
 		// relay.Config's zero values, which relaytest leaves them at:
-		{"--max-permissions", relay.DefaultMaxPermissions, float64(o.maxPerms)},
-		{"--max-channels", relay.DefaultMaxChannels, float64(o.maxChannels)},
+		{"--max-permissions", relay.DefaultMaxPermissions, float64(o.relay.MaxPermissions)},
+		{"--max-channels", relay.DefaultMaxChannels, float64(o.relay.MaxChannels)},
 		{"--auth-failures", 10, float64(authFailures(o.authFailures))},
 	} {
 		if c.got != c.want {
@@ -164,13 +164,13 @@ func TestRelaytestHasTheDaemonsDefaults(t *testing.T) {
 		flag      string
 		got, want time.Duration
 	}{
-		{"--allocation-lifetime", o.lifetime, 10 * time.Minute},
-		{"--permission-lifetime", o.permLifetime, 300 * time.Second},
-		{"--channel-lifetime", o.chanLifetime, 600 * time.Second},
-		{"--idle-timeout", o.idleTimeout, 10 * time.Minute},
-		{"--first-message-timeout", o.firstTimeout, 10 * time.Second},
-		{"--auth-timeout", o.authTimeout, 30 * time.Second},
-		{"--auth-backoff", o.authBackoff, 5 * time.Second},
+		{"--allocation-lifetime", o.relay.AllocationLifetime, 10 * time.Minute},
+		{"--permission-lifetime", o.relay.PermissionLifetime, 300 * time.Second},
+		{"--channel-lifetime", o.relay.ChannelLifetime, 600 * time.Second},
+		{"--idle-timeout", o.relay.IdleTimeout, 10 * time.Minute},
+		{"--first-message-timeout", o.relay.FirstMessageTimeout, 10 * time.Second},
+		{"--auth-timeout", o.relay.AuthTimeout, 30 * time.Second},
+		{"--auth-backoff", o.relay.AuthBackoff, 5 * time.Second},
 	} {
 		if c.got != c.want {
 			t.Errorf("the daemon's %s is %v by default, relay.Config's zero value %v", c.flag, c.got, c.want)
