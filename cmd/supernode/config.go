@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -196,23 +195,45 @@ func (o *options) locate(err error) error {
 	return o.origin.Locate(err)
 }
 
+// check checks the settings that parsing alone does not, one at a time in
+// this order, and returns the first error, which names its flag.
 func (o *options) check() error {
-	if len(o.join) > 0 && o.clusterAddr == "" {
-		return fmt.Errorf("--join needs --cluster-listen: the address other members reach this node on")
-	}
-	if o.clusterAddr != "" && !cluster.ValidToken(o.nodeID) {
-		return fmt.Errorf("--node-id %q: a fleet member's name is 1-64 of A-Z a-z 0-9 . - _ (it is carried in credentials)", o.nodeID)
-	}
-	if o.zone != "" && !cluster.ValidToken(o.zone) {
-		return fmt.Errorf("--zone %q: %v", o.zone, cluster.ErrBadCallID)
-	}
-	if o.capacity <= 0 {
-		return fmt.Errorf("--capacity %g: want more than 0", o.capacity)
-	}
-	if o.publicHost != "" && !endpoint.ValidHost(o.publicHost) {
-		return fmt.Errorf("--public-host %q: want a host name or an IP address, without port or brackets", o.publicHost)
-	}
-	if err := o.checkValues(); err != nil {
+	r := &o.relay
+	tlsWithoutCert := (len(o.tlsListen) > 0 || len(o.dtlsListen) > 0) && (o.cert == "" || o.key == "")
+	err := first(
+		when(len(o.join) > 0 && o.clusterAddr == "", "--join needs --cluster-listen: the address other members reach this node on"),
+		when(o.clusterAddr != "" && !cluster.ValidToken(o.nodeID), "--node-id %q: a fleet member's name is 1-64 of A-Z a-z 0-9 . - _ (it is carried in credentials)", o.nodeID),
+		when(o.zone != "" && !cluster.ValidToken(o.zone), "--zone %q: %v", o.zone, cluster.ErrBadCallID),
+		when(o.capacity <= 0, "--capacity %g: want more than 0", o.capacity),
+		when(o.publicHost != "" && !endpoint.ValidHost(o.publicHost), "--public-host %q: want a host name or an IP address, without port or brackets", o.publicHost),
+		// Ranges and choices, in the order --help lists most of them.
+		when(r.MinPort < 1 || r.MinPort > 65535, "--min-port %d: want 1..65535", r.MinPort),
+		when(r.MaxPort < r.MinPort || r.MaxPort > 65535, "--max-port %d: want --min-port (%d)..65535", r.MaxPort, r.MinPort),
+		when(tlsWithoutCert, "--tls-listen and --dtls-listen need --cert and --key"),
+		when(o.udpSockets < 1, "--udp-sockets %d: want at least 1", o.udpSockets),
+		when(r.MaxConnsPerIP < 0, "--max-conns-per-ip %d: want 0 (unlimited) or more", r.MaxConnsPerIP),
+		when(o.table.UserQuota < 0, "--user-quota %d: want 0 (unlimited) or more", o.table.UserQuota),
+		when(o.table.TotalQuota < 0, "--total-quota %d: want 0 (unlimited) or more", o.table.TotalQuota),
+		when(r.MaxPendingConns < 0, "--max-pending-conns %d: want 0 (unlimited) or more", r.MaxPendingConns),
+		when(r.AllocationLifetime <= 0, "--allocation-lifetime %v: want more than 0", r.AllocationLifetime),
+		when(r.PermissionLifetime < time.Second, "--permission-lifetime %v: want at least 1s", r.PermissionLifetime),
+		when(r.ChannelLifetime < time.Second, "--channel-lifetime %v: want at least 1s", r.ChannelLifetime),
+		when(r.AuthTimeout <= 0, "--auth-timeout %v: want more than 0", r.AuthTimeout),
+		when(r.MaxPermissions < 1, "--max-permissions %d: want at least 1", r.MaxPermissions),
+		when(r.MaxChannels < 1, "--max-channels %d: want at least 1", r.MaxChannels),
+		when(r.UserAllocRate < 0, "--user-alloc-rate %g: want 0 (unlimited) or more", r.UserAllocRate),
+		when(r.UnauthRate < 0, "--unauth-rate %g: want 0 (unlimited) or more", r.UnauthRate),
+		when(o.authFailures < 0, "--auth-failures %d: want 0 (never) or more", o.authFailures),
+		when(r.AuthBackoff <= 0, "--auth-backoff %v: want more than 0", r.AuthBackoff),
+		when(o.maxCredTTL <= 0, "--max-credential-ttl %v: want more than 0", o.maxCredTTL),
+		when(o.udpRcvbuf < 0, "--udp-rcvbuf %d: want 0 (kernel default) or more", o.udpRcvbuf),
+		when(o.offload != "auto" && o.offload != "on" && o.offload != "off", "--offload %q: want auto, on or off", o.offload),
+		when(o.offloadMax < 1, "--offload-max-channels %d: want at least 1", o.offloadMax),
+		when(r.MaxBPS < 0, "--max-bps %d: want 0 (unlimited) or more", r.MaxBPS),
+		when(r.Realm == "", "--realm must not be empty"),
+		when(o.logFormat != "text" && o.logFormat != "json", "--log-format %q: want text or json", o.logFormat),
+	)
+	if err != nil {
 		return err
 	}
 	for _, u := range o.users {
@@ -223,60 +244,20 @@ func (o *options) check() error {
 	return nil
 }
 
-// checkValues checks the ranges of numbers and durations and the choices
-// of enumerated settings, in the order --help lists most of them.
-func (o *options) checkValues() error {
-	switch {
-	case o.relay.MinPort < 1 || o.relay.MinPort > 65535:
-		return fmt.Errorf("--min-port %d: want 1..65535", o.relay.MinPort)
-	case o.relay.MaxPort < o.relay.MinPort || o.relay.MaxPort > 65535:
-		return fmt.Errorf("--max-port %d: want --min-port (%d)..65535", o.relay.MaxPort, o.relay.MinPort)
-	case (len(o.tlsListen) > 0 || len(o.dtlsListen) > 0) && (o.cert == "" || o.key == ""):
-		return errors.New("--tls-listen and --dtls-listen need --cert and --key")
-	case o.udpSockets < 1:
-		return fmt.Errorf("--udp-sockets %d: want at least 1", o.udpSockets)
-	case o.relay.MaxConnsPerIP < 0:
-		return fmt.Errorf("--max-conns-per-ip %d: want 0 (unlimited) or more", o.relay.MaxConnsPerIP)
-	case o.table.UserQuota < 0:
-		return fmt.Errorf("--user-quota %d: want 0 (unlimited) or more", o.table.UserQuota)
-	case o.table.TotalQuota < 0:
-		return fmt.Errorf("--total-quota %d: want 0 (unlimited) or more", o.table.TotalQuota)
-	case o.relay.MaxPendingConns < 0:
-		return fmt.Errorf("--max-pending-conns %d: want 0 (unlimited) or more", o.relay.MaxPendingConns)
-	case o.relay.AllocationLifetime <= 0:
-		return fmt.Errorf("--allocation-lifetime %v: want more than 0", o.relay.AllocationLifetime)
-	case o.relay.PermissionLifetime < time.Second:
-		return fmt.Errorf("--permission-lifetime %v: want at least 1s", o.relay.PermissionLifetime)
-	case o.relay.ChannelLifetime < time.Second:
-		return fmt.Errorf("--channel-lifetime %v: want at least 1s", o.relay.ChannelLifetime)
-	case o.relay.AuthTimeout <= 0:
-		return fmt.Errorf("--auth-timeout %v: want more than 0", o.relay.AuthTimeout)
-	case o.relay.MaxPermissions < 1:
-		return fmt.Errorf("--max-permissions %d: want at least 1", o.relay.MaxPermissions)
-	case o.relay.MaxChannels < 1:
-		return fmt.Errorf("--max-channels %d: want at least 1", o.relay.MaxChannels)
-	case o.relay.UserAllocRate < 0:
-		return fmt.Errorf("--user-alloc-rate %g: want 0 (unlimited) or more", o.relay.UserAllocRate)
-	case o.relay.UnauthRate < 0:
-		return fmt.Errorf("--unauth-rate %g: want 0 (unlimited) or more", o.relay.UnauthRate)
-	case o.authFailures < 0:
-		return fmt.Errorf("--auth-failures %d: want 0 (never) or more", o.authFailures)
-	case o.relay.AuthBackoff <= 0:
-		return fmt.Errorf("--auth-backoff %v: want more than 0", o.relay.AuthBackoff)
-	case o.maxCredTTL <= 0:
-		return fmt.Errorf("--max-credential-ttl %v: want more than 0", o.maxCredTTL)
-	case o.udpRcvbuf < 0:
-		return fmt.Errorf("--udp-rcvbuf %d: want 0 (kernel default) or more", o.udpRcvbuf)
-	case o.offload != "auto" && o.offload != "on" && o.offload != "off":
-		return fmt.Errorf("--offload %q: want auto, on or off", o.offload)
-	case o.offloadMax < 1:
-		return fmt.Errorf("--offload-max-channels %d: want at least 1", o.offloadMax)
-	case o.relay.MaxBPS < 0:
-		return fmt.Errorf("--max-bps %d: want 0 (unlimited) or more", o.relay.MaxBPS)
-	case o.relay.Realm == "":
-		return errors.New("--realm must not be empty")
-	case o.logFormat != "text" && o.logFormat != "json":
-		return fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+// when is the error format makes of args if bad holds, else nil.
+func when(bad bool, format string, args ...any) error {
+	if !bad {
+		return nil
+	}
+	return fmt.Errorf(format, args...)
+}
+
+// first is the first of errs that is not nil.
+func first(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
