@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/supernode/supernode/allocation"
+	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/config"
 	"github.com/supernode/supernode/endpoint"
+	"github.com/supernode/supernode/fleet"
 	"github.com/supernode/supernode/offload"
 	"github.com/supernode/supernode/relay"
 )
@@ -45,10 +47,12 @@ type options struct {
 	// origin says where each flag's values came from when it was not the
 	// command line, so that an error found later names it.
 	origin config.Origins
-	// relay and table are bound to their flags directly; start adds what
-	// is built at run time (sockets, store, policy, addresses).
+	// The components' settings are bound to their flags directly; start
+	// adds what is built at run time (sockets, store, policy, addresses).
 	relay relay.Config
 	table allocation.TableConfig
+	api   api.Config
+	fleet fleet.Config
 
 	config       string
 	listen       config.List
@@ -68,18 +72,8 @@ type options struct {
 	offload      string
 	offloadMax   int
 	authFailures int
-	maxCredTTL   time.Duration
 	udpRcvbuf    int
 	httpListen   string
-	apiToken     string
-	pprof        bool
-	debugUI      bool
-	nodeID       string
-	clusterAddr  string
-	join         config.List
-	clusterKey   string
-	zone         string
-	capacity     float64
 	drainTimeout time.Duration
 	logLevel     string
 	logFormat    string
@@ -114,15 +108,15 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.Var(&o.denyPeer, "deny-peer", "`CIDR` or IP peers may not be in, repeatable; the most specific rule wins")
 	addLimitFlags(fs, o)
 	fs.StringVar(&o.httpListen, "http-listen", "127.0.0.1:9641", "HTTP address for /metrics, /healthz, /readyz, /v1/ice-servers and the admin API (/v1/allocations, /v1/drain, /v1/fleet); empty disables")
-	fs.BoolVar(&o.pprof, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
-	fs.BoolVar(&o.debugUI, "debug-ui", false, "serve the /debug/ice self-test page on --http-listen: a relay-only call through this node in the browser that opens it (it asks for --api-token to fetch credentials)")
-	fs.StringVar(&o.apiToken, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
-	fs.StringVar(&o.nodeID, "node-id", host, "this node's unique name in the fleet")
-	fs.StringVar(&o.clusterAddr, "cluster-listen", "", "gossip address `ip:port` (UDP and TCP) that other fleet members reach this node on; empty: a fleet of one")
-	fs.Var(&o.join, "join", "`host:port` of a fleet member's --cluster-listen to join, repeatable; a DNS name stands for all its addresses")
-	fs.StringVar(&o.clusterKey, "cluster-key", "", "base64 of a 16, 24 or 32-byte key encrypting gossip (AES); required unless --cluster-listen is loopback")
-	fs.StringVar(&o.zone, "zone", "", "this node's zone; /v1/ice-servers?zone= prefers nodes in it")
-	fs.Float64Var(&o.capacity, "capacity", 1, "this node's share of new calls relative to other members (weight)")
+	fs.BoolVar(&o.api.Profiling, "pprof", false, "serve Go runtime profiles on --http-listen under /debug/pprof/ (behind --api-token when set)")
+	fs.BoolVar(&o.api.DebugUI, "debug-ui", false, "serve the /debug/ice self-test page on --http-listen: a relay-only call through this node in the browser that opens it (it asks for --api-token to fetch credentials)")
+	fs.StringVar(&o.api.Token, "api-token", "", "bearer token required on /v1/*; mandatory when --http-listen is not a loopback address")
+	fs.StringVar(&o.fleet.NodeID, "node-id", host, "this node's unique name in the fleet")
+	fs.StringVar(&o.fleet.Gossip, "cluster-listen", "", "gossip address `ip:port` (UDP and TCP) that other fleet members reach this node on; empty: a fleet of one")
+	fs.Var((*config.List)(&o.fleet.Join), "join", "`host:port` of a fleet member's --cluster-listen to join, repeatable; a DNS name stands for all its addresses")
+	fs.StringVar(&o.fleet.Key, "cluster-key", "", "base64 of a 16, 24 or 32-byte key encrypting gossip (AES); required unless --cluster-listen is loopback")
+	fs.StringVar(&o.fleet.Zone, "zone", "", "this node's zone; /v1/ice-servers?zone= prefers nodes in it")
+	fs.Float64Var(&o.fleet.Capacity, "capacity", 1, "this node's share of new calls relative to other members (weight)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Minute, "after SIGTERM, how long existing allocations may keep relaying before the node exits")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug includes pion's per-request logs)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -145,7 +139,7 @@ func addLimitFlags(fs *flag.FlagSet, o *options) {
 	fs.Float64Var(&o.relay.UnauthRate, "unauth-rate", defaultUnauthRate, "unauthenticated requests (Binding, requests without MESSAGE-INTEGRITY or with a nonce not given to their address) one source IP (IPv6: /64) may send per second, burst twice that; the node takes 50 times that; more are dropped (0 = unlimited)")
 	fs.IntVar(&o.authFailures, "auth-failures", 10, "failed password checks from one IP or for one username within a minute that start a backoff dropping its requests (0 = never)")
 	fs.DurationVar(&o.relay.AuthBackoff, "auth-backoff", 5*time.Second, "first backoff after --auth-failures; it doubles while failures go on, up to 5m")
-	fs.DurationVar(&o.maxCredTTL, "max-credential-ttl", 7*24*time.Hour, "REST credentials expiring further in the future than this are refused (the /v1/ice-servers maximum)")
+	fs.DurationVar(&o.api.MaxTTL, "max-credential-ttl", 7*24*time.Hour, "REST credentials expiring further in the future than this are refused (the /v1/ice-servers maximum)")
 	fs.IntVar(&o.udpRcvbuf, "udp-rcvbuf", defaultUDPRcvbuf, "receive buffer of each UDP listener socket in `bytes` (0 = the kernel's default)")
 	fs.DurationVar(&o.relay.AllocationLifetime, "allocation-lifetime", 10*time.Minute, "allocation lifetime when the client asks for none")
 	fs.DurationVar(&o.relay.PermissionLifetime, "permission-lifetime", 300*time.Second, "how long a permission lives unless the client refreshes it (RFC 8656: 300s)")
@@ -201,10 +195,10 @@ func (o *options) check() error {
 	r := &o.relay
 	tlsWithoutCert := (len(o.tlsListen) > 0 || len(o.dtlsListen) > 0) && (o.cert == "" || o.key == "")
 	err := first(
-		when(len(o.join) > 0 && o.clusterAddr == "", "--join needs --cluster-listen: the address other members reach this node on"),
-		when(o.clusterAddr != "" && !cluster.ValidToken(o.nodeID), "--node-id %q: a fleet member's name is 1-64 of A-Z a-z 0-9 . - _ (it is carried in credentials)", o.nodeID),
-		when(o.zone != "" && !cluster.ValidToken(o.zone), "--zone %q: %v", o.zone, cluster.ErrBadCallID),
-		when(o.capacity <= 0, "--capacity %g: want more than 0", o.capacity),
+		when(len(o.fleet.Join) > 0 && o.fleet.Gossip == "", "--join needs --cluster-listen: the address other members reach this node on"),
+		when(o.fleet.Gossip != "" && !cluster.ValidToken(o.fleet.NodeID), "--node-id %q: a fleet member's name is 1-64 of A-Z a-z 0-9 . - _ (it is carried in credentials)", o.fleet.NodeID),
+		when(o.fleet.Zone != "" && !cluster.ValidToken(o.fleet.Zone), "--zone %q: %v", o.fleet.Zone, cluster.ErrBadCallID),
+		when(o.fleet.Capacity <= 0, "--capacity %g: want more than 0", o.fleet.Capacity),
 		when(o.publicHost != "" && !endpoint.ValidHost(o.publicHost), "--public-host %q: want a host name or an IP address, without port or brackets", o.publicHost),
 		// Ranges and choices, in the order --help lists most of them.
 		when(r.MinPort < 1 || r.MinPort > 65535, "--min-port %d: want 1..65535", r.MinPort),
@@ -225,7 +219,7 @@ func (o *options) check() error {
 		when(r.UnauthRate < 0, "--unauth-rate %g: want 0 (unlimited) or more", r.UnauthRate),
 		when(o.authFailures < 0, "--auth-failures %d: want 0 (never) or more", o.authFailures),
 		when(r.AuthBackoff <= 0, "--auth-backoff %v: want more than 0", r.AuthBackoff),
-		when(o.maxCredTTL <= 0, "--max-credential-ttl %v: want more than 0", o.maxCredTTL),
+		when(o.api.MaxTTL <= 0, "--max-credential-ttl %v: want more than 0", o.api.MaxTTL),
 		when(o.udpRcvbuf < 0, "--udp-rcvbuf %d: want 0 (kernel default) or more", o.udpRcvbuf),
 		when(o.offload != "auto" && o.offload != "on" && o.offload != "off", "--offload %q: want auto, on or off", o.offload),
 		when(o.offloadMax < 1, "--offload-max-channels %d: want at least 1", o.offloadMax),
@@ -288,7 +282,7 @@ func unknownEnv(environ []string) []string {
 // HTTP, gossip) is a loopback one, so no other host can reach it.
 func (o *options) loopbackOnly() bool {
 	addrs := append(append(append([]string(nil), o.listen...), o.tlsListen...), o.dtlsListen...)
-	addrs = append(addrs, o.httpListen, o.clusterAddr)
+	addrs = append(addrs, o.httpListen, o.fleet.Gossip)
 	for _, a := range addrs {
 		if a == "" {
 			continue // HTTP or gossip off
@@ -306,5 +300,5 @@ func checkSecrets(o *options, c allocation.Credentials) error {
 	if o.loopbackOnly() {
 		return nil
 	}
-	return o.credentials().CheckReachable(c, [2]string{"--api-token", o.apiToken}, [2]string{"--cluster-key", o.clusterKey})
+	return o.credentials().CheckReachable(c, [2]string{"--api-token", o.api.Token}, [2]string{"--cluster-key", o.fleet.Key})
 }

@@ -240,8 +240,8 @@ func TestDebugUIOption(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if o.debugUI != tc.want {
-				t.Errorf("debugUI = %v, want %v", o.debugUI, tc.want)
+			if o.api.DebugUI != tc.want {
+				t.Errorf("debugUI = %v, want %v", o.api.DebugUI, tc.want)
 			}
 		})
 	}

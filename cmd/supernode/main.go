@@ -88,8 +88,9 @@ type node struct {
 // the HTTP server.
 func start(o *options, log *slog.Logger) (_ *node, err error) {
 	n := &node{o: o, log: log, m: metrics.New(version)}
-	n.fleet = fleet.New(fleet.Config{NodeID: o.nodeID, Gossip: o.clusterAddr, Join: o.join, Key: o.clusterKey,
-		Zone: o.zone, Capacity: o.capacity, Version: version, RelayPorts: [2]int{o.relay.MinPort, o.relay.MaxPort}, Metrics: n.m, Logger: log})
+	fc := o.fleet
+	fc.Version, fc.RelayPorts, fc.Metrics, fc.Logger = version, [2]int{o.relay.MinPort, o.relay.MaxPort}, n.m, log
+	n.fleet = fleet.New(fc)
 	defer func() {
 		if err != nil {
 			n.close()
@@ -160,7 +161,7 @@ func (n *node) openStore() error {
 		n.log.Warn("no --user or --auth-secret configured: generated a REST secret for this run only; fetch credentials from /v1/ice-servers")
 	}
 	n.store = allocation.NewStore(n.o.relay.Realm, creds, nil)
-	n.store.SetMaxTTL(n.o.maxCredTTL)
+	n.store.SetMaxTTL(n.o.api.MaxTTL)
 	return nil
 }
 
@@ -269,7 +270,7 @@ func (n *node) httpAddr() string {
 
 func (n *node) iceURLExample() string {
 	auth := ""
-	if n.o.apiToken != "" {
+	if n.o.api.Token != "" {
 		auth = "' -H 'Authorization: Bearer <token>"
 	}
 	return "http://" + n.httpAddr() + "/v1/ice-servers?user=alice&ttl=3600" + auth
@@ -280,12 +281,13 @@ func (n *node) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("--http-listen %q: %w", n.o.httpListen, err)
 	}
-	if !loopback && n.o.apiToken == "" {
+	if !loopback && n.o.api.Token == "" {
 		return fmt.Errorf("--http-listen %s is not a loopback address: set --api-token to protect /v1/*", n.o.httpListen)
 	}
-	h, err := api.New(api.Config{Metrics: n.m, Credentials: n.store, Node: n.relay, URLs: n.urls, Token: n.o.apiToken,
-		MaxTTL: n.o.maxCredTTL, DefaultTTL: min(24*time.Hour, n.o.maxCredTTL),
-		Profiling: n.o.pprof, DebugUI: n.o.debugUI, Place: n.fleet.Place, Admin: nodeAdmin{n}, Logger: n.log})
+	ac := n.o.api
+	ac.Metrics, ac.Credentials, ac.Node, ac.URLs, ac.DefaultTTL = n.m, n.store, n.relay, n.urls, min(24*time.Hour, ac.MaxTTL)
+	ac.Place, ac.Admin, ac.Logger = n.fleet.Place, nodeAdmin{n}, n.log
+	h, err := api.New(ac)
 	if err != nil {
 		return err
 	}
