@@ -53,6 +53,7 @@ type options struct {
 	table allocation.TableConfig
 	api   api.Config
 	fleet fleet.Config
+	creds allocation.Sources // re-read on SIGHUP
 
 	config       string
 	listen       config.List
@@ -63,10 +64,6 @@ type options struct {
 	relayIP      config.List
 	externalIP   config.List
 	publicHost   string
-	users        config.List
-	usersFile    string
-	secrets      config.List
-	secretFile   string
 	allowPeer    config.List
 	denyPeer     config.List
 	offload      string
@@ -100,10 +97,10 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.relay.MinPort, "min-port", 49152, "lowest relay port (inclusive)")
 	fs.IntVar(&o.relay.MaxPort, "max-port", 65535, "highest relay port (inclusive)")
 	fs.StringVar(&o.relay.Realm, "realm", host, "long-term credential realm")
-	fs.Var(&o.users, "user", "static long-term user `name:password`, repeatable")
-	fs.StringVar(&o.usersFile, "users-file", "", "file of name:password lines, # comments (re-read on SIGHUP)")
-	fs.Var(&o.secrets, "auth-secret", "TURN REST shared `secret` (coturn use-auth-secret), repeatable; the first mints credentials, all verify")
-	fs.StringVar(&o.secretFile, "auth-secret-file", "", "file of REST secrets, one per line, first mints (re-read on SIGHUP)")
+	fs.Var((*config.List)(&o.creds.Users), "user", "static long-term user `name:password`, repeatable")
+	fs.StringVar(&o.creds.UsersFile, "users-file", "", "file of name:password lines, # comments (re-read on SIGHUP)")
+	fs.Var((*config.List)(&o.creds.Secrets), "auth-secret", "TURN REST shared `secret` (coturn use-auth-secret), repeatable; the first mints credentials, all verify")
+	fs.StringVar(&o.creds.SecretFile, "auth-secret-file", "", "file of REST secrets, one per line, first mints (re-read on SIGHUP)")
 	fs.Var(&o.allowPeer, "allow-peer", "`CIDR` or IP peers may be in even if a default range refuses it, repeatable; the most specific rule wins; only an exact IP opens the node's own addresses beyond its relay ports")
 	fs.Var(&o.denyPeer, "deny-peer", "`CIDR` or IP peers may not be in, repeatable; the most specific rule wins")
 	addLimitFlags(fs, o)
@@ -230,7 +227,7 @@ func (o *options) check() error {
 	if err != nil {
 		return err
 	}
-	for _, u := range o.users {
+	for _, u := range o.creds.Users {
 		if n, p, ok := strings.Cut(u, ":"); !ok || n == "" || p == "" {
 			return fmt.Errorf("--user %q: want name:password", u)
 		}
@@ -254,11 +251,6 @@ func first(errs ...error) error {
 		}
 	}
 	return nil
-}
-
-// credentials are where the node's credentials come from.
-func (o *options) credentials() allocation.Sources {
-	return allocation.Sources{Users: o.users, UsersFile: o.usersFile, Secrets: o.secrets, SecretFile: o.secretFile}
 }
 
 // harnessEnv are SUPERNODE_* variables that the test suite and .ci/run read
@@ -300,5 +292,5 @@ func checkSecrets(o *options, c allocation.Credentials) error {
 	if o.loopbackOnly() {
 		return nil
 	}
-	return o.credentials().CheckReachable(c, [2]string{"--api-token", o.api.Token}, [2]string{"--cluster-key", o.fleet.Key})
+	return o.creds.CheckReachable(c, [2]string{"--api-token", o.api.Token}, [2]string{"--cluster-key", o.fleet.Key})
 }

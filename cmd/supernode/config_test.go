@@ -44,8 +44,8 @@ drain-timeout = 2m
 		t.Errorf("min-port %d: the environment must beat the file", o.relay.MinPort)
 	case o.relay.MaxPort != 50100:
 		t.Errorf("max-port %d: from the file (space-separated form)", o.relay.MaxPort)
-	case strings.Join(o.users, ",") != "a:1,b:2":
-		t.Errorf("users %v: repeated lines make a list", o.users)
+	case strings.Join(o.creds.Users, ",") != "a:1,b:2":
+		t.Errorf("users %v: repeated lines make a list", o.creds.Users)
 	case strings.Join(o.denyPeer, ",") != "8.8.8.0/24,1.1.1.0/24":
 		t.Errorf("deny-peer %v: comma-separated in the environment", o.denyPeer)
 	case o.table.UserQuota != 4 || o.drainTimeout != 2*time.Minute:

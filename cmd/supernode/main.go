@@ -147,7 +147,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 // openStore loads the credentials into a new store, with a secret made
 // up for this run when none is configured.
 func (n *node) openStore() error {
-	creds, err := n.o.credentials().Load()
+	creds, err := n.o.creds.Load()
 	if err != nil {
 		return err
 	}
@@ -308,7 +308,7 @@ func (n *node) startHTTP() error {
 // reload re-reads the users file, secret file and certificate (SIGHUP).
 // On any error the old values stay in force.
 func (n *node) reload() {
-	creds, err := n.o.credentials().Load()
+	creds, err := n.o.creds.Load()
 	if err == nil {
 		err = checkSecrets(n.o, creds)
 	}

@@ -273,7 +273,7 @@ func TestReloadRefusesPlaceholder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := o.credentials().Load()
+	creds, err := o.creds.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
