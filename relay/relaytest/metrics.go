@@ -18,8 +18,8 @@ import (
 // without a path, both paths summed), allocations_active,
 // allocations_created, allocations_deleted (transport), dropped (reason),
 // requests (method, result), auth_failures (reason), quota (which),
-// peer_denials (method), connections_closed (transport, reason) and
-// handler_panics. The kernel path's counts are read first, as a
+// peer_denials (method), connections_closed (transport, reason),
+// connections_pending and handler_panics. The kernel path's counts are read first, as a
 // scrape would. An unknown name fails t.
 func Counter(t testing.TB, m *metrics.Metrics, name string, labels ...any) float64 {
 	t.Helper()
@@ -60,6 +60,8 @@ func Counter(t testing.TB, m *metrics.Metrics, name string, labels ...any) float
 		return testutil.ToFloat64(m.PeerDenials.For(Label(t, metrics.PeerMethods, labels[0])))
 	case "connections_closed":
 		return testutil.ToFloat64(m.ConnectionsClosed.For(Label(t, metrics.Transports, labels[0]), Label(t, metrics.CloseReasons, labels[1])))
+	case "connections_pending":
+		return testutil.ToFloat64(m.ConnectionsPending)
 	case "handler_panics":
 		return testutil.ToFloat64(m.HandlerPanics)
 	}
