@@ -158,3 +158,44 @@ func TestTLSClientReset(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileStreams checks that garbage and oversized TCP clients are
+// disconnected and counted, and that the relay serves TLS normally
+// afterwards. (That --first-message-timeout and --idle-timeout reach the
+// relay: cmd/supernode's TestHostileStreams; the timeouts themselves, on
+// the bubble's clock: TestStreamTimeouts.)
+func TestHostileStreams(t *testing.T) {
+	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "pw"}, TLS: true})
+	dial := func(t *testing.T, addr string) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	for _, tc := range []struct {
+		name, transport, reason string
+		act                     func(c net.Conn)
+	}{
+		{"garbage", "tcp", "malformed", func(c net.Conn) { _, _ = c.Write([]byte{0xff, 0xfe, 0xfd, 0xfc, 0, 0, 0, 0}) }},
+		{"oversized frame", "tcp", "oversized", func(c net.Conn) {
+			_, _ = c.Write([]byte{0x00, 0x01, 0xff, 0xf0, 0x21, 0x12, 0xa4, 0x42})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tn.Counter("connections_closed", tc.transport, tc.reason)
+			c := dial(t, tn.Addr())
+			tc.act(c)
+			if !relaytest.ClosedWithin(c, 5*time.Second) {
+				t.Fatal("server kept the connection open")
+			}
+			looptest.Eventually(t, "close counted", func() bool { return tn.Counter("connections_closed", tc.transport, tc.reason) > before })
+		})
+	}
+	// A real TLS client still works.
+	tc := relaytest.StreamClient(t, "tls", tn.TLS, "alice", "pw")
+	if _, err := tc.SendBindingRequest(); err != nil {
+		t.Fatalf("binding over TLS after the abuse: %v", err)
+	}
+}

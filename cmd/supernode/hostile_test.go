@@ -16,15 +16,13 @@ import (
 // closedWithin reports whether the server closes c within d.
 var closedWithin = relaytest.ClosedWithin
 
-// TestHostileStreams checks that garbage, oversized, stalled and idle TCP
-// clients are disconnected and counted, and that the node serves normally
-// afterwards: --first-message-timeout and --idle-timeout reach the relay.
-// (Slow headers, TLS without a handshake and the other timeouts, on the
-// bubble's clock: relay's TestStreamTimeouts.)
+// TestHostileStreams checks that --first-message-timeout and
+// --idle-timeout reach the relay: stalled and idle TCP clients are
+// disconnected and counted. (Garbage and oversized frames: relay's
+// TestHostileStreams; slow headers, TLS without a handshake and the other
+// timeouts, on the bubble's clock: relay's TestStreamTimeouts.)
 func TestHostileStreams(t *testing.T) {
-	cert, key := writeTestCert(t)
-	tn := startNode(t, "--user", "alice:pw", "--first-message-timeout", "300ms", "--idle-timeout", "600ms",
-		"--tls-listen", "127.0.0.1:0", "--cert", cert, "--key", key)
+	tn := startNode(t, "--user", "alice:pw", "--first-message-timeout", "300ms", "--idle-timeout", "600ms")
 	dial := func(t *testing.T, addr string) net.Conn {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -37,10 +35,6 @@ func TestHostileStreams(t *testing.T) {
 		name, transport, reason string
 		act                     func(c net.Conn)
 	}{
-		{"garbage", "tcp", "malformed", func(c net.Conn) { _, _ = c.Write([]byte{0xff, 0xfe, 0xfd, 0xfc, 0, 0, 0, 0}) }},
-		{"oversized frame", "tcp", "oversized", func(c net.Conn) {
-			_, _ = c.Write([]byte{0x00, 0x01, 0xff, 0xf0, 0x21, 0x12, 0xa4, 0x42})
-		}},
 		{"stalled", "tcp", "first_message_timeout", func(net.Conn) {}},
 		{"idle after binding", "tcp", "idle_timeout", func(c net.Conn) {
 			m, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
@@ -48,23 +42,14 @@ func TestHostileStreams(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := tn.udp
-			if tc.transport == "tls" {
-				addr = tn.tls
-			}
 			before := testutilClosed(tn, tc.transport, tc.reason)
-			c := dial(t, addr)
+			c := dial(t, tn.udp)
 			tc.act(c)
 			if !closedWithin(c, 5*time.Second) {
 				t.Fatal("server kept the connection open")
 			}
 			looptest.Eventually(t, "close counted", func() bool { return testutilClosed(tn, tc.transport, tc.reason) > before })
 		})
-	}
-	// A real TLS client still works.
-	tc := streamClient(t, "tls", tn.tls, "alice", "pw")
-	if _, err := tc.SendBindingRequest(); err != nil {
-		t.Fatalf("binding over TLS after the abuse: %v", err)
 	}
 }
 
