@@ -166,14 +166,6 @@ func TestTLSClientReset(t *testing.T) {
 // the bubble's clock: TestStreamTimeouts.)
 func TestHostileStreams(t *testing.T) {
 	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "pw"}, TLS: true})
-	dial := func(t *testing.T, addr string) net.Conn {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
 	for _, tc := range []struct {
 		name, transport, reason string
 		act                     func(c net.Conn)
@@ -185,7 +177,7 @@ func TestHostileStreams(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := tn.Counter("connections_closed", tc.transport, tc.reason)
-			c := dial(t, tn.Addr())
+			c := relaytest.DialStream(t, "tcp", tn.Addr())
 			tc.act(c)
 			if !relaytest.ClosedWithin(c, 5*time.Second) {
 				t.Fatal("server kept the connection open")

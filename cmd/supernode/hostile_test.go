@@ -23,14 +23,6 @@ var closedWithin = relaytest.ClosedWithin
 // timeouts, on the bubble's clock: relay's TestStreamTimeouts.)
 func TestHostileStreams(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--first-message-timeout", "300ms", "--idle-timeout", "600ms")
-	dial := func(t *testing.T, addr string) net.Conn {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
 	for _, tc := range []struct {
 		name, transport, reason string
 		act                     func(c net.Conn)
@@ -43,7 +35,7 @@ func TestHostileStreams(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutilClosed(tn, tc.transport, tc.reason)
-			c := dial(t, tn.udp)
+			c := dialStream(t, "tcp", tn.udp)
 			tc.act(c)
 			if !closedWithin(c, 5*time.Second) {
 				t.Fatal("server kept the connection open")
