@@ -4,11 +4,13 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
 	"github.com/supernode/supernode/looptest"
+	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/relay"
 	"github.com/supernode/supernode/relay/relaytest"
 )
@@ -137,5 +139,71 @@ func TestTCPRelayPortsExclusive(t *testing.T) {
 	}
 	if err := alloc("mallory"); err == nil || !strings.Contains(err.Error(), "508") {
 		t.Fatalf("second TCP allocation on the only port: %v, want 508", err)
+	}
+}
+
+// TestConnectToDeniedPeer checks that an RFC 6062 Connect to a refused peer
+// gets 403 and no TCP connection is attempted.
+func TestConnectToDeniedPeer(t *testing.T) {
+	tn := relaytest.Start(t, relaytest.Options{RelayIPs: []string{"127.0.0.3"}, Users: map[string]string{"alice": "pw"}})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0") // would-be victim
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	alloc := relaytest.AllocateTCP(t, tn.Addr(), "alice", "pw")
+	if _, err := alloc.Dial("tcp", ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("connect to loopback peer: %v, want 403", err)
+	}
+	// pion's client asks for a permission before it connects; whichever of
+	// the two the node refused is counted.
+	if got := tn.Counter("peer_denials", "connect") + tn.Counter("peer_denials", "create_permission"); got != 1 {
+		t.Fatalf("peer_denials{connect|create_permission} = %v, want 1", got)
+	}
+	select {
+	case <-accepted:
+		t.Fatal("the relay connected to a denied peer")
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestUnpermittedPeerTraffic: datagrams from a peer the allocation has no
+// permission for are dropped and counted as such, not as relayed traffic,
+// and do not use up the allocation's --max-bps budget.
+func TestUnpermittedPeerTraffic(t *testing.T) {
+	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "pw"}, AllowPeer: []string{"127.0.0.1"},
+		Configure: func(c *relay.Config) { c.MaxBPS = 80000 }})
+	c := relaytest.NewClient(t, relaytest.ListenUDP(t, "udp4", "127.0.0.1:0"), tn.Addr(), "alice", "pw")
+	relayConn, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relayConn.Close()
+	stranger := relaytest.ListenUDP(t, "udp4", "127.0.0.1:0")
+	for i := range 100 {
+		_, _ = stranger.WriteTo(make([]byte, 1000), relayConn.LocalAddr())
+		if i%10 == 9 {
+			time.Sleep(2 * time.Millisecond) // stay within the socket's receive buffer
+		}
+	}
+	looptest.Eventually(t, "stranger's packets dropped", func() bool { return tn.Counter("dropped", "no_permission") >= 100 })
+	if got := tn.Counter("relay_packets", metrics.PeerToClient, "udp"); got != 0 {
+		t.Fatalf("relay_packets{peer_to_client} = %v for a peer without permission", got)
+	}
+	if got := tn.Counter("dropped", "rate_limit"); got != 0 {
+		t.Fatalf("the stranger used up the budget: dropped{rate_limit} = %v", got)
+	}
+	// A permitted peer still gets its full burst through.
+	peer := relaytest.ListenUDP(t, "udp4", "127.0.0.1:0")
+	looptest.Echo(peer)
+	if n := relaytest.Exchange(t, relayConn, peer.LocalAddr(), 5); n != 5 {
+		t.Fatalf("%d of 5 echoed for the permitted peer", n)
 	}
 }

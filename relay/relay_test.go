@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,5 +217,24 @@ func TestTCPAllocationOverUDPRefused(t *testing.T) {
 	}
 	if got := tn.Counter("allocations_created", "udp"); got != 0 {
 		t.Fatalf("allocations_created = %v", got)
+	}
+}
+
+// TestBindingOnEveryListener sends a STUN Binding request over each
+// transport and checks the reflexive address.
+func TestBindingOnEveryListener(t *testing.T) {
+	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "pw"}, TLS: true, DTLS: true})
+	udp := relaytest.NewClient(t, relaytest.ListenUDP(t, "udp4", "127.0.0.1:0"), tn.Addr(), "alice", "pw")
+	if a, err := udp.SendBindingRequest(); err != nil || !strings.HasPrefix(a.String(), "127.0.0.1:") {
+		t.Fatalf("udp binding: %v %v", a, err)
+	}
+	for _, tc := range []struct{ transport, addr string }{{"tcp", tn.Addr()}, {"tls", tn.TLS}, {"dtls", tn.DTLS}} {
+		c := relaytest.StreamClient(t, tc.transport, tc.addr, "alice", "pw")
+		if a, err := c.SendBindingRequest(); err != nil || !strings.HasPrefix(a.String(), "127.0.0.1:") {
+			t.Errorf("%s binding: %v %v", tc.transport, a, err)
+		}
+	}
+	if got := tn.Counter("requests", "binding", "success"); got != 4 {
+		t.Errorf("requests{binding,success} = %v, want 4", got)
 	}
 }

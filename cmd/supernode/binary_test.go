@@ -68,25 +68,25 @@ func TestBinarySIGTERMDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startStreamer(t, relayConn, peer.LocalAddr())
-	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.Got.Load() > 5 })
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	looptest.Eventually(t, "readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
-	before := s.got.Load()
+	before := s.Got.Load()
 	time.Sleep(time.Second)
-	if s.got.Load()-before < 20 {
-		t.Fatalf("call stalled after SIGTERM: %d packets in a second", s.got.Load()-before)
+	if s.Got.Load()-before < 20 {
+		t.Fatalf("call stalled after SIGTERM: %d packets in a second", s.Got.Load()-before)
 	}
 	select {
 	case err := <-exited:
 		t.Fatalf("exited during the drain with the call up: %v", err)
 	default:
 	}
-	s.finish()
-	if s.got.Load() != s.sent.Load() {
-		t.Errorf("packets lost across SIGTERM: sent %d, echoed %d", s.sent.Load(), s.got.Load())
+	s.Finish()
+	if s.Got.Load() != s.Sent.Load() {
+		t.Errorf("packets lost across SIGTERM: sent %d, echoed %d", s.Sent.Load(), s.Got.Load())
 	}
 	_ = relayConn.Close()
 	select {

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/supernode/supernode/looptest"
+	"github.com/supernode/supernode/relay/relaytest"
 )
 
 // scrape fetches /metrics over HTTP and returns one sample's value.
@@ -51,51 +50,11 @@ func scrapeWith(t *testing.T, client *http.Client, httpAddr, series string) floa
 	return 0
 }
 
-// streamer sends numbered packets through a relay conn to an echo peer
-// until stopped, counting what comes back.
-type streamer struct {
-	sent, got atomic.Int64
-	stop      chan struct{}
-	done      chan struct{}
-	once      sync.Once
-}
+// streamer is relaytest's: packets through a relay conn to an echo peer,
+// counted both ways.
+type streamer = relaytest.Streamer
 
-func startStreamer(t *testing.T, relayConn net.PacketConn, peer net.Addr) *streamer {
-	s := &streamer{stop: make(chan struct{}), done: make(chan struct{})}
-	t.Cleanup(s.finish)
-	go func() { // reader
-		buf := make([]byte, 1600)
-		for {
-			_ = relayConn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-			if _, _, err := relayConn.ReadFrom(buf); err == nil {
-				s.got.Add(1)
-			}
-			select {
-			case <-s.done:
-				return
-			default:
-			}
-		}
-	}()
-	go func() { // writer, 50 packets per second like one media leg
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		payload := make([]byte, 172)
-		for {
-			select {
-			case <-s.stop:
-				time.Sleep(300 * time.Millisecond) // let the last echoes arrive
-				close(s.done)
-				return
-			case <-t.C:
-				if _, err := relayConn.WriteTo(payload, peer); err == nil {
-					s.sent.Add(1)
-				}
-			}
-		}
-	}()
-	return s
-}
+var startStreamer = relaytest.StartStreamer
 
 // streamThrough allocates for user through tn over UDP and streams media
 // to an echoing peer through the allocation; the caller closes relayConn.
@@ -111,43 +70,10 @@ func streamThrough(t *testing.T, tn *testNode, user, password string) (s *stream
 	return startStreamer(t, relayConn, peer.LocalAddr()), relayConn
 }
 
-func (s *streamer) finish() {
-	s.once.Do(func() { close(s.stop) })
-	<-s.done
-}
-
-func TestMetricsMoveDuringTransfer(t *testing.T) {
-	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1")
-	s, relayConn := streamThrough(t, tn, "alice", "pw")
-	defer relayConn.Close()
-
-	// Both paths: the first packets go as indications through user
-	// space, the rest as ChannelData through the kernel path when it is on.
-	paths := func(name, dir string) float64 {
-		return scrape(t, tn.http, `supernode_`+name+`{direction="`+dir+`",path="user",transport="udp"}`) +
-			scrape(t, tn.http, `supernode_`+name+`{direction="`+dir+`",path="kernel",transport="udp"}`)
-	}
-	const active = `supernode_allocations_active{transport="udp"}`
-	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
-	a1, b1 := paths("relay_bytes_total", "client_to_peer"), paths("relay_bytes_total", "peer_to_client")
-	time.Sleep(500 * time.Millisecond)
-	a2, b2 := paths("relay_bytes_total", "client_to_peer"), paths("relay_bytes_total", "peer_to_client")
-	if scrape(t, tn.http, active) != 1 {
-		t.Fatal("allocation not active while streaming")
-	}
-	if !(a2 > a1 && a1 > 0) || !(b2 > b1 && b1 > 0) {
-		t.Fatalf("relay bytes did not grow while the call was live: c2p %v -> %v, p2c %v -> %v", a1, a2, b1, b2)
-	}
-	s.finish()
-	if got := paths("relay_packets_total", "client_to_peer"); got != float64(s.sent.Load()) {
-		t.Errorf("relay_packets{client_to_peer} = %v, client sent %d", got, s.sent.Load())
-	}
-}
-
 func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
 	tn := startNode(t, "--user", "alice:pw", "--allow-peer", "127.0.0.1", "--drain-timeout", "1m")
 	s, relayConn := streamThrough(t, tn, "alice", "pw")
-	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.Got.Load() > 5 })
 
 	// A second, raw allocation to show refreshes still work while draining.
 	raw := newRawClient(t, tn.udp)
@@ -180,8 +106,8 @@ func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
 		t.Fatalf("raw allocate while draining: code %d, want 508", code)
 	}
 	// The existing call keeps flowing, and refreshes are answered.
-	before := s.got.Load()
-	looptest.Eventually(t, "20 more packets echoed after SIGTERM", func() bool { return s.got.Load()-before >= 20 })
+	before := s.Got.Load()
+	looptest.Eventually(t, "20 more packets echoed after SIGTERM", func() bool { return s.Got.Load()-before >= 20 })
 	if code := errCode(raw.do(stun.MethodRefresh, "alice", "pw", lifetime(600))); code != 0 {
 		t.Fatalf("refresh while draining: code %d", code)
 	}
@@ -191,9 +117,9 @@ func TestDrainKeepsCallsAndRefusesNew(t *testing.T) {
 	default:
 	}
 	// The calls end; the node then exits by itself.
-	s.finish()
-	if s.got.Load() != s.sent.Load() {
-		t.Errorf("lost packets across the drain: sent %d, echoed %d", s.sent.Load(), s.got.Load())
+	s.Finish()
+	if s.Got.Load() != s.Sent.Load() {
+		t.Errorf("lost packets across the drain: sent %d, echoed %d", s.Sent.Load(), s.Got.Load())
 	}
 	if err := relayConn.Close(); err != nil {
 		t.Fatal(err)
@@ -223,7 +149,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		"--cert", cert, "--key", key)
 	s, relayConn := streamThrough(t, tn, "alice", "old")
 	defer relayConn.Close()
-	looptest.Eventually(t, "traffic", func() bool { return s.got.Load() > 5 })
+	looptest.Eventually(t, "traffic", func() bool { return s.Got.Load() > 5 })
 
 	if err := os.WriteFile(users, []byte("alice:new\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -245,11 +171,11 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if code := errCode(newRawClient(t, tn.udp).do(stun.MethodAllocate, "alice", "old", requestedTransport(17))); code != 401 {
 		t.Fatalf("old password after reload: code %d, want 401", code)
 	}
-	before := s.got.Load()
+	before := s.Got.Load()
 	time.Sleep(500 * time.Millisecond)
-	s.finish()
-	if s.got.Load() <= before || s.got.Load() != s.sent.Load() {
-		t.Fatalf("existing call disturbed by reload: sent %d, echoed %d", s.sent.Load(), s.got.Load())
+	s.Finish()
+	if s.Got.Load() <= before || s.Got.Load() != s.Sent.Load() {
+		t.Fatalf("existing call disturbed by reload: sent %d, echoed %d", s.Sent.Load(), s.Got.Load())
 	}
 	// The TLS listener now serves the new certificate.
 	conn, err := tls.Dial("tcp", tn.tls, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // test certificate

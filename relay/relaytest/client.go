@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -213,4 +214,17 @@ func NeedIPv6Loopback(t testing.TB) {
 		t.Skipf("no IPv6 loopback on this machine: %v", err)
 	}
 	_ = probe.Close()
+}
+
+// ClosedWithin reports whether the server closes c within d.
+func ClosedWithin(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 512)
+	for {
+		_, err := c.Read(buf)
+		if err == nil {
+			continue
+		}
+		return !errors.Is(err, os.ErrDeadlineExceeded)
+	}
 }

@@ -17,8 +17,9 @@ import (
 // relay_bytes and relay_packets (direction, transport and optionally path;
 // without a path, both paths summed), allocations_active,
 // allocations_created, allocations_deleted (transport), dropped (reason),
-// requests (method, result), auth_failures (reason), quota (which) and
-// peer_denials (method). The kernel path's counts are read first, as a
+// requests (method, result), auth_failures (reason), quota (which),
+// peer_denials (method), connections_closed (transport, reason),
+// connections_pending and handler_panics. The kernel path's counts are read first, as a
 // scrape would. An unknown name fails t.
 func Counter(t testing.TB, m *metrics.Metrics, name string, labels ...any) float64 {
 	t.Helper()
@@ -57,6 +58,12 @@ func Counter(t testing.TB, m *metrics.Metrics, name string, labels ...any) float
 		return testutil.ToFloat64(m.QuotaRejections.For(Label(t, metrics.Quotas, labels[0])))
 	case "peer_denials":
 		return testutil.ToFloat64(m.PeerDenials.For(Label(t, metrics.PeerMethods, labels[0])))
+	case "connections_closed":
+		return testutil.ToFloat64(m.ConnectionsClosed.For(Label(t, metrics.Transports, labels[0]), Label(t, metrics.CloseReasons, labels[1])))
+	case "connections_pending":
+		return testutil.ToFloat64(m.ConnectionsPending)
+	case "handler_panics":
+		return testutil.ToFloat64(m.HandlerPanics)
 	}
 	t.Fatalf("unknown metric %q", name)
 	return 0
