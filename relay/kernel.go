@@ -54,11 +54,6 @@ func (s *Server) kernelStart(p *record, client, server net.Addr) {
 		p.k = nil
 		return
 	}
-	if !s.kernelBegin() {
-		p.k = nil
-		return
-	}
-	defer s.kernelDone()
 	k.client, k.server = c, sv
 	if err := s.cfg.Offload.AddAllocation(k.id, s.cfg.MaxBPS, maxMessageSize); err != nil {
 		s.kernelFailed(err)
@@ -76,14 +71,11 @@ func (s *Server) kernelStart(p *record, client, server net.Addr) {
 // kernel exactly while it is bound and its peer's permission is live.
 // Called with p.mu held.
 func (s *Server) kernelSync(p *record, n uint16, peer netip.AddrPort) {
-	if k := p.k; k == nil || !k.added || !peer.IsValid() || !s.kernelBegin() {
-		return
-	}
-	defer s.kernelDone()
 	s.syncChannel(p, n, peer)
 }
 
-// syncChannel is kernelSync inside kernelBegin.
+// syncChannel is kernelSync; it also installs the channels pion reported
+// before the allocation reached the kernel.
 func (s *Server) syncChannel(p *record, n uint16, peer netip.AddrPort) {
 	k := p.k
 	if k == nil || !k.added || !peer.IsValid() {
@@ -122,11 +114,6 @@ func (s *Server) kernelEnd(p *record) {
 	if k == nil || !k.added {
 		return
 	}
-	if !s.kernelBegin() {
-		k.added = false // the Offload is closing, and the maps with it
-		return
-	}
-	defer s.kernelDone()
 	// What the kernel relayed for it goes with it: keep the count for the
 	// session record.
 	if st, err := s.cfg.Offload.AllocationStats(k.id); err == nil {
@@ -137,32 +124,11 @@ func (s *Server) kernelEnd(p *record) {
 	k.added = false
 }
 
-// kernelBegin starts a call into Config.Offload, and reports false,
-// holding nothing, once Close has ended the kernel path: main closes the
-// Offload after the Server, while pion's goroutines may still be deleting
-// allocations. kernelDone ends the call.
-func (s *Server) kernelBegin() bool {
-	s.kernelMu.RLock()
-	if s.kernelClosed {
-		s.kernelMu.RUnlock()
-		return false
-	}
-	return true
-}
-
-func (s *Server) kernelDone() { s.kernelMu.RUnlock() }
-
-// kernelClose ends the kernel path: once it returns, no call into
-// Config.Offload is under way and none starts.
-func (s *Server) kernelClose() {
-	s.kernelMu.Lock()
-	s.kernelClosed = true
-	s.kernelMu.Unlock()
-}
-
 // kernelFailed counts a channel left to user space.
 func (s *Server) kernelFailed(err error) {
 	switch {
+	case errors.Is(err, offload.ErrClosed):
+		// The node is stopping: the kernel path closed after the relay.
 	case errors.Is(err, offload.ErrFull):
 		s.m.OffloadBindFailures.For(metrics.BindFull).Inc()
 	case errors.Is(err, offload.ErrNoRoute):

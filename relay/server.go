@@ -52,10 +52,6 @@ type Server struct {
 	listeners []*listener
 	pion      []*turn.Server
 	kernelIDs atomic.Uint32 // ids of allocations in the kernel path
-	// kernelMu orders calls into Config.Offload before Close's end of
-	// them (kernelBegin, kernelClose); kernelClosed is set by Close.
-	kernelMu     sync.RWMutex
-	kernelClosed bool
 }
 
 // listener is the per-socket state: which transport, and its metric
@@ -237,12 +233,12 @@ func (s *Server) Close() error {
 	s.reserved.close()
 	// pion closes its allocations' sockets later, on its read loops'
 	// goroutines, after Close has returned: close them here, so that
-	// each one's kernel state is read and removed now, before
-	// kernelClose and the caller's close of the kernel path (a socket
-	// closes once; pion's own Close of it is then a no-op).
+	// each one's kernel state is read and removed now, before the caller
+	// closes the kernel path (a socket closes once; pion's own Close of it
+	// is then a no-op). A call that still comes later finds the Offload
+	// closed and does nothing (offload.ErrClosed).
 	s.closeRelaySockets()
 	s.endRemaining()
-	s.kernelClose()
 	s.logs.flush()
 	return errors.Join(errs...)
 }

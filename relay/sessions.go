@@ -171,11 +171,11 @@ func (s *Server) Kill(f Filter) int {
 func (s *Server) traffic(p *record) Traffic {
 	var k offload.AllocationStats
 	p.mu.RLock()
-	if p.k != nil && p.k.added && s.kernelBegin() {
-		k, _ = s.cfg.Offload.AllocationStats(p.k.id)
-		s.kernelDone()
-	} else {
-		k = p.kernelFinal
+	k = p.kernelFinal
+	if p.k != nil && p.k.added {
+		if live, err := s.cfg.Offload.AllocationStats(p.k.id); err == nil {
+			k = live
+		}
 	}
 	p.mu.RUnlock()
 	return Traffic{
