@@ -2,13 +2,20 @@ package allocation
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 )
 
+// ErrNoCredentials is Reload's error when neither users nor secrets are
+// configured any more.
+var ErrNoCredentials = errors.New("allocation: no credentials configured")
+
 // Sources are where a node's credentials come from: its flags and the
-// files they name. Load reads them at start and on every reload (SIGHUP).
+// files they name. Open reads them at start, Reload on every SIGHUP.
 type Sources struct {
 	// Users (--user) are name:password pairs, already checked.
 	Users []string
@@ -19,6 +26,54 @@ type Sources struct {
 	// SecretFile (--auth-secret-file) holds one REST secret a line, after
 	// those of Secrets; "" for none.
 	SecretFile string
+	// Reachable says that other hosts can reach the node: Open and Reload
+	// then refuse weak secrets (CheckReachable), Keys among them. On
+	// loopback anything goes: tests and demos use short ones.
+	Reachable bool
+	// Keys are the node's other secrets, checked with the credentials when
+	// Reachable: flag name and value (--api-token, --cluster-key).
+	Keys [][2]string
+}
+
+// Open loads the credentials into a new Store for realm. When none are
+// configured it makes up a REST secret for this run and reports it with
+// generated: clients can then get credentials only from the node itself
+// (/v1/ice-servers).
+func (src Sources) Open(realm string) (st *Store, generated bool, err error) {
+	c, err := src.checked()
+	if err != nil {
+		return nil, false, err
+	}
+	if generated = len(c.Users) == 0 && len(c.Secrets) == 0; generated {
+		b := make([]byte, 24)
+		_, _ = rand.Read(b)
+		c.Secrets = []string{base64.RawURLEncoding.EncodeToString(b)}
+	}
+	return NewStore(realm, c, nil), generated, nil
+}
+
+// Reload loads the credentials again and puts them in st (SIGHUP). On an
+// error, and with ErrNoCredentials when none are configured, st keeps the
+// credentials it has.
+func (src Sources) Reload(st *Store) (Credentials, error) {
+	c, err := src.checked()
+	if err == nil && len(c.Users) == 0 && len(c.Secrets) == 0 {
+		err = ErrNoCredentials
+	}
+	if err != nil {
+		return Credentials{}, err
+	}
+	st.Set(c)
+	return c, nil
+}
+
+// checked is Load, then CheckReachable when the node is Reachable.
+func (src Sources) checked() (Credentials, error) {
+	c, err := src.Load()
+	if err == nil && src.Reachable {
+		err = src.CheckReachable(c, src.Keys...)
+	}
+	return c, err
 }
 
 // Load reads the credentials of src. In both files empty lines and lines

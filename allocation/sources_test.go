@@ -1,6 +1,7 @@
 package allocation
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -104,5 +105,50 @@ func TestCheckReachable(t *testing.T) {
 				t.Fatalf("error %v, want %s ... (the node listens off loopback)", err, tc.want)
 			}
 		})
+	}
+}
+
+// Open makes up a secret when none is configured; Reload replaces the
+// store's credentials, or keeps them on an error or when none are left.
+func TestOpenAndReload(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "secrets")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, generated, err := Sources{}.Open("r")
+	if err != nil || !generated || len(st.Current().Secrets) != 1 || len(st.Current().Secrets[0]) < 32 || st.Realm() != "r" {
+		t.Fatalf("Open without credentials: %v, generated %v, %q", err, generated, st.Current().Secrets)
+	}
+	if _, err := (Sources{}).Reload(st); !errors.Is(err, ErrNoCredentials) {
+		t.Fatalf("Reload without credentials: %v, want ErrNoCredentials", err)
+	}
+
+	good := "0123456789abcdef0123"
+	write(good + "\n")
+	src := Sources{SecretFile: file, Reachable: true, Keys: [][2]string{{"--api-token", good}}}
+	if st, generated, err = src.Open("r"); err != nil || generated || st.Current().Secrets[0] != good {
+		t.Fatalf("Open: %v, generated %v, %q", err, generated, st.Current().Secrets)
+	}
+	write("CHANGE-ME\n")
+	if _, err := src.Reload(st); err == nil || !strings.Contains(err.Error(), "placeholder") {
+		t.Fatalf("Reload of a placeholder on a reachable node: %v", err)
+	}
+	if got := st.Current().Secrets; len(got) != 1 || got[0] != good {
+		t.Fatalf("secrets after a refused reload %q, want the old one", got)
+	}
+	if _, _, err := src.Open("r"); err == nil {
+		t.Fatal("Open of a placeholder on a reachable node succeeded")
+	}
+	src.Reachable = false // loopback: anything goes
+	if c, err := src.Reload(st); err != nil || c.Secrets[0] != "CHANGE-ME" || st.Current().Secrets[0] != "CHANGE-ME" {
+		t.Fatalf("Reload on loopback: %v %q", err, st.Current().Secrets)
+	}
+	src.Reachable, src.Keys = true, [][2]string{{"--cluster-key", "short"}}
+	write(good + "\n")
+	if _, err := src.Reload(st); err == nil || !strings.HasPrefix(err.Error(), "--cluster-key is 5 bytes") {
+		t.Fatalf("Reload with a weak key: %v", err)
 	}
 }

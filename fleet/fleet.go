@@ -14,7 +14,10 @@
 //   - What this node gossips about itself (cluster.Meta): its advertised
 //     listeners and relay addresses (endpoint.Addresses.Fill), its load,
 //     its relayed bit rate (estimated each second from the relay's byte
-//     counters) and whether it drains (Fleet.SetDraining).
+//     counters) and whether it drains.
+//   - The node's drain (Fleet.Drain, Fleet.Undrain): the fleet hears of
+//     it before the relay refuses new allocations, and a drain SIGTERM
+//     started cannot be cancelled.
 //   - What it reads back each second: the fleet gauges, and the other
 //     members' relay addresses, which the relay lets clients reach as
 //     peers so that the legs of a call split across two hosts still meet.
@@ -27,6 +30,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +44,8 @@ import (
 type Relay interface {
 	AllocationCount() int
 	Draining() bool
+	Drain()
+	Undrain()
 	SetFleetPeers([]relay.FleetPeer)
 }
 
@@ -75,8 +81,13 @@ type Fleet struct {
 	redirected *cluster.Redirected
 	state      atomic.Pointer[state] // nil until Start
 	// leaving is the drain as gossiped: set before the relay starts
-	// refusing, so the fleet hears first.
+	// refusing, so the fleet hears first (Drain).
 	leaving atomic.Bool
+	// drainMu orders Drain and Undrain, so that a cancel cannot undo a
+	// final drain begun between its check and the relay's Undrain; final
+	// is set by a drain that ends in an exit (SIGTERM).
+	drainMu sync.Mutex
+	final   bool
 	// bps is the relayed bit rate over the last second, for gossip.
 	bps atomic.Int64
 }
@@ -170,16 +181,6 @@ func (f *Fleet) Members() []cluster.Node {
 	}
 	return []cluster.Node{{ID: f.cfg.NodeID, Self: true, Meta: f.meta(s)}}
 }
-
-// SetDraining sets whether this node gossips that it drains. A drain is
-// gossiped (Announce) before the relay refuses new allocations, so that a
-// member that had not heard of it does not send this node's late callers
-// straight back; a cancelled drain is gossiped after the relay takes them
-// again.
-func (f *Fleet) SetDraining(on bool) { f.leaving.Store(on) }
-
-// Draining reports what SetDraining last set.
-func (f *Fleet) Draining() bool { return f.leaving.Load() }
 
 // Announce gossips this node's metadata now, changed or not, waiting up to
 // 2s for it to spread (cluster.Cluster.Announce); a fleet of one has no

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -74,22 +75,6 @@ func startMember(t *testing.T, id, gossip, join string, addrs endpoint.Addresses
 	}
 	t.Cleanup(mb.f.Close)
 	return mb
-}
-
-// drain drains the member as the node does: the fleet hears first, then
-// the relay refuses.
-func (mb *member) drain() {
-	mb.f.SetDraining(true)
-	mb.f.Announce()
-	mb.relay.Drain()
-}
-
-// undrain cancels the drain: the relay takes allocations, then the fleet
-// hears.
-func (mb *member) undrain() {
-	mb.relay.Undrain()
-	mb.f.SetDraining(false)
-	mb.f.Announce()
 }
 
 // startFleet starts n members on loopback and waits until each sees all.
@@ -204,7 +189,7 @@ func TestRedirectWhileDraining(t *testing.T) {
 	ms := startFleet(t, 2, nil)
 	a, b := ms[0], ms[1]
 	here := callOn(t, a.f, "node-0")
-	a.drain()
+	a.f.Drain(false)
 	if !a.relay.Draining() || !a.f.meta(a.f.state.Load()).Draining {
 		t.Fatal("the drain is not in the gossip")
 	}
@@ -215,7 +200,9 @@ func TestRedirectWhileDraining(t *testing.T) {
 			t.Fatalf("%s while draining: %+v %v, want node-1", user, alt, ok)
 		}
 	}
-	a.undrain()
+	if err := a.f.Undrain(); err != nil {
+		t.Fatal(err)
+	}
 	if a.relay.Draining() || a.f.meta(a.f.state.Load()).Draining {
 		t.Fatal("the cancelled drain is still in the gossip")
 	}
@@ -224,7 +211,7 @@ func TestRedirectWhileDraining(t *testing.T) {
 	}
 
 	// A draining member is not redirected to: the call is served here.
-	b.drain()
+	b.f.Drain(false)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if m, ok := a.f.Cluster().Member("node-1"); ok && m.Meta.Draining {
 			break
@@ -367,13 +354,15 @@ func TestFleetOfOne(t *testing.T) {
 	if got := testutil.ToFloat64(a.m.Placements.For(metrics.PlacementLocal)); got != 0 {
 		t.Fatalf("a fleet of one counted %v placements", got)
 	}
-	a.drain()
+	a.f.Drain(false)
 	ms := a.f.Members()
 	if len(ms) != 1 || ms[0].ID != "solo" || !ms[0].Self || !ms[0].Meta.Draining || ms[0].Meta.Host != "127.0.0.1" ||
 		ms[0].Meta.Zone != "z1" || ms[0].Meta.Version != "test" {
 		t.Fatalf("members %+v", ms)
 	}
-	a.undrain()
+	if err := a.f.Undrain(); err != nil {
+		t.Fatal(err)
+	}
 	if a.f.Members()[0].Meta.Draining {
 		t.Fatal("still draining after Undrain")
 	}
@@ -404,5 +393,25 @@ func TestReport(t *testing.T) {
 func TestBitRate(t *testing.T) {
 	if got := bitRate(1250, 500*time.Millisecond); got != 20000 {
 		t.Fatalf("1250 bytes in 0.5s: %d bit/s, want 20000", got)
+	}
+}
+
+// A drain SIGTERM started (final) ends in an exit: the admin API cannot
+// cancel it, and trying changes nothing. One the API started can be.
+func TestFinalDrainCannotBeCancelled(t *testing.T) {
+	ms := startFleet(t, 2, nil)
+	a, b := ms[0], ms[1]
+	a.f.Drain(false)
+	a.f.Drain(true) // SIGTERM during an API drain makes it final
+	if err := a.f.Undrain(); !errors.Is(err, ErrFinalDrain) {
+		t.Fatalf("Undrain of a final drain: %v, want ErrFinalDrain", err)
+	}
+	if !a.relay.Draining() || !a.f.Draining() || !a.f.meta(a.f.state.Load()).Draining {
+		t.Fatal("a refused Undrain cancelled the drain")
+	}
+	// Another member's API drain is its own, and can be cancelled.
+	b.f.Drain(false)
+	if err := b.f.Undrain(); err != nil || b.relay.Draining() || b.f.Draining() {
+		t.Fatalf("Undrain: %v; relay draining %v, gossiped %v", err, b.relay.Draining(), b.f.Draining())
 	}
 }

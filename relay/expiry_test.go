@@ -11,6 +11,7 @@ import (
 
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
+	"github.com/supernode/supernode/offload"
 	"github.com/supernode/supernode/relay"
 	"github.com/supernode/supernode/relay/relaytest"
 )
@@ -31,12 +32,12 @@ func (c *expiryCall) kernelPackets() float64 {
 		c.tn.Counter("relay_packets", metrics.PeerToClient, "udp", metrics.PathKernel)
 }
 
-// startExpiryCall starts a relay with the kernel path as offload says
+// startExpiryCall starts a relay with the kernel path as mode says
 // (on: it must start) and the permission and channel lifetimes given (zero:
 // the defaults), and a call on it with ChannelData flowing both ways.
-func startExpiryCall(t *testing.T, offload string, permission, channel time.Duration) *expiryCall {
+func startExpiryCall(t *testing.T, mode offload.Mode, permission, channel time.Duration) *expiryCall {
 	t.Helper()
-	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "secret1"}, AllowPeer: []string{"127.0.0.1"}, Offload: offload,
+	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "secret1"}, AllowPeer: []string{"127.0.0.1"}, Offload: mode,
 		Configure: func(c *relay.Config) { c.PermissionLifetime, c.ChannelLifetime = permission, channel }})
 	c := &expiryCall{tn: tn, peer: relaytest.ListenUDP(t, "udp4", "127.0.0.1:0")}
 	c.tap = &relaytest.TapConn{PacketConn: relaytest.ListenUDP(t, "udp4", "127.0.0.1:0")}
@@ -57,7 +58,7 @@ func startExpiryCall(t *testing.T, offload string, permission, channel time.Dura
 		c.peerSend(t, i)
 		c.expectAtClient(t, i)
 	}
-	if offload == "on" {
+	if mode == offload.On {
 		if got := tn.Scrape("supernode_offload_bindings"); got != 1 {
 			t.Fatalf("supernode_offload_bindings = %v with the channel bound, want 1", got)
 		}
@@ -129,11 +130,11 @@ func (c *expiryCall) nothingAtClient(t *testing.T) {
 // comes as Data indications from user space. The kernel relays nothing
 // after any of these.
 func TestExpiryStopsData(t *testing.T) {
-	for _, offload := range []string{"on", "off"} {
-		t.Run("offload-"+offload, func(t *testing.T) {
+	for _, mode := range []offload.Mode{offload.On, offload.Off} {
+		t.Run("offload-"+string(mode), func(t *testing.T) {
 			t.Run("permission", func(t *testing.T) {
-				c := startExpiryCall(t, offload, 2*time.Second, time.Hour)
-				c.waitExpired(t, offload, "supernode_permissions_active")
+				c := startExpiryCall(t, mode, 2*time.Second, time.Hour)
+				c.waitExpired(t, mode, "supernode_permissions_active")
 				kernel := c.kernelPackets()
 				noPerm := c.tn.Counter("dropped", metrics.DropNoPermission)
 				for i := range 3 {
@@ -155,8 +156,8 @@ func TestExpiryStopsData(t *testing.T) {
 				}
 			})
 			t.Run("channel", func(t *testing.T) {
-				c := startExpiryCall(t, offload, time.Hour, 2*time.Second)
-				c.waitExpired(t, offload, "supernode_channels_active")
+				c := startExpiryCall(t, mode, time.Hour, 2*time.Second)
+				c.waitExpired(t, mode, "supernode_channels_active")
 				kernel := c.kernelPackets()
 				dataInd := c.tap.DataInd.Load()
 				for i := range 3 {
@@ -175,7 +176,7 @@ func TestExpiryStopsData(t *testing.T) {
 				}
 			})
 			t.Run("refresh-0", func(t *testing.T) {
-				c := startExpiryCall(t, offload, 0, 0)
+				c := startExpiryCall(t, mode, 0, 0)
 				kernel := c.kernelPackets()
 				if err := c.relayConn.Close(); err != nil { // Refresh, lifetime 0
 					t.Fatal(err)
@@ -184,7 +185,7 @@ func TestExpiryStopsData(t *testing.T) {
 				// node to have handled it. The kernel's state goes with the
 				// relay socket, before the allocation is counted as gone.
 				looptest.Eventually(t, "the allocation to end", func() bool { return c.tn.Counter("allocations_active", "udp") == 0 })
-				if offload == "on" {
+				if mode == offload.On {
 					n, err := c.tn.Offload.MapEntries()
 					if err != nil {
 						t.Fatal(err)
@@ -231,10 +232,10 @@ func TestExpiryStopsData(t *testing.T) {
 
 // waitExpired waits for the gauge to fall to 0 by expiry, and then, on the
 // kernel path, for the binding to be gone from the kernel too.
-func (c *expiryCall) waitExpired(t *testing.T, offload, gauge string) {
+func (c *expiryCall) waitExpired(t *testing.T, mode offload.Mode, gauge string) {
 	t.Helper()
 	looptest.Eventually(t, gauge+" to fall to 0", func() bool { return c.tn.Scrape(gauge) == 0 })
-	if offload == "on" {
+	if mode == offload.On {
 		if got := c.tn.Scrape("supernode_offload_bindings"); got != 0 {
 			t.Fatalf("supernode_offload_bindings = %v once %s is 0, want 0", got, gauge)
 		}

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -182,6 +183,17 @@ func (c *Certificate) Reload() error {
 
 // Get returns the current certificate.
 func (c *Certificate) Get() *tls.Certificate { return c.cur.Load() }
+
+// VerifyHostname reports whether the current certificate is valid for
+// name (a host name or an IP address), as a client dialling name checks
+// it; nil means it is.
+func (c *Certificate) VerifyHostname(name string) error {
+	leaf, err := x509.ParseCertificate(c.Get().Certificate[0])
+	if err != nil {
+		return err
+	}
+	return leaf.VerifyHostname(name)
+}
 
 // ListenTLS opens a TLS listener on addr serving cert.
 func ListenTLS(addr string, cert *Certificate) (net.Listener, error) {

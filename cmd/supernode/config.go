@@ -66,7 +66,7 @@ type options struct {
 	publicHost   string
 	allowPeer    config.List
 	denyPeer     config.List
-	offload      string
+	offload      offload.Mode
 	offloadMax   int
 	authFailures int
 	udpRcvbuf    int
@@ -127,7 +127,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 func addLimitFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.table.UserQuota, "user-quota", defaultUserQuota, "most allocations one user id may hold at once (0 = unlimited)")
 	fs.IntVar(&o.table.TotalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
-	fs.StringVar(&o.offload, "offload", "auto", "kernel data path for UDP ChannelData (eBPF, TCX): auto uses it when it can and logs why not, on refuses to start without it, off never uses it")
+	fs.StringVar((*string)(&o.offload), "offload", string(offload.Auto), "kernel data path for UDP ChannelData (eBPF, TCX): auto uses it when it can and logs why not, on refuses to start without it, off never uses it")
 	fs.IntVar(&o.offloadMax, "offload-max-channels", offload.DefaultMaxChannels, "most channels (with a live permission) the kernel path relays at once, node-wide; more stay in user space")
 	fs.Int64Var(&o.relay.MaxBPS, "max-bps", defaultMaxBPS, "bandwidth limit per allocation and direction in `bits/s`; excess packets are dropped (0 = unlimited)")
 	fs.IntVar(&o.relay.MaxPermissions, "max-permissions", relay.DefaultMaxPermissions, "most peer IPs one allocation may hold permissions for; more get 508")
@@ -173,6 +173,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	if len(o.listen) == 0 {
 		o.listen = config.List{"0.0.0.0:3478"}
 	}
+	// Weak secrets are refused on a node other hosts can reach.
+	o.creds.Reachable, o.creds.Keys = !o.loopbackOnly(), [][2]string{{"--api-token", o.api.Token}, {"--cluster-key", o.fleet.Key}}
 	return o, o.locate(o.check())
 }
 
@@ -218,7 +220,7 @@ func (o *options) check() error {
 		when(r.AuthBackoff <= 0, "--auth-backoff %v: want more than 0", r.AuthBackoff),
 		when(o.api.MaxTTL <= 0, "--max-credential-ttl %v: want more than 0", o.api.MaxTTL),
 		when(o.udpRcvbuf < 0, "--udp-rcvbuf %d: want 0 (kernel default) or more", o.udpRcvbuf),
-		when(o.offload != "auto" && o.offload != "on" && o.offload != "off", "--offload %q: want auto, on or off", o.offload),
+		when(!o.offload.Valid(), "--offload %q: want auto, on or off", o.offload),
 		when(o.offloadMax < 1, "--offload-max-channels %d: want at least 1", o.offloadMax),
 		when(r.MaxBPS < 0, "--max-bps %d: want 0 (unlimited) or more", r.MaxBPS),
 		when(r.Realm == "", "--realm must not be empty"),
@@ -284,13 +286,4 @@ func (o *options) loopbackOnly() bool {
 		}
 	}
 	return true
-}
-
-// checkSecrets refuses placeholder and short secrets on a node other hosts
-// can reach. On loopback anything goes: tests and demos use short ones.
-func checkSecrets(o *options, c allocation.Credentials) error {
-	if o.loopbackOnly() {
-		return nil
-	}
-	return o.creds.CheckReachable(c, [2]string{"--api-token", o.api.Token}, [2]string{"--cluster-key", o.fleet.Key})
 }

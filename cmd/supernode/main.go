@@ -4,9 +4,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,11 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -75,13 +71,6 @@ type node struct {
 	listens map[string][]string // transport -> actual listen addresses
 	closers []io.Closer
 	fleet   *fleet.Fleet // a fleet of one without --cluster-listen
-	// signalled is set by SIGTERM: the drain ends in an exit and the admin
-	// API cannot cancel it.
-	signalled atomic.Bool
-	// drainMu orders a drain's start by SIGTERM against the admin API's
-	// start or cancel, so a cancel cannot undo a SIGTERM drain begun
-	// between its check and its Undrain.
-	drainMu sync.Mutex
 }
 
 // start opens every socket and starts the relay, the fleet membership and
@@ -117,7 +106,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.offload, err = startOffload(o, log, n.m, addrs.Relay, addrs.Listens["udp"]); err != nil {
+	if err := n.startOffload(addrs); err != nil {
 		return nil, err
 	}
 	if n.relay, err = relay.New(n.relayConfig(ls, policy, addrs)); err != nil {
@@ -146,21 +135,14 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 
 // openStore loads the credentials into a new store, with a secret made
 // up for this run when none is configured.
-func (n *node) openStore() error {
-	creds, err := n.o.creds.Load()
-	if err != nil {
+func (n *node) openStore() (err error) {
+	var generated bool
+	if n.store, generated, err = n.o.creds.Open(n.o.relay.Realm); err != nil {
 		return err
 	}
-	if err := checkSecrets(n.o, creds); err != nil {
-		return err
-	}
-	if len(creds.Users) == 0 && len(creds.Secrets) == 0 {
-		b := make([]byte, 24)
-		_, _ = rand.Read(b)
-		creds.Secrets = []string{base64.RawURLEncoding.EncodeToString(b)}
+	if generated {
 		n.log.Warn("no --user or --auth-secret configured: generated a REST secret for this run only; fetch credentials from /v1/ice-servers")
 	}
-	n.store = allocation.NewStore(n.o.relay.Realm, creds, nil)
 	n.store.SetMaxTTL(n.o.api.MaxTTL)
 	return nil
 }
@@ -175,12 +157,10 @@ func (n *node) loadCert() (err error) {
 	if n.cert, err = relay.LoadCertificate(o.cert, o.key); err != nil {
 		return err
 	}
-	if name := endpoint.CertName(o.publicHost); name != "" {
-		if leaf, err := x509.ParseCertificate(n.cert.Get().Certificate[0]); err == nil && leaf.VerifyHostname(name) != nil {
-			// Clients check turns: URLs and fleet redirects against it.
-			n.log.Warn("--public-host is not a name in --cert: TLS and DTLS clients sent to this node by name will reject its certificate",
-				"public_host", name, "cert", o.cert)
-		}
+	// Clients check turns: URLs and fleet redirects against it.
+	if name := endpoint.CertName(o.publicHost); name != "" && n.cert.VerifyHostname(name) != nil {
+		n.log.Warn("--public-host is not a name in --cert: TLS and DTLS clients sent to this node by name will reject its certificate",
+			"public_host", name, "cert", o.cert)
 	}
 	return nil
 }
@@ -246,6 +226,23 @@ func (n *node) watchRcvbuf(udp []net.PacketConn) error {
 	return nil
 }
 
+// startOffload starts the kernel path as --offload says (offload.Start),
+// on the interfaces of the relay addresses and the UDP listeners.
+func (n *node) startOffload(addrs endpoint.Addresses) (err error) {
+	ips := append([]netip.Addr(nil), addrs.Relay...)
+	for _, a := range addrs.Listens["udp"] {
+		ips = append(ips, netip.MustParseAddrPort(a).Addr()) // as its socket gave it
+	}
+	cfg := offload.Config{Addrs: ips, MaxChannels: n.o.offloadMax, Logger: n.log}
+	if n.offload, err = offload.Start(n.o.offload, cfg); err != nil {
+		return fmt.Errorf("--offload on: %w", err)
+	}
+	if n.offload != nil {
+		n.offload.Register(n.m)
+	}
+	return nil
+}
+
 // relayConfig is the relay's configuration: the flags bound into
 // options.relay and what start built from the others.
 func (n *node) relayConfig(ls []relay.Listener, policy *relay.Policy, addrs endpoint.Addresses) relay.Config {
@@ -286,7 +283,7 @@ func (n *node) startHTTP() error {
 	}
 	ac := n.o.api
 	ac.Metrics, ac.Credentials, ac.Node, ac.URLs, ac.DefaultTTL = n.m, n.store, n.relay, n.urls, min(24*time.Hour, ac.MaxTTL)
-	ac.Place, ac.Admin, ac.Logger = n.fleet.Place, nodeAdmin{n}, n.log
+	ac.Place, ac.Admin, ac.Logger = n.fleet.Place, nodeAdmin{n.relay, n.fleet}, n.log
 	h, err := api.New(ac)
 	if err != nil {
 		return err
@@ -308,16 +305,11 @@ func (n *node) startHTTP() error {
 // reload re-reads the users file, secret file and certificate (SIGHUP).
 // On any error the old values stay in force.
 func (n *node) reload() {
-	creds, err := n.o.creds.Load()
-	if err == nil {
-		err = checkSecrets(n.o, creds)
-	}
-	if err != nil {
-		n.log.Error("reload failed, keeping old credentials", "err", err)
-	} else if len(creds.Users) == 0 && len(creds.Secrets) == 0 {
+	if creds, err := n.o.creds.Reload(n.store); errors.Is(err, allocation.ErrNoCredentials) {
 		n.log.Warn("reload: no credentials configured, keeping old ones")
+	} else if err != nil {
+		n.log.Error("reload failed, keeping old credentials", "err", err)
 	} else {
-		n.store.Set(creds)
 		n.log.Info("reloaded credentials", "users", len(creds.Users), "secrets", len(creds.Secrets))
 	}
 	if n.cert != nil {
@@ -397,15 +389,7 @@ func (n *node) serve(sigs <-chan os.Signal) error {
 			case sig == syscall.SIGHUP:
 				n.reload()
 			case sig == syscall.SIGTERM && drainDeadline == nil:
-				n.drainMu.Lock()
-				n.signalled.Store(true)
-				// Tell the fleet first, and only then send this node's
-				// late callers elsewhere: a member that has not heard of
-				// the drain yet would send them straight back.
-				n.fleet.SetDraining(true)
-				n.fleet.Announce()
-				n.relay.Drain()
-				n.drainMu.Unlock()
+				n.fleet.Drain(true) // the fleet hears first; the admin API cannot cancel it
 				log.Info("SIGTERM: draining; send SIGTERM again or SIGINT to exit now",
 					"allocations", n.relay.AllocationCount(), "drain_timeout", o.drainTimeout.String())
 				drainDeadline = time.After(o.drainTimeout)

@@ -75,7 +75,7 @@ type Options struct {
 	// SUPERNODE_OFFLOAD says off (CI runs a set of tests again that way).
 	// On fails the test when the kernel path cannot start, or skips it
 	// when SUPERNODE_OFFLOAD_OPTIONAL=1 (a machine without BPF).
-	Offload string
+	Offload offload.Mode
 	// LogLevel is what the Node's logger keeps; zero is info. LogJSON
 	// writes JSON lines (the daemon's --log-format json) instead of text.
 	LogLevel slog.Level
@@ -243,32 +243,30 @@ func (n *Node) listen(o Options) ([]relay.Listener, []netip.Addr) {
 	return ls, ips
 }
 
-// startOffload starts the kernel path as mode says, the daemon's way: auto
-// goes without it when it cannot load, on fails the test.
-func (n *Node) startOffload(mode string, addrs []netip.Addr, log *slog.Logger) *offload.Offload {
+// startOffload starts the kernel path as mode says, the daemon's way
+// (offload.Start): auto goes without it when it cannot load, on fails the
+// test.
+func (n *Node) startOffload(mode offload.Mode, addrs []netip.Addr, log *slog.Logger) *offload.Offload {
 	t := n.t
 	t.Helper()
 	if mode == "" {
-		mode = "auto"
+		mode = offload.Auto
 		if os.Getenv("SUPERNODE_OFFLOAD") == "off" {
-			mode = "off"
+			mode = offload.Off
 		}
 	}
-	if mode == "off" {
-		return nil
-	}
-	k, err := offload.New(offload.Config{Addrs: addrs, Logger: log})
+	k, err := offload.Start(mode, offload.Config{Addrs: addrs, Logger: log})
 	switch {
 	case err == nil:
-	case mode != "on":
-		return nil
 	case os.Getenv("SUPERNODE_OFFLOAD_OPTIONAL") == "1":
 		t.Skipf("kernel path unavailable here: %v", err)
 	default:
 		// CI runs as root, where it must work.
 		t.Fatalf("kernel path did not start (run as root, or set SUPERNODE_OFFLOAD_OPTIONAL=1): %v", err)
 	}
-	k.Register(n.Metrics)
+	if k != nil {
+		k.Register(n.Metrics)
+	}
 	return k
 }
 
