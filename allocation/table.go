@@ -1,5 +1,8 @@
 // Package allocation keeps the node's in-memory allocation state: the table
-// of live allocations with their quotas, and the credentials that admit them.
+// of live allocations with their quotas (Table), and the credentials that
+// admit them (Store: long-term users and TURN REST secrets, verified
+// without storing anything per credential), read from the node's flags and
+// files at start and on SIGHUP (Sources).
 package allocation
 
 import (

@@ -72,8 +72,12 @@
 // clientStreamConn.Write does step 4 above. RFC 6062 peer connections are
 // counted by relayConn (relayconn.go).
 //
-// Requests change the state the packet path reads. An Allocate passes
-// pion's auth and quota callbacks (listener.auth, listener.quota,
+// Requests change the state the packet path reads. A new authenticated
+// Allocate is first offered to Config.Redirect (request.checkRedirect,
+// request.go): in a fleet that is fleet.Fleet.Redirect, which decides
+// whether the call belongs on another member, and the client then gets a
+// signed 300 Try Alternate instead of an allocation here. One that stays
+// passes pion's auth and quota callbacks (listener.auth, listener.quota,
 // server.go) and the generator; pion's events (listener.events) then file
 // the allocation's record and link it to its client (record.go), and keep
 // its permissions and channels there and in the kernel (kernelSync,
