@@ -12,6 +12,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/supernode/supernode/api"
+	"github.com/supernode/supernode/ctl"
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/relay"
@@ -337,35 +338,13 @@ func TestCredentialsSubcommand(t *testing.T) {
 	if got := listAllocations(t, tn, "call=call-1"); len(got) != 1 || got[0].User != "erin" || got[0].Call != "call-1" {
 		t.Fatalf("call=call-1: %+v", got)
 	}
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"credentials", "--user", "x"}, "--secret"},
-		{[]string{"credentials", "--secret", "s"}, "--user"},
-		{[]string{"credentials", "--secret", "s", "--user", "x", "--ttl", "-1s"}, "--ttl"},
-		{[]string{"credentials", "--secret", "s", "--user", "x", "--ttl", "500ms"}, "--ttl 500ms: want at least 1s"},
-		{[]string{"credentials", "--secret", "s", "--user", "x", "--json"}, "--url"},
-		{[]string{"credentials", "--secret", "s", "--user", "x", "--call", "a b"}, "--call"},
-		{[]string{"kill", "--user", "x", "--call", "y"}, "one of --user or --call"},
-		{[]string{"fleet", "extra"}, "unexpected argument"},
-	} {
-		if _, err := ctlRun(t, nil, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%v: %v, want an error naming %s", tc.args, err, tc.want)
-		}
-	}
-	// An unknown flag: the usage, and the error once (main prints it last).
-	out, err = ctlRun(t, nil, "allocations", "--bogus")
-	if err == nil || !strings.Contains(err.Error(), "-bogus") || strings.Contains(out, "bogus") || !strings.Contains(out, "Usage: supernode allocations") {
-		t.Errorf("allocations --bogus: %v, printed:\n%s", err, out)
-	}
 }
 
 // TestHelpListsSubcommands: supernode --help names every subcommand.
 func TestHelpListsSubcommands(t *testing.T) {
 	var out bytes.Buffer
 	_, _ = parseOptions([]string{"--help"}, func(string) string { return "" }, &out)
-	for _, n := range subcommandNames {
+	for _, n := range ctl.Commands() {
 		if !strings.Contains(out.String(), "  "+n+" ") {
 			t.Errorf("--help does not list %s:\n%s", n, out.String())
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/config"
+	"github.com/supernode/supernode/ctl"
 	"github.com/supernode/supernode/endpoint"
 	"github.com/supernode/supernode/fleet"
 	"github.com/supernode/supernode/offload"
@@ -158,7 +159,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	// (and --help prints the usage alone).
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "supernode: a STUN/TURN relay node.\n\nUsage: supernode [flags]\n       supernode <command> [flags]\n\nCommands (supernode <command> --help for their flags):\n%s\n", subcommandUsage())
+		fmt.Fprintf(out, "supernode: a STUN/TURN relay node.\n\nUsage: supernode [flags]\n       supernode <command> [flags]\n\nCommands (supernode <command> --help for their flags):\n%s\n", ctl.Usage())
 		fmt.Fprintf(out, ""+
 			"Every flag can also be set as SUPERNODE_<FLAG> in the environment (repeatable flags comma-separated)\n"+
 			"or as a line `flag = value` in the --config file. Command line beats environment beats file.\n\nFlags:\n")
@@ -260,7 +261,7 @@ func first(errs ...error) error {
 // environment every test node inherits, and a warning on every CI node's
 // start would teach readers of its logs to skip the warning. No setting is
 // one typo away from them.
-// SUPERNODE_API is read by the operator subcommands (ctl.go), not the node:
+// SUPERNODE_API is read by the operator subcommands (package ctl), not the node:
 // it may sit in the same environment.
 var harnessEnv = []string{"SUPERNODE_OFFLOAD_OPTIONAL", "SUPERNODE_REQUIRE_INTEROP", "SUPERNODE_REQUIRE_BROWSER",
 	"SUPERNODE_REQUIRE_MONITORING", "SUPERNODE_API"}

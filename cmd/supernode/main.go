@@ -21,6 +21,7 @@ import (
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/config"
+	"github.com/supernode/supernode/ctl"
 	"github.com/supernode/supernode/endpoint"
 	"github.com/supernode/supernode/fleet"
 	"github.com/supernode/supernode/metrics"
@@ -344,10 +345,8 @@ func (n *node) close() {
 // run starts the node and handles signals until it should exit. ready, if
 // not nil, receives the node once it serves.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, sigs <-chan os.Signal, ready chan<- *node) error {
-	if len(args) > 0 {
-		if _, ok := subcommands[args[0]]; ok {
-			return runSubcommand(args[0], args[1:], getenv, stdout, stderr)
-		}
+	if len(args) > 0 && ctl.IsCommand(args[0]) {
+		return ctl.Run(args[0], args[1:], getenv, stdout, stderr)
 	}
 	o, err := parseOptions(args, getenv, stderr)
 	if err != nil {

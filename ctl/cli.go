@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"errors"
@@ -8,10 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/supernode/supernode/cluster"
-	"github.com/supernode/supernode/config"
-	"github.com/supernode/supernode/ctl"
 )
 
 // subcommand is one of the operator's commands: supernode <name> [flags].
@@ -20,7 +16,7 @@ type subcommand struct {
 	run     func(c *command, args []string) error
 }
 
-// subcommands are dispatched by run before the daemon's flags are parsed.
+// subcommands are the operator's commands, by name.
 var subcommands = map[string]subcommand{
 	"allocations": {"list a node's allocations (filters: --user, --call, --transport)", (*command).allocations},
 	"kill":        {"end a user's or a call's allocations at once (--user U | --call C)", (*command).kill},
@@ -29,25 +25,45 @@ var subcommands = map[string]subcommand{
 	"credentials": {"mint TURN REST credentials offline (--secret S --user U [--ttl D])", (*command).credentials},
 }
 
-// subcommandNames in the order --help lists them.
-var subcommandNames = []string{"allocations", "kill", "drain", "fleet", "credentials"}
+// commandNames in the order Usage lists them.
+var commandNames = []string{"allocations", "kill", "drain", "fleet", "credentials"}
 
-// command is one run of a subcommand: its flags, and the admin API client
-// (package ctl) they configure.
-type command struct {
-	name   string
-	getenv func(string) string
-	fs     *flag.FlagSet
-	client ctl.Client
+// IsCommand reports whether name, the first argument given to supernode,
+// names one of the operator's commands rather than starting the daemon's
+// flags.
+func IsCommand(name string) bool {
+	_, ok := subcommands[name]
+	return ok
 }
 
-// runSubcommand runs supernode <name> args.
-func runSubcommand(name string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	sc := subcommands[name]
-	c := &command{name: name, getenv: getenv, client: ctl.Client{Out: stdout}}
+// Commands returns the names of the operator's commands, in the order
+// Usage lists them.
+func Commands() []string { return append([]string(nil), commandNames...) }
+
+// Usage lists the operator's commands, one indented line each with its
+// summary, for supernode --help.
+func Usage() string {
+	var b strings.Builder
+	for _, n := range commandNames {
+		fmt.Fprintf(&b, "  %-12s %s\n", n, subcommands[n].summary)
+	}
+	return b.String()
+}
+
+// Run runs supernode name args. getenv supplies the flags' defaults
+// (SUPERNODE_API, SUPERNODE_HTTP_LISTEN, SUPERNODE_API_TOKEN,
+// SUPERNODE_AUTH_SECRET); what the command prints goes to stdout, its usage
+// to stderr. An error is returned, not printed, for the caller to print
+// last; after --help it is flag.ErrHelp.
+func Run(name string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	sc, ok := subcommands[name]
+	if !ok {
+		return fmt.Errorf("unknown command %q (want one of %s)", name, strings.Join(commandNames, ", "))
+	}
+	c := &command{name: name, getenv: getenv, client: Client{Out: stdout}}
 	c.fs = flag.NewFlagSet("supernode "+name, flag.ContinueOnError)
-	// As for the daemon's flags: the parse error is returned, for main to
-	// print last, rather than printed here too.
+	// As for the daemon's flags: the parse error is returned, for the
+	// caller to print last, rather than printed here too.
 	c.fs.SetOutput(io.Discard)
 	c.fs.Usage = func() {
 		fmt.Fprintf(stderr, "supernode %s: %s.\n\nUsage: supernode %s [flags]\n\nFlags:\n", name, sc.summary, name)
@@ -56,6 +72,15 @@ func runSubcommand(name string, args []string, getenv func(string) string, stdou
 		c.fs.SetOutput(io.Discard)
 	}
 	return sc.run(c, args)
+}
+
+// command is one run of a subcommand: its flags, and the admin API client
+// they configure.
+type command struct {
+	name   string
+	getenv func(string) string
+	fs     *flag.FlagSet
+	client Client
 }
 
 // apiFlags adds the flags of the commands that call a node's admin API.
@@ -140,56 +165,4 @@ func (c *command) fleet(args []string) error {
 		return err
 	}
 	return c.client.Fleet()
-}
-
-func (c *command) credentials(args []string) error {
-	var secret, user, call string
-	var urls config.List
-	var ttl time.Duration
-	c.fs.StringVar(&secret, "secret", "", "the nodes' TURN REST `secret` (their first --auth-secret; default: env SUPERNODE_AUTH_SECRET, its first entry)")
-	c.fs.StringVar(&user, "user", "", "the user id the credentials are for")
-	c.fs.StringVar(&call, "call", "", "mint for this call, as /v1/ice-servers?call= does (the fleet then places it by call id)")
-	c.fs.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the credentials are valid (nodes refuse more than their --max-credential-ttl, 168h by default)")
-	c.fs.Var(&urls, "url", "a turn:/turns:/stun: `URL` to put in the RTCIceServer JSON, repeatable; without one the uclient -u/-w pair is printed")
-	c.fs.BoolVar(&c.client.JSON, "json", false, "print RTCIceServer JSON (needs --url)")
-	if err := c.parse(args); err != nil {
-		return err
-	}
-	if secret == "" {
-		// The first entry, split as the node splits the variable.
-		if s := config.SplitList(c.getenv("SUPERNODE_AUTH_SECRET")); len(s) > 0 {
-			secret = s[0]
-		}
-	}
-	id := user
-	switch {
-	case secret == "":
-		return errors.New("credentials: --secret is required (or SUPERNODE_AUTH_SECRET)")
-	case user == "":
-		return errors.New("credentials: --user is required")
-	case len(user) > 128 || strings.ContainsAny(user, "\x00\r\n"):
-		return errors.New("credentials: --user: at most 128 bytes, no control characters")
-	case cluster.ReservedID(user):
-		return errors.New("credentials: --user may not start with c= (reserved for placed calls; pass --call)")
-	case ttl < time.Second:
-		return fmt.Errorf("credentials: --ttl %s: want at least 1s (credentials expire on a whole second)", ttl)
-	case c.client.JSON && len(urls) == 0:
-		return errors.New("credentials: --json needs at least one --url")
-	}
-	if call != "" {
-		var err error
-		if id, err = cluster.CallUser(call, "", "", user); err != nil {
-			return fmt.Errorf("credentials: --call %q: 1-64 of A-Z a-z 0-9 . - _", call)
-		}
-	}
-	return ctl.Credentials(c.client.Out, secret, id, ttl, urls)
-}
-
-// subcommandUsage lists the subcommands for supernode --help.
-func subcommandUsage() string {
-	var b strings.Builder
-	for _, n := range subcommandNames {
-		fmt.Fprintf(&b, "  %-12s %s\n", n, subcommands[n].summary)
-	}
-	return b.String()
 }
