@@ -5,12 +5,9 @@ import (
 	"io"
 	"reflect"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 )
-
-func stringsReader(s string) io.Reader { return strings.NewReader(s) }
 
 func TestParseFlags(t *testing.T) {
 	o, err := parseFlags(nil, io.Discard)

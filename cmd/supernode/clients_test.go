@@ -1,16 +1,11 @@
 package main
 
-import (
-	"testing"
-
-	"github.com/supernode/supernode/relay/relaytest"
-)
+import "github.com/supernode/supernode/relay/relaytest"
 
 // The clients, peers and request attributes of the node's tests are
 // relaytest's; these names are theirs in this package.
 var (
 	newClient        = relaytest.NewClient
-	streamClient     = relaytest.StreamClient
 	exchange         = relaytest.Exchange
 	needIPv6Loopback = relaytest.NeedIPv6Loopback
 	pionLogs         = relaytest.PionLogs
@@ -26,10 +21,3 @@ type (
 	requestedTransport = relaytest.RequestedTransport
 	lifetime           = relaytest.Lifetime
 )
-
-// allocateTCP makes an RFC 6062 TCP allocation on tn as user, over a TCP
-// control connection to its listener; both close when the test ends.
-func allocateTCP(t *testing.T, tn *testNode, user, pass string) relaytest.TCPAllocation {
-	t.Helper()
-	return relaytest.AllocateTCP(t, tn.udp, user, pass)
-}

@@ -119,8 +119,6 @@ func (tn *testNode) counter(name string, labels ...any) float64 {
 	return relaytest.Counter(tn.t, tn.n.m, name, labels...)
 }
 
-func testutilPanics(tn *testNode) float64 { return testutil.ToFloat64(tn.n.m.HandlerPanics) }
-
 func testutilClosed(tn *testNode, transport, reason string) float64 {
 	tn.t.Helper()
 	return testutil.ToFloat64(tn.n.m.ConnectionsClosed.For(relaytest.Label(tn.t, metrics.Transports, transport), relaytest.Label(tn.t, metrics.CloseReasons, reason)))
