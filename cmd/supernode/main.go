@@ -1,5 +1,11 @@
 // Command supernode is a STUN/TURN relay node: flags -> logger -> sockets ->
-// relay + api -> signals. Everything testable lives in the packages it wires.
+// relay + api + fleet -> signals. Everything testable lives in the packages
+// it wires: the data plane in relay (user space) and offload (kernel),
+// credentials and quotas in allocation, the fleet's decisions in fleet (on
+// cluster's membership), addresses and ICE URLs in endpoint, the HTTP
+// surface in api, the config file and environment in config. The same
+// binary runs the operator's commands (supernode allocations, kill, drain,
+// fleet, credentials), which are package ctl's.
 package main
 
 import (
