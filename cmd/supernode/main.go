@@ -195,23 +195,20 @@ func (n *node) listen(listens map[string][]string) ([]relay.Listener, error) {
 	if err := n.watchRcvbuf(udp); err != nil {
 		return nil, err
 	}
-	for _, a := range o.tlsListen {
-		tl, err := relay.ListenTLS(a, n.cert)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-listen: %w", err)
+	for _, secure := range []struct {
+		kind   string
+		addrs  config.List
+		listen func(string, *relay.Certificate) (net.Listener, error)
+	}{{"tls", o.tlsListen, relay.ListenTLS}, {"dtls", o.dtlsListen, relay.ListenDTLS}} {
+		for _, a := range secure.addrs {
+			l, err := secure.listen(a, n.cert)
+			if err != nil {
+				return nil, fmt.Errorf("--%s-listen: %w", secure.kind, err)
+			}
+			n.closers = append(n.closers, l)
+			ls = append(ls, relay.Listener{Transport: secure.kind, Listener: l})
+			listens[secure.kind] = append(listens[secure.kind], l.Addr().String())
 		}
-		n.closers = append(n.closers, tl)
-		ls = append(ls, relay.Listener{Transport: "tls", Listener: tl})
-		listens["tls"] = append(listens["tls"], tl.Addr().String())
-	}
-	for _, a := range o.dtlsListen {
-		dl, err := relay.ListenDTLS(a, n.cert)
-		if err != nil {
-			return nil, fmt.Errorf("--dtls-listen: %w", err)
-		}
-		n.closers = append(n.closers, dl)
-		ls = append(ls, relay.Listener{Transport: "dtls", Listener: dl})
-		listens["dtls"] = append(listens["dtls"], dl.Addr().String())
 	}
 	return ls, nil
 }
