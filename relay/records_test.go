@@ -8,6 +8,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
+	"github.com/supernode/supernode/load/loadtest"
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/relay"
 	"github.com/supernode/supernode/relay/relaytest"
@@ -91,5 +92,45 @@ func TestSessionEndReasons(t *testing.T) {
 	}
 	if n := len(relaytest.SessionRecords(tn.Logs.String())); n != 3 {
 		t.Fatalf("%d session records, want 3", n)
+	}
+}
+
+// TestSessionRecordCountsTurnload: the records of a turnload run's
+// allocations add up to what turnload sent.
+func TestSessionRecordCountsTurnload(t *testing.T) {
+	tn := relaytest.Start(t, relaytest.Options{Users: map[string]string{"alice": "pw"}, LogJSON: true})
+	cfg := loadtest.SmallLoad(tn.Addr())
+	rep := loadtest.Run(t, cfg)
+	loadtest.CheckClean(t, rep, cfg.Calls)
+	// An allocation leaves the table just before its record is logged, on
+	// the goroutine that ended it: wait for the records themselves.
+	looptest.Eventually(t, "a session record per allocation", func() bool { return len(relaytest.SessionRecords(tn.Logs.String())) >= 2*cfg.Calls })
+	lines := relaytest.SessionRecords(tn.Logs.String())
+	if len(lines) != 2*cfg.Calls {
+		t.Fatalf("%d session records, want %d", len(lines), 2*cfg.Calls)
+	}
+	var pkts, bytes, pktsBack, bytesBack float64
+	for _, l := range lines {
+		if l["user"] != "alice" || l["transport"] != "udp" || l["reason"] != relay.EndDeleted || l["duration_seconds"].(float64) <= 0 {
+			t.Fatalf("session record %v", l)
+		}
+		pkts += l["packets_to_peer"].(float64)
+		bytes += l["bytes_to_peer"].(float64)
+		pktsBack += l["packets_to_client"].(float64)
+		bytesBack += l["bytes_to_client"].(float64)
+	}
+	// One 4-byte setup hello per leg on its channel, then the media. Every
+	// media packet reached the other leg (CheckClean); a hello that gets to
+	// the other leg's relay before its permission for this one is dropped
+	// there, so the way back counts the media and some of the hellos.
+	hellos := float64(2 * cfg.Calls)
+	sent := float64(rep.Packets.Sent)
+	if pkts != sent+hellos || bytes != sent*172+4*hellos {
+		t.Fatalf("session records: %v packets (%v bytes) to peers; turnload sent %v of 172 bytes (+%v hellos of 4)", pkts, bytes, sent, hellos)
+	}
+	hellosBack := pktsBack - sent
+	if hellosBack < 0 || hellosBack > hellos || bytesBack != sent*172+4*hellosBack {
+		t.Fatalf("session records: %v packets (%v bytes) to clients; turnload received %d of 172 bytes (+ at most %v hellos of 4)",
+			pktsBack, bytesBack, rep.Packets.Received, hellos)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/relay"
+	"github.com/supernode/supernode/relay/relaytest"
 )
 
 // The admin API and the subcommands that call it, against real nodes.
@@ -133,7 +134,7 @@ func TestAdminKillDuringTraffic(t *testing.T) {
 	var killed []map[string]any
 	looptest.Eventually(t, "the session records of both kills", func() bool {
 		killed = nil
-		for _, l := range sessionLines(t, tn.logs.String()) {
+		for _, l := range relaytest.SessionRecords(tn.logs.String()) {
 			if l["reason"] == relay.EndKilled {
 				killed = append(killed, l)
 			}
@@ -251,7 +252,7 @@ func TestAdminDrainOverHTTP(t *testing.T) {
 		t.Fatalf("POST /v1/drain: %d %+v", code, d)
 	}
 	tn.stop()
-	if l := sessionLines(t, tn.logs.String()); len(l) != 1 || l[0]["reason"] != relay.EndDrained || l[0]["user"] != "alice" {
+	if l := relaytest.SessionRecords(tn.logs.String()); len(l) != 1 || l[0]["reason"] != relay.EndDrained || l[0]["user"] != "alice" {
 		t.Fatalf("session records after a drained stop: %v", l)
 	}
 }

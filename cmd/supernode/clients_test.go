@@ -5,13 +5,12 @@ import "github.com/supernode/supernode/relay/relaytest"
 // The clients, peers and request attributes of the node's tests are
 // relaytest's; these names are theirs in this package.
 var (
-	newClient        = relaytest.NewClient
-	exchange         = relaytest.Exchange
-	needIPv6Loopback = relaytest.NeedIPv6Loopback
-	pionLogs         = relaytest.PionLogs
-	mustListenUDP    = relaytest.ListenUDP
-	mustUDPAddr      = relaytest.UDPAddr
-	errCode          = relaytest.ErrCode
+	newClient     = relaytest.NewClient
+	exchange      = relaytest.Exchange
+	pionLogs      = relaytest.PionLogs
+	mustListenUDP = relaytest.ListenUDP
+	mustUDPAddr   = relaytest.UDPAddr
+	errCode       = relaytest.ErrCode
 )
 
 type (

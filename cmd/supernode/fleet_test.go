@@ -20,6 +20,7 @@ import (
 	"github.com/supernode/supernode/api"
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/load/loadtest"
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 )
@@ -145,11 +146,11 @@ func TestFleetPlacesCallsOnOneNode(t *testing.T) {
 	// 16 calls: loads are gossiped once a second, so one run's placements
 	// all see the same loads, and each call lands on node-1 with
 	// probability 1/2; 16 of them all on node-0 is a 1-in-65,536 event.
-	cfg := smallLoad("")
+	cfg := loadtest.SmallLoad("")
 	cfg.Username, cfg.Password, cfg.Calls = "", "", 16
 	cfg.ICEServers = "http://" + a.http + "/v1/ice-servers"
-	rep := runLoad(t, cfg)
-	checkClean(t, rep, cfg.Calls)
+	rep := loadtest.Run(t, cfg)
+	loadtest.CheckClean(t, rep, cfg.Calls)
 	if rep.Setup.Redirects != 0 {
 		t.Fatalf("redirects %d, want none when clients use the URLs they were given", rep.Setup.Redirects)
 	}
@@ -165,8 +166,8 @@ func TestFleetPlacesCallsOnOneNode(t *testing.T) {
 	waitFleetIdle(t, nodes)
 	before := [2]float64{a.counter("allocations_created", "udp"), b.counter("allocations_created", "udp")}
 	cfg.Server = a.udp
-	rep = runLoad(t, cfg)
-	checkClean(t, rep, cfg.Calls)
+	rep = loadtest.Run(t, cfg)
+	loadtest.CheckClean(t, rep, cfg.Calls)
 	gotB := b.counter("allocations_created", "udp") - before[1]
 	gotA := a.counter("allocations_created", "udp") - before[0]
 	if float64(rep.Setup.Redirects) != gotB || gotA+gotB != float64(2*cfg.Calls) || gotB == 0 {
@@ -223,13 +224,13 @@ func TestFleetTLSRedirectNamesTheCertificate(t *testing.T) {
 	}
 
 	// Every call sent to node-0 over TLS: node-1's calls are redirected.
-	cfg := smallLoad(a.tls)
+	cfg := loadtest.SmallLoad(a.tls)
 	cfg.Username, cfg.Password, cfg.Calls = "", "", 20
 	cfg.ICEServers = "http://" + a.http + "/v1/ice-servers"
 	cfg.Transport, cfg.TLS = "tls", &tls.Config{RootCAs: roots}
 	before := b.counter("allocations_created", "tls")
-	rep := runLoad(t, cfg)
-	checkClean(t, rep, cfg.Calls)
+	rep := loadtest.Run(t, cfg)
+	loadtest.CheckClean(t, rep, cfg.Calls)
 	gotB := b.counter("allocations_created", "tls") - before
 	if rep.Setup.Redirects == 0 || float64(rep.Setup.Redirects) != gotB {
 		t.Fatalf("redirects %d, node-1 created %v TLS allocations", rep.Setup.Redirects, gotB)

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/load/loadtest"
 	"github.com/supernode/supernode/looptest"
 )
 
@@ -87,9 +88,9 @@ func TestInteropTurnloadCoturn(t *testing.T) {
 		{"tcp channel", "tcp", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := smallLoad(server)
+			cfg := loadtest.SmallLoad(server)
 			cfg.Transport, cfg.SendIndications = tc.transport, tc.send
-			checkClean(t, runLoad(t, cfg), cfg.Calls)
+			loadtest.CheckClean(t, loadtest.Run(t, cfg), cfg.Calls)
 		})
 	}
 	t.Run("probe", func(t *testing.T) {

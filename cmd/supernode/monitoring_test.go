@@ -27,6 +27,7 @@ import (
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/load"
+	"github.com/supernode/supernode/load/loadtest"
 	"github.com/supernode/supernode/looptest"
 )
 
@@ -57,7 +58,7 @@ func needMonitoringTool(t *testing.T, name string) string {
 func TestPromtoolCheckMetrics(t *testing.T) {
 	promtool := needMonitoringTool(t, "promtool")
 	tn := startNode(t, "--user", "alice:pw")
-	runLoad(t, smallLoad(tn.udp))
+	loadtest.Run(t, loadtest.SmallLoad(tn.udp))
 	resp, err := http.Get("http://" + tn.http + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +365,7 @@ func TestMonitoringLive(t *testing.T) {
 	}
 
 	// Calls placed by the fleet, relayed while Prometheus scrapes.
-	cfg := smallLoad("")
+	cfg := loadtest.SmallLoad("")
 	cfg.Username, cfg.Password = "", ""
 	cfg.ICEServers = "http://" + nodes[0].http + "/v1/ice-servers?ttl=600"
 	cfg.Calls, cfg.Duration = 8, 4*time.Second
