@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -24,22 +25,13 @@ var alice = map[string]string{"alice": "pw"}
 
 func TestTurnloadCleanRun(t *testing.T) {
 	tn := relaytest.Start(t, relaytest.Options{Users: alice, TLS: true})
-	for _, tc := range []struct {
-		name      string
-		transport string
-		send      bool
-	}{
-		{"udp channel", "udp", false},
-		{"udp send indications", "udp", true},
-		{"tcp channel", "tcp", false},
-		{"tls send indications", "tls", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range slices.Concat(loadtest.Modes, []loadtest.Mode{{Name: "tls send indications", Transport: "tls", Send: true}}) {
+		t.Run(tc.Name, func(t *testing.T) {
 			// relay_packets is labelled with the client transport.
-			before := tn.Counter("relay_packets", metrics.ClientToPeer, tc.transport)
+			before := tn.Counter("relay_packets", metrics.ClientToPeer, tc.Transport)
 			cfg := loadtest.SmallLoad(tn.Addr())
-			cfg.Transport, cfg.SendIndications = tc.transport, tc.send
-			if tc.transport == "tls" {
+			tc.Apply(&cfg)
+			if tc.Transport == "tls" {
 				cfg.Server = tn.TLS
 				cfg.TLS = &tls.Config{InsecureSkipVerify: true}
 			}
@@ -48,10 +40,10 @@ func TestTurnloadCleanRun(t *testing.T) {
 			// The relay relayed exactly what turnload sent, plus one setup
 			// hello per leg when a channel is bound.
 			hellos := 0.0
-			if !tc.send {
+			if !tc.Send {
 				hellos = float64(2 * cfg.Calls)
 			}
-			if got := tn.Counter("relay_packets", metrics.ClientToPeer, tc.transport) - before; got != float64(rep.Packets.Sent)+hellos {
+			if got := tn.Counter("relay_packets", metrics.ClientToPeer, tc.Transport) - before; got != float64(rep.Packets.Sent)+hellos {
 				t.Fatalf("node relayed %v packets client->peer, turnload sent %d (+%v hellos)", got, rep.Packets.Sent, hellos)
 			}
 			looptest.Eventually(t, "allocations released", func() bool { return tn.Server.AllocationCount() == 0 })

@@ -78,18 +78,10 @@ func startCoturn(t *testing.T) string {
 // packet accounted for.
 func TestInteropTurnloadCoturn(t *testing.T) {
 	server := startCoturn(t)
-	for _, tc := range []struct {
-		name      string
-		transport string
-		send      bool
-	}{
-		{"udp channel", "udp", false},
-		{"udp send indications", "udp", true},
-		{"tcp channel", "tcp", false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, tc := range loadtest.Modes {
+		t.Run(tc.Name, func(t *testing.T) {
 			cfg := loadtest.SmallLoad(server)
-			cfg.Transport, cfg.SendIndications = tc.transport, tc.send
+			tc.Apply(&cfg)
 			loadtest.CheckClean(t, loadtest.Run(t, cfg), cfg.Calls)
 		})
 	}

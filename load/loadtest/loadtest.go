@@ -64,3 +64,23 @@ func CheckClean(t testing.TB, rep *load.Report, calls int) {
 		t.Fatalf("rate %+v", rep.Rate)
 	}
 }
+
+// Mode is one way of relaying media a run can take: a client transport,
+// and a bound channel or Send indications.
+type Mode struct {
+	Name      string
+	Transport string
+	Send      bool
+}
+
+// Modes are the ways every TURN server here relays: UDP with a channel, UDP
+// with Send indications, TCP with a channel. Tests add TLS where the server
+// has a TLS listener.
+var Modes = []Mode{
+	{"udp channel", "udp", false},
+	{"udp send indications", "udp", true},
+	{"tcp channel", "tcp", false},
+}
+
+// Apply sets cfg's transport and indications as m says.
+func (m Mode) Apply(cfg *load.Config) { cfg.Transport, cfg.SendIndications = m.Transport, m.Send }
