@@ -24,7 +24,7 @@ race: ## run the tests under the race detector
 fuzz: ## fuzz the client-message inspector for 60s (FUZZTIME=...)
 	$(GO) test -run XXX -fuzz FuzzInspect -fuzztime $(or $(FUZZTIME),60s) ./relay
 
-bench: ## supernode (kernel and user path) vs coturn under turnload, server in its own netns on CPU 1 when root -> BENCHMARKS.md (~15 min; BENCHFLAGS=-quick: ~3)
+bench: ## supernode (kernel and user path) vs coturn under turnload, server in its own netns on CPU 1 when root -> BENCHMARKS.md (~20 min; BENCHFLAGS=-quick: ~3)
 	GO=$(GO) ./bench/run $(BENCHFLAGS)
 
 hostile: build ## 20 calls while 8 loopback sources flood the listener for 20s -> BENCHMARKS.md section (~1 min; HOSTILEFLAGS=...)

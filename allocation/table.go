@@ -1,8 +1,11 @@
 // Package allocation keeps the node's in-memory allocation state: the table
 // of live allocations with their quotas (Table), and the credentials that
 // admit them (Store: long-term users and TURN REST secrets, verified
-// without storing anything per credential), read from the node's flags and
-// files at start and on SIGHUP (Sources).
+// without storing anything per credential but, while secrets rotate, a
+// bounded cache of which secret matched a username), read from the node's
+// flags and files at start and on SIGHUP (Sources). It does not count
+// traffic or hold permissions and channels: those are the relay's, in its
+// per-allocation record.
 package allocation
 
 import (

@@ -1,6 +1,10 @@
 // Package api is supernode's HTTP surface: Prometheus metrics, health and
 // readiness probes, the credentials endpoint the signaling backend asks
-// for a call's ICE servers, and the operator's admin endpoints.
+// for a call's ICE servers, and the operator's admin endpoints, with
+// /debug/ice (a browser self-test) and /debug/pprof behind flags. Beyond
+// checking requests, the decisions behind its answers are not its own:
+// placement is Config.Place's (package fleet), the admin actions
+// Config.Admin's, minting Config.Credentials'.
 package api
 
 import (

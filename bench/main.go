@@ -1,6 +1,8 @@
-// Command bench runs supernode and coturn side by side on loopback under
-// identical turnload loads, alternating A B A B for several rounds after a
-// discarded warm-up, and writes the spread of each metric to BENCHMARKS.md.
+// Command bench runs supernode (kernel path on and off) and coturn under
+// identical turnload loads, each server in a network namespace of its own
+// (-net netns; beside the loader on loopback without root), every server
+// once per round with the order rotated each round, after a discarded
+// warm-up, and writes the spread of each metric to BENCHMARKS.md.
 // `make bench` (bench/run) builds the binaries and runs it.
 package main
 
@@ -72,8 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		fmt.Fprintf(stderr, "bench: supernode and coturn side by side under turnload; writes BENCHMARKS.md.\n\nUsage: go run ./bench [flags]   (make bench BENCHFLAGS='...')\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.BoolVar(&o.quick, "quick", false, "a short try-out (about 2 minutes): 1 measured round, no warm-up, 3s windows, short sweeps, 1,000 and 4,000 idle allocations, a 3s profile; writes BENCHMARKS.md into the results directory unless -out is given")
-	fs.IntVar(&c.Rounds, "rounds", 3, "measured rounds (each runs supernode then coturn)")
+	fs.BoolVar(&o.quick, "quick", false, "a short try-out (about 3 minutes): 1 measured round, no warm-up, 3s windows, short sweeps, 1,000 and 4,000 idle allocations, a 3s profile; writes BENCHMARKS.md into the results directory unless -out is given")
+	fs.IntVar(&c.Rounds, "rounds", 3, "measured rounds (each runs every server once, the order rotated by one each round)")
 	fs.BoolVar(&c.Warmup, "warmup", true, "run one discarded warm-up round first")
 	fs.StringVar(&o.phases, "phases", strings.Join(allPhases, ","), "phases to run, comma-separated: "+strings.Join(allPhases, ", "))
 	fs.IntVar(&c.Calls, "calls", 200, "calls at the fixed offered load (CPU per packet, profile); offered packets/s = calls*2*pps")

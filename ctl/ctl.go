@@ -35,7 +35,7 @@ type Client struct {
 	API string
 	// Token (--api-token) is sent as a bearer token when not empty.
 	Token string
-	// Timeout (--timeout) bounds each call.
+	// Timeout (--timeout) bounds each call; zero fails every call at once.
 	Timeout time.Duration
 	// JSON (--json) prints the node's JSON answer as it came.
 	JSON bool

@@ -1,5 +1,5 @@
 // Package endpoint decides the addresses a node relays from and is reached
-// on, and the ICE URLs that name them.
+// on, and the ICE URLs that name them. It opens no sockets.
 //
 // The relay IPs are the --relay-ip flags, or found from the host's default
 // route (DefaultRelayIP, host.go). The address clients reach a listener on

@@ -3,11 +3,11 @@
 // where the fleet's decisions are made:
 //
 //   - Fleet.Redirect decides whether an Allocate belongs on another member.
-//     The relay calls it (relay.Config.Redirect) for every authenticated
-//     Allocate whose credentials name a call (cluster.CallUser); when the
-//     call is placed on another live, non-draining member, or this node
-//     drains, the relay answers 300 Try Alternate with the listener that
-//     member gossiped for the client's transport and family.
+//     The relay calls it (relay.Config.Redirect) for every new authenticated
+//     Allocate; when its credentials name a call (cluster.CallUser) placed
+//     on another live, non-draining member, or this node drains, the relay
+//     answers 300 Try Alternate with the listener that member gossiped for
+//     the client's transport and family.
 //   - Fleet.Place answers /v1/ice-servers for a call (api.Config.Place):
 //     the URLs of the member rendezvous hashing with bounded load picks,
 //     and the credential id that names the call and that member.

@@ -1,16 +1,26 @@
 // Package offload is supernode's data plane in the kernel: an eBPF program
 // (bpf/relay.c, compiled by bpf2go into the committed relay_bpfel.*)
 // attached with TCX to the ingress of the interfaces that carry the
-// listener and relay addresses. It relays ChannelData over UDP in both
-// directions, and from one client straight to another when both
-// allocations of a call are on this node.
+// listener and relay addresses. It relays ChannelData over UDP in three
+// ways (bpf/relay.c says how, step by step):
+//
+//   - client to peer: a ChannelData to a listener on a channel its
+//     allocation has bound, with a live permission for the peer, loses its
+//     4-byte header and padding and goes to the peer from the relayed
+//     address;
+//   - peer to client: a datagram to a relayed address from a peer with a
+//     bound channel and a live permission gets a ChannelData header and goes
+//     to the client from the listener address;
+//   - one pass: when the peer is another allocation's relayed address on
+//     this node with a channel bound back, the ChannelData goes straight to
+//     the other client.
 //
 // The program decides nothing: pion/turn (through the relay package) owns
-// allocations, permissions and channels, and the Go side here mirrors them
-// into the program's maps as pion's events report them. A channel is in the
-// maps exactly while it is bound and its peer's permission is live. Whatever
-// is not in the maps, and every packet the program cannot handle, goes on to
-// the user-space path untouched.
+// allocations, permissions and channels, and relay (kernel.go) mirrors them
+// into the program's maps through Bind and Unbind as pion's events report
+// them. A channel is in the maps exactly while it is bound and its peer's
+// permission is live. Whatever is not in the maps, and every packet the
+// program cannot handle, goes on to the user-space path untouched.
 package offload
 
 import (

@@ -18,8 +18,8 @@ type Counters struct {
 	CrossOutBytes, CrossInBytes    uint64 // to and from other fleet members
 	DropRate                       uint64 // over --max-bps
 	DropError                      uint64 // a helper failed mid-rewrite
-	PassMTU, PassRoute             uint64 // left to user space
-	PassNoServer, PassShape        uint64
+	PassMTU, PassRoute             uint64 // left to user space (metrics.PassReason says why)
+	PassNoServer, PassShape        uint64 // left to user space (metrics.PassReason says why)
 }
 
 // Counters reads and sums the per-CPU counters; one that cannot be read

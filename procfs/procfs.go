@@ -1,5 +1,6 @@
 // Package procfs reads the Linux /proc files that supernode's load
-// generator (load) and bench harness (bench) measure with: a process's CPU
+// generator (load), bench harness (bench) and the relay's receive-buffer
+// tests measure with: a process's CPU
 // time and resident memory (/proc/PID/stat, /proc/PID/status), the
 // machine's CPU time accounting (/proc/stat), softirq counts
 // (/proc/softirqs), each CPU's input backlog (/proc/net/softnet_stat) and

@@ -43,6 +43,7 @@ type Listener struct {
 
 // Config configures a Server. Zero values are documented per field.
 type Config struct {
+	// Listeners are the sockets to serve; at least one (ErrNoListeners).
 	Listeners []Listener
 
 	// Realm is the long-term credential realm. Required.

@@ -38,8 +38,9 @@
 //     clientSet.has (clients.go) drops ChannelData and indications from a
 //     source with no allocation on the socket. A request goes further:
 //     scanAttributes, the unauthenticated budget (budget.go), the nonce
-//     (nonce.go), then request.authenticate, request.check and
-//     request.handOver (request.go).
+//     (nonce.go), then request.authenticate, request.check (for an
+//     Allocate: the fleet's redirect, request.checkRedirect, before the
+//     drain) and request.handOver (request.go).
 //  5. Pion's read loop finds the allocation by its 5-tuple and the channel
 //     by its number (handleChannelData in pion's internal/server) and
 //     writes the payload with relayPacketConn.WriteTo (relayconn.go).

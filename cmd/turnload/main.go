@@ -1,7 +1,8 @@
 // Command turnload simulates relayed calls against a TURN server and
 // measures it: each call is two TURN clients (pion/turn) that allocate and
 // send media to each other's relayed address. `turnload probe` makes one
-// allocation and one round trip through it, for monitoring checks.
+// allocation and one round trip through it, for monitoring checks. Its
+// engine is package load; this command parses flags and prints reports.
 package main
 
 import (
