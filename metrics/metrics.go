@@ -19,53 +19,55 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Metrics holds every metric; construct it with New.
+// Metrics holds every metric; construct it with New. Each field's comment
+// is the metric's name; its help text, in New, says what it counts.
 type Metrics struct {
+	// Registry is the explicit registry every metric is registered on.
 	Registry *prometheus.Registry
 
-	AllocationsActive  GaugeBy[Transport]
-	AllocationsCreated CounterBy[Transport]
-	AllocationsDeleted CounterBy[Transport]
-	AllocationLifetime prometheus.Histogram
-	RelayBytes         CounterBy3[Direction, Transport, Path]
-	RelayPackets       CounterBy3[Direction, Transport, Path]
-	PacketsDropped     CounterBy[DropReason]
-	Requests           CounterBy2[Method, Result]
-	AuthFailures       CounterBy[AuthReason]
-	QuotaRejections    CounterBy[Quota]
-	PeerDenials        CounterBy[Method]
-	PermissionsActive  prometheus.Gauge
-	ChannelsActive     prometheus.Gauge
-	ConnectionsClosed  CounterBy2[Transport, CloseReason]
-	ConnectionsPending prometheus.Gauge
-	LimitRejections    CounterBy[Limit]
-	AuthBackoffs       CounterBy[Scope]
-	LogSuppressed      prometheus.Counter
-	Draining           prometheus.Gauge
-	DrainRefusals      prometheus.Counter
-	HandlerPanics      prometheus.Counter
-	ClientPacketsInput CounterBy[Transport]
-	buildInfo          *prometheus.GaugeVec
+	AllocationsActive  GaugeBy[Transport]                     // supernode_allocations_active
+	AllocationsCreated CounterBy[Transport]                   // supernode_allocations_created_total
+	AllocationsDeleted CounterBy[Transport]                   // supernode_allocations_deleted_total
+	AllocationLifetime prometheus.Histogram                   // supernode_allocation_lifetime_seconds
+	RelayBytes         CounterBy3[Direction, Transport, Path] // supernode_relay_bytes_total
+	RelayPackets       CounterBy3[Direction, Transport, Path] // supernode_relay_packets_total
+	PacketsDropped     CounterBy[DropReason]                  // supernode_packets_dropped_total
+	Requests           CounterBy2[Method, Result]             // supernode_requests_total
+	AuthFailures       CounterBy[AuthReason]                  // supernode_auth_failures_total
+	QuotaRejections    CounterBy[Quota]                       // supernode_quota_rejections_total
+	PeerDenials        CounterBy[Method]                      // supernode_peer_denials_total
+	PermissionsActive  prometheus.Gauge                       // supernode_permissions_active
+	ChannelsActive     prometheus.Gauge                       // supernode_channels_active
+	ConnectionsClosed  CounterBy2[Transport, CloseReason]     // supernode_connections_closed_total
+	ConnectionsPending prometheus.Gauge                       // supernode_connections_pending
+	LimitRejections    CounterBy[Limit]                       // supernode_limit_rejections_total
+	AuthBackoffs       CounterBy[Scope]                       // supernode_auth_backoffs_total
+	LogSuppressed      prometheus.Counter                     // supernode_log_lines_suppressed_total
+	Draining           prometheus.Gauge                       // supernode_draining
+	DrainRefusals      prometheus.Counter                     // supernode_drain_refusals_total
+	HandlerPanics      prometheus.Counter                     // supernode_handler_panics_total
+	ClientPacketsInput CounterBy[Transport]                   // supernode_client_messages_received_total
+	buildInfo          *prometheus.GaugeVec                   // supernode_build_info
 
 	// Kernel path (offload/); zero while it is off.
-	OffloadEnabled        prometheus.Gauge
-	OffloadBindings       prometheus.Gauge
-	OffloadBindFailures   CounterBy[BindFailure]
-	OffloadPassed         CounterBy[PassReason]
-	OffloadOnePassPackets prometheus.Counter
-	OffloadOnePassBytes   prometheus.Counter
+	OffloadEnabled        prometheus.Gauge       // supernode_offload_enabled
+	OffloadBindings       prometheus.Gauge       // supernode_offload_bindings
+	OffloadBindFailures   CounterBy[BindFailure] // supernode_offload_bind_failures_total
+	OffloadPassed         CounterBy[PassReason]  // supernode_offload_passed_total
+	OffloadOnePassPackets prometheus.Counter     // supernode_offload_one_pass_packets_total
+	OffloadOnePassBytes   prometheus.Counter     // supernode_offload_one_pass_bytes_total
 
 	gatherMu sync.Mutex
 	gather   []func()
 
 	// Fleet (zero and unchanging without --cluster-listen).
-	FleetMembers GaugeBy[MemberState]
+	FleetMembers GaugeBy[MemberState] // supernode_fleet_members
 	// FleetMembersLost counts members that left or died without draining.
-	FleetMembersLost prometheus.Counter
-	Placements       CounterBy[PlacementResult]
-	Redirects        prometheus.Counter
-	FleetLoadShare   prometheus.Gauge
-	CrossHostBytes   CounterBy[Direction]
+	FleetMembersLost prometheus.Counter         // supernode_fleet_members_lost_total
+	Placements       CounterBy[PlacementResult] // supernode_fleet_placements_total
+	Redirects        prometheus.Counter         // supernode_fleet_redirects_total
+	FleetLoadShare   prometheus.Gauge           // supernode_fleet_load_share_ratio
+	CrossHostBytes   CounterBy[Direction]       // supernode_fleet_cross_host_bytes_total
 }
 
 // New creates every metric on a fresh registry, with all label combinations
