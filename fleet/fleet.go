@@ -78,7 +78,7 @@ type Config struct {
 // it too without Config.Gossip.
 type Fleet struct {
 	cfg        Config
-	redirected *cluster.Redirected
+	redirected *bounces
 	state      atomic.Pointer[state] // nil until Start
 	// leaving is the drain as gossiped: set before the relay starts
 	// refusing, so the fleet hears first (Drain).
@@ -108,7 +108,7 @@ func New(cfg Config) *Fleet {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Fleet{cfg: cfg, redirected: cluster.NewRedirected(time.Minute, 100000, nil)}
+	return &Fleet{cfg: cfg, redirected: newBounces(time.Minute, 100000, nil)}
 }
 
 // Clustered reports whether this node gossips with a fleet
