@@ -34,7 +34,9 @@ var ErrMissingField = errors.New("api: required config field missing")
 
 // Node is what the API needs to know about the relay.
 type Node interface {
+	// Draining fails /readyz and is reported by /v1/drain.
 	Draining() bool
+	// AllocationCount is reported by /v1/drain.
 	AllocationCount() int
 }
 

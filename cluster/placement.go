@@ -51,6 +51,7 @@ const (
 	Overloaded
 )
 
+// String is the outcome as the placement metric's label names it.
 func (o Outcome) String() string {
 	switch o {
 	case First:

@@ -25,6 +25,7 @@ import (
 // value.
 type List []string
 
+// String is the list as one comma-separated value.
 func (l *List) String() string { return strings.Join(*l, ",") }
 
 // Set adds v.

@@ -42,10 +42,15 @@ import (
 
 // Relay is what the fleet needs of this node's relay (*relay.Server).
 type Relay interface {
+	// AllocationCount is this node's load, gossiped.
 	AllocationCount() int
+	// Draining, Drain and Undrain are the relay's side of the node's drain
+	// (Fleet.Drain): whether it refuses new allocations.
 	Draining() bool
 	Drain()
 	Undrain()
+	// SetFleetPeers hands the relay the other members' relay addresses,
+	// which its clients may reach as peers.
 	SetFleetPeers([]relay.FleetPeer)
 }
 

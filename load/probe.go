@@ -32,7 +32,10 @@ type ProbeError struct {
 	Err  error
 }
 
+// Error names the step that failed and why.
 func (e *ProbeError) Error() string { return "probe: " + e.Step + ": " + e.Err.Error() }
+
+// Unwrap is the step's own error.
 func (e *ProbeError) Unwrap() error { return e.Err }
 
 // Probe makes one allocation and sends one packet through it and back: the
