@@ -51,7 +51,7 @@ const (
 	Overloaded
 )
 
-// String is the outcome as the placement metric's label names it.
+// String is the outcome's name in lower case, for logs and test failures.
 func (o Outcome) String() string {
 	switch o {
 	case First:
