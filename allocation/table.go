@@ -51,9 +51,16 @@ type pending struct {
 	at   time.Time
 }
 
+// DefaultUserQuota is the per-user quota the daemon starts with: a browser
+// holds one to three allocations per peer connection (one per TURN URL and
+// local interface), so 100 covers a 30-way mesh call, while one credential
+// can take at most 100 of the 16,384 relay ports of the default range.
+const DefaultUserQuota = 100
+
 // TableConfig configures a Table.
 type TableConfig struct {
-	// UserQuota is the most allocations one user id may hold; 0 is unlimited.
+	// UserQuota is the most allocations one user id may hold; 0 is
+	// unlimited (DefaultUserQuota is the daemon's default).
 	UserQuota int
 	// TotalQuota is the most allocations on the node; 0 is unlimited.
 	TotalQuota int

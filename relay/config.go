@@ -23,12 +23,38 @@ var (
 	ErrBadLimit     = errors.New("relay: bad limit")
 )
 
-// Default per-allocation limits. A browser holds a permission per remote
-// candidate IP and a channel per remote candidate it checks: a handful each.
+// Default per-allocation limits, what a zero Config field means. A browser
+// holds a permission per remote candidate IP and a channel per remote
+// candidate it checks: a handful each.
 const (
 	DefaultMaxPermissions  = 128
 	DefaultMaxChannels     = 64
 	DefaultMaxRequestPeers = 16
+)
+
+// Recommended limits for the Config fields whose zero means unlimited: the
+// daemon's flags default to them, so that no one credential holder can
+// take the node (see the README's "Abuse and limits").
+const (
+	// DefaultMaxBPS: 20 Mbit/s per allocation and direction is several
+	// times an HD video call with simulcast, yet bounds what one allocation
+	// can push through the node as an open UDP proxy.
+	DefaultMaxBPS = 20_000_000
+	// DefaultUserAllocRate: new allocations per second per user id; a
+	// browser makes a few per call.
+	DefaultUserAllocRate = 10
+	// DefaultUnauthRate: unauthenticated requests per second per source IP;
+	// a client sends two or three per call (Binding, the first Allocate).
+	DefaultUnauthRate = 200
+	// DefaultMaxConnsPerIP and DefaultMaxPendingConns bound the TCP, TLS
+	// and DTLS client connections that hold no allocation yet, per source
+	// (an IPv4 address, an IPv6 /64) and on the node.
+	DefaultMaxConnsPerIP   = 256
+	DefaultMaxPendingConns = 4096
+	// DefaultUDPRcvbuf: 4 MiB holds about 20 ms of a 1 Gbit/s burst of
+	// media (the kernel's default 208 KiB holds about 1 ms); for
+	// ListenUDPAndTCP.
+	DefaultUDPRcvbuf = 4 << 20
 )
 
 // Listener is one socket handed to the server.

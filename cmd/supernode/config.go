@@ -20,29 +20,6 @@ import (
 	"github.com/supernode/supernode/relay"
 )
 
-// Defaults that protect the node from any one credential holder (see the
-// README's "Abuse and limits").
-const (
-	// defaultUserQuota: a browser holds one to three allocations per peer
-	// connection (one per TURN URL and local interface), so 100 covers a
-	// 30-way mesh call, while one credential can take at most 100 of the
-	// 16,384 relay ports of the default range.
-	defaultUserQuota = 100
-	// defaultMaxBPS: 20 Mbit/s per allocation and direction is several
-	// times an HD video call with simulcast, yet bounds what one allocation
-	// can push through the node as an open UDP proxy.
-	defaultMaxBPS = 20_000_000
-	// defaultAllocRate: new allocations per second per user id; a browser
-	// makes a few per call.
-	defaultAllocRate = 10
-	// defaultUnauthRate: unauthenticated requests per second per source IP;
-	// a client sends two or three per call (Binding, the first Allocate).
-	defaultUnauthRate = 200
-	// defaultUDPRcvbuf: 4 MiB holds about 20 ms of a 1 Gbit/s burst of
-	// media (the kernel's default 208 KiB holds about 1 ms).
-	defaultUDPRcvbuf = 4 << 20
-)
-
 // options is everything the daemon is configured with.
 type options struct {
 	// origin says where each flag's values came from when it was not the
@@ -126,26 +103,26 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 // addLimitFlags adds the flags that bound what clients may do and hold:
 // quotas, rates, lifetimes and timeouts (the README's "Abuse and limits").
 func addLimitFlags(fs *flag.FlagSet, o *options) {
-	fs.IntVar(&o.table.UserQuota, "user-quota", defaultUserQuota, "most allocations one user id may hold at once (0 = unlimited)")
+	fs.IntVar(&o.table.UserQuota, "user-quota", allocation.DefaultUserQuota, "most allocations one user id may hold at once (0 = unlimited)")
 	fs.IntVar(&o.table.TotalQuota, "total-quota", 0, "most allocations on this node at once (0 = unlimited)")
 	fs.StringVar((*string)(&o.offload), "offload", string(offload.Auto), "kernel data path for UDP ChannelData (eBPF, TCX): auto uses it when it can and logs why not, on refuses to start without it, off never uses it")
 	fs.IntVar(&o.offloadMax, "offload-max-channels", offload.DefaultMaxChannels, "most channels (with a live permission) the kernel path relays at once, node-wide; more stay in user space")
-	fs.Int64Var(&o.relay.MaxBPS, "max-bps", defaultMaxBPS, "bandwidth limit per allocation and direction in `bits/s`; excess packets are dropped (0 = unlimited)")
+	fs.Int64Var(&o.relay.MaxBPS, "max-bps", relay.DefaultMaxBPS, "bandwidth limit per allocation and direction in `bits/s`; excess packets are dropped (0 = unlimited)")
 	fs.IntVar(&o.relay.MaxPermissions, "max-permissions", relay.DefaultMaxPermissions, "most peer IPs one allocation may hold permissions for; more get 508")
 	fs.IntVar(&o.relay.MaxChannels, "max-channels", relay.DefaultMaxChannels, "most channels one allocation may bind; more get 508")
-	fs.Float64Var(&o.relay.UserAllocRate, "user-alloc-rate", defaultAllocRate, "new allocations one user id may attempt per second, with a burst of 5 seconds' worth; more get 486 (0 = unlimited)")
-	fs.Float64Var(&o.relay.UnauthRate, "unauth-rate", defaultUnauthRate, "unauthenticated requests (Binding, requests without MESSAGE-INTEGRITY or with a nonce not given to their address) one source IP (IPv6: /64) may send per second, burst twice that; the node takes 50 times that; more are dropped (0 = unlimited)")
+	fs.Float64Var(&o.relay.UserAllocRate, "user-alloc-rate", relay.DefaultUserAllocRate, "new allocations one user id may attempt per second, with a burst of 5 seconds' worth; more get 486 (0 = unlimited)")
+	fs.Float64Var(&o.relay.UnauthRate, "unauth-rate", relay.DefaultUnauthRate, "unauthenticated requests (Binding, requests without MESSAGE-INTEGRITY or with a nonce not given to their address) one source IP (IPv6: /64) may send per second, burst twice that; the node takes 50 times that; more are dropped (0 = unlimited)")
 	fs.IntVar(&o.authFailures, "auth-failures", 10, "failed password checks from one IP or for one username within a minute that start a backoff dropping its requests (0 = never)")
 	fs.DurationVar(&o.relay.AuthBackoff, "auth-backoff", 5*time.Second, "first backoff after --auth-failures; it doubles while failures go on, up to 5m")
 	fs.DurationVar(&o.api.MaxTTL, "max-credential-ttl", 7*24*time.Hour, "REST credentials expiring further in the future than this are refused (the /v1/ice-servers maximum)")
-	fs.IntVar(&o.udpRcvbuf, "udp-rcvbuf", defaultUDPRcvbuf, "receive buffer of each UDP listener socket in `bytes` (0 = the kernel's default)")
+	fs.IntVar(&o.udpRcvbuf, "udp-rcvbuf", relay.DefaultUDPRcvbuf, "receive buffer of each UDP listener socket in `bytes` (0 = the kernel's default)")
 	fs.DurationVar(&o.relay.AllocationLifetime, "allocation-lifetime", 10*time.Minute, "allocation lifetime when the client asks for none")
 	fs.DurationVar(&o.relay.PermissionLifetime, "permission-lifetime", 300*time.Second, "how long a permission lives unless the client refreshes it (RFC 8656: 300s)")
 	fs.DurationVar(&o.relay.ChannelLifetime, "channel-lifetime", 600*time.Second, "how long a channel binding lives unless the client refreshes it (RFC 8656: 600s)")
 	fs.DurationVar(&o.relay.IdleTimeout, "idle-timeout", 10*time.Minute, "close a TCP/TLS/DTLS client connection with an allocation that is silent for this long (without one: at most 30s)")
 	fs.DurationVar(&o.relay.FirstMessageTimeout, "first-message-timeout", 10*time.Second, "close a TCP/TLS/DTLS client connection that sends no complete STUN message (handshake included) in this time")
-	fs.IntVar(&o.relay.MaxConnsPerIP, "max-conns-per-ip", 256, "most TCP/TLS/DTLS client connections without an allocation one IP address (IPv6: /64) may hold at once (0 = unlimited)")
-	fs.IntVar(&o.relay.MaxPendingConns, "max-pending-conns", 4096, "most TCP/TLS/DTLS client connections without an allocation on the node at once (0 = unlimited)")
+	fs.IntVar(&o.relay.MaxConnsPerIP, "max-conns-per-ip", relay.DefaultMaxConnsPerIP, "most TCP/TLS/DTLS client connections without an allocation one IP address (IPv6: /64) may hold at once (0 = unlimited)")
+	fs.IntVar(&o.relay.MaxPendingConns, "max-pending-conns", relay.DefaultMaxPendingConns, "most TCP/TLS/DTLS client connections without an allocation on the node at once (0 = unlimited)")
 	fs.DurationVar(&o.relay.AuthTimeout, "auth-timeout", 30*time.Second, "close a TCP/TLS/DTLS client connection that holds no allocation this long after it was accepted")
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/relay"
@@ -134,19 +135,22 @@ func TestRelaytestHasTheDaemonsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rc := relaytest.Start(t, relaytest.Options{}).Config // the relay relaytest started
 	for _, c := range []struct {
 		flag      string
 		got, want float64
 	}{
-		{"--user-quota", float64(relaytest.DefaultUserQuota), float64(o.table.UserQuota)},
+		// relaytest fills Options' zero values with these constants:
+		{"--user-quota", allocation.DefaultUserQuota, float64(o.table.UserQuota)},
 		{"--total-quota", 0, float64(o.table.TotalQuota)},
-		{"--max-bps", relaytest.DefaultMaxBPS, float64(o.relay.MaxBPS)},
-		{"--user-alloc-rate", relaytest.DefaultUserAllocRate, o.relay.UserAllocRate},
-		{"--unauth-rate", relaytest.DefaultUnauthRate, o.relay.UnauthRate},
-		{"--udp-rcvbuf", relaytest.DefaultRcvbuf, float64(o.udpRcvbuf)},
-		{"--max-conns-per-ip", relaytest.DefaultMaxConnsPerIP, float64(o.relay.MaxConnsPerIP)},
-		{"--max-pending-conns", relaytest.DefaultMaxPending, float64(o.relay.MaxPendingConns)},
-		{"--log-sessions", 1, map[bool]float64{true: 1}[o.relay.LogSessions]},
+		{"--udp-rcvbuf", relay.DefaultUDPRcvbuf, float64(o.udpRcvbuf)},
+		// The relay.Config it started the relay with:
+		{"--max-bps", float64(rc.MaxBPS), float64(o.relay.MaxBPS)},
+		{"--user-alloc-rate", rc.UserAllocRate, o.relay.UserAllocRate},
+		{"--unauth-rate", rc.UnauthRate, o.relay.UnauthRate},
+		{"--max-conns-per-ip", float64(rc.MaxConnsPerIP), float64(o.relay.MaxConnsPerIP)},
+		{"--max-pending-conns", float64(rc.MaxPendingConns), float64(o.relay.MaxPendingConns)},
+		{"--log-sessions", map[bool]float64{true: 1}[rc.LogSessions], map[bool]float64{true: 1}[o.relay.LogSessions]},
 		// relay.Config's zero values, which relaytest leaves them at:
 		{"--max-permissions", relay.DefaultMaxPermissions, float64(o.relay.MaxPermissions)},
 		{"--max-channels", relay.DefaultMaxChannels, float64(o.relay.MaxChannels)},

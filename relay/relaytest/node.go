@@ -31,18 +31,10 @@ import (
 // Realm is the realm every Node serves and every client here signs with.
 const Realm = "supernode.test"
 
-// The limits a Node starts with unless Options or Configure say otherwise:
-// the daemon's defaults (cmd/supernode's flags), so a test sees the relay
-// as an operator who set nothing runs it.
-const (
-	DefaultUserQuota     = 100
-	DefaultMaxBPS        = 20_000_000
-	DefaultUserAllocRate = 10
-	DefaultUnauthRate    = 200
-	DefaultRcvbuf        = 4 << 20
-	DefaultMaxConnsPerIP = 256
-	DefaultMaxPending    = 4096
-)
+// The limits a Node starts with unless Options or Configure say otherwise
+// are the daemon's defaults (relay.DefaultMaxBPS and the others, which
+// cmd/supernode's flags default to), so a test sees the relay as an
+// operator who set nothing runs it.
 
 // Options say what a Node serves. The zero value is a relay on one
 // 127.0.0.1 UDP+TCP listener with two UDP sockets, relaying from
@@ -58,7 +50,7 @@ type Options struct {
 	Listen []string
 	// UDPSockets is the SO_REUSEPORT sockets per Listen address; zero is 2.
 	// Rcvbuf is each UDP socket's receive buffer in bytes; zero is
-	// DefaultRcvbuf.
+	// relay.DefaultUDPRcvbuf.
 	UDPSockets int
 	Rcvbuf     int
 	// RelayIPs are the relay addresses; nil is 127.0.0.1.
@@ -67,8 +59,8 @@ type Options struct {
 	// self-signed certificate for 127.0.0.1 and ::1.
 	TLS, DTLS bool
 	// UserQuota is the per-user allocation quota; zero is
-	// DefaultUserQuota, negative unlimited. TotalQuota is the node's; zero
-	// is unlimited.
+	// allocation.DefaultUserQuota, negative unlimited. TotalQuota is the
+	// node's; zero is unlimited.
 	UserQuota, TotalQuota int
 	// Offload is the kernel path as the daemon's --offload takes it: auto,
 	// on or off. Empty is auto, or off when the environment's
@@ -139,14 +131,14 @@ func Start(t testing.TB, o Options) *Node {
 		o.UDPSockets = 2
 	}
 	if o.Rcvbuf == 0 {
-		o.Rcvbuf = DefaultRcvbuf
+		o.Rcvbuf = relay.DefaultUDPRcvbuf
 	}
 	if len(o.RelayIPs) == 0 {
 		o.RelayIPs = []string{"127.0.0.1"}
 	}
 	switch {
 	case o.UserQuota == 0:
-		o.UserQuota = DefaultUserQuota
+		o.UserQuota = allocation.DefaultUserQuota
 	case o.UserQuota < 0:
 		o.UserQuota = 0
 	}
@@ -173,11 +165,11 @@ func Start(t testing.TB, o Options) *Node {
 		Logger:          log,
 		RelayIPs:        relayIPs,
 		LocalIPs:        endpoint.LocalIPs(),
-		MaxBPS:          DefaultMaxBPS,
-		MaxConnsPerIP:   DefaultMaxConnsPerIP,
-		MaxPendingConns: DefaultMaxPending,
-		UserAllocRate:   DefaultUserAllocRate,
-		UnauthRate:      DefaultUnauthRate,
+		MaxBPS:          relay.DefaultMaxBPS,
+		MaxConnsPerIP:   relay.DefaultMaxConnsPerIP,
+		MaxPendingConns: relay.DefaultMaxPendingConns,
+		UserAllocRate:   relay.DefaultUserAllocRate,
+		UnauthRate:      relay.DefaultUnauthRate,
 		LogSessions:     true,
 	}
 	if o.Configure != nil {
