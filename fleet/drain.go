@@ -13,16 +13,27 @@ var ErrFinalDrain = errors.New("drain: started by SIGTERM, the node exits when i
 // the drain SIGTERM starts, which ends in the process exiting: Undrain
 // refuses to cancel it. Call it after Start.
 func (f *Fleet) Drain(final bool) {
-	f.drainMu.Lock()
-	f.final = f.final || final
-	f.leaving.Store(true)
-	f.drainMu.Unlock()
-	// Not held while the news spreads: a signal's drain would wait on an
-	// API call's.
+	f.startDrain(final)
+	// The mutex is not held while the news spreads: a signal's drain would
+	// wait on an API call's.
 	f.Announce()
+	f.refuseNew()
+}
+
+// startDrain is Drain's first step: the drain is in the gossip.
+func (f *Fleet) startDrain(final bool) {
 	f.drainMu.Lock()
 	defer f.drainMu.Unlock()
-	if s := f.state.Load(); s != nil && f.leaving.Load() { // not cancelled while the fleet was told
+	f.final = f.final || final
+	f.leaving.Store(true)
+}
+
+// refuseNew is Drain's last step, once the fleet was told: the relay
+// refuses new allocations, unless the drain was cancelled meanwhile.
+func (f *Fleet) refuseNew() {
+	f.drainMu.Lock()
+	defer f.drainMu.Unlock()
+	if s := f.state.Load(); s != nil && f.leaving.Load() {
 		s.relay.Drain()
 	}
 }

@@ -414,4 +414,23 @@ func TestFinalDrainCannotBeCancelled(t *testing.T) {
 	if err := b.f.Undrain(); err != nil || b.relay.Draining() || b.f.Draining() {
 		t.Fatalf("Undrain: %v; relay draining %v, gossiped %v", err, b.relay.Draining(), b.f.Draining())
 	}
+	// A cancel that lands while the fleet is being told wins: the relay
+	// never starts refusing. A final drain in the same window cannot be
+	// cancelled: the relay refuses.
+	b.f.startDrain(false)
+	if err := b.f.Undrain(); err != nil {
+		t.Fatal(err)
+	}
+	b.f.refuseNew()
+	if b.relay.Draining() || b.f.Draining() {
+		t.Fatalf("a drain cancelled while the fleet was told: relay draining %v, gossiped %v", b.relay.Draining(), b.f.Draining())
+	}
+	b.f.startDrain(true)
+	if err := b.f.Undrain(); !errors.Is(err, ErrFinalDrain) {
+		t.Fatalf("Undrain during a final drain's announcement: %v", err)
+	}
+	b.f.refuseNew()
+	if !b.relay.Draining() || !b.f.Draining() {
+		t.Fatalf("final drain: relay draining %v, gossiped %v", b.relay.Draining(), b.f.Draining())
+	}
 }

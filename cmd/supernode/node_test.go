@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
-	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/looptest"
 	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/relay"
@@ -135,15 +134,15 @@ func TestRelaytestHasTheDaemonsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc := relaytest.Start(t, relaytest.Options{}).Config // the relay relaytest started
+	tn := relaytest.Start(t, relaytest.Options{})
+	ro, rc := tn.Options, tn.Config // what relaytest made of empty Options, and the relay it started
 	for _, c := range []struct {
 		flag      string
 		got, want float64
 	}{
-		// relaytest fills Options' zero values with these constants:
-		{"--user-quota", allocation.DefaultUserQuota, float64(o.table.UserQuota)},
-		{"--total-quota", 0, float64(o.table.TotalQuota)},
-		{"--udp-rcvbuf", relay.DefaultUDPRcvbuf, float64(o.udpRcvbuf)},
+		{"--user-quota", float64(ro.UserQuota), float64(o.table.UserQuota)},
+		{"--total-quota", float64(ro.TotalQuota), float64(o.table.TotalQuota)},
+		{"--udp-rcvbuf", float64(ro.Rcvbuf), float64(o.udpRcvbuf)},
 		// The relay.Config it started the relay with:
 		{"--max-bps", float64(rc.MaxBPS), float64(o.relay.MaxBPS)},
 		{"--user-alloc-rate", rc.UserAllocRate, o.relay.UserAllocRate},

@@ -80,9 +80,11 @@ type Options struct {
 // daemon starts it but from a relay.Config built here: no flags, no HTTP.
 type Node struct {
 	t testing.TB
-	// Server is the running relay; Config what it was started with.
-	Server *relay.Server
-	Config relay.Config
+	// Server is the running relay; Config what it was started with, and
+	// Options the Options it was started from, zero values filled.
+	Server  *relay.Server
+	Config  relay.Config
+	Options Options
 	// Metrics is the registry the relay counts on.
 	Metrics *metrics.Metrics
 	// Store holds the credentials; Table the allocations and quotas.
@@ -142,6 +144,7 @@ func Start(t testing.TB, o Options) *Node {
 	case o.UserQuota < 0:
 		o.UserQuota = 0
 	}
+	n.Options = o
 	relayIPs := make([]netip.Addr, len(o.RelayIPs))
 	for i, s := range o.RelayIPs {
 		relayIPs[i] = netip.MustParseAddr(s)
