@@ -39,8 +39,8 @@ type Binding struct {
 	Relay, Peer netip.AddrPort
 	// Channel is the channel number (0x4000-0x7FFF).
 	Channel uint16
-	// Fleet marks a peer that is another fleet member's relay address:
-	// its bytes are counted as cross-host traffic.
+	// Fleet marks a peer on another fleet member, not on this node (members
+	// may share a relay IP): its bytes are counted as cross-host traffic.
 	Fleet bool
 }
 

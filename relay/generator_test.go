@@ -69,3 +69,35 @@ func TestPortBitmapsPerFamily(t *testing.T) {
 		t.Fatalf("closed IPv4 relay port judged %v, want gone", got)
 	}
 }
+
+// TestRelaySocketsCloseOnce: a relay socket or listener closed a second
+// time (Server.Close closes them all, and pion closes an allocation's again
+// when it deletes it) returns nil rather than the socket's "use of closed
+// network connection", which pion would log as an error.
+func TestRelaySocketsCloseOnce(t *testing.T) {
+	l := newInspectListener(t, false)
+	l.srv.records = map[string]*record{}
+	l.srv.addrs.advertise4 = l.srv.addrs.relay4
+	g := &generator{l: l}
+	pc, _, err := g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _, err := g.AllocateListener(turn.AllocateListenerConfig{Network: "tcp4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	udpPort := pc.LocalAddr().(*net.UDPAddr).Port
+	tcpPort := ln.Addr().(*net.TCPAddr).Port
+	for _, c := range []interface{ Close() error }{pc, ln} {
+		if err := c.Close(); err != nil {
+			t.Fatalf("first Close: %v", err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("second Close: %v, want nil", err)
+		}
+	}
+	if l.srv.ports.udp4.has(udpPort) || l.srv.ports.tcp4.has(tcpPort) {
+		t.Fatal("a closed relay port is still live")
+	}
+}

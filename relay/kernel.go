@@ -83,7 +83,7 @@ func (s *Server) syncChannel(p *record, n uint16, peer netip.AddrPort) {
 	}
 	d := s.judgePeer(peer, false)
 	b := offload.Binding{Alloc: k.id, Client: k.client, Server: k.server, Relay: k.bound, Peer: peer, Channel: n,
-		Fleet: d.member}
+		Fleet: d.crossHost}
 	_, bound := p.channels[n]
 	_, permitted := p.ips[peer.Addr()]
 	// A peer on the node's own addresses (or a fleet member's) is reachable

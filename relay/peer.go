@@ -20,11 +20,11 @@ const (
 // peerDecision is the verdict on one peer transport address.
 type peerDecision struct {
 	port portVerdict
-	// member: the peer's address is another fleet member's relay
-	// address. crossHost: and the port is not one of this node's own live
-	// relay ports (members may share a relay IP), so the bytes count as
-	// cross-host traffic.
-	member, crossHost bool
+	// crossHost: the peer's address is another fleet member's relay
+	// address and the port is not one of this node's own live relay ports
+	// (members may share a relay IP), so the bytes count as cross-host
+	// traffic, on both data paths.
+	crossHost bool
 }
 
 // judgePeer decides about the peer ap of one packet (tcp: of an RFC 6062
@@ -57,7 +57,7 @@ func (s *Server) judgePeer(ap netip.AddrPort, tcp bool) peerDecision {
 	live := self && x.relay && s.ports.live(tcp, x.addr.Is6(), port)
 	// A member sharing this node's relay IP: this node's own live ports
 	// are not cross-host.
-	d := peerDecision{member: member, crossHost: member && !live}
+	d := peerDecision{crossHost: member && !live}
 	switch {
 	case x.open:
 	case !self:

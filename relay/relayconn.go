@@ -34,16 +34,19 @@ func (l *listener) wrapRelayPacketConn(pc net.PacketConn, port int, rec *record)
 // Close frees the port in the node's relay-port set and gives it back to
 // the pool, after the socket is closed so the next bind of it succeeds.
 func (c *relayPacketConn) Close() error {
-	err := c.PacketConn.Close()
-	if !c.closed.Swap(true) {
-		if c.ports != nil {
-			c.ports.remove(c.port)
-		}
-		if c.pool != nil {
-			c.pool.release(c.port)
-		}
-		c.l.srv.unregisterRecord(c.relay, c.rec)
+	if c.closed.Swap(true) {
+		// Closed already: Server.Close closes every relay socket itself,
+		// and pion closes an allocation's again when it deletes it.
+		return nil
 	}
+	err := c.PacketConn.Close()
+	if c.ports != nil {
+		c.ports.remove(c.port)
+	}
+	if c.pool != nil {
+		c.pool.release(c.port)
+	}
+	c.l.srv.unregisterRecord(c.relay, c.rec)
 	return err
 }
 
@@ -173,14 +176,15 @@ type relayListener struct {
 // Close frees the port in the node's relay-port set and gives it back to
 // the pool.
 func (rl *relayListener) Close() error {
+	if rl.closed.Swap(true) {
+		return nil // closed already (see relayPacketConn.Close)
+	}
 	// Close first: with SO_REUSEPORT a new allocation could otherwise bind
 	// the port while this listener still accepts on it.
 	err := rl.Listener.Close()
-	if !rl.closed.Swap(true) {
-		rl.ports.remove(rl.port)
-		rl.pool.release(rl.port)
-		rl.l.srv.unregisterRecord(rl.relay, rl.rec)
-	}
+	rl.ports.remove(rl.port)
+	rl.pool.release(rl.port)
+	rl.l.srv.unregisterRecord(rl.relay, rl.rec)
 	return err
 }
 

@@ -19,7 +19,7 @@ import (
 // allocations_created, allocations_deleted (transport), dropped (reason),
 // requests (method, result), auth_failures (reason), quota (which),
 // peer_denials (method), connections_closed (transport, reason),
-// connections_pending and handler_panics. The kernel path's counts are read first, as a
+// connections_pending, handler_panics and cross_host_bytes (direction). The kernel path's counts are read first, as a
 // scrape would. An unknown name fails t.
 func Counter(t testing.TB, m *metrics.Metrics, name string, labels ...any) float64 {
 	t.Helper()
@@ -64,6 +64,8 @@ func Counter(t testing.TB, m *metrics.Metrics, name string, labels ...any) float
 		return testutil.ToFloat64(m.ConnectionsPending)
 	case "handler_panics":
 		return testutil.ToFloat64(m.HandlerPanics)
+	case "cross_host_bytes":
+		return testutil.ToFloat64(m.CrossHostBytes.For(Label(t, metrics.Directions, labels[0])))
 	}
 	t.Fatalf("unknown metric %q", name)
 	return 0
