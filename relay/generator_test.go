@@ -15,15 +15,19 @@ func TestSamePortUDPAndTCPAllocations(t *testing.T) {
 	l.srv.records = map[string]*record{}
 	l.srv.addrs.advertise4 = l.srv.addrs.relay4
 	g := &generator{l: l}
-	pc, udpRelay, err := g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", RequestedPort: 50123})
-	if err != nil {
-		t.Skipf("port 50123 busy: %v", err)
-	}
+	var pc net.PacketConn
+	var ln net.Listener
+	var udpRelay, tcpRelay net.Addr
+	port := onFreePort(t, func(port int) (err error) {
+		if pc, udpRelay, err = g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", RequestedPort: port}); err != nil {
+			return err
+		}
+		if ln, tcpRelay, err = g.AllocateListener(turn.AllocateListenerConfig{Network: "tcp4", RequestedPort: port}); err != nil {
+			_ = pc.Close()
+		}
+		return err
+	})
 	defer pc.Close()
-	ln, tcpRelay, err := g.AllocateListener(turn.AllocateListenerConfig{Network: "tcp4", RequestedPort: 50123})
-	if err != nil {
-		t.Skipf("port 50123 busy: %v", err)
-	}
 	peer := net.IPv4(203, 0, 113, 7)
 	l.srv.permissionChanged(udpRelay, peer, true)
 	rc := pc.(*relayPacketConn)
@@ -35,10 +39,27 @@ func TestSamePortUDPAndTCPAllocations(t *testing.T) {
 	if !rc.rec.has(netip.MustParseAddr("203.0.113.8")) {
 		t.Fatal("closing the TCP allocation broke the UDP allocation's permissions")
 	}
-	if !l.srv.ports.udp4.has(50123) || l.srv.ports.tcp4.has(50123) {
+	if !l.srv.ports.udp4.has(port) || l.srv.ports.tcp4.has(port) {
 		t.Fatal("port bitmaps wrong after closing the TCP allocation")
 	}
 	_ = tcpRelay
+}
+
+// onFreePort calls try with odd relay port numbers from 50101 on until it
+// succeeds, and returns the port; try closes what it opened when it fails.
+// Odd: a requested even port is an EVEN-PORT request, which may be served
+// on another even port. A port is only busy when another socket on this
+// machine holds it, so 100 in a row fail the test.
+func onFreePort(t *testing.T, try func(port int) error) int {
+	t.Helper()
+	var err error
+	for port := 50101; port < 50301; port += 2 {
+		if err = try(port); err == nil {
+			return port
+		}
+	}
+	t.Fatalf("100 relay ports in a row busy, the last: %v", err)
+	return 0
 }
 
 // TestPortBitmapsPerFamily: closing an IPv4 relay socket does not hide an
@@ -51,21 +72,27 @@ func TestPortBitmapsPerFamily(t *testing.T) {
 	l.srv.addSelf(l.srv.addrs.relay4, true)
 	l.srv.addSelf(l.srv.addrs.relay6, true)
 	g := &generator{l: l}
-	v4, _, err := g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", RequestedPort: 50125})
-	if err != nil {
-		t.Skipf("port busy: %v", err)
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		_ = c.Close()
 	}
-	v6, _, err := g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp6", RequestedPort: 50125})
-	if err != nil {
-		_ = v4.Close()
-		t.Skipf("no IPv6 or port busy: %v", err)
-	}
+	var v4, v6 net.PacketConn
+	port := onFreePort(t, func(port int) (err error) {
+		if v4, _, err = g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", RequestedPort: port}); err != nil {
+			return err
+		}
+		if v6, _, err = g.AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp6", RequestedPort: port}); err != nil {
+			_ = v4.Close()
+		}
+		return err
+	})
 	defer v6.Close()
 	_ = v4.Close()
-	if got := verdictOf(l.srv, net.IPv6loopback, 50125); got != portAllowed {
+	if got := verdictOf(l.srv, net.IPv6loopback, port); got != portAllowed {
 		t.Fatalf("live IPv6 relay port judged %v after the IPv4 one closed", got)
 	}
-	if got := verdictOf(l.srv, net.IPv4(127, 0, 0, 1), 50125); got != portGone {
+	if got := verdictOf(l.srv, net.IPv4(127, 0, 0, 1), port); got != portGone {
 		t.Fatalf("closed IPv4 relay port judged %v, want gone", got)
 	}
 }
