@@ -301,10 +301,13 @@ func (c *clientStreamConn) Read(p []byte) (int, error) {
 		c.in = append(c.in, c.scratch[:m]...)
 		if err != nil {
 			// The deadline that applies changed while this read waited (an
-			// Allocate or ConnectionBind answered, or the allocation ended):
-			// read again with the one that applies now. A read timeout
-			// leaves TCP, TLS and DTLS connections usable.
-			if deadlineExceeded(err) && c.gen.Load() != gen {
+			// Allocate or ConnectionBind answered, or the allocation ended),
+			// or allocationEnded woke the read before its deadline: read
+			// again with the deadline that applies now. (A reader that saw
+			// the change before the wake-up came sees no change, only a
+			// deadline not yet passed.) A read timeout leaves TCP, TLS and
+			// DTLS connections usable.
+			if deadlineExceeded(err) && (c.gen.Load() != gen || time.Now().Before(deadline)) {
 				continue
 			}
 			c.noteErr(err)

@@ -479,3 +479,37 @@ func TestStreamTimeoutsAfterAllocation(t *testing.T) {
 		})
 	})
 }
+
+// TestStreamReadWokenEarly: allocationEnded wakes the relay's waiting read
+// (a read deadline of now) so that it takes up the new deadline. A reader
+// that had already seen the change (it re-armed between the deadline
+// change and the wake-up) must not take that wake-up for its deadline
+// passing: the connection stays open until the deadline that applies.
+// The wake-up is given here without a change behind it, as such a reader
+// sees it.
+func TestStreamReadWokenEarly(t *testing.T) {
+	const auth = 20 * time.Second // before the 30 s idle limit of a connection without an allocation
+	synctest.Test(t, func(t *testing.T) {
+		ts := startTimeoutServer(t, 0, 10*time.Minute, auth)
+		start := time.Now()
+		c, sc := ts.acceptStream(t)
+		closed := watchClose(c)
+		if _, err := c.Write(bindingRequest(0)); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // the relay waits in its next read, until start+auth
+		time.Sleep(time.Second)
+		_ = sc.Conn.SetReadDeadline(time.Now()) // the wake-up
+		synctest.Wait()
+		if len(closed) != 0 {
+			t.Fatal("a wake-up closed the connection before its deadline")
+		}
+		if got := (<-closed).Sub(start); got != auth {
+			t.Fatalf("closed %v after accept, want the auth timeout %v", got, auth)
+		}
+		synctest.Wait()
+		if ts.closed(metrics.TransportTCP, metrics.CloseAuthTimeout) != 1 || ts.closed(metrics.TransportTCP, metrics.CloseIdleTimeout) != 0 {
+			t.Fatalf("closed auth %v, idle %v times; want auth once", ts.closed(metrics.TransportTCP, metrics.CloseAuthTimeout), ts.closed(metrics.TransportTCP, metrics.CloseIdleTimeout))
+		}
+	})
+}
