@@ -123,6 +123,13 @@ func (s *Store) Rotating() bool { return len(s.cur.Load().Secrets) > 1 }
 // HasSecret reports whether at least one REST secret is configured.
 func (s *Store) HasSecret() bool { return len(s.cur.Load().Secrets) > 0 }
 
+// ValidUserID reports whether id may be a user id that REST credentials are
+// minted for: at most 128 bytes, without NUL, CR or LF (it is logged, and
+// carried in the username of every request).
+func ValidUserID(id string) bool {
+	return len(id) <= 128 && !strings.ContainsAny(id, "\x00\r\n")
+}
+
 // ParseRESTUsername splits a TURN REST username "<expiry-unix>:<id>".
 func ParseRESTUsername(username string) (expiry time.Time, id string, ok bool) {
 	ts, rest, found := strings.Cut(username, ":")

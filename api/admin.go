@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
-	"strings"
 
 	"github.com/supernode/supernode/cluster"
 	"github.com/supernode/supernode/relay"
@@ -153,15 +152,10 @@ func filterOf(w http.ResponseWriter, r *http.Request, kill bool) (relay.Filter, 
 	if kill {
 		allowed = []string{"user", "call"}
 	}
+	if !knownParams(w, q, allowed) {
+		return relay.Filter{}, false
+	}
 	for k, v := range q {
-		known := false
-		for _, a := range allowed {
-			known = known || k == a
-		}
-		if !known {
-			jsonError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: want %s", k, strings.Join(allowed, ", ")))
-			return relay.Filter{}, false
-		}
 		if len(v) != 1 || v[0] == "" {
 			jsonError(w, http.StatusBadRequest, k+": give it once, with a value")
 			return relay.Filter{}, false

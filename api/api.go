@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,7 +48,10 @@ type Config struct {
 	Node        Node              // required
 	// URLs are the turn:/turns:/stun: URLs handed to clients. Required.
 	URLs []string
-	// Token, when set, is required as "Authorization: Bearer <token>" on /v1/*.
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// /v1/*. Without one, /v1/* answers only requests whose Host is an IP
+	// address or localhost (421 otherwise), so that a web page cannot reach
+	// it by rebinding its own name to a loopback address.
 	Token string
 	// DefaultTTL is the credential lifetime when ?ttl is absent; zero is 24h.
 	DefaultTTL time.Duration
@@ -194,6 +198,18 @@ func jsonError(w http.ResponseWriter, code int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
+// knownParams reports whether every parameter of q is in allowed; if not,
+// it answers 400 naming one that is not.
+func knownParams(w http.ResponseWriter, q url.Values, allowed []string) bool {
+	for k := range q {
+		if !slices.Contains(allowed, k) {
+			jsonError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: want %s", k, strings.Join(allowed, ", ")))
+			return false
+		}
+	}
+	return true
+}
+
 func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.cfg.tokenOK(w, r) {
 		return
@@ -202,18 +218,15 @@ func (h *iceHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		jsonError(w, http.StatusBadRequest, "bad query: "+err.Error())
 		return
 	}
-	for k := range r.Form {
-		if !slices.Contains(iceParams, k) {
-			jsonError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: want %s", k, strings.Join(iceParams, ", ")))
-			return
-		}
+	if !knownParams(w, r.Form, iceParams) {
+		return
 	}
 	user := r.Form.Get("user")
 	if user == "" {
 		jsonError(w, http.StatusBadRequest, "missing user: pass ?user=ID")
 		return
 	}
-	if len(user) > 128 || strings.ContainsAny(user, "\x00\r\n") {
+	if !allocation.ValidUserID(user) {
 		jsonError(w, http.StatusBadRequest, "user: at most 128 bytes, no control characters")
 		return
 	}

@@ -27,7 +27,7 @@ func readProc(pid int) (ProcSample, error) {
 	if err != nil && !errors.Is(err, procfs.ErrNoMemory) {
 		return ProcSample{}, err
 	}
-	return ProcSample{CPUSeconds: float64(p.CPUTicks) / procfs.UserHZ, RSSBytes: p.RSS, HWMBytes: p.HWM}, nil
+	return ProcSample{CPUSeconds: p.CPU().Seconds(), RSSBytes: p.RSS, HWMBytes: p.HWM}, nil
 }
 
 // Machine describes where the numbers were taken.

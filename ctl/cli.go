@@ -12,40 +12,53 @@ import (
 
 // subcommand is one of the operator's commands: supernode <name> [flags].
 type subcommand struct {
-	summary string
-	run     func(c *command, args []string) error
+	name, summary string
+	run           func(c *command, args []string) error
 }
 
-// subcommands are the operator's commands, by name.
-var subcommands = map[string]subcommand{
-	"allocations": {"list a node's allocations (filters: --user, --call, --transport)", (*command).allocations},
-	"kill":        {"end a user's or a call's allocations at once (--user U | --call C)", (*command).kill},
-	"drain":       {"start a node's drain, or cancel it with --cancel", (*command).drain},
-	"fleet":       {"list the fleet's members as a node sees them", (*command).fleet},
-	"credentials": {"mint TURN REST credentials offline (--secret S --user U [--ttl D])", (*command).credentials},
+// subcommands are the operator's commands, in the order Usage lists them.
+var subcommands = []subcommand{
+	{"allocations", "list a node's allocations (filters: --user, --call, --transport)", (*command).allocations},
+	{"kill", "end a user's or a call's allocations at once (--user U | --call C)", (*command).kill},
+	{"drain", "start a node's drain, or cancel it with --cancel", (*command).drain},
+	{"fleet", "list the fleet's members as a node sees them", (*command).fleet},
+	{"credentials", "mint TURN REST credentials offline (--secret S --user U [--ttl D])", (*command).credentials},
 }
 
-// commandNames in the order Usage lists them.
-var commandNames = []string{"allocations", "kill", "drain", "fleet", "credentials"}
+// lookup is the command called name.
+func lookup(name string) (subcommand, bool) {
+	for _, sc := range subcommands {
+		if sc.name == name {
+			return sc, true
+		}
+	}
+	return subcommand{}, false
+}
 
 // IsCommand reports whether name, the first argument given to supernode,
 // names one of the operator's commands rather than starting the daemon's
 // flags.
 func IsCommand(name string) bool {
-	_, ok := subcommands[name]
+	_, ok := lookup(name)
 	return ok
 }
 
 // Commands returns the names of the operator's commands, in the order
 // Usage lists them.
-func Commands() []string { return append([]string(nil), commandNames...) }
+func Commands() []string {
+	names := make([]string, len(subcommands))
+	for i, sc := range subcommands {
+		names[i] = sc.name
+	}
+	return names
+}
 
 // Usage lists the operator's commands, one indented line each with its
 // summary, for supernode --help.
 func Usage() string {
 	var b strings.Builder
-	for _, n := range commandNames {
-		fmt.Fprintf(&b, "  %-12s %s\n", n, subcommands[n].summary)
+	for _, sc := range subcommands {
+		fmt.Fprintf(&b, "  %-12s %s\n", sc.name, sc.summary)
 	}
 	return b.String()
 }
@@ -56,9 +69,9 @@ func Usage() string {
 // to stderr. An error is returned, not printed, for the caller to print
 // last; after --help it is flag.ErrHelp.
 func Run(name string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	sc, ok := subcommands[name]
+	sc, ok := lookup(name)
 	if !ok {
-		return fmt.Errorf("unknown command %q (want one of %s)", name, strings.Join(commandNames, ", "))
+		return fmt.Errorf("unknown command %q (want one of %s)", name, strings.Join(Commands(), ", "))
 	}
 	c := &command{name: name, getenv: getenv, client: Client{Out: stdout}}
 	c.fs = flag.NewFlagSet("supernode "+name, flag.ContinueOnError)
@@ -108,7 +121,7 @@ func (c *command) parse(args []string) error {
 	if c.fs.NArg() > 0 {
 		return fmt.Errorf("%s: unexpected argument %q (flags start with --)", c.name, c.fs.Arg(0))
 	}
-	if c.client.Token == "" && c.getenv != nil {
+	if c.client.Token == "" {
 		c.client.Token = c.getenv("SUPERNODE_API_TOKEN")
 	}
 	return nil

@@ -73,7 +73,8 @@ func TestCommandHelp(t *testing.T) {
 			if !errors.Is(err, flag.ErrHelp) || out != "" {
 				t.Errorf("%s %s: %v, stdout %q", name, h, err, out)
 			}
-			header := "supernode " + name + ": " + subcommands[name].summary + ".\n\nUsage: supernode " + name + " [flags]\n\nFlags:\n"
+			sc, _ := lookup(name)
+			header := "supernode " + name + ": " + sc.summary + ".\n\nUsage: supernode " + name + " [flags]\n\nFlags:\n"
 			if !strings.HasPrefix(usage, header) {
 				t.Errorf("%s %s: usage starts\n%s\nwant\n%s", name, h, usage, header)
 			}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/supernode/supernode/allocation"
@@ -56,7 +55,7 @@ func (f credentialsFlags) restID() (string, error) {
 		return "", errors.New("credentials: --secret is required (or SUPERNODE_AUTH_SECRET)")
 	case f.user == "":
 		return "", errors.New("credentials: --user is required")
-	case len(f.user) > 128 || strings.ContainsAny(f.user, "\x00\r\n"):
+	case !allocation.ValidUserID(f.user):
 		return "", errors.New("credentials: --user: at most 128 bytes, no control characters")
 	case cluster.ReservedID(f.user):
 		return "", errors.New("credentials: --user may not start with c= (reserved for placed calls; pass --call)")

@@ -1,16 +1,17 @@
 // Package ctl is the operator's command line, `supernode allocations`,
 // `kill`, `drain`, `fleet` and `credentials`, and the admin API client it
 // drives. Run runs a command: it parses the command's flags, takes their
-// defaults from the environment Run is handed (SUPERNODE_API, else SUPERNODE_HTTP_LISTEN;
-// SUPERNODE_API_TOKEN; SUPERNODE_AUTH_SECRET), checks its arguments, and
+// defaults from the environment Run is handed (SUPERNODE_API, else
+// SUPERNODE_HTTP_LISTEN; SUPERNODE_API_TOKEN; SUPERNODE_AUTH_SECRET),
+// checks its arguments, and
 // calls Client, which calls a node's admin API (package api serves it) and
 // prints the answer as a table or as the JSON it came in; `credentials`
 // needs no node and mints TURN REST credentials offline with the node's own
 // code.
 //
-// Elsewhere flags are parsed only in cmd/ (STYLE.md). This package parses
-// its own because it is a command-line client, not a component of the
-// relay: its flags, their defaults and its usage text are what it is, and
+// The relay's components never parse flags (the house style keeps that in
+// the commands). This package parses its own because it is a command-line
+// client, not a component of the relay: its flags, their defaults and its usage text are what it is, and
 // they can be tested here, without a daemon around them. cmd/supernode only
 // hands it the arguments after a command's name (IsCommand, Run) and puts
 // Usage into its --help; the daemon's own flags stay in cmd/supernode.

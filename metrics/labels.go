@@ -3,8 +3,9 @@ package metrics
 // Label values. Each label's values are one named string type with its
 // constants and a list of all of them: the For methods that pick a series
 // of a labelled metric take these types, so a series is named only by a
-// constant, and New creates every series of each list at zero. The strings are what /metrics,
-// the dashboards, the alert rules and the README show; they never change.
+// constant, and New creates every series of each list at zero. The strings
+// are what /metrics, the dashboards, the alert rules and the README show;
+// they never change.
 
 // Transport is a client transport a listener speaks (label transport).
 type Transport string

@@ -1,13 +1,14 @@
 // Package procfs reads the Linux /proc files that supernode's load
 // generator (load), bench harness (bench) and the relay's receive-buffer
-// tests measure with: a process's CPU
-// time and resident memory (/proc/PID/stat, /proc/PID/status), the
-// machine's CPU time accounting (/proc/stat), softirq counts
-// (/proc/softirqs), each CPU's input backlog (/proc/net/softnet_stat) and
-// the kernel's per-socket UDP drop counts (/proc/net/udp).
+// tests measure with: a process's CPU time and resident memory
+// (/proc/PID/stat, /proc/PID/status), the machine's CPU time accounting
+// (/proc/stat), softirq counts (/proc/softirqs), each CPU's input backlog
+// (/proc/net/softnet_stat), the kernel's per-socket UDP drop counts
+// (/proc/net/udp) and the load average (/proc/loadavg).
 //
-// Every file has a Parse function over its bytes, tested against lines
-// captured from real kernels, and a Read function that reads the live file.
+// The files it parses have Parse functions over their bytes, tested against
+// lines captured from real kernels, and Read functions that read the live
+// files (ReadProcess reads both of a process's).
 // A Read function returns the *fs.PathError of a file it cannot read as it
 // is, so a caller can tell "no such process" from a file it cannot parse.
 // /proc is the kernel's own report, not untrusted input: the parsers check

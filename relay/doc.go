@@ -79,14 +79,15 @@
 // whether the call belongs on another member, and the client then gets a
 // signed 300 Try Alternate instead of an allocation here. One that stays
 // passes pion's auth and quota callbacks (listener.auth, listener.quota,
-// server.go) and the generator; pion's events (listener.events) then file
-// the allocation's record and link it to its client (record.go), and keep
-// its permissions and channels there and in the kernel (kernelSync,
-// kernel.go).
+// server.go) and the generator, which files the allocation's record when it
+// opens the relay socket; pion's events (listener.events) then link the
+// record to its client (record.go), and keep its permissions and channels
+// there and in the kernel (kernelSync, kernel.go).
 //
 // Per relayed packet (ChannelData, a Send or Data indication, a datagram
 // from a peer) nothing in this package allocates: relay/hotpath_test.go
 // asserts it with testing.AllocsPerRun for every step above that is this
-// package's, in both directions, on real sockets where there is one. Pion's steps (5 on the
-// way out, 3 on the way back) do allocate; the README has the count.
+// package's, in both directions, on real sockets where there is one.
+// Pion's steps (5 on the way out, 3 on the way back) do allocate; the
+// README has the count.
 package relay

@@ -74,9 +74,10 @@ func reuseControl(_, _ string, c syscall.RawConn) error {
 // Pion answers the Allocate with 508 and writes the reason only at its debug
 // level, so a node out of relay ports or unable to bind its relay IP would
 // otherwise fail every call in silence. A client asking for a family the
-// node has no relay IP for is the client's affair and is not logged here.
-func (g *generator) allocFailed(network string, bindIP netip.Addr, err error) {
-	if errors.Is(err, ErrNoRelayIP) {
+// node has no relay IP for, or for a port (requested: EVEN-PORT, a
+// reservation), is the client's affair and is not logged here.
+func (g *generator) allocFailed(network string, bindIP netip.Addr, requested int, err error) {
+	if requested != 0 || errors.Is(err, ErrNoRelayIP) {
 		return
 	}
 	s := g.l.srv
@@ -96,9 +97,7 @@ func (g *generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pa
 	}
 	port, pc, err := g.bindUDP(conf.Network, bindIP, conf.RequestedPort)
 	if err != nil {
-		if conf.RequestedPort == 0 { // a port the client asked for (EVEN-PORT, a reservation) is its affair
-			g.allocFailed(conf.Network, bindIP, err)
-		}
+		g.allocFailed(conf.Network, bindIP, conf.RequestedPort, err)
 		return nil, nil, err
 	}
 	pool := g.l.srv.portPool(conf.Network)
@@ -124,7 +123,10 @@ func (g *generator) bindUDP(network string, bindIP netip.Addr, requested int) (i
 	}
 	switch {
 	case requested != 0 && requested%2 == 0:
-		return s.bindEven(network, pool, requested, listen)
+		if port, pc, err := s.bindEven(network, pool, requested, listen); pc != nil || err != nil {
+			return port, pc, err
+		}
+		// No free pair: requested alone, without a reservation, below.
 	case requested != 0:
 		if pc := s.reserved.claim(network, requested); pc != nil {
 			return requested, pc, nil
@@ -167,9 +169,7 @@ func (g *generator) AllocateListener(conf turn.AllocateListenerConfig) (net.List
 		return nil
 	})
 	if err != nil {
-		if conf.RequestedPort == 0 { // a port the client asked for (EVEN-PORT, a reservation) is its affair
-			g.allocFailed(conf.Network, bindIP, err)
-		}
+		g.allocFailed(conf.Network, bindIP, conf.RequestedPort, err)
 		return nil, nil, err
 	}
 	relay := &net.TCPAddr{IP: adv.AsSlice(), Port: port}
@@ -194,7 +194,7 @@ func (g *generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error)
 	if !ok {
 		return nil, fmt.Errorf("relay: peer address %v is not TCP", conf.RemoteAddr)
 	}
-	if !g.l.srv.peerPortAllowed(remote.AddrPort(), true) {
+	if !g.l.srv.tcpPeerAllowed(remote.AddrPort()) {
 		g.l.srv.m.PeerDenials.For(metrics.MethodConnect).Inc()
 		return nil, ErrSelfPeer
 	}

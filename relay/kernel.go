@@ -63,7 +63,7 @@ func (s *Server) kernelStart(p *record, client, server net.Addr) {
 	k.added = true
 	// Channels or permissions pion reported before the allocation itself.
 	for n, peer := range p.channels {
-		s.syncChannel(p, n, peer)
+		s.kernelSync(p, n, peer)
 	}
 }
 
@@ -71,12 +71,6 @@ func (s *Server) kernelStart(p *record, client, server net.Addr) {
 // kernel exactly while it is bound and its peer's permission is live.
 // Called with p.mu held.
 func (s *Server) kernelSync(p *record, n uint16, peer netip.AddrPort) {
-	s.syncChannel(p, n, peer)
-}
-
-// syncChannel is kernelSync; it also installs the channels pion reported
-// before the allocation reached the kernel.
-func (s *Server) syncChannel(p *record, n uint16, peer netip.AddrPort) {
 	k := p.k
 	if k == nil || !k.added || !peer.IsValid() {
 		return

@@ -78,8 +78,9 @@ func (s *Server) judgePeer(ap netip.AddrPort, tcp bool) peerDecision {
 	return d
 }
 
-// peerPortAllowed decides one packet or connection to ap: on the node's
-// own addresses only live relay ports of the same protocol.
-func (s *Server) peerPortAllowed(ap netip.AddrPort, tcp bool) bool {
-	return s.judgePeer(ap, tcp).port == portAllowed
+// tcpPeerAllowed decides an RFC 6062 Connect to ap (the request, and the
+// connection pion then dials): on the node's own addresses only live TCP
+// relay ports.
+func (s *Server) tcpPeerAllowed(ap netip.AddrPort) bool {
+	return s.judgePeer(ap, true).port == portAllowed
 }

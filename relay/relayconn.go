@@ -169,7 +169,7 @@ type relayListener struct {
 	ports  *portSet
 	pool   *portPool
 	relay  net.Addr
-	rec    *record // for the permissions gauge only
+	rec    *record // the allocation's record: permissions, RFC 6062 counters, Kill
 	closed atomic.Bool
 }
 

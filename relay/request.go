@@ -237,7 +237,7 @@ func (q *request) checkPeers() bool {
 		}
 		q.peers = append(q.peers, peer.Addr().Unmap())
 		if !q.l.srv.peerAllowed(peer.Addr()) ||
-			(q.method == stun.MethodConnect && !q.l.srv.peerPortAllowed(peer, true)) {
+			(q.method == stun.MethodConnect && !q.l.srv.tcpPeerAllowed(peer)) {
 			denied = true
 		}
 	}

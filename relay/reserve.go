@@ -113,8 +113,9 @@ func (h *heldPort) free(port int) {
 // bindEven opens the relay socket of an EVEN-PORT allocation and reserves
 // the port after it (see above): requested (pion's pick) when both ports
 // can be had, else another even port of the pool whose next port is free.
-// When no such pair can be found it falls back to requested alone, without
-// a reservation, as a generator that reserves nothing would.
+// When no such pair can be found it returns no socket and no error: the
+// caller then binds requested alone, without a reservation, as a generator
+// that reserves nothing would.
 func (s *Server) bindEven(network string, pool *portPool, requested int, listen func(port int) (net.PacketConn, error)) (int, net.PacketConn, error) {
 	now := s.now()
 	for attempt := range maxBindAttempts + 1 {
@@ -150,11 +151,5 @@ func (s *Server) bindEven(network string, pool *portPool, requested int, listen 
 		s.reserved.hold(network, port+1, next, pool)
 		return port, pc, nil
 	}
-	var pc net.PacketConn
-	port, err := pool.bind(requested, now, func(p int) error {
-		c, err := listen(p)
-		pc = c
-		return err
-	})
-	return port, pc, err
+	return 0, nil, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/supernode/supernode/allocation"
 	"github.com/supernode/supernode/cluster"
+	"github.com/supernode/supernode/metrics"
 	"github.com/supernode/supernode/offload"
 )
 
@@ -217,8 +218,8 @@ type lifetimeNote struct {
 }
 
 // noteAllocate remembers the LIFETIME an Allocate on k asks for (has:
-// whether it carried one). Notes of
-// Allocates that never created anything go after pendingNote.
+// whether it carried one). Notes of Allocates that never created anything
+// go after pendingNote.
 // The sweep of old notes runs at most every pendingNote/6, not on every
 // Allocate: Allocates refused later (over quota) leave notes behind, and a
 // client with credentials can send many from many ports; a sweep per
@@ -323,9 +324,6 @@ func (s *Server) endRemaining() {
 
 // ValidTransport reports whether t is a client transport Filter takes.
 func ValidTransport(t string) bool {
-	switch t {
-	case "udp", "tcp", "tls", "dtls":
-		return true
-	}
-	return false
+	_, ok := metrics.TransportOf(t)
+	return ok
 }
